@@ -1,0 +1,154 @@
+import { randomBytes, randomInt } from 'node:crypto';
+import { z } from 'zod';
+import { systemClock } from '../../core/clock.js';
+import { produce, type ProduceResult } from '../../core/produce.js';
+import { generatedSource, ndjsonSource, type EventSource } from '../../core/sources.js';
+import { createDriver } from '../../drivers/registry.js';
+import { DataError, InterruptedError, UsageError } from '../../errors.js';
+import { EventGenerator } from '../../events/generator.js';
+import { loadScenario } from '../../events/scenario.js';
+import { brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
+import type { CommandContext } from '../program.js';
+import { payqVersion } from '../program.js';
+import { startProgress } from '../progress.js';
+import { formatCount, formatLatency, formatRate, keyValueTable } from '../render.js';
+
+const produceSchema = z.strictObject({
+  broker: brokerSchema.optional(),
+  json: flagSchema.default(false),
+  topic: destinationSchema.optional(),
+  count: wholeNumber(1).optional(),
+  duration: durationSchema.optional(),
+  rate: rateSchema.optional(),
+  seed: wholeNumber(0).optional(),
+  scenario: z.string().default('checkout'),
+  lifecycle: flagSchema.default(false),
+  fromFile: z.string().min(1).optional(),
+  typeField: z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or meta.type').default('event'),
+  size: wholeNumber(0, 1024 * 1024).default(0),
+  partitions: wholeNumber(1, 10_000).default(6),
+  dryRun: flagSchema.default(false),
+  runId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be letters, digits, . _ - (at most 64)').optional(),
+  batchSize: wholeNumber(1, 100_000).optional(),
+  maxInFlight: wholeNumber(1, 1024).optional(),
+});
+export type ProduceCommandOptions = z.output<typeof produceSchema>;
+
+const DEFAULT_COUNT = 1000;
+
+export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
+  const o = resolveOptions(produceSchema, {
+    command: 'produce',
+    flags,
+    env: ctx.env,
+    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
+  });
+  if (o.count !== undefined && o.duration !== undefined) throw new UsageError('--count and --duration exclude each other');
+  if (o.fromFile !== undefined && o.lifecycle) throw new UsageError('--lifecycle generates events; it does not apply to --from-file');
+  const seed = o.seed ?? randomInt(0, 2 ** 31);
+  const scenario = loadScenario(o.scenario);
+  const payments = o.count ?? (o.duration !== undefined ? Infinity : DEFAULT_COUNT);
+  const topic = o.topic ?? scenario.destinationFor(scenario.entry);
+  const out = ctx.out;
+
+  const source: EventSource =
+    o.fromFile !== undefined
+      ? ndjsonSource({ file: o.fromFile, stdin: ctx.stdin as NodeJS.ReadStream, typeField: o.typeField, seed })
+      : generatedSource(new EventGenerator({ scenario, seed, payments, lifecycle: o.lifecycle, size: o.size }));
+
+  if (o.dryRun) {
+    if (payments === Infinity && o.fromFile === undefined) throw new UsageError('--dry-run needs --count (it does not run for a duration)');
+    for (;;) {
+      const chunk = await source.pull(1000);
+      if (chunk.length === 0) break;
+      let text = '';
+      for (const e of chunk) text += `${e.body}\n`;
+      await out.dataAsync(text);
+    }
+    return;
+  }
+
+  if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER (memory:// runs in this process)');
+  const driver = await createDriver(o.broker);
+  const runId = o.runId ?? randomBytes(6).toString('hex');
+  const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
+  let result: ProduceResult;
+  try {
+    await driver.connect();
+    await driver.declare([{ name: topic, partitions: o.partitions, deadLetter: true }]);
+    out.verbose(`producing to ${topic} on ${o.broker.redacted} (seed ${seed}, run ${runId})`);
+    result = await produce(
+      {
+        destination: topic,
+        rate: o.rate,
+        durationMs: o.duration,
+        batchSize: o.batchSize,
+        maxInFlight: o.maxInFlight,
+        encode: { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId },
+      },
+      {
+        driver,
+        source,
+        clock: systemClock,
+        signal: ctx.signal,
+        onProgress: (p) =>
+          progress.update(`${formatCount(p.acked)} acked · ${formatCount(p.sent - p.acked - p.failed)} in flight · ${formatRate(p.acked / Math.max(0.001, p.elapsedMs / 1000))} events/s`),
+      },
+    );
+  } finally {
+    progress.stop();
+    await driver.close();
+  }
+
+  const summary = {
+    schema: 'payq.produce/v1',
+    broker: o.broker.redacted,
+    destination: topic,
+    scenario: o.fromFile !== undefined ? null : scenario.name,
+    source: o.fromFile ?? (o.lifecycle ? 'lifecycle' : 'entry'),
+    seed,
+    run_id: runId,
+    rate_per_s: o.rate ?? null,
+    payments: result.payments,
+    sent: result.sent,
+    acked: result.acked,
+    failed: result.failed,
+    not_sent: Number.isFinite(payments) && o.fromFile === undefined && !o.lifecycle ? Math.max(0, payments - result.sent) : null,
+    bytes_acked: result.bytes_acked,
+    elapsed_s: result.elapsed_s,
+    events_per_s: result.events_per_s,
+    mb_per_s: result.mb_per_s,
+    publish_latency: result.publish_latency,
+    publish_delay: result.publish_delay ?? null,
+    intended_latency: result.intended_latency ?? null,
+    errors: result.errors,
+    interrupted: result.interrupted,
+    payq_version: payqVersion,
+    node_version: process.version,
+  };
+  if (o.json) out.data(`${JSON.stringify(summary, null, 2)}\n`);
+  const c = out.color;
+  const rows: [string, string][] = [
+    ['broker', summary.broker],
+    ['destination', topic],
+    ['source', `${summary.source}${summary.scenario ? ` (${summary.scenario}, seed ${seed})` : ''}`],
+    ['payments', formatCount(result.payments)],
+    ['sent', formatCount(result.sent)],
+    ['acked', result.acked === result.sent ? c.green(formatCount(result.acked)) : c.yellow(formatCount(result.acked))],
+    ['failed', result.failed === 0 ? '0' : c.red(formatCount(result.failed))],
+    ['elapsed', `${result.elapsed_s} s`],
+    ['throughput', `${formatRate(result.events_per_s)} events/s · ${result.mb_per_s} MB/s`],
+    ['publish latency', formatLatency(result.publish_latency)],
+  ];
+  if (result.publish_delay) rows.push(['publish delay', formatLatency(result.publish_delay)]);
+  if (result.intended_latency) rows.push(['latency from intended', formatLatency(result.intended_latency)]);
+  if (!o.json) out.block(keyValueTable(rows, c));
+  if (o.broker.scheme === 'memory') out.verbose('memory:// lives in this process: the events are gone when it exits');
+
+  if (result.interrupted) throw new InterruptedError(`interrupted: ${formatCount(result.acked)} of ${formatCount(result.sent)} sent events acknowledged`);
+  if (result.failed > 0 || result.stopped_early) {
+    throw new DataError(
+      `${formatCount(result.failed)} of ${formatCount(result.sent)} events were not acknowledged${result.stopped_early ? '; stopped early' : ''}: ${result.errors[0] ?? 'unknown error'}`,
+    );
+  }
+}

@@ -1,0 +1,196 @@
+/**
+ * `produce`: events from a source to one destination, in batches, with at most a few batches in
+ * flight, paced open-loop when a rate is set. Returns a ProduceResult; never prints.
+ */
+import type { Driver, OutgoingMessage } from '../drivers/types.js';
+import { isPayqError, messageOf } from '../errors.js';
+import { toMessage, type EncodeContext, type EventTiming } from '../events/codec.js';
+import type { GeneratedEvent } from '../events/generator.js';
+import { createLatencyHistogram, recordUs, summarize, type LatencyHistogram, type LatencySummary } from '../metrics/histogram.js';
+import type { Clock } from './clock.js';
+import { RateLimiter } from './rate-limiter.js';
+import type { EventSource } from './sources.js';
+
+export interface ProduceOptions {
+  destination: string;
+  /** Events per second, open loop; undefined sends flat out. */
+  rate?: number | undefined;
+  /** Stop starting new sends after this long (ms). */
+  durationMs?: number | undefined;
+  encode: EncodeContext;
+  /** Override the driver's preferred batch size / batches in flight. */
+  batchSize?: number | undefined;
+  maxInFlight?: number | undefined;
+}
+
+export interface ProduceProgress {
+  sent: number;
+  acked: number;
+  failed: number;
+  elapsedMs: number;
+}
+
+export interface ProduceDeps {
+  driver: Driver;
+  source: EventSource;
+  clock: Clock;
+  signal?: AbortSignal | undefined;
+  onProgress?: ((progress: ProduceProgress) => void) | undefined;
+}
+
+export interface ProduceResult {
+  destination: string;
+  payments: number;
+  sent: number;
+  acked: number;
+  failed: number;
+  bytes_acked: number;
+  elapsed_s: number;
+  events_per_s: number;
+  mb_per_s: number;
+  /** Send → broker acknowledgement. */
+  publish_latency: LatencySummary;
+  /** Intended send time → actual send (only with a rate). */
+  publish_delay: LatencySummary | undefined;
+  /** Intended send time → acknowledgement: latency corrected for coordinated omission. */
+  intended_latency: LatencySummary | undefined;
+  /** The distinct errors seen, at most five. */
+  errors: string[];
+  /** Stopped by the abort signal (Ctrl-C). */
+  interrupted: boolean;
+  /** Stopped early because the broker failed (sends after the failure were not attempted). */
+  stopped_early: boolean;
+  histograms: { publish: LatencyHistogram; publishDelay: LatencyHistogram; intended: LatencyHistogram };
+}
+
+const PROGRESS_EVERY_US = 100_000;
+
+export async function produce(options: ProduceOptions, deps: ProduceDeps): Promise<ProduceResult> {
+  const { driver, source, clock, signal } = deps;
+  const batchSize = options.batchSize ?? driver.capabilities.sendBatchSize;
+  const maxInFlight = options.maxInFlight ?? driver.capabilities.sendMaxInFlight;
+  const publish = createLatencyHistogram();
+  const publishDelay = createLatencyHistogram();
+  const intended = createLatencyHistogram();
+  const errors = new Set<string>();
+  const inFlight = new Set<Promise<void>>();
+
+  const startUs = clock.nowUs();
+  const endUs = options.durationMs === undefined ? Infinity : startUs + options.durationMs * 1000;
+  const limiter = options.rate === undefined ? undefined : new RateLimiter(options.rate, startUs);
+  let sent = 0;
+  let acked = 0;
+  let failed = 0;
+  let bytesAcked = 0;
+  let stoppedEarly = false;
+  let fatal: unknown;
+  let lastProgressUs = startUs;
+  let exhausted = false;
+
+  const onFailure = (err: unknown, count: number) => {
+    failed += count;
+    if (errors.size < 5) errors.add(messageOf(err));
+    // A broker that is gone or refuses us: stop rather than fail every remaining batch slowly.
+    if (!isPayqError(err) || !err.retriable) stoppedEarly = true;
+  };
+
+  const sendBatch = (events: GeneratedEvent[], intendedUs: number[] | undefined) => {
+    const sendUs = clock.nowUs();
+    const messages: OutgoingMessage[] = new Array(events.length);
+    const sendText = String(Math.round(sendUs));
+    // Produced events start their payment, so its start time is this send.
+    const timing: EventTiming = { publishedUs: sendText, intendedUs: undefined, startUs: sendText };
+    let bytes = 0;
+    for (let i = 0; i < events.length; i++) {
+      const event = events[i]!;
+      if (intendedUs) timing.intendedUs = String(Math.round(intendedUs[i]!));
+      const message = toMessage(event, options.encode, timing);
+      bytes += message.value.length;
+      messages[i] = message;
+    }
+    sent += events.length;
+    const p = driver.send(options.destination, messages).then(
+      () => {
+        const ackUs = clock.nowUs();
+        acked += events.length;
+        bytesAcked += bytes;
+        recordUs(publish, ackUs - sendUs, events.length);
+        if (intendedUs) {
+          for (const t of intendedUs) {
+            recordUs(intended, ackUs - t);
+            recordUs(publishDelay, sendUs - t);
+          }
+        }
+      },
+      (err: unknown) => onFailure(err, events.length),
+    );
+    const tracked = p.finally(() => inFlight.delete(tracked));
+    inFlight.add(tracked);
+  };
+
+  const take = async (max: number): Promise<GeneratedEvent[]> => {
+    if (exhausted) return [];
+    const got = await source.pull(max);
+    if (got.length === 0) exhausted = true;
+    return got;
+  };
+
+  try {
+    while (!signal?.aborted && !stoppedEarly) {
+      const nowUs = clock.nowUs();
+      if (nowUs >= endUs) break;
+      if (deps.onProgress && nowUs - lastProgressUs >= PROGRESS_EVERY_US) {
+        lastProgressUs = nowUs;
+        deps.onProgress({ sent, acked, failed, elapsedMs: (nowUs - startUs) / 1000 });
+      }
+      let want = batchSize;
+      if (limiter) {
+        // Everything whose intended time has come goes now, up to a batch.
+        const due = Math.floor((nowUs - limiter.peekUs()) / (1e6 / options.rate!)) + 1;
+        if (due <= 0) {
+          await clock.sleep(Math.max(0, (limiter.peekUs() - nowUs) / 1000), signal);
+          continue;
+        }
+        want = Math.min(batchSize, due);
+      }
+      while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
+      if (stoppedEarly) break;
+      const events = await take(want);
+      if (events.length === 0) break;
+      let intendedUs: number[] | undefined;
+      if (limiter) {
+        intendedUs = new Array(events.length);
+        for (let i = 0; i < events.length; i++) intendedUs[i] = limiter.takeUs();
+      }
+      sendBatch(events, intendedUs);
+    }
+  } catch (err) {
+    fatal = err;
+  } finally {
+    await Promise.all(inFlight);
+    source.close?.();
+  }
+
+  const elapsedUs = Math.max(1, clock.nowUs() - startUs);
+  deps.onProgress?.({ sent, acked, failed, elapsedMs: elapsedUs / 1000 });
+  if (fatal !== undefined) throw fatal;
+  const elapsedS = elapsedUs / 1e6;
+  return {
+    destination: options.destination,
+    payments: source.payments,
+    sent,
+    acked,
+    failed,
+    bytes_acked: bytesAcked,
+    elapsed_s: Math.round(elapsedS * 1000) / 1000,
+    events_per_s: Math.round(acked / elapsedS),
+    mb_per_s: Math.round((bytesAcked / 1e6 / elapsedS) * 100) / 100,
+    publish_latency: summarize(publish),
+    publish_delay: limiter ? summarize(publishDelay) : undefined,
+    intended_latency: limiter ? summarize(intended) : undefined,
+    errors: [...errors],
+    interrupted: signal?.aborted ?? false,
+    stopped_early: stoppedEarly,
+    histograms: { publish, publishDelay, intended },
+  };
+}

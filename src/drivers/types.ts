@@ -1,0 +1,107 @@
+/**
+ * The driver interface: the only thing commands and core know about a broker. Client libraries
+ * (kafkajs, amqplib, …) are imported only inside src/drivers/<name>/.
+ */
+import type { BrokerUrl } from './url.js';
+
+/** What a driver can do; commands and the conformance suite read these instead of the scheme. */
+export interface DriverCapabilities {
+  /** Several subscribers in one group share the messages (Kafka groups, competing consumers). */
+  consumerGroups: boolean;
+  /** Messages survive the process (memory: only while the process lives). */
+  persistence: boolean;
+  /** Order kept per message key (Kafka partitions) or per destination (a queue), or none. */
+  ordering: 'per-key' | 'per-destination' | 'none';
+  /** A new group can read what was written before it subscribed. */
+  replayFromBeginning: boolean;
+  /** The broker routes rejected messages to the DLQ by itself (RabbitMQ dead-letter exchange). */
+  nativeDeadLetter: boolean;
+  /** Destinations have partitions. */
+  partitions: boolean;
+  /** How CloudEvents attributes are written as headers (its protocol binding). */
+  headerBinding: 'kafka' | 'amqp';
+  /** A good batch size and number of batches in flight for `send`. */
+  sendBatchSize: number;
+  sendMaxInFlight: number;
+}
+
+export type Headers = Record<string, string>;
+
+export interface OutgoingMessage {
+  /** Partition key (Kafka) / part of the routing (RabbitMQ): the payment id. */
+  key: string;
+  /** Routing key on RabbitMQ; the event type. */
+  type: string;
+  value: Buffer;
+  headers: Headers;
+}
+
+export interface DestinationSpec {
+  name: string;
+  /** Kafka partitions; ignored where the broker has none. */
+  partitions?: number;
+  /** Also declare `<name>.dlq` and, where the broker can, route rejects to it. */
+  deadLetter?: boolean;
+}
+
+/** One received message. Exactly one of ack / nack / deadLetter must be called. */
+export interface Delivery {
+  destination: string;
+  key: string | undefined;
+  value: Buffer;
+  headers: Headers;
+  /** Kafka partition and offset; undefined elsewhere. */
+  partition: number | undefined;
+  offset: string | undefined;
+  /** The broker says it delivered this message before (or the driver knows it did). */
+  redelivered: boolean;
+  /** Done with it: it will not be delivered to this group again. */
+  ack(): void;
+  /** Give it back for redelivery (to this or another consumer of the group). */
+  nack(): void;
+  /**
+   * Move it to `<destination>.dlq` with the given extra headers, then ack. Resolves once the
+   * dead letter is safely stored; on RabbitMQ the broker routes it (adding x-death).
+   */
+  deadLetter(extraHeaders: Headers): Promise<void>;
+}
+
+export interface SubscribeOptions {
+  destinations: string[];
+  /** Consumer group / competing-consumer identity. */
+  group: string;
+  fromBeginning: boolean;
+  /** Unacknowledged messages a subscriber may hold at once. */
+  prefetch: number;
+}
+
+/** Called with one or more deliveries; the driver waits for it before handing out more. */
+export type DeliveryHandler = (deliveries: Delivery[]) => Promise<void> | void;
+
+export interface Subscription {
+  /** Stop fetching, wait for the running handler, leave unacked messages for redelivery. */
+  close(): Promise<void>;
+}
+
+export interface Driver {
+  readonly name: string;
+  readonly url: BrokerUrl;
+  readonly capabilities: DriverCapabilities;
+  /** Connects and checks the broker answers; throws BrokerUnavailableError / AuthError. */
+  connect(): Promise<void>;
+  /** Creates the destinations if missing (idempotent). */
+  declare(destinations: DestinationSpec[]): Promise<void>;
+  /**
+   * Sends a batch and resolves once the broker has acknowledged every message in it (Kafka
+   * acks=all, RabbitMQ publisher confirms). Rejects with DeliveryError (or BrokerUnavailableError)
+   * if any was not acknowledged; the batch then counts as failed.
+   */
+  send(destination: string, messages: OutgoingMessage[]): Promise<void>;
+  subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription>;
+  /** Broker product and version, where the broker tells. */
+  brokerVersion(): Promise<string | undefined>;
+  /** Closes everything; pending sends settle first. */
+  close(): Promise<void>;
+}
+
+export type DriverFactory = (url: BrokerUrl) => Driver;

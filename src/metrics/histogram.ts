@@ -1,0 +1,61 @@
+/**
+ * Latency histograms: HdrHistogram in microseconds, 3 significant digits, from 1 µs to one hour
+ * (values above are clamped to the top and counted). Encoded as compressed base64 in reports so
+ * histograms from several runs or machines merge exactly.
+ */
+import * as hdr from 'hdr-histogram-js';
+
+export type LatencyHistogram = hdr.Histogram;
+
+/** Highest value tracked: one hour in µs. */
+export const HIGHEST_TRACKABLE_US = 3_600_000_000;
+
+export function createLatencyHistogram(): LatencyHistogram {
+  return hdr.build({
+    bitBucketSize: 32,
+    autoResize: false,
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: HIGHEST_TRACKABLE_US,
+    numberOfSignificantValueDigits: 3,
+  });
+}
+
+/** Records a latency in µs (clamped into the trackable range), `count` times. */
+export function recordUs(h: LatencyHistogram, us: number, count = 1): void {
+  const v = us < 1 ? 1 : us > HIGHEST_TRACKABLE_US ? HIGHEST_TRACKABLE_US : Math.round(us);
+  if (count === 1) h.recordValue(v);
+  else h.recordValueWithCount(v, count);
+}
+
+export interface LatencySummary {
+  count: number;
+  mean_ms: number;
+  p50_ms: number;
+  p90_ms: number;
+  p99_ms: number;
+  p999_ms: number;
+  max_ms: number;
+}
+
+const ms = (us: number) => Math.round(us) / 1000;
+
+export function summarize(h: LatencyHistogram): LatencySummary {
+  if (h.totalCount === 0) return { count: 0, mean_ms: 0, p50_ms: 0, p90_ms: 0, p99_ms: 0, p999_ms: 0, max_ms: 0 };
+  return {
+    count: h.totalCount,
+    mean_ms: ms(h.mean),
+    p50_ms: ms(h.getValueAtPercentile(50)),
+    p90_ms: ms(h.getValueAtPercentile(90)),
+    p99_ms: ms(h.getValueAtPercentile(99)),
+    p999_ms: ms(h.getValueAtPercentile(99.9)),
+    max_ms: ms(h.maxValue),
+  };
+}
+
+export function encodeHistogram(h: LatencyHistogram): string {
+  return hdr.encodeIntoCompressedBase64(h);
+}
+
+export function decodeHistogram(encoded: string): LatencyHistogram {
+  return hdr.decodeFromCompressedBase64(encoded, 32, false);
+}
