@@ -30,8 +30,8 @@ function report(err: unknown, out: Output): ExitCode {
   out.error(error.hint ? `${error.message} (${error.hint})` : error.message);
   if (out.debug) {
     const detail = error instanceof InternalError && error.cause instanceof Error ? error.cause : error;
-    out.stderr.write(`${detail.stack ?? ''}\n`);
-    if (detail.cause instanceof Error) out.stderr.write(`caused by: ${detail.cause.stack ?? detail.cause.message}\n`);
+    out.diagnostic(detail.stack ?? '');
+    if (detail.cause instanceof Error) out.diagnostic(`caused by: ${detail.cause.stack ?? detail.cause.message}`);
   }
   return error.exitCode;
 }

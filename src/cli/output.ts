@@ -60,6 +60,11 @@ export class Output {
     this.streams.stderr.write(`${this.color.red('payq: error:')} ${redact(text)}\n`);
   }
 
+  /** Diagnostics for --debug (stack traces), redacted like everything else. */
+  diagnostic(text: string): void {
+    this.streams.stderr.write(`${redact(text)}\n`);
+  }
+
   /** Raw text to stderr (tables), unless quiet. */
   block(text: string): void {
     if (this.verbosity !== 'quiet') this.streams.stderr.write(`${redact(text)}\n`);

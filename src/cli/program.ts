@@ -82,7 +82,6 @@ export function buildProgram(ctx: CommandContext, done: (work: Promise<void>) =>
     .option('-v, --verbose', 'more detail on stderr')
     .option('--debug', 'show stack traces of errors')
     .option('--config <file>', 'options from a YAML/JSON file (default $PAYQ_CONFIG)')
-    .showHelpAfterError('(run payq --help for usage)')
     .exitOverride()
     .configureOutput(commanderOutput)
     .addHelpText(
@@ -108,5 +107,5 @@ export function buildProgram(ctx: CommandContext, done: (work: Promise<void>) =>
 export function fromCommanderError(err: CommanderError): UsageError | undefined {
   if (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return undefined;
   if (err.code === 'commander.help') return new UsageError('a command is required (see the list above)');
-  return new UsageError(err.message.replace(/^error: /, ''));
+  return new UsageError(err.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' '), { hint: 'see payq --help' });
 }

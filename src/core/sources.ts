@@ -73,6 +73,8 @@ export function ndjsonSource(options: NdjsonSourceOptions): EventSource {
       reject(new ConfigError(`cannot read ${name}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`, { cause: err })),
     );
   });
+  // Surfaced by the first pull(); until then a rejection must not count as unhandled.
+  opened.catch(() => undefined);
   const lines = createInterface({ input, crlfDelay: Infinity })[Symbol.asyncIterator]();
   const prng = new Prng(options.seed);
   let lineNo = 0;

@@ -1,0 +1,286 @@
+/**
+ * The Kafka driver (kafkajs). The only module outside this folder that knows about it is the
+ * registry, which imports it lazily.
+ */
+import { Kafka, logLevel, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
+import { BrokerUnavailableError, ConfigError, DeliveryError } from '../../errors.js';
+import type {
+  DeliveryHandler,
+  DestinationSpec,
+  Driver,
+  DriverCapabilities,
+  OutgoingMessage,
+  SubscribeOptions,
+  Subscription,
+} from '../types.js';
+import type { BrokerUrl } from '../url.js';
+import { describeApiVersions, probeApiVersions } from './api-versions.js';
+import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
+import { mapKafkaError, type KafkaOperation } from './errors.js';
+import { KafkaSubscription, type DeadLetterMessage } from './subscription.js';
+
+export const KAFKA_CAPABILITIES: DriverCapabilities = {
+  consumerGroups: true,
+  persistence: true,
+  ordering: 'per-key',
+  replayFromBeginning: true,
+  nativeDeadLetter: false,
+  partitions: true,
+  headerBinding: 'kafka',
+  sendBatchSize: KAFKA_TUNING.sendBatchSize,
+  sendMaxInFlight: KAFKA_TUNING.sendMaxInFlight,
+};
+
+const noop = () => {};
+
+function withDeadline<T>(work: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(onTimeout()), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
+class KafkaDriver implements Driver {
+  readonly name = 'kafka';
+  readonly capabilities = KAFKA_CAPABILITIES;
+  private readonly kafka: Kafka;
+  private admin: Promise<Admin> | undefined;
+  private producer: Promise<Producer> | undefined;
+  private readonly subscriptions = new Set<KafkaSubscription>();
+  private readonly pending = new Set<Promise<unknown>>();
+  private clusterId: string | undefined;
+  private brokerCount: number | undefined;
+  private closePromise: Promise<void> | undefined;
+
+  constructor(readonly url: BrokerUrl) {
+    this.kafka = new Kafka(kafkaConfigFromUrl(url, logLevel.NOTHING));
+  }
+
+  private fail(err: unknown, operation: KafkaOperation, subject?: string) {
+    return mapKafkaError(err, { operation, url: this.url.redacted, ...(subject === undefined ? {} : { subject }) });
+  }
+
+  private assertOpen(what: string): void {
+    if (this.closePromise) {
+      throw new DeliveryError(`kafka ${this.url.redacted}: ${what} after the driver was closed`, {
+        hint: 'a bug in the caller: close() ends the driver for good',
+      });
+    }
+  }
+
+  /** The shared admin client, connected on first use; a failed connect is retried next time. */
+  private getAdmin(): Promise<Admin> {
+    this.admin ??= (async () => {
+      const admin = this.kafka.admin({ retry: { ...KAFKA_TUNING.retry } });
+      try {
+        await admin.connect();
+        return admin;
+      } catch (err) {
+        this.admin = undefined;
+        await admin.disconnect().catch(noop);
+        throw err;
+      }
+    })();
+    return this.admin;
+  }
+
+  private getProducer(): Promise<Producer> {
+    this.producer ??= (async () => {
+      const producer = this.kafka.producer({
+        createPartitioner: Partitioners.DefaultPartitioner,
+        // Every batch in flight is one produce request; don't queue them behind each other.
+        maxInFlightRequests: KAFKA_TUNING.sendMaxInFlight * 2,
+        allowAutoTopicCreation: true,
+        retry: { ...KAFKA_TUNING.retry },
+      });
+      try {
+        await producer.connect();
+        return producer;
+      } catch (err) {
+        this.producer = undefined;
+        await producer.disconnect().catch(noop);
+        throw err;
+      }
+    })();
+    return this.producer;
+  }
+
+  /** Tracks work that close() must let settle first. */
+  private track<T>(work: Promise<T>): Promise<T> {
+    this.pending.add(work);
+    const forget = () => this.pending.delete(work);
+    work.then(forget, forget);
+    return work;
+  }
+
+  async connect(): Promise<void> {
+    this.assertOpen('connect');
+    const work = (async () => {
+      const admin = await this.getAdmin();
+      // A metadata round trip: the cluster answers, not just the socket.
+      const cluster = await admin.describeCluster();
+      this.clusterId = cluster.clusterId;
+      this.brokerCount = cluster.brokers.length;
+    })();
+    try {
+      await withDeadline(
+        work,
+        KAFKA_TUNING.connectDeadlineMs,
+        () =>
+          new BrokerUnavailableError(
+            `kafka ${this.url.redacted}: no answer from the cluster within ${KAFKA_TUNING.connectDeadlineMs / 1000} s`,
+            { retriable: true, hint: 'is Kafka running? (npm run brokers:up)' },
+          ),
+      );
+    } catch (err) {
+      // Don't leave kafkajs reconnecting in the background after we gave up.
+      void work.catch(noop);
+      const admin = this.admin;
+      this.admin = undefined;
+      void admin?.then((a) => a.disconnect()).catch(noop);
+      throw this.fail(err, 'connect');
+    }
+  }
+
+  async declare(destinations: DestinationSpec[]): Promise<void> {
+    this.assertOpen('declare');
+    const wanted = new Map<string, number>();
+    for (const spec of destinations) {
+      const partitions = spec.partitions ?? 1;
+      if (!Number.isInteger(partitions) || partitions < 1) {
+        throw new ConfigError(`topic ${spec.name}: partitions must be a positive integer, got ${partitions}`);
+      }
+      const names = spec.deadLetter ? [spec.name, `${spec.name}.dlq`] : [spec.name];
+      for (const name of names) {
+        if (!isValidTopicName(name)) {
+          throw new ConfigError(`'${name}' is not a valid Kafka topic name`, {
+            hint: 'letters, digits, . _ and - only, at most 249 characters',
+          });
+        }
+        // A DLQ gets the partitions of its topic, so dead letters keep their key's partition.
+        wanted.set(name, Math.max(wanted.get(name) ?? 1, partitions));
+      }
+    }
+    if (wanted.size === 0) return;
+    const subject = [...wanted.keys()].join(', ');
+    try {
+      const admin = await this.getAdmin();
+      // replicationFactor -1: the broker's default.replication.factor (works with kafkajs'
+      // CreateTopics v3 on Kafka 4.1). Already existing topics are fine (createTopics → false).
+      await admin.createTopics({
+        topics: [...wanted].map(([topic, numPartitions]) => ({ topic, numPartitions, replicationFactor: -1 })),
+        waitForLeaders: false,
+        timeout: KAFKA_TUNING.declareTimeoutMs,
+      });
+      // Waited for here rather than by kafkajs, which skips the wait when any topic existed.
+      await this.waitForLeaders(admin, [...wanted.keys()]);
+    } catch (err) {
+      throw this.fail(err, 'declare', subject);
+    }
+  }
+
+  private async waitForLeaders(admin: Admin, topics: string[]): Promise<void> {
+    const deadline = Date.now() + KAFKA_TUNING.declareTimeoutMs;
+    let lastError: unknown;
+    while (Date.now() < deadline) {
+      try {
+        const { topics: metadata } = await admin.fetchTopicMetadata({ topics });
+        const ready = metadata.every(
+          (t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0 && p.partitionErrorCode === 0),
+        );
+        if (ready && metadata.length === topics.length) return;
+      } catch (err) {
+        lastError = err;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    throw lastError ?? new Error(`topic leaders not elected within ${KAFKA_TUNING.declareTimeoutMs} ms`);
+  }
+
+  async send(destination: string, messages: OutgoingMessage[]): Promise<void> {
+    this.assertOpen('send');
+    if (messages.length === 0) return;
+    await this.track(this.produce('send', destination, messages.map(toKafkaMessage)));
+  }
+
+  /** One produce call per batch, acks=all: resolves when every message is acknowledged. */
+  private async produce(operation: KafkaOperation, topic: string, messages: Message[]): Promise<void> {
+    try {
+      const producer = await this.getProducer();
+      await producer.send({ topic, acks: -1, messages });
+    } catch (err) {
+      throw this.fail(err, operation, topic);
+    }
+  }
+
+  private produceDeadLetter(topic: string, message: DeadLetterMessage): Promise<void> {
+    return this.track(this.produce('dead-letter', topic, [message]));
+  }
+
+  async subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription> {
+    this.assertOpen('subscribe');
+    if (options.destinations.length === 0) throw new ConfigError('subscribe: no topics given');
+    for (const topic of options.destinations) {
+      if (!isValidTopicName(topic)) throw new ConfigError(`'${topic}' is not a valid Kafka topic name`);
+    }
+    if (!options.group) throw new ConfigError('subscribe: a consumer group is required on Kafka');
+    if (!Number.isInteger(options.prefetch) || options.prefetch < 1) {
+      throw new ConfigError(`subscribe: prefetch must be a positive integer, got ${options.prefetch}`);
+    }
+    const subscription = new KafkaSubscription(
+      {
+        kafka: this.kafka,
+        url: this.url.redacted,
+        produceDeadLetter: (topic, message) => this.produceDeadLetter(topic, message),
+      },
+      options,
+      handler,
+    );
+    await subscription.start();
+    this.subscriptions.add(subscription);
+    const close = subscription.close.bind(subscription);
+    subscription.close = () => {
+      this.subscriptions.delete(subscription);
+      return close();
+    };
+    return subscription;
+  }
+
+  async brokerVersion(): Promise<string | undefined> {
+    const first = this.url.hosts[0];
+    if (!first) return undefined;
+    const versions = await probeApiVersions(first.host, first.port, this.url.tls);
+    if (!versions) return undefined;
+    const cluster =
+      this.clusterId === undefined ? '' : `; cluster ${this.clusterId}, ${this.brokerCount} broker${this.brokerCount === 1 ? '' : 's'}`;
+    return `${describeApiVersions(versions)}${cluster}`;
+  }
+
+  close(): Promise<void> {
+    this.closePromise ??= (async () => {
+      // Pending sends and dead letters settle first (their callers see the outcome).
+      await Promise.allSettled([...this.pending]);
+      await Promise.allSettled([...this.subscriptions].map((s) => s.close()));
+      await Promise.allSettled([...this.pending]);
+      const producer = this.producer;
+      const admin = this.admin;
+      this.producer = undefined;
+      this.admin = undefined;
+      await Promise.allSettled([
+        producer?.then((p) => p.disconnect()),
+        admin?.then((a) => a.disconnect()),
+      ]);
+    })();
+    return this.closePromise;
+  }
+}
+
+function toKafkaMessage(message: OutgoingMessage): Message {
+  return { key: message.key, value: message.value, headers: message.headers };
+}
+
+export function createDriver(url: BrokerUrl): Driver {
+  if (url.scheme !== 'kafka') throw new ConfigError(`the kafka driver cannot use ${url.redacted}`);
+  return new KafkaDriver(url);
+}

@@ -1,0 +1,453 @@
+/**
+ * The in-process broker behind `memory://`: destinations are append-only logs, consumer groups
+ * keep a cursor per destination plus a redelivery queue, subscribers pull batches. It is a
+ * product feature (the default broker of `payq bench`), so the hot path allocates one object per
+ * message and one promise per batch, never a timer or promise per message.
+ *
+ * Topology policy: a destination that is sent to, subscribed to or dead-lettered into without
+ * having been declared is created on the spot, like Kafka with auto.create.topics.enable (its
+ * default). Declaring stays the way to get `<name>.dlq` created up front.
+ */
+import { DeliveryError, InternalError } from '../../errors.js';
+import type { Delivery, DeliveryHandler, Headers, OutgoingMessage } from '../types.js';
+import { RedeliveryQueue } from './redelivery-queue.js';
+import { SEGMENT_SIZE, SegmentedLog } from './segmented-log.js';
+
+/** One message as the broker keeps it; shared by every group that reads it, never mutated. */
+export class StoredMessage {
+  constructor(
+    readonly offset: number,
+    readonly key: string,
+    readonly type: string,
+    readonly value: Buffer,
+    readonly headers: Readonly<Headers>,
+  ) {}
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tick-batched completion: everything that settles in one event-loop turn shares one setImmediate.
+// Resolving on the next turn (not synchronously) keeps a flat-out producer from starving timers,
+// signals and consumers, the way a real broker's network round trip would.
+
+let tickQueue: Array<() => void> = [];
+let tickScheduled = false;
+
+function flushTick(): void {
+  const queue = tickQueue;
+  tickQueue = [];
+  tickScheduled = false;
+  for (const fn of queue) fn();
+}
+
+function onNextTurn(fn: () => void): void {
+  tickQueue.push(fn);
+  if (!tickScheduled) {
+    tickScheduled = true;
+    setImmediate(flushTick);
+  }
+}
+
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export class MemoryBroker {
+  private readonly destinations = new Map<string, Destination>();
+
+  constructor(readonly name: string) {}
+
+  /** The destination, created if missing (see the topology policy above). */
+  destination(name: string): Destination {
+    let dest = this.destinations.get(name);
+    if (dest === undefined) {
+      dest = new Destination(name, this);
+      this.destinations.set(name, dest);
+    }
+    return dest;
+  }
+
+  has(name: string): boolean {
+    return this.destinations.has(name);
+  }
+}
+
+interface BlockedSend {
+  limit: number;
+  resolve: () => void;
+}
+
+export class Destination {
+  readonly log = new SegmentedLog<StoredMessage>();
+  readonly groups = new Map<string, GroupCursor>();
+  private members = 0;
+  private wakeScheduled = false;
+  private blocked: BlockedSend[] = [];
+
+  constructor(
+    readonly name: string,
+    readonly broker: MemoryBroker,
+  ) {}
+
+  append(messages: readonly OutgoingMessage[]): void {
+    const log = this.log;
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i]!;
+      // Copy the headers: the producer may reuse its object; the value Buffer is kept as is.
+      log.append(new StoredMessage(log.endOffset, m.key, m.type, m.value, { ...m.headers }));
+    }
+    if (messages.length > 0) this.scheduleWake();
+  }
+
+  appendStored(message: StoredMessage, extraHeaders: Headers): void {
+    const log = this.log;
+    log.append(
+      new StoredMessage(log.endOffset, message.key, message.type, message.value, { ...message.headers, ...extraHeaders }),
+    );
+    this.scheduleWake();
+  }
+
+  /**
+   * Resolves once the append is "acknowledged": on the next event-loop turn, or, when the slowest
+   * live group lags more than `maxBacklog` messages behind, once it has caught up to half of that
+   * (flow control, like RabbitMQ's memory alarm: it keeps a flat-out producer from filling RAM).
+   */
+  acknowledge(maxBacklog: number): Promise<void> {
+    return new Promise((resolve) => {
+      if (maxBacklog > 0 && this.lag() > maxBacklog) {
+        this.blocked.push({ limit: maxBacklog >> 1, resolve });
+      } else {
+        onNextTurn(resolve);
+      }
+    });
+  }
+
+  /** How far the slowest group with a live subscriber is behind the end of the log. */
+  private lag(): number {
+    if (this.members === 0) return 0;
+    let min = this.log.endOffset;
+    for (const group of this.groups.values()) {
+      if (group.members.length > 0 && group.cursor < min) min = group.cursor;
+    }
+    return this.log.endOffset - min;
+  }
+
+  private releaseBlocked(): void {
+    const lag = this.lag();
+    const still: BlockedSend[] = [];
+    for (const b of this.blocked) {
+      if (lag <= b.limit) onNextTurn(b.resolve);
+      else still.push(b);
+    }
+    this.blocked = still;
+  }
+
+  group(name: string, fromBeginning: boolean): GroupCursor {
+    let group = this.groups.get(name);
+    if (group === undefined) {
+      // Like a Kafka group without committed offsets: fromBeginning picks the earliest retained
+      // message, otherwise only what is sent from now on. An existing group keeps its position.
+      group = new GroupCursor(this, fromBeginning ? this.log.startOffset : this.log.endOffset);
+      this.groups.set(name, group);
+    }
+    return group;
+  }
+
+  memberJoined(): void {
+    this.members++;
+  }
+
+  memberLeft(): void {
+    this.members--;
+    if (this.blocked.length > 0) this.releaseBlocked();
+  }
+
+  /** A group's cursor moved from `from` to `to`. */
+  advanced(from: number, to: number): void {
+    if (this.blocked.length > 0) this.releaseBlocked();
+    if (Math.floor(from / SEGMENT_SIZE) !== Math.floor(to / SEGMENT_SIZE)) this.trim();
+  }
+
+  /** Drops log segments that every group has read past: nobody can ask for them again. */
+  private trim(): void {
+    let min = Infinity;
+    for (const group of this.groups.values()) if (group.cursor < min) min = group.cursor;
+    if (min !== Infinity) this.log.trimBefore(min);
+  }
+
+  /** One wake-up per destination per turn, however many messages arrived. */
+  scheduleWake(): void {
+    if (this.wakeScheduled || this.members === 0) return;
+    this.wakeScheduled = true;
+    setImmediate(() => {
+      this.wakeScheduled = false;
+      for (const group of this.groups.values()) {
+        for (const member of group.members) member.kick();
+      }
+    });
+  }
+}
+
+/** One consumer group's position on one destination. */
+export class GroupCursor {
+  readonly members: Subscriber[] = [];
+  readonly redeliveries = new RedeliveryQueue<StoredMessage>();
+
+  constructor(
+    readonly destination: Destination,
+    public cursor: number,
+  ) {}
+
+  join(member: Subscriber): void {
+    this.members.push(member);
+    this.destination.memberJoined();
+  }
+
+  leave(member: Subscriber): void {
+    const i = this.members.indexOf(member);
+    if (i === -1) return;
+    this.members.splice(i, 1);
+    this.destination.memberLeft();
+    if (this.redeliveries.size > 0) this.destination.scheduleWake();
+  }
+
+  /** Back to the group, to be handed out again (flagged redelivered) before anything newer. */
+  requeue(message: StoredMessage): void {
+    this.redeliveries.push(message);
+    this.destination.scheduleWake();
+  }
+
+  /** Moves up to `max - batch.deliveries.length` messages into the batch: redeliveries first. */
+  takeInto(batch: Batch, max: number): void {
+    const out = batch.deliveries;
+    const name = this.destination.name;
+    while (out.length < max && this.redeliveries.size > 0) {
+      out.push(new MemoryDelivery(this.redeliveries.pop()!, name, this, batch, true));
+    }
+    const log = this.destination.log;
+    const from = this.cursor;
+    const end = log.endOffset;
+    let c = from;
+    while (out.length < max && c < end) {
+      out.push(new MemoryDelivery(log.get(c)!, name, this, batch, false));
+      c++;
+    }
+    if (c !== from) {
+      this.cursor = c;
+      this.destination.advanced(from, c);
+    }
+  }
+}
+
+const PENDING = 0;
+const ACKED = 1;
+const NACKED = 2;
+const DEAD_LETTERED = 3;
+/** The subscription closed before it was settled: the message went back to the group. */
+const RETURNED = 4;
+
+/** The deliveries handed to one handler call; tracked until all of them are settled. */
+export class Batch {
+  readonly deliveries: MemoryDelivery[] = [];
+  unsettled = 0;
+  constructor(readonly subscriber: Subscriber) {}
+}
+
+/**
+ * Settling methods live on the prototype (no closures per message); they use `this`, so call them
+ * as `delivery.ack()`, not detached.
+ */
+export class MemoryDelivery implements Delivery {
+  readonly partition: number | undefined = undefined;
+  readonly offset: string | undefined = undefined;
+  readonly key: string | undefined;
+  readonly value: Buffer;
+  private state = PENDING;
+  private ownHeaders: Headers | undefined = undefined;
+
+  constructor(
+    private readonly message: StoredMessage,
+    readonly destination: string,
+    private readonly group: GroupCursor,
+    private readonly batch: Batch,
+    readonly redelivered: boolean,
+  ) {
+    this.key = message.key;
+    this.value = message.value;
+  }
+
+  /** Each delivery gets its own copy, made on first use: a consumer may edit it and send it on. */
+  get headers(): Headers {
+    return (this.ownHeaders ??= { ...this.message.headers });
+  }
+
+  set headers(value: Headers) {
+    this.ownHeaders = value;
+  }
+
+  /** Acks and nacks after settling, or after the subscription closed, are ignored. */
+  ack(): void {
+    if (this.state !== PENDING) return;
+    this.state = ACKED;
+    this.batch.subscriber.settled(this.batch);
+  }
+
+  nack(): void {
+    if (this.state !== PENDING) return;
+    this.state = NACKED;
+    this.group.requeue(this.message);
+    this.batch.subscriber.settled(this.batch);
+  }
+
+  deadLetter(extraHeaders: Headers): Promise<void> {
+    if (this.state === RETURNED) {
+      return Promise.reject(
+        new DeliveryError(`cannot dead-letter a message from ${this.destination}: its subscription closed and it went back for redelivery`),
+      );
+    }
+    if (this.state !== PENDING) {
+      return Promise.reject(new InternalError(`a message from ${this.destination} was dead-lettered after it was already acked or nacked`));
+    }
+    this.state = DEAD_LETTERED;
+    this.group.destination.broker.destination(`${this.destination}.dlq`).appendStored(this.message, extraHeaders);
+    this.batch.subscriber.settled(this.batch);
+    return Promise.resolve();
+  }
+
+  /** Called by a closing subscriber: unsettled messages go back to the group. */
+  returnToGroup(): void {
+    if (this.state !== PENDING) return;
+    this.state = RETURNED;
+    this.group.requeue(this.message);
+  }
+}
+
+/** Messages one subscriber may handle in one event-loop turn before letting others run. */
+const TURN_BUDGET = 4096;
+const MAX_BACKOFF_MS = 2000;
+
+/** One `subscribe` call: a member of its group on each of its destinations. */
+export class Subscriber {
+  private readonly cursors: GroupCursor[];
+  private next = 0;
+  private unacked = 0;
+  private active = false;
+  private closing = false;
+  private kickQueued = false;
+  private failures = 0;
+  private readonly open = new Set<Batch>();
+  private stopped: (() => void) | undefined;
+  private pauseTimer: NodeJS.Timeout | undefined;
+  private pauseDone: (() => void) | undefined;
+  private closePromise: Promise<void> | undefined;
+
+  constructor(
+    cursors: GroupCursor[],
+    private readonly prefetch: number,
+    private readonly handler: DeliveryHandler,
+  ) {
+    this.cursors = cursors;
+    for (const c of cursors) c.join(this);
+  }
+
+  /** Starts pulling if it isn't already; safe to call any number of times. */
+  kick(): void {
+    if (this.active || this.closing) return;
+    this.active = true;
+    void this.pump();
+  }
+
+  /** A delivery of `batch` was acked, nacked or dead-lettered. */
+  settled(batch: Batch): void {
+    this.unacked--;
+    if (--batch.unsettled === 0) this.open.delete(batch);
+    // An ack outside the handler may free room for the next batch. Never run the handler from
+    // inside someone's ack(): defer the kick.
+    if (!this.active && !this.closing && !this.kickQueued) {
+      this.kickQueued = true;
+      queueMicrotask(() => {
+        this.kickQueued = false;
+        this.kick();
+      });
+    }
+  }
+
+  private take(room: number): Batch | undefined {
+    const batch = new Batch(this);
+    const cursors = this.cursors;
+    const n = cursors.length;
+    if (n === 1) {
+      cursors[0]!.takeInto(batch, room);
+    } else {
+      // Start from a different destination each time so a busy one cannot starve the others.
+      for (let i = 0; i < n && batch.deliveries.length < room; i++) cursors[(this.next + i) % n]!.takeInto(batch, room);
+      this.next = (this.next + 1) % n;
+    }
+    const count = batch.deliveries.length;
+    if (count === 0) return undefined;
+    batch.unsettled = count;
+    this.unacked += count;
+    this.open.add(batch);
+    return batch;
+  }
+
+  private async pump(): Promise<void> {
+    let budget = TURN_BUDGET;
+    try {
+      while (!this.closing) {
+        const room = this.prefetch - this.unacked;
+        if (room <= 0) break; // resumed by settled()
+        const batch = this.take(room);
+        if (batch === undefined) break; // resumed by the destination's wake-up
+        try {
+          await this.handler(batch.deliveries);
+          this.failures = 0;
+        } catch {
+          // The interface has no error channel: a failing handler gets its unsettled messages
+          // back (redelivered) after a growing pause, like a consumer that keeps retrying.
+          for (const d of batch.deliveries) d.nack();
+          this.failures++;
+          await this.pause(Math.min(MAX_BACKOFF_MS, 25 * 2 ** this.failures));
+          continue;
+        }
+        budget -= batch.deliveries.length;
+        if (budget <= 0) {
+          budget = TURN_BUDGET;
+          await nextTurn();
+        }
+      }
+    } finally {
+      this.active = false;
+      this.stopped?.();
+    }
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.pauseDone = resolve;
+      this.pauseTimer = setTimeout(resolve, ms);
+    });
+  }
+
+  /** Stops fetching, waits for the running handler, gives unsettled messages back to the group. */
+  close(): Promise<void> {
+    this.closePromise ??= this.doClose();
+    return this.closePromise;
+  }
+
+  private async doClose(): Promise<void> {
+    this.closing = true;
+    if (this.pauseTimer !== undefined) {
+      clearTimeout(this.pauseTimer);
+      this.pauseDone?.();
+    }
+    if (this.active) await new Promise<void>((resolve) => (this.stopped = resolve));
+    for (const batch of this.open) {
+      for (const d of batch.deliveries) d.returnToGroup();
+    }
+    this.open.clear();
+    this.unacked = 0;
+    for (const c of this.cursors) c.leave(this);
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * A subscription: one channel on the consuming connection, one consumer per destination queue,
+ * deliveries handed to the handler in micro-batches (what arrived before the next turn of the
+ * event loop, at most `prefetch`), one handler call at a time.
+ *
+ * RabbitMQ semantics behind the interface:
+ * - `group` does not select anything: every subscriber of a queue competes for its messages
+ *   (RabbitMQ's competing consumers); the group only names the consumer tag.
+ * - `fromBeginning` has no meaning: a queue holds what no one has acked yet.
+ * - If the channel or connection is lost, the subscription reopens it (backoff up to 5 s) until
+ *   closed; unacked messages go back to the queue and are redelivered with `redelivered` set.
+ *   ack/nack on a delivery from the lost channel do nothing (RabbitMQ has requeued it already).
+ *
+ * deadLetter: RabbitMQ dead-letters with the queue's DLX (adding x-death) only when a message
+ * is rejected or expires, and a reject can't add headers. payq wants both its provenance headers
+ * and x-death, so deadLetter
+ *   1. publishes a copy (same body and properties, headers + extra + the `payq-dead-letter` mark,
+ *      `expiration: 0`) to the same queue through the default exchange and waits for the confirm,
+ *   2. acks the original.
+ * The copy then reaches the DLX by itself: with no consumer ready it expires at once (x-death
+ * reason "expired"); if a consumer takes it, payq's consumer sees the mark and rejects it without
+ * requeue (reason "rejected"), never showing it to the handler. Either way it is dead-lettered
+ * promptly, even behind a backlog. The mark names the queue and the x-death count it was made at,
+ * so a dead letter moved back into the queue later (a shovel, the management UI) is an ordinary
+ * message again, and payq drops the mark from the headers it hands out. The queue must have
+ * payq's DLX, checked once per queue, or the copy would simply be dropped.
+ * All consumers of a queue that payq dead-letters from should be payq: another consumer could
+ * receive the copy (when it has spare prefetch) and process it twice.
+ */
+import type { Channel, ConsumeMessage } from 'amqplib';
+import { randomBytes } from 'node:crypto';
+import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
+import type { BrokerUrl } from '../url.js';
+import { closeQuietly, type AmqpConnection } from './connection.js';
+import { operationError } from './errors.js';
+import { copyOptions, headersFromAmqp } from './message.js';
+import type { Publisher } from './publisher.js';
+import { DEAD_LETTER_MARKER, deathCount, decodeMark, deliveryKey, encodeMark, isFreshMark, validateDestination } from './topology.js';
+
+export interface SubscriberContext {
+  url: BrokerUrl;
+  conn: AmqpConnection;
+  publisher: Publisher;
+  /** Resolves when `queue` dead-letters through payq's DLX to `<queue>.dlq`; TopologyError if not. */
+  checkDeadLetter(queue: string): Promise<void>;
+  /** The subscription is gone; the driver stops tracking it. */
+  forget(sub: RabbitMqSubscription): void;
+}
+
+interface ChannelState {
+  ch: Channel;
+  closed: boolean;
+}
+
+const MAX_BACKOFF_MS = 5000;
+
+export class RabbitMqSubscription implements Subscription {
+  private state: ChannelState | undefined;
+  private readonly buffer: Array<{ state: ChannelState; delivery: Delivery }> = [];
+  private pumpScheduled = false;
+  private running: Promise<void> | undefined;
+  private closing = false;
+  private closed: Promise<void> | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private wakeRetry: (() => void) | undefined;
+  private readonly tagPrefix: string;
+
+  constructor(
+    private readonly ctx: SubscriberContext,
+    private readonly options: SubscribeOptions,
+    private readonly handler: DeliveryHandler,
+  ) {
+    for (const d of options.destinations) validateDestination(d);
+    const group = options.group.replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 100) || 'payq';
+    this.tagPrefix = `payq.${group}.${randomBytes(4).toString('hex')}`;
+  }
+
+  /** Opens the channel and starts consuming; rejects if a queue is missing (TopologyError). */
+  async start(): Promise<this> {
+    await this.open();
+    return this;
+  }
+
+  close(): Promise<void> {
+    this.closed ??= this.shutdown();
+    return this.closed;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.closing = true;
+    clearTimeout(this.retryTimer);
+    this.wakeRetry?.();
+    const state = this.state;
+    if (state && !state.closed) {
+      // Cancel first so nothing new arrives while the running handler finishes.
+      for (const tag of this.consumerTags()) {
+        try {
+          await state.ch.cancel(tag);
+        } catch {
+          break; // the channel went: nothing left to cancel
+        }
+      }
+    }
+    // Received but never handed out: the channel close below returns them to their queues.
+    this.buffer.length = 0;
+    await this.running;
+    if (state) await closeQuietly(state.ch);
+    this.ctx.forget(this);
+  }
+
+  private consumerTags(): string[] {
+    return this.options.destinations.map((_d, i) => `${this.tagPrefix}.${i}`);
+  }
+
+  private async open(): Promise<void> {
+    const { url, conn } = this.ctx;
+    const ch = await conn.createChannel();
+    const state: ChannelState = { ch, closed: false };
+    ch.on('close', () => {
+      state.closed = true;
+      if (this.state === state && !this.closing) void this.recover();
+    });
+    const prefetch = Math.max(1, Math.floor(this.options.prefetch));
+    let step = 'set prefetch';
+    try {
+      // Per consumer, and for the whole channel when it consumes several queues, so the
+      // subscriber never holds more than `prefetch` unacked messages.
+      await ch.prefetch(prefetch, false);
+      if (this.options.destinations.length > 1) await ch.prefetch(prefetch, true);
+      const tags = this.consumerTags();
+      for (const [i, queue] of this.options.destinations.entries()) {
+        step = `consume from queue '${queue}'`;
+        await ch.consume(queue, (msg) => this.onMessage(state, queue, msg), { noAck: false, consumerTag: tags[i]! });
+      }
+    } catch (err) {
+      await closeQuietly(ch);
+      throw operationError(err, step, url, conn.lost);
+    }
+    if (this.closing || state.closed) {
+      await closeQuietly(ch);
+      return;
+    }
+    this.state = state;
+  }
+
+  /** Reopens after the channel or its connection was lost, until it works or the subscription closes. */
+  private async recover(): Promise<void> {
+    let delay = 250;
+    while (!this.closing) {
+      await new Promise<void>((resolve) => {
+        this.wakeRetry = resolve;
+        this.retryTimer = setTimeout(resolve, delay);
+      });
+      if (this.closing) return;
+      try {
+        await this.open();
+        return;
+      } catch {
+        delay = Math.min(delay * 2, MAX_BACKOFF_MS);
+      }
+    }
+  }
+
+  /** amqplib calls this inside its frame loop: it must never throw. */
+  private onMessage(state: ChannelState, queue: string, msg: ConsumeMessage | null): void {
+    // null: RabbitMQ cancelled the consumer (the queue was deleted). Nothing more will come from
+    // that queue; the other destinations carry on.
+    if (msg === null || state.closed) return;
+    try {
+      const raw = msg.properties.headers as Record<string, unknown> | undefined;
+      const mark = raw?.[DEAD_LETTER_MARKER] === undefined ? undefined : decodeMark(raw[DEAD_LETTER_MARKER]);
+      if (isFreshMark(mark, queue, raw)) {
+        state.ch.nack(msg, false, false);
+        return;
+      }
+      if (this.closing) return; // left unacked: requeued when the channel closes
+      this.buffer.push({ state, delivery: this.delivery(state, queue, msg, raw, mark) });
+      this.schedulePump();
+    } catch {
+      try {
+        state.ch.nack(msg, false, true);
+      } catch {
+        // channel gone: the broker requeues it
+      }
+    }
+  }
+
+  private delivery(
+    state: ChannelState,
+    queue: string,
+    msg: ConsumeMessage,
+    raw: Record<string, unknown> | undefined,
+    mark: ReturnType<typeof decodeMark>,
+  ): Delivery {
+    let settled = false;
+    // A second ack of one delivery tag is a channel error in RabbitMQ that would requeue every
+    // message the subscription holds; settling twice is therefore ignored.
+    const settle = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
+      if (state.closed) return;
+      try {
+        fn();
+      } catch {
+        // The channel closed between the check and the call: the broker requeues the message.
+      }
+    };
+    const key = deliveryKey(queue, msg.fields.routingKey, mark, raw);
+    const headers = headersFromAmqp(raw);
+    return {
+      destination: queue,
+      key,
+      value: msg.content,
+      headers,
+      partition: undefined,
+      offset: undefined,
+      redelivered: msg.fields.redelivered,
+      ack: () => settle(() => state.ch.ack(msg)),
+      nack: () => settle(() => state.ch.nack(msg, false, true)),
+      deadLetter: async (extra: Headers) => {
+        if (settled) return;
+        await this.ctx.checkDeadLetter(queue);
+        const copyHeaders: Record<string, unknown> = { ...(raw ?? {}), ...extra };
+        copyHeaders[DEAD_LETTER_MARKER] = encodeMark({
+          queue,
+          deaths: deathCount(raw, queue),
+          ...(key === undefined ? {} : { key }),
+        });
+        const options = copyOptions(msg.properties as unknown as Record<string, unknown>, copyHeaders);
+        options.expiration = '0';
+        await this.ctx.publisher.sendToQueue(queue, msg.content, options);
+        settle(() => state.ch.ack(msg));
+      },
+    };
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled || this.running) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.running ??= this.pump().finally(() => {
+        this.running = undefined;
+        if (this.buffer.length > 0 && !this.closing) this.schedulePump();
+      });
+    });
+  }
+
+  private async pump(): Promise<void> {
+    const max = Math.max(1, Math.floor(this.options.prefetch));
+    while (this.buffer.length > 0 && !this.closing) {
+      // Deliveries of a lost channel are skipped: RabbitMQ has requeued them already.
+      const batch = this.buffer.splice(0, max).filter((b) => !b.state.closed).map((b) => b.delivery);
+      if (batch.length === 0) continue;
+      try {
+        await this.handler(batch);
+      } catch {
+        // The interface gives a failing handler nowhere to report to; its unsettled messages go
+        // back to the queue (settled ones are ignored by nack).
+        for (const d of batch) d.nack();
+      }
+    }
+  }
+}
