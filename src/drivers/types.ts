@@ -10,7 +10,10 @@ export interface DriverCapabilities {
   consumerGroups: boolean;
   /** Messages survive the process (memory: only while the process lives). */
   persistence: boolean;
-  /** Order kept per message key (Kafka partitions) or per destination (a queue), or none. */
+  /**
+   * Order kept per message key (Kafka partitions) or per destination (a queue), or none. A nacked
+   * message comes back after later ones, on every broker.
+   */
   ordering: 'per-key' | 'per-destination' | 'none';
   /** A new group can read what was written before it subscribed. */
   replayFromBeginning: boolean;
@@ -75,7 +78,11 @@ export interface SubscribeOptions {
   prefetch: number;
 }
 
-/** Called with one or more deliveries; the driver waits for it before handing out more. */
+/**
+ * Called with one or more deliveries; the driver waits for it before handing out more. If it
+ * throws, every delivery it left unsettled is given back for redelivery. It must not await its
+ * own subscription's close() (close waits for the running handler): signal the caller instead.
+ */
 export type DeliveryHandler = (deliveries: Delivery[]) => Promise<void> | void;
 
 export interface Subscription {
@@ -89,7 +96,10 @@ export interface Driver {
   readonly capabilities: DriverCapabilities;
   /** Connects and checks the broker answers; throws BrokerUnavailableError / AuthError. */
   connect(): Promise<void>;
-  /** Creates the destinations if missing (idempotent). */
+  /**
+   * Creates the destinations if missing (idempotent). Existing ones are left as they are. Always
+   * declare before subscribing: Kafka and RabbitMQ refuse to subscribe to a missing destination.
+   */
   declare(destinations: DestinationSpec[]): Promise<void>;
   /**
    * Sends a batch and resolves once the broker has acknowledged every message in it (Kafka

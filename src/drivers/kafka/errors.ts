@@ -187,7 +187,7 @@ export function mapKafkaError(err: unknown, ctx: KafkaErrorContext): PayqError {
       return new BrokerUnavailableError(text(`broker unreachable while ${doing}`), {
         cause: err,
         retriable: true,
-        hint: 'is Kafka running? (npm run brokers:up); for TLS use kafkas:// or ?tls=true',
+        hint: 'is Kafka running (npm run brokers:up)? Does its listener need TLS (kafkas://) or SASL (user:password@…)?',
       });
     case 'topology':
       return new TopologyError(text(`topic missing or not creatable while ${doing}`), {

@@ -6,7 +6,9 @@
  *   one when all are): acks beyond a gap wait for the gap;
  * - a nack can only be honoured by seeking the partition back to the lowest nacked offset, which
  *   also re-fetches everything after it; messages that were already acked are remembered and
- *   skipped when they come round again, so only nacked (and unsettled) messages are re-delivered.
+ *   skipped when they come round again, and messages whose delivery is still out (handed to the
+ *   handler, not settled yet) are re-attached to that delivery instead of being handed out twice,
+ *   so only nacked messages are delivered again.
  *
  * Pure bookkeeping, no kafkajs: unit-tested on its own.
  */
@@ -33,6 +35,8 @@ export class PartitionOffsets {
   private readonly live = new Map<bigint, Slot>();
   /** Acked offsets at or beyond a seek-back point: skip them when they are fetched again. */
   private readonly ackedAhead = new Set<bigint>();
+  /** Detached slots whose delivery is still out: re-attached when their offset is fetched again. */
+  private readonly staleOpen = new Map<bigint, Slot>();
   /** Highest offset ever handed out by this consumer: anything at or below it is a redelivery. */
   private highestHandedOut = -1n;
   /** One past the last slot popped off the window (acked and contiguous). */
@@ -42,9 +46,19 @@ export class PartitionOffsets {
 
   /** Registers a fetched message. `skip` means it was acked before a seek-back: don't hand it out. */
   receive(offset: bigint): Receipt {
-    // Fetched again while still in the window without our seek (kafkajs moved its position back,
-    // e.g. on an offset reset): the window restarts here, as after a seek.
-    if (this.live.has(offset)) this.truncateFrom(offset);
+    // The window is in offset order. An offset at or below its tail means the fetch position
+    // moved back (our seek, or kafkajs on its own): the window restarts here, as after a seek.
+    const tail = this.window.length > this.head ? this.window[this.window.length - 1]!.offset : undefined;
+    if (tail !== undefined && offset <= tail) this.truncateFrom(offset);
+    // Below the contiguous acked prefix: done already.
+    if (this.contiguousEnd !== undefined && offset < this.contiguousEnd) return { skip: true };
+    const outstanding = this.staleOpen.get(offset);
+    if (outstanding) {
+      this.staleOpen.delete(offset);
+      outstanding.detached = false;
+      this.append(outstanding);
+      return { skip: true };
+    }
     if (this.ackedAhead.delete(offset)) {
       this.append({ offset, state: 'acked', detached: false });
       return { skip: true };
@@ -66,14 +80,10 @@ export class PartitionOffsets {
     if (slot.state !== 'open') return false;
     slot.state = 'acked';
     if (slot.detached) {
-      // Its delivery went stale (seek-back / rebalance) but the work is done: if the message is
-      // fetched again, skip it; if it was fetched again already, that copy is done too.
-      const again = this.live.get(slot.offset);
-      if (again) {
-        if (again.state === 'open') again.state = 'acked';
-      } else {
-        this.ackedAhead.add(slot.offset);
-      }
+      // Dropped from the window (seek-back / rebalance) but the work is done: skip the message
+      // when it is fetched again.
+      if (this.staleOpen.get(slot.offset) === slot) this.staleOpen.delete(slot.offset);
+      this.ackedAhead.add(slot.offset);
     }
     return true;
   }
@@ -82,10 +92,12 @@ export class PartitionOffsets {
   nack(slot: Slot): boolean {
     if (slot.state !== 'open') return false;
     slot.state = 'nacked';
-    // A stale delivery's message will be fetched again anyway.
-    if (!slot.detached && (this.pendingSeek === undefined || slot.offset < this.pendingSeek)) {
-      this.pendingSeek = slot.offset;
+    if (slot.detached) {
+      // Not fetched again yet (it would have been re-attached): it will be, and handed out anew.
+      if (this.staleOpen.get(slot.offset) === slot) this.staleOpen.delete(slot.offset);
+      return true;
     }
+    if (this.pendingSeek === undefined || slot.offset < this.pendingSeek) this.pendingSeek = slot.offset;
     return true;
   }
 
@@ -95,7 +107,7 @@ export class PartitionOffsets {
 
   /**
    * Takes the offset to seek back to (lowest nack), if any, and forgets the window from there on:
-   * acked slots become skip marks, open ones go stale (their late acks still count).
+   * acked slots become skip marks, open ones wait to be re-attached (their late settles count).
    */
   takeSeek(): bigint | undefined {
     const target = this.pendingSeek;
@@ -106,6 +118,8 @@ export class PartitionOffsets {
   }
 
   private truncateFrom(target: bigint): void {
+    // Everything from `target` on is fetched again, the nacked message included.
+    if (this.pendingSeek !== undefined && this.pendingSeek >= target) this.pendingSeek = undefined;
     const kept: Slot[] = [];
     for (let i = this.head; i < this.window.length; i++) {
       const slot = this.window[i]!;
@@ -113,9 +127,8 @@ export class PartitionOffsets {
         kept.push(slot);
         continue;
       }
-      slot.detached = true;
       this.live.delete(slot.offset);
-      if (slot.state === 'acked') this.ackedAhead.add(slot.offset);
+      this.detach(slot);
     }
     this.window = kept;
     this.head = 0;
@@ -144,20 +157,22 @@ export class PartitionOffsets {
 
   /**
    * After a rebalance kafkajs restarts the partition from the broker's committed offset: forget
-   * the window (late acks on its deliveries still become skip marks) and any pending seek.
+   * the window (late settles of its deliveries still count) and any pending seek.
    */
   reset(): void {
-    for (let i = this.head; i < this.window.length; i++) {
-      const slot = this.window[i]!;
-      slot.detached = true;
-      if (slot.state === 'acked') this.ackedAhead.add(slot.offset);
-    }
+    for (let i = this.head; i < this.window.length; i++) this.detach(this.window[i]!);
     this.window = [];
     this.head = 0;
     this.live.clear();
     this.contiguousEnd = undefined;
     this.lastCommitted = undefined;
     this.pendingSeek = undefined;
+  }
+
+  private detach(slot: Slot): void {
+    slot.detached = true;
+    if (slot.state === 'acked') this.ackedAhead.add(slot.offset);
+    else if (slot.state === 'open') this.staleOpen.set(slot.offset, slot);
   }
 
   /** Handed out and neither acked nor nacked (for tests and diagnostics). */

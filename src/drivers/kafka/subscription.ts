@@ -2,8 +2,12 @@
  * One subscription = one kafkajs consumer in the given group. kafkajs' own offset handling is
  * switched off (autoCommit false, eachBatchAutoResolve false): kafkajs' "resolved" offset is only
  * used as the fetch position, and commits are computed by PartitionOffsets from individual acks.
+ *
+ * Redelivery after a nack moves that fetch position back with `resolveOffset`, never with
+ * `consumer.seek`: kafkajs keeps a seek for a partition that a rebalance took away and applies it
+ * when the partition comes back, seconds later, rewinding it past other members' commits.
  */
-import type { Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
+import type { Batch, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
 import { InternalError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
 import { KAFKA_TUNING } from './config.js';
@@ -38,9 +42,25 @@ export function decodeHeaders(headers: IHeaders | undefined): Headers {
   return out;
 }
 
+/** The offset a batch was fetched from (kafkajs keeps it on the batch but doesn't type it). */
+function fetchedOffsetOf(batch: Batch): bigint {
+  const fetched = (batch as unknown as { fetchedOffset?: string }).fetchedOffset;
+  return BigInt(fetched ?? batch.messages[0]?.offset ?? '0');
+}
+
+interface PartitionState {
+  topic: string;
+  partition: number;
+  offsets: PartitionOffsets;
+  /** kafkajs' resolveOffset for this partition (from its latest batch): sets the fetch position. */
+  resolve: ((offset: string) => void) | undefined;
+  /** The fetch position was moved back to here; batches fetched from further on are stale. */
+  rewoundTo: bigint | undefined;
+}
+
 export class KafkaSubscription implements Subscription {
   private consumer: Consumer | undefined;
-  private readonly partitions = new Map<string, PartitionOffsets>();
+  private readonly partitions = new Map<string, PartitionState>();
   private readonly unsubscribers: Array<() => void> = [];
   private outstanding = 0;
   private closing = false;
@@ -84,9 +104,17 @@ export class KafkaSubscription implements Subscription {
       consumer.on(consumer.events.GROUP_JOIN, () => {
         joined = true;
         // Every join after the first is a rebalance: kafkajs restarts each partition from the
-        // broker's committed offset, so the local windows are void.
-        if (this.joins++ > 0) for (const offsets of this.partitions.values()) offsets.reset();
+        // broker's committed offset, so the local windows (and pending rewinds) are void.
+        if (this.joins++ > 0) {
+          for (const state of this.partitions.values()) {
+            state.offsets.reset();
+            state.resolve = undefined;
+            state.rewoundTo = undefined;
+          }
+        }
       }),
+      // Rewinds wait for a moment when kafkajs is between a join and a fetch: now.
+      consumer.on(consumer.events.FETCH_START, () => this.applyRewinds()),
       // The first fetch after the join has resolved the initial offsets (earliest/latest).
       consumer.on(consumer.events.FETCH, () => {
         if (joined) settleReady?.resolve();
@@ -127,38 +155,49 @@ export class KafkaSubscription implements Subscription {
     this.commitTimer.unref();
   }
 
-  private offsetsFor(topic: string, partition: number): PartitionOffsets {
+  private stateFor(topic: string, partition: number): PartitionState {
     const key = `${partition}:${topic}`;
-    let offsets = this.partitions.get(key);
-    if (!offsets) {
-      offsets = new PartitionOffsets();
-      this.partitions.set(key, offsets);
+    let state = this.partitions.get(key);
+    if (!state) {
+      state = { topic, partition, offsets: new PartitionOffsets(), resolve: undefined, rewoundTo: undefined };
+      this.partitions.set(key, state);
     }
-    return offsets;
+    return state;
   }
 
-  private async onBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
+  private async onBatch({ batch, resolveOffset, heartbeat, isRunning }: EachBatchPayload): Promise<void> {
     const { topic, partition, messages } = batch;
-    const offsets = this.offsetsFor(topic, partition);
+    const state = this.stateFor(topic, partition);
+    state.resolve = resolveOffset;
+    // kafkajs' generation can't change while a batch is being handled: rewinds are safe here.
+    this.applyRewinds();
+    if (state.rewoundTo !== undefined) {
+      // Fetched before the position was moved back: drop it, the rewound fetch follows.
+      if (fetchedOffsetOf(batch) > state.rewoundTo) return;
+      state.rewoundTo = undefined;
+    }
+    const offsets = state.offsets;
     let i = 0;
     while (i < messages.length) {
-      if (this.closing || !isRunning() || isStale() || offsets.hasPendingSeek()) break;
       const room = await this.waitForRoom(heartbeat);
-      if (room === 0) break;
+      // Checked after the wait: a nack may have moved this partition back meanwhile, and the
+      // rest of this batch must then not be handed out.
+      if (room === 0 || !isRunning() || offsets.hasPendingSeek() || state.rewoundTo !== undefined) break;
       const chunk: Delivery[] = [];
       while (i < messages.length && chunk.length < room) {
         const message = messages[i++]!;
         const receipt = offsets.receive(BigInt(message.offset));
-        // The fetch position moves on; redelivery is done by seeking back.
+        // The fetch position moves on; redelivery moves it back.
         resolveOffset(message.offset);
         if (receipt.skip) continue;
         chunk.push(this.toDelivery(topic, partition, message, offsets, receipt.slot, receipt.redelivered));
       }
       if (chunk.length > 0) await this.runHandler(chunk, heartbeat);
-      this.applySeeks();
+      this.applyRewinds();
       // Lets kafkajs notice a rebalance between chunks (it throws; kafkajs re-joins).
       await heartbeat();
     }
+    state.rewoundTo = undefined;
     await this.commit();
   }
 
@@ -198,19 +237,17 @@ export class KafkaSubscription implements Subscription {
     }
   }
 
-  /** Seeks every partition with a nack back to its lowest nacked offset. */
-  private applySeeks(): void {
-    for (const [key, offsets] of this.partitions) {
-      const target = offsets.takeSeek();
-      if (target === undefined) continue;
-      const colon = key.indexOf(':');
-      const partition = Number(key.slice(0, colon));
-      const topic = key.slice(colon + 1);
-      try {
-        this.consumer?.seek({ topic, partition, offset: target.toString() });
-      } catch {
-        // Not running any more: the uncommitted message is delivered again after the restart.
-      }
+  /**
+   * Moves every partition with a nack back to its lowest nacked offset. Only called where kafkajs'
+   * group generation is stable (inside a batch, at fetch start), so the position set belongs to
+   * the same generation as the nacked delivery.
+   */
+  private applyRewinds(): void {
+    for (const state of this.partitions.values()) {
+      if (!state.resolve || !state.offsets.hasPendingSeek()) continue;
+      const target = state.offsets.takeSeek()!;
+      state.resolve((target - 1n).toString());
+      state.rewoundTo = target;
     }
   }
 
@@ -225,14 +262,13 @@ export class KafkaSubscription implements Subscription {
     const headers = decodeHeaders(message.headers);
     const value = message.value ?? Buffer.alloc(0);
     let settled = false;
-    const settle = (how: 'ack' | 'nack'): boolean => {
-      if (settled) return false;
+    const settle = (how: 'ack' | 'nack'): void => {
+      if (settled) return;
       settled = true;
       this.outstanding--;
       if (how === 'ack') offsets.ack(slot);
       else offsets.nack(slot);
       this.wake?.();
-      return true;
     };
     this.outstanding++;
     return {
@@ -243,13 +279,9 @@ export class KafkaSubscription implements Subscription {
       partition,
       offset: message.offset,
       redelivered,
-      ack: () => {
-        settle('ack');
-      },
-      nack: () => {
-        // After the handler returned, nobody else will seek: do it now.
-        if (settle('nack') && this.handlerRunning === undefined && !this.closing) this.applySeeks();
-      },
+      ack: () => settle('ack'),
+      // The rewind happens after the handler returns, or at the next fetch for a late nack.
+      nack: () => settle('nack'),
       deadLetter: async (extraHeaders: Headers) => {
         if (settled) throw new InternalError(`dead-letter of ${topic}[${partition}]@${message.offset}: already settled`);
         await this.deps.produceDeadLetter(`${topic}.dlq`, {
@@ -267,17 +299,17 @@ export class KafkaSubscription implements Subscription {
     this.commitChain = this.commitChain.then(async () => {
       const consumer = this.consumer;
       if (!consumer) return;
-      const points: Array<{ topic: string; partition: number; offset: string; offsets: PartitionOffsets; at: bigint }> = [];
-      for (const [key, offsets] of this.partitions) {
-        const at = offsets.commitPoint();
-        if (at === undefined) continue;
-        const colon = key.indexOf(':');
-        points.push({ topic: key.slice(colon + 1), partition: Number(key.slice(0, colon)), offset: at.toString(), offsets, at });
+      const points: Array<{ state: PartitionState; at: bigint }> = [];
+      for (const state of this.partitions.values()) {
+        const at = state.offsets.commitPoint();
+        if (at !== undefined) points.push({ state, at });
       }
       if (points.length === 0) return;
       try {
-        await consumer.commitOffsets(points.map(({ topic, partition, offset }) => ({ topic, partition, offset })));
-        for (const p of points) p.offsets.committed(p.at);
+        await consumer.commitOffsets(
+          points.map(({ state, at }) => ({ topic: state.topic, partition: state.partition, offset: at.toString() })),
+        );
+        for (const { state, at } of points) state.offsets.committed(at);
       } catch {
         // Rebalance or lost connection: the messages stay uncommitted and are delivered again
         // (at least once); the next commit retries.

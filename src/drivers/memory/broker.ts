@@ -256,70 +256,71 @@ export class Batch {
 
 /**
  * Settling methods live on the prototype (no closures per message); they use `this`, so call them
- * as `delivery.ack()`, not detached.
+ * as `delivery.ack()`, not detached. Broker internals are #private: spreading, logging or
+ * JSON-serialising a delivery shows only the Delivery fields.
  */
 export class MemoryDelivery implements Delivery {
   readonly partition: number | undefined = undefined;
   readonly offset: string | undefined = undefined;
   readonly key: string | undefined;
   readonly value: Buffer;
-  private state = PENDING;
-  private ownHeaders: Headers | undefined = undefined;
+  /** Each delivery gets its own copy: a consumer may edit it and send it on. */
+  headers: Headers;
+  #state = PENDING;
+  readonly #message: StoredMessage;
+  readonly #group: GroupCursor;
+  readonly #batch: Batch;
 
   constructor(
-    private readonly message: StoredMessage,
+    message: StoredMessage,
     readonly destination: string,
-    private readonly group: GroupCursor,
-    private readonly batch: Batch,
+    group: GroupCursor,
+    batch: Batch,
     readonly redelivered: boolean,
   ) {
     this.key = message.key;
     this.value = message.value;
-  }
-
-  /** Each delivery gets its own copy, made on first use: a consumer may edit it and send it on. */
-  get headers(): Headers {
-    return (this.ownHeaders ??= { ...this.message.headers });
-  }
-
-  set headers(value: Headers) {
-    this.ownHeaders = value;
+    this.headers = { ...message.headers };
+    this.#message = message;
+    this.#group = group;
+    this.#batch = batch;
   }
 
   /** Acks and nacks after settling, or after the subscription closed, are ignored. */
   ack(): void {
-    if (this.state !== PENDING) return;
-    this.state = ACKED;
-    this.batch.subscriber.settled(this.batch);
+    if (this.#state !== PENDING) return;
+    this.#state = ACKED;
+    this.#batch.subscriber.settled(this.#batch);
   }
 
   nack(): void {
-    if (this.state !== PENDING) return;
-    this.state = NACKED;
-    this.group.requeue(this.message);
-    this.batch.subscriber.settled(this.batch);
+    if (this.#state !== PENDING) return;
+    this.#state = NACKED;
+    this.#group.requeue(this.#message);
+    this.#batch.subscriber.settled(this.#batch);
   }
 
   deadLetter(extraHeaders: Headers): Promise<void> {
-    if (this.state === RETURNED) {
+    if (this.#state === RETURNED) {
       return Promise.reject(
         new DeliveryError(`cannot dead-letter a message from ${this.destination}: its subscription closed and it went back for redelivery`),
       );
     }
-    if (this.state !== PENDING) {
+    if (this.#state !== PENDING) {
       return Promise.reject(new InternalError(`a message from ${this.destination} was dead-lettered after it was already acked or nacked`));
     }
-    this.state = DEAD_LETTERED;
-    this.group.destination.broker.destination(`${this.destination}.dlq`).appendStored(this.message, extraHeaders);
-    this.batch.subscriber.settled(this.batch);
+    this.#state = DEAD_LETTERED;
+    // The stored original, not this.headers: what a consumer edited is not part of the message.
+    this.#group.destination.broker.destination(`${this.destination}.dlq`).appendStored(this.#message, extraHeaders);
+    this.#batch.subscriber.settled(this.#batch);
     return Promise.resolve();
   }
 
   /** Called by a closing subscriber: unsettled messages go back to the group. */
   returnToGroup(): void {
-    if (this.state !== PENDING) return;
-    this.state = RETURNED;
-    this.group.requeue(this.message);
+    if (this.#state !== PENDING) return;
+    this.#state = RETURNED;
+    this.#group.requeue(this.#message);
   }
 }
 

@@ -107,7 +107,8 @@ export class AmqpConnection {
       // A socket idle timeout until the handshake completes (amqplib clears it after).
       timeout: config.connectionTimeoutMs,
       noDelay: true,
-      clientProperties: { connection_name: `payq ${this.role}` },
+      // Shown in the management UI / rabbitmqctl list_connections: which payq process this is.
+      clientProperties: { connection_name: `payq ${this.role} (pid ${process.pid})` },
     };
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;

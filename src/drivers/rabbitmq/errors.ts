@@ -139,7 +139,8 @@ export function nackedError(destination: string, count: number, total: number): 
 }
 
 export function unroutableError(destination: string, count: number, total: number): DeliveryError {
-  return new DeliveryError(`${count} of ${total} message(s) sent to '${destination}' were unroutable: no queue '${destination}' exists`, {
-    hint: 'declare the destination first (payq produce declares it), or check the name',
+  return new DeliveryError(`${count} of ${total} message(s) sent to '${destination}' were returned unroutable: the queue no longer exists or lost its binding`, {
+    retriable: true,
+    hint: 'the next send checks the queue again; re-declare the destination if it was deleted',
   });
 }

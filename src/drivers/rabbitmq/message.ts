@@ -59,16 +59,24 @@ const idPrefix = `payq-${process.pid.toString(36)}-${Date.now().toString(36)}-`;
  */
 export function publishOptions(message: OutgoingMessage, timestampSeconds: number): Options.Publish {
   const headers = message.headers;
-  return {
+  const ceId = headers['ce_id'];
+  const contentType = headers['content-type'];
+  const options: Options.Publish = {
     persistent: true,
     mandatory: true,
-    contentType: headers['content-type'] ?? 'application/json',
-    messageId: headers['ce_id'] ?? `${idPrefix}${(fallbackIds++).toString(36)}`,
+    contentType: contentType !== undefined && fitsShortString(contentType) ? contentType : 'application/json',
+    messageId: ceId !== undefined && ceId !== '' && fitsShortString(ceId) ? ceId : `${idPrefix}${(fallbackIds++).toString(36)}`,
     timestamp: timestampSeconds,
-    type: message.type,
     appId: 'payq',
     headers: headersToAmqp(headers),
   };
+  if (fitsShortString(message.type)) options.type = message.type;
+  return options;
+}
+
+/** AMQP properties are short strings (≤ 255 bytes); a longer one would make amqplib throw. */
+function fitsShortString(text: string): boolean {
+  return text.length <= 85 || Buffer.byteLength(text, 'utf8') <= 255;
 }
 
 /**

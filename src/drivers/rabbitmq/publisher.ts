@@ -50,7 +50,8 @@ interface Pending {
   settled: boolean;
 }
 
-type Outcome = 'ok' | 'nacked' | 'unroutable' | PayqError;
+/** 'closed': the channel closed first; why is asked when the batch finishes (see settle). */
+type Outcome = 'ok' | 'nacked' | 'unroutable' | 'closed' | PayqError;
 /** topic: via the exchange, the queue is bound; queue: by name through the default exchange. */
 type Route = 'topic' | 'queue';
 
@@ -58,8 +59,8 @@ class Batch {
   private remaining: number;
   private nacked = 0;
   private unroutable = 0;
+  private closed = 0;
   private error: PayqError | undefined;
-  private failed = 0;
   readonly promise: Promise<void>;
   private resolve!: () => void;
   private reject!: (err: Error) => void;
@@ -67,6 +68,7 @@ class Batch {
   constructor(
     readonly destination: string,
     readonly total: number,
+    private readonly closedError: () => PayqError,
   ) {
     this.remaining = total;
     this.promise = new Promise<void>((resolve, reject) => {
@@ -78,10 +80,8 @@ class Batch {
   settle(outcome: Outcome, count = 1): void {
     if (outcome === 'nacked') this.nacked += count;
     else if (outcome === 'unroutable') this.unroutable += count;
-    else if (outcome !== 'ok') {
-      this.error ??= outcome;
-      this.failed += count;
-    }
+    else if (outcome === 'closed') this.closed += count;
+    else if (outcome !== 'ok') this.error ??= outcome;
     this.remaining -= count;
     // A microtask later: when a connection drops, amqplib fails the confirms before it emits the
     // connection's 'close', and the error should say why the connection went.
@@ -89,6 +89,7 @@ class Batch {
   }
 
   private finish(): void {
+    if (this.closed > 0) this.error ??= this.closedError();
     if (this.error) this.reject(this.error);
     else if (this.unroutable > 0) this.reject(unroutableError(this.destination, this.unroutable, this.total));
     else if (this.nacked > 0) this.reject(nackedError(this.destination, this.nacked, this.total));
@@ -121,9 +122,20 @@ export class Publisher {
     this.routes.set(name, Promise.resolve('topic'));
   }
 
-  async send(destination: string, messages: OutgoingMessage[]): Promise<void> {
+  /** Resolves when the broker confirmed every message; close() waits for sends already begun. */
+  send(destination: string, messages: OutgoingMessage[]): Promise<void> {
+    if (this.closing) return Promise.reject(this.closedByPayq(destination));
+    return this.track(this.sendBatch(destination, messages));
+  }
+
+  /** deadLetter's copy: one message to `queue` by name; the queue must exist. */
+  sendToQueue(queue: string, content: Buffer, options: Options.Publish): Promise<void> {
+    if (this.closing) return Promise.reject(this.closedByPayq(queue));
+    return this.track(this.sendOne(queue, content, options));
+  }
+
+  private async sendBatch(destination: string, messages: OutgoingMessage[]): Promise<void> {
     validateDestination(destination);
-    if (this.closing) throw this.closedByPayq(destination);
     if (messages.length === 0) return;
     for (const m of messages) {
       // amqplib would throw mid-publish, after registering the confirm callback.
@@ -131,12 +143,12 @@ export class Publisher {
     }
     const pc = await this.channel();
     const byName = !pc.topic || (await this.route(destination)) === 'queue';
-    const batch = this.track(new Batch(destination, messages.length));
+    const batch = new Batch(destination, messages.length, () => this.closedError(pc, destination));
     const timestamp = Math.floor(Date.now() / 1000);
     for (let i = 0; i < messages.length; i++) {
       if (pc.needDrain && !pc.closed) await new Promise<void>((resolve) => pc.drainWaiters.push(resolve));
       if (pc.closed) {
-        batch.settle(this.closedError(pc, destination), messages.length - i);
+        batch.settle('closed', messages.length - i);
         break;
       }
       const m = messages[i]!;
@@ -153,16 +165,11 @@ export class Publisher {
     return batch.promise;
   }
 
-  /**
-   * Publishes one message to `queue` through the default exchange and resolves on its confirm
-   * (deadLetter's copy). No fallback: the queue must exist.
-   */
-  async sendToQueue(queue: string, content: Buffer, options: Options.Publish): Promise<void> {
-    if (this.closing) throw this.closedByPayq(queue);
+  private async sendOne(queue: string, content: Buffer, options: Options.Publish): Promise<void> {
     const pc = await this.channel();
-    const batch = this.track(new Batch(queue, 1));
+    const batch = new Batch(queue, 1, () => this.closedError(pc, queue));
     if (pc.needDrain && !pc.closed) await new Promise<void>((resolve) => pc.drainWaiters.push(resolve));
-    if (pc.closed) batch.settle(this.closedError(pc, queue));
+    if (pc.closed) batch.settle('closed');
     else {
       this.publish(pc, {
         batch,
@@ -199,12 +206,11 @@ export class Publisher {
     }
   }
 
-  private track(batch: Batch): Batch {
-    const p = batch.promise;
-    this.inFlight.add(p);
-    const forget = () => this.inFlight.delete(p);
-    p.then(forget, forget);
-    return batch;
+  private track(work: Promise<void>): Promise<void> {
+    this.inFlight.add(work);
+    const forget = () => this.inFlight.delete(work);
+    work.then(forget, forget);
+    return work;
   }
 
   private publish(pc: PubChannel, p: Pending): void {
@@ -217,16 +223,19 @@ export class Publisher {
       indexRemove(pc.byId, id, p);
       // ConfirmChannel.publish registers the callback before encoding; if encoding threw, that
       // callback has no delivery tag and would shift every later confirm by one. Take it back.
+      // (On a closing/closed channel amqplib has already failed or will fail that window itself.)
       const window = (pc.ch as unknown as { unconfirmed?: unknown[] }).unconfirmed;
-      if (!pc.closed) {
+      // IllegalOperationError: the channel is closing or closed (by payq, the broker or the network).
+      const closing = pc.closed || (err instanceof Error && err.name === 'IllegalOperationError');
+      if (!closing) {
         if (window && window[window.length - 1] === callback) window.pop();
         else void pc.ch.close().catch(() => undefined);
       }
       if (!p.settled) {
         p.settled = true;
         p.batch.settle(
-          pc.closed
-            ? this.closedError(pc, p.batch.destination)
+          closing
+            ? 'closed'
             : new DeliveryError(`cannot encode a message for '${p.batch.destination}': ${err instanceof Error ? err.message : String(err)}`, { cause: err }),
         );
       }
@@ -238,7 +247,7 @@ export class Publisher {
     indexRemove(pc.byId, p.options.messageId as string, p);
     let outcome: Outcome;
     if (err) {
-      outcome = pc.closed || /closed/i.test(String((err as Error).message)) ? this.closedError(pc, p.batch.destination) : 'nacked';
+      outcome = pc.closed || /closed/i.test(String((err as Error).message)) ? 'closed' : 'nacked';
     } else if (p.returned) {
       this.routes.delete(p.batch.destination);
       outcome = 'unroutable';

@@ -17,18 +17,21 @@
  *   1. publishes a copy (same body and properties, headers + extra + the `payq-dead-letter` mark,
  *      `expiration: 0`) to the same queue through the default exchange and waits for the confirm,
  *   2. acks the original.
- * The copy then reaches the DLX by itself: with no consumer ready it expires at once (x-death
- * reason "expired"); if a consumer takes it, payq's consumer sees the mark and rejects it without
- * requeue (reason "rejected"), never showing it to the handler. Either way it is dead-lettered
- * promptly, even behind a backlog. The mark names the queue and the x-death count it was made at,
- * so a dead letter moved back into the queue later (a shovel, the management UI) is an ordinary
- * message again, and payq drops the mark from the headers it hands out. The queue must have
- * payq's DLX, checked once per queue, or the copy would simply be dropped.
+ * The copy reaches the DLX by itself when it gets to the head of the queue: it expires there if
+ * no consumer is ready (x-death reason "expired"), or a payq consumer receives it, sees the mark
+ * and rejects it without requeue (reason "rejected") without showing it to the handler. So it is
+ * dead-lettered even if no payq consumer runs anymore — but only after the messages ahead of it
+ * (classic queues expire per-message TTLs at the head only). The mark names the queue and the
+ * x-death count it was made at, so a dead letter moved back into the queue later (a shovel, the
+ * management UI, replay) is an ordinary message again; payq never hands the mark out in headers
+ * and send() drops it. The queue must have payq's DLX (checked once per queue), or the copy would
+ * simply be dropped.
  * All consumers of a queue that payq dead-letters from should be payq: another consumer could
  * receive the copy (when it has spare prefetch) and process it twice.
  */
 import type { Channel, ConsumeMessage } from 'amqplib';
 import { randomBytes } from 'node:crypto';
+import { BrokerUnavailableError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
 import type { BrokerUrl } from '../url.js';
 import { closeQuietly, type AmqpConnection } from './connection.js';
@@ -220,6 +223,10 @@ export class RabbitMqSubscription implements Subscription {
       deadLetter: async (extra: Headers) => {
         if (settled) return;
         await this.ctx.checkDeadLetter(queue);
+        // Its channel is gone, so RabbitMQ redelivers it: a copy now would be a duplicate dead letter.
+        if (state.closed) {
+          throw new BrokerUnavailableError(`cannot dead-letter from '${queue}': the channel the message came on was lost; RabbitMQ will redeliver it`, { retriable: true });
+        }
         const copyHeaders: Record<string, unknown> = { ...(raw ?? {}), ...extra };
         copyHeaders[DEAD_LETTER_MARKER] = encodeMark({
           queue,

@@ -1,0 +1,361 @@
+#!/usr/bin/env bash
+# Makes the three brokers payq's tests use reachable on loopback, without Docker:
+#   Kafka     127.0.0.1:9092  a real Apache Kafka (KRaft, single node) from the Maven Central jars
+#   RabbitMQ  127.0.0.1:5672  the machine's rabbitmq-server (guest/guest)
+#   NATS      127.0.0.1:4222  the machine's nats-server with JetStream
+#
+#   scripts/brokers.sh up       start what is not running (safe to run twice)
+#   scripts/brokers.sh down     stop only what this script started
+#   scripts/brokers.sh status   one line per broker
+#
+# State (PIDs, what we started, Kafka's temporary data folder) lives in
+# ${PAYQ_STATE_DIR:-/tmp/payq-brokers}. Brokers that were already running are never touched.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE_DIR="${PAYQ_STATE_DIR:-/tmp/payq-brokers}"
+KAFKA_POM="$ROOT/scripts/kafka/pom.xml"
+KAFKA_LIB="$ROOT/scripts/kafka/target/lib"
+KAFKA_HOST=127.0.0.1
+# Overridable so the script itself can be tested beside running brokers.
+KAFKA_PORT="${PAYQ_KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${PAYQ_KAFKA_CONTROLLER_PORT:-9093}"
+RABBIT_PORT=5672
+NATS_PORT="${PAYQ_NATS_PORT:-4222}"
+NATS_STORE_DIR="${PAYQ_NATS_STORE_DIR:-/var/lib/nats-server}"
+NATS_LOG="${PAYQ_NATS_LOG:-/var/log/nats-server.log}"
+WAIT_SECONDS="${PAYQ_BROKER_WAIT:-60}"
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "brokers.sh: $*"; exit 1; }
+
+# --- probes ------------------------------------------------------------------------------------
+
+port_open() { # host port
+  timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null
+}
+
+# A Kafka broker that answers a metadata request, not just an open port. Uses kafkajs from the
+# repo's node_modules (already installed for payq itself); a JVM tool would take seconds to start.
+kafka_answers() {
+  port_open "$KAFKA_HOST" "$KAFKA_PORT" || return 1
+  if [[ ! -d "$ROOT/node_modules/kafkajs" ]]; then
+    return 0 # can't check deeper without kafkajs; an open port is the best we know
+  fi
+  (cd "$ROOT" && timeout 10 node -e '
+    const { Kafka, logLevel } = require("kafkajs");
+    const kafka = new Kafka({ clientId: "payq-brokers-sh", brokers: [process.argv[1]], logLevel: logLevel.NOTHING,
+      connectionTimeout: 1000, requestTimeout: 3000, retry: { retries: 0 } });
+    const admin = kafka.admin();
+    admin.connect().then(() => admin.listTopics()).then(() => admin.disconnect())
+      .then(() => process.exit(0), () => process.exit(1));
+  ' "$KAFKA_HOST:$KAFKA_PORT") >/dev/null 2>&1
+}
+
+# AMQP 0-9-1: the server answers the protocol header with a Connection.Start frame (type 1).
+rabbit_answers() {
+  local out
+  out="$(timeout 4 bash -c "exec 3<>/dev/tcp/127.0.0.1/$RABBIT_PORT && printf 'AMQP\\x00\\x00\\x09\\x01' >&3 && head -c 1 <&3 | od -An -tx1" 2>/dev/null)" || return 1
+  [[ "$out" == *01* ]]
+}
+
+# NATS greets every client with an INFO line.
+nats_answers() {
+  local out
+  out="$(timeout 4 bash -c "exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT && head -c 4 <&3" 2>/dev/null)" || return 1
+  [[ "$out" == INFO ]]
+}
+
+# True when the PID is alive and its command line contains the pattern (guards against PID reuse).
+pid_alive() { # pid pattern
+  [[ -n "$1" && -r "/proc/$1/cmdline" ]] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q -- "$2"
+}
+
+read_state() { # name → contents or empty
+  [[ -f "$STATE_DIR/$1" ]] && cat "$STATE_DIR/$1" || true
+}
+
+wait_for() { # seconds probe-function
+  local deadline=$((SECONDS + $1))
+  while ((SECONDS < deadline)); do
+    "$2" && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
+# --- Kafka -------------------------------------------------------------------------------------
+
+kafka_pid() {
+  local pid
+  pid="$(read_state kafka.pid)"
+  pid_alive "$pid" 'kafka.Kafka' && echo "$pid" || true
+}
+
+kafka_jars() {
+  if compgen -G "$KAFKA_LIB/kafka_2.13-*.jar" >/dev/null; then return 0; fi
+  command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch the Kafka jars"
+  log "kafka: fetching the Apache Kafka jars with Maven (once)…"
+  (cd "$ROOT/scripts/kafka" && mvn -q -B -f pom.xml dependency:copy-dependencies \
+    -DoutputDirectory=target/lib -DincludeScope=runtime) || die "mvn could not fetch the Kafka jars"
+}
+
+kafka_log_tail() {
+  local dir="$1"
+  # The cause is usually an ERROR well before the end: Kafka dumps its config while shutting down.
+  if grep -q -E '^\[[^]]*\] (ERROR|FATAL)' "$dir/server.log" 2>/dev/null; then
+    log "---- errors in $dir/server.log ----"
+    grep -A2 -E '^\[[^]]*\] (ERROR|FATAL)' "$dir/server.log" | head -n 20 >&2 || true
+  fi
+  log "---- last lines of $dir/server.log ----"
+  tail -n 25 "$dir/server.log" >&2 2>/dev/null || true
+  if [[ -s "$dir/stdout.log" ]]; then
+    log "---- last lines of $dir/stdout.log ----"
+    tail -n 20 "$dir/stdout.log" >&2 || true
+  fi
+}
+
+kafka_up() {
+  local pid dir
+  pid="$(kafka_pid)"
+  if [[ -n "$pid" ]]; then
+    dir="$(read_state kafka.dir)"
+    if wait_for "$WAIT_SECONDS" kafka_answers; then
+      log "kafka: already running (pid $pid, started by this script, data $dir)"
+      return 0
+    fi
+    kafka_log_tail "$dir"
+    die "kafka: pid $pid runs but does not answer on $KAFKA_HOST:$KAFKA_PORT"
+  fi
+  if kafka_answers; then
+    log "kafka: already answering on $KAFKA_HOST:$KAFKA_PORT (not started by this script; left alone)"
+    return 0
+  fi
+  if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+    die "kafka: something listens on $KAFKA_HOST:$KAFKA_PORT but does not answer Kafka requests"
+  fi
+  command -v java >/dev/null || die "java is needed to run Kafka"
+  kafka_jars
+
+  dir="$(mktemp -d /tmp/payq-kafka.XXXXXX)"
+  cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Tests create many short-lived groups: let the first member in start at once.
+group.initial.rebalance.delay.ms=0
+EOF
+  cat >"$dir/log4j2.properties" <<EOF
+status = error
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = $dir/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+EOF
+  local cp="$KAFKA_LIB/*" uuid
+  uuid="$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>>"$dir/stdout.log" | tail -n 1)"
+  [[ -n "$uuid" ]] || { kafka_log_tail "$dir"; die "kafka: StorageTool random-uuid failed"; }
+  if ! java -cp "$cp" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool format \
+    -t "$uuid" -c "$dir/server.properties" >>"$dir/stdout.log" 2>&1; then
+    kafka_log_tail "$dir"
+    die "kafka: formatting the storage failed"
+  fi
+
+  mkdir -p "$STATE_DIR"
+  # setsid: the broker must outlive this shell and not get its terminal's Ctrl-C.
+  setsid nohup java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$dir/log4j2.properties" -Dkafka.logs.dir="$dir" \
+    -cp "$cp" kafka.Kafka "$dir/server.properties" >>"$dir/stdout.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$STATE_DIR/kafka.pid"
+  echo "$dir" >"$STATE_DIR/kafka.dir"
+  log "kafka: starting Apache Kafka (pid $pid, data $dir)…"
+
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  while ((SECONDS < deadline)); do
+    # kill -0, not pid_alive: right after the fork the child's command line is still this shell's.
+    if ! kill -0 "$pid" 2>/dev/null; then
+      kafka_log_tail "$dir"
+      rm -f "$STATE_DIR/kafka.pid"
+      die "kafka: the broker exited during start-up"
+    fi
+    if kafka_answers && kill -0 "$pid" 2>/dev/null; then
+      log "kafka: up on $KAFKA_HOST:$KAFKA_PORT after ${SECONDS}s"
+      return 0
+    fi
+    sleep 0.5
+  done
+  kafka_log_tail "$dir"
+  kill "$pid" 2>/dev/null || true
+  rm -f "$STATE_DIR/kafka.pid"
+  die "kafka: not answering on $KAFKA_HOST:$KAFKA_PORT after ${WAIT_SECONDS}s"
+}
+
+kafka_down() {
+  local pid dir
+  pid="$(kafka_pid)"
+  dir="$(read_state kafka.dir)"
+  if [[ -z "$pid" ]]; then
+    rm -f "$STATE_DIR/kafka.pid"
+    log "kafka: not started by this script; nothing to stop"
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 30))
+  while pid_alive "$pid" 'kafka.Kafka' && ((SECONDS < deadline)); do sleep 0.5; done
+  if pid_alive "$pid" 'kafka.Kafka'; then
+    log "kafka: pid $pid did not stop within 30s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$STATE_DIR/kafka.pid" "$STATE_DIR/kafka.dir"
+  # The data folder is throwaway by design (a fresh broker per `up`).
+  [[ -n "$dir" && "$dir" == /tmp/payq-kafka.* ]] && rm -rf "$dir"
+  log "kafka: stopped (pid $pid)"
+}
+
+kafka_status() {
+  local pid state
+  pid="$(kafka_pid)"
+  if kafka_answers; then state=up; elif [[ -n "$pid" ]]; then state=starting; else state=down; fi
+  if [[ -n "$pid" ]]; then
+    printf 'kafka     %-8s %s:%s  started by brokers.sh (pid %s, data %s)\n' "$state" "$KAFKA_HOST" "$KAFKA_PORT" "$pid" "$(read_state kafka.dir)"
+  else
+    printf 'kafka     %-8s %s:%s  %s\n' "$state" "$KAFKA_HOST" "$KAFKA_PORT" "$([[ $state == up ]] && echo 'not managed by brokers.sh' || echo 'run: scripts/brokers.sh up')"
+  fi
+}
+
+# --- RabbitMQ ----------------------------------------------------------------------------------
+
+rabbit_up() {
+  if rabbit_answers; then
+    if [[ -f "$STATE_DIR/rabbitmq.started" ]]; then
+      log "rabbitmq: already running (started by this script)"
+    else
+      log "rabbitmq: already answering on 127.0.0.1:$RABBIT_PORT (left alone)"
+    fi
+    return 0
+  fi
+  command -v rabbitmq-server >/dev/null || die "rabbitmq: down and rabbitmq-server is not installed"
+  mkdir -p "$STATE_DIR"
+  log "rabbitmq: starting rabbitmq-server…"
+  rabbitmq-server -detached >/dev/null 2>&1 || die "rabbitmq: rabbitmq-server -detached failed"
+  date -u +%FT%TZ >"$STATE_DIR/rabbitmq.started"
+  wait_for "$WAIT_SECONDS" rabbit_answers || die "rabbitmq: not answering on 127.0.0.1:$RABBIT_PORT after ${WAIT_SECONDS}s"
+  log "rabbitmq: up on 127.0.0.1:$RABBIT_PORT"
+}
+
+rabbit_down() {
+  if [[ ! -f "$STATE_DIR/rabbitmq.started" ]]; then
+    log "rabbitmq: not started by this script; nothing to stop"
+    return 0
+  fi
+  rabbitmqctl stop >/dev/null 2>&1 || log "rabbitmq: rabbitmqctl stop failed (already stopped?)"
+  rm -f "$STATE_DIR/rabbitmq.started"
+  log "rabbitmq: stopped"
+}
+
+rabbit_status() {
+  local state owner
+  rabbit_answers && state=up || state=down
+  [[ -f "$STATE_DIR/rabbitmq.started" ]] && owner='started by brokers.sh' || owner='not managed by brokers.sh'
+  printf 'rabbitmq  %-8s 127.0.0.1:%s  %s\n' "$state" "$RABBIT_PORT" "$owner"
+}
+
+# --- NATS --------------------------------------------------------------------------------------
+
+nats_pid() {
+  local pid
+  pid="$(read_state nats.pid)"
+  pid_alive "$pid" 'nats-server' && echo "$pid" || true
+}
+
+nats_up() {
+  if nats_answers; then
+    if [[ -n "$(nats_pid)" ]]; then
+      log "nats: already running (pid $(nats_pid), started by this script)"
+    else
+      log "nats: already answering on 127.0.0.1:$NATS_PORT (left alone)"
+    fi
+    return 0
+  fi
+  [[ -x /usr/sbin/nats-server ]] || die "nats: down and /usr/sbin/nats-server is not installed"
+  mkdir -p "$STATE_DIR"
+  log "nats: starting nats-server with JetStream…"
+  start-stop-daemon --start --oknodo --background --make-pidfile --pidfile "$STATE_DIR/nats.pid" \
+    --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$NATS_STORE_DIR" \
+    -l "$NATS_LOG" || die "nats: start-stop-daemon failed"
+  wait_for "$WAIT_SECONDS" nats_answers || die "nats: not answering on 127.0.0.1:$NATS_PORT after ${WAIT_SECONDS}s"
+  log "nats: up on 127.0.0.1:$NATS_PORT (pid $(read_state nats.pid))"
+}
+
+nats_down() {
+  local pid
+  pid="$(nats_pid)"
+  if [[ -z "$pid" ]]; then
+    rm -f "$STATE_DIR/nats.pid"
+    log "nats: not started by this script; nothing to stop"
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 15))
+  while pid_alive "$pid" 'nats-server' && ((SECONDS < deadline)); do sleep 0.2; done
+  rm -f "$STATE_DIR/nats.pid"
+  log "nats: stopped (pid $pid)"
+}
+
+nats_status() {
+  local state pid
+  nats_answers && state=up || state=down
+  pid="$(nats_pid)"
+  if [[ -n "$pid" ]]; then
+    printf 'nats      %-8s 127.0.0.1:%s  started by brokers.sh (pid %s)\n' "$state" "$NATS_PORT" "$pid"
+  else
+    printf 'nats      %-8s 127.0.0.1:%s  not managed by brokers.sh\n' "$state" "$NATS_PORT"
+  fi
+}
+
+# --- main --------------------------------------------------------------------------------------
+
+case "${1:-}" in
+  up)
+    kafka_up
+    rabbit_up
+    nats_up
+    ;;
+  down)
+    kafka_down
+    rabbit_down
+    nats_down
+    ;;
+  status)
+    kafka_status
+    rabbit_status
+    nats_status
+    ;;
+  *)
+    log "usage: scripts/brokers.sh up|down|status"
+    exit 2
+    ;;
+esac

@@ -1,0 +1,530 @@
+/**
+ * The one conformance suite every driver passes (Watermill's TestPubSub, for payq): it creates
+ * drivers through the registry, like the CLI does, and reads `driver.capabilities` to decide which
+ * expectations apply. Each driver has a two-line test file calling defineDriverConformance.
+ *
+ * Every case uses fresh destination and group names, waits for conditions (never for time), and
+ * where it must prove that something did NOT arrive, it sends a marker on a one-partition
+ * destination and checks what came before it.
+ */
+import net from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createDriver } from '../../src/drivers/registry.js';
+import type {
+  Delivery,
+  DeliveryHandler,
+  Driver,
+  DriverCapabilities,
+  OutgoingMessage,
+  Subscription,
+} from '../../src/drivers/types.js';
+import { parseBrokerUrl } from '../../src/drivers/url.js';
+import { isPayqError } from '../../src/errors.js';
+import { uniqueName } from '../helpers/brokers.js';
+import { gate, sleep, waitFor, withTimeout } from '../helpers/wait.js';
+
+export interface ConformanceOptions {
+  /** Skip the whole block: a real broker that is not running (brokerAvailable returned false). */
+  skip?: boolean;
+  /**
+   * Messages left unacked by a closed subscription come back flagged `redelivered` to the next
+   * subscriber. True unless the broker has no such flag and a new consumer cannot know (Kafka
+   * resuming from a committed offset). A nacked message is always flagged: the driver knows.
+   */
+  flagsReturnedMessages?: boolean;
+}
+
+const TYPE = 'conformance_checked';
+/** Non-ASCII on purpose: bodies and header values are UTF-8 end to end. */
+const NOTE = 'Zahlung über 12,50 € — 支付成功 ✓ Ω';
+const DLQ_REASON = 'payq-dlq-reason';
+
+interface Body {
+  event: string;
+  id: string;
+  key: string;
+  seq: number;
+  index: number;
+  note: string;
+}
+
+/** `count` messages with ids `<prefix>-<i>` over `keys` keys; `seq` counts per key from 0. */
+function makeMessages(prefix: string, count: number, keys = count): OutgoingMessage[] {
+  const perKey = new Map<string, number>();
+  const out: OutgoingMessage[] = [];
+  for (let i = 0; i < count; i++) {
+    const key = `${prefix}-k${i % keys}`;
+    const seq = perKey.get(key) ?? 0;
+    perKey.set(key, seq + 1);
+    const id = `${prefix}-${i}`;
+    const body: Body = { event: TYPE, id, key, seq, index: i, note: NOTE };
+    out.push({
+      key,
+      type: TYPE,
+      value: Buffer.from(JSON.stringify(body), 'utf8'),
+      headers: { ce_id: id, 'payq-conformance-note': NOTE },
+    });
+  }
+  return out;
+}
+
+function bodyOf(d: Delivery): Body {
+  return JSON.parse(d.value.toString('utf8')) as Body;
+}
+
+function idOf(d: Delivery): string {
+  return bodyOf(d).id;
+}
+
+function idsOf(messages: OutgoingMessage[]): string[] {
+  return messages.map((m) => m.headers['ce_id']!);
+}
+
+/** What is missing from / extra in `got` compared with `want`, for readable failures. */
+function setDiff(got: Iterable<string>, want: Iterable<string>): { missing: string[]; extra: string[] } {
+  const g = new Set(got);
+  const w = new Set(want);
+  return {
+    missing: [...w].filter((x) => !g.has(x)).sort(),
+    extra: [...g].filter((x) => !w.has(x)).sort(),
+  };
+}
+
+async function sendAll(driver: Driver, destination: string, messages: OutgoingMessage[], batchSize: number, inFlight = 1): Promise<void> {
+  const batches: OutgoingMessage[][] = [];
+  for (let i = 0; i < messages.length; i += batchSize) batches.push(messages.slice(i, i + batchSize));
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < batches.length) await driver.send(destination, batches[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.max(1, inFlight) }, worker));
+}
+
+/** Deliveries received by one subscription, in arrival order. */
+class Received {
+  readonly deliveries: Delivery[] = [];
+  readonly ids = new Set<string>();
+
+  add(d: Delivery): string {
+    const id = idOf(d);
+    this.deliveries.push(d);
+    this.ids.add(id);
+    return id;
+  }
+
+  count(id: string): number {
+    return this.deliveries.filter((d) => idOf(d) === id).length;
+  }
+
+  has(id: string): boolean {
+    return this.ids.has(id);
+  }
+}
+
+function describeError(err: unknown): string {
+  if (err instanceof Error) return `${err.constructor.name}: ${err.message}`;
+  return String(err);
+}
+
+/** A loopback port nothing listens on: bound, then released. */
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export function defineDriverConformance(name: string, url: string, options: ConformanceOptions = {}): void {
+  const flagsReturnedMessages = options.flagsReturnedMessages ?? true;
+
+  describe.skipIf(options.skip ?? false)(`driver conformance: ${name}`, () => {
+    let caps: DriverCapabilities;
+    let opened: Driver[] = [];
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => {
+      unhandled.push(reason);
+    };
+
+    async function open(): Promise<Driver> {
+      const driver = await createDriver(url);
+      opened.push(driver);
+      await driver.connect();
+      return driver;
+    }
+
+    /** Subscribes with the suite's defaults; `handle` decides per batch (default: ack all). */
+    function subscribe(
+      driver: Driver,
+      destination: string,
+      group: string,
+      received: Received,
+      handle?: DeliveryHandler,
+      prefetch = 100,
+    ): Promise<Subscription> {
+      return driver.subscribe({ destinations: [destination], group, fromBeginning: true, prefetch }, async (batch) => {
+        if (handle) return handle(batch);
+        for (const d of batch) {
+          received.add(d);
+          d.ack();
+        }
+      });
+    }
+
+    /** Sends a marker on `destination` and waits until `received` has it (see the header comment). */
+    async function sendMarker(driver: Driver, destination: string, received: Received, prefix: string): Promise<string> {
+      const [marker] = makeMessages(`${prefix}-marker`, 1);
+      await driver.send(destination, [marker!]);
+      const id = marker!.headers['ce_id']!;
+      await waitFor(() => received.has(id), 30_000, `marker ${id} on ${destination}`);
+      return id;
+    }
+
+    function batchSize(): number {
+      return Math.min(100, caps.sendBatchSize);
+    }
+
+    function partitionsFor(n: number): number | undefined {
+      return caps.partitions ? n : undefined;
+    }
+
+    beforeAll(async () => {
+      process.on('unhandledRejection', onUnhandled);
+      const probe = await open();
+      caps = probe.capabilities;
+    });
+
+    afterEach(async () => {
+      const drivers = opened;
+      opened = [];
+      const results = await Promise.allSettled(drivers.map((d) => withTimeout(d.close(), 15_000, `${name} driver close()`)));
+      const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      expect(failures.map((f) => describeError(f.reason)), 'driver close() failures').toEqual([]);
+      expect(unhandled.splice(0).map(describeError), 'unhandled promise rejections').toEqual([]);
+    });
+
+    afterAll(() => {
+      process.off('unhandledRejection', onUnhandled);
+    });
+
+    it('1. round trip: 1000 messages arrive once each with key, body and headers intact', async () => {
+      const producer = await open();
+      const consumer = await open();
+      const dest = uniqueName('roundtrip');
+      await producer.declare([{ name: dest, partitions: partitionsFor(3) }]);
+      const received = new Received();
+      await subscribe(consumer, dest, uniqueName('group'), received, undefined, 200);
+
+      const messages = makeMessages('rt', 1000, 50);
+      await sendAll(producer, dest, messages, batchSize(), caps.sendMaxInFlight);
+      await waitFor(() => received.ids.size >= messages.length, 30_000, () => `1000 messages, got ${received.ids.size}`);
+
+      expect(setDiff(received.ids, idsOf(messages))).toEqual({ missing: [], extra: [] });
+      const sent = new Map(messages.map((m) => [m.headers['ce_id']!, m]));
+      for (const d of received.deliveries) {
+        const want = sent.get(idOf(d))!;
+        expect(d.destination).toBe(dest);
+        expect(d.key).toBe(want.key);
+        expect(d.value.equals(want.value), `body of ${idOf(d)} is byte-identical`).toBe(true);
+        expect(bodyOf(d).note).toBe(NOTE);
+        expect(d.headers).toMatchObject(want.headers);
+      }
+    });
+
+    it('2. headers survive with exact names and string values', async () => {
+      const driver = await open();
+      const dest = uniqueName('headers');
+      await driver.declare([{ name: dest, partitions: partitionsFor(1) }]);
+      const received = new Received();
+      await subscribe(driver, dest, uniqueName('group'), received);
+
+      const headers = {
+        ce_specversion: '1.0',
+        ce_id: 'hdr-0',
+        ce_type: 'payment_captured',
+        ce_source: '/payq/conformance',
+        ce_time: '2024-05-01T12:34:56.789Z',
+        'content-type': 'application/json; charset=utf-8',
+        traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+        'payq-published-us': '1714566896789123',
+        'payq-started-us': '0001714566896000000',
+        'payq-numeric-looking': '007',
+        'payq-boolean-looking': 'true',
+        'payq-utf8': NOTE,
+        'payq-spaces': '  padded value  ',
+        'payq-empty': '',
+      };
+      const [message] = makeMessages('hdr', 1);
+      await driver.send(dest, [{ ...message!, headers }]);
+      await waitFor(() => received.has('hdr-0'), 30_000, 'the message with headers');
+
+      const got = received.deliveries[0]!.headers;
+      for (const [k, v] of Object.entries(headers)) {
+        expect({ header: k, value: got[k] }).toEqual({ header: k, value: v });
+      }
+    });
+
+    it('3. ack/nack: a nacked message comes again; acked ones never do after re-subscribing', async () => {
+      const producer = await open();
+      const consumer = await open();
+      const dest = uniqueName('acknack');
+      const group = uniqueName('group');
+      await producer.declare([{ name: dest, partitions: partitionsFor(1) }]);
+      const messages = makeMessages('an', 10);
+      const target = 'an-3';
+      const received = new Received();
+      let nacked = false;
+      const sub = await subscribe(consumer, dest, group, received, (batch) => {
+        for (const d of batch) {
+          const id = received.add(d);
+          if (id === target && !nacked) {
+            nacked = true;
+            d.nack();
+          } else {
+            d.ack();
+          }
+        }
+      });
+      await sendAll(producer, dest, messages, batchSize());
+      await waitFor(
+        () => received.count(target) >= 2 && received.ids.size === messages.length,
+        30_000,
+        () => `the nacked message twice and all 10 (got ${received.ids.size}, target ${received.count(target)} times)`,
+      );
+
+      const deliveriesOfTarget = received.deliveries.filter((d) => idOf(d) === target);
+      expect(deliveriesOfTarget[0]!.redelivered, 'first delivery is not flagged redelivered').toBe(false);
+      expect(deliveriesOfTarget[1]!.redelivered, 'the nacked message comes back flagged redelivered').toBe(true);
+      await sub.close();
+
+      const again = new Received();
+      await subscribe(await open(), dest, group, again);
+      const marker = await sendMarker(producer, dest, again, 'an');
+      expect([...again.ids].filter((id) => id !== marker), 'acked messages delivered again').toEqual([]);
+    });
+
+    it('4. unacked messages come back to a new subscriber of the group after the subscription closes', async () => {
+      const producer = await open();
+      const dest = uniqueName('unacked');
+      const group = uniqueName('group');
+      await producer.declare([{ name: dest, partitions: partitionsFor(1) }]);
+      const messages = makeMessages('ua', 20);
+
+      const first = new Received();
+      const crashing = await open();
+      const sub = await subscribe(crashing, dest, group, first, (batch) => {
+        for (const d of batch) first.add(d); // never settled: the consumer "crashes"
+      }, 50);
+      await sendAll(producer, dest, messages, batchSize());
+      await waitFor(() => first.ids.size === messages.length, 30_000, () => `20 unacked deliveries, got ${first.ids.size}`);
+      await sub.close();
+
+      const second = new Received();
+      await subscribe(await open(), dest, group, second);
+      await waitFor(() => second.ids.size >= messages.length, 30_000, () => `20 redeliveries, got ${second.ids.size}`);
+      expect(setDiff(second.ids, idsOf(messages))).toEqual({ missing: [], extra: [] });
+      if (flagsReturnedMessages) {
+        expect(second.deliveries.filter((d) => !d.redelivered).map(idOf), 'redeliveries not flagged').toEqual([]);
+      }
+    });
+
+    it('5. ordering: 500 messages over 5 keys arrive in send order per key (per destination where declared)', async ({ skip }) => {
+      if (caps.ordering === 'none') skip('the driver declares no ordering');
+      const producer = await open();
+      const consumer = await open();
+      const dest = uniqueName('ordering');
+      await producer.declare([{ name: dest, partitions: partitionsFor(3) }]);
+      const received = new Received();
+      await subscribe(consumer, dest, uniqueName('group'), received, undefined, 50);
+
+      const messages = makeMessages('ord', 500, 5);
+      // One batch at a time: send order is then well defined.
+      await sendAll(producer, dest, messages, 50, 1);
+      await waitFor(() => received.ids.size >= messages.length, 30_000, () => `500 messages, got ${received.ids.size}`);
+
+      const firstSeen: Body[] = [];
+      const seen = new Set<string>();
+      for (const d of received.deliveries) {
+        const body = bodyOf(d);
+        if (!seen.has(body.id)) {
+          seen.add(body.id);
+          firstSeen.push(body);
+        }
+      }
+      const perKey = new Map<string, number[]>();
+      for (const b of firstSeen) perKey.set(b.key, [...(perKey.get(b.key) ?? []), b.seq]);
+      expect(perKey.size).toBe(5);
+      for (const [key, seqs] of perKey) {
+        expect({ key, seqs }).toEqual({ key, seqs: Array.from({ length: 100 }, (_, i) => i) });
+      }
+      if (caps.ordering === 'per-destination') {
+        expect(firstSeen.map((b) => b.index)).toEqual(Array.from({ length: 500 }, (_, i) => i));
+      }
+    });
+
+    it('6. consumer groups: two subscribers of a group share the messages; another group gets them all', async ({ skip }) => {
+      if (!caps.consumerGroups) skip('the driver has no consumer groups');
+      const producer = await open();
+      const dest = uniqueName('groups');
+      const group = uniqueName('group');
+      await producer.declare([{ name: dest, partitions: partitionsFor(3) }]);
+      const a = new Received();
+      const b = new Received();
+      await subscribe(await open(), dest, group, a, undefined, 10);
+      await subscribe(await open(), dest, group, b, undefined, 10);
+
+      const messages = makeMessages('grp', 300);
+      await sendAll(producer, dest, messages, batchSize());
+      const union = (): Set<string> => new Set([...a.ids, ...b.ids]);
+      await waitFor(() => union().size >= messages.length, 30_000, () => `300 messages over two subscribers, got ${union().size}`);
+      // Only makes a late duplicate more likely to be seen; it can't make the case fail wrongly.
+      await sleep(300);
+
+      expect(setDiff(union(), idsOf(messages))).toEqual({ missing: [], extra: [] });
+      const all = [...a.deliveries, ...b.deliveries].map(idOf);
+      expect(all.filter((id, i) => all.indexOf(id) !== i), 'duplicates within the group').toEqual([]);
+      expect({ a: a.deliveries.length > 0, b: b.deliveries.length > 0 }, 'both subscribers got messages').toEqual({ a: true, b: true });
+
+      if (caps.replayFromBeginning) {
+        const other = new Received();
+        await subscribe(await open(), dest, uniqueName('group'), other);
+        await waitFor(() => other.ids.size >= messages.length, 30_000, () => `300 messages for a second group, got ${other.ids.size}`);
+        expect(setDiff(other.ids, idsOf(messages))).toEqual({ missing: [], extra: [] });
+      }
+    });
+
+    it('7. dead-lettering moves the message to <dest>.dlq with its body, headers and the extra header', async () => {
+      const producer = await open();
+      const consumer = await open();
+      const dest = uniqueName('deadletter');
+      const dlq = `${dest}.dlq`;
+      const group = uniqueName('group');
+      await producer.declare([{ name: dest, partitions: partitionsFor(1), deadLetter: true }]);
+      const messages = makeMessages('dl', 3);
+      const target = messages[1]!;
+      const targetId = target.headers['ce_id']!;
+
+      const dead = new Received();
+      await subscribe(await open(), dlq, uniqueName('group'), dead);
+      const received = new Received();
+      const errors: unknown[] = [];
+      const sub = await subscribe(consumer, dest, group, received, async (batch) => {
+        for (const d of batch) {
+          const id = received.add(d);
+          if (id === targetId) {
+            await d.deadLetter({ [DLQ_REASON]: 'test' }).catch((err: unknown) => errors.push(err));
+          } else {
+            d.ack();
+          }
+        }
+      });
+      await sendAll(producer, dest, messages, batchSize());
+      await waitFor(() => dead.has(targetId), 30_000, `${targetId} on ${dlq}`);
+      expect(errors.map(describeError), 'deadLetter() errors').toEqual([]);
+
+      const d = dead.deliveries.find((x) => idOf(x) === targetId)!;
+      expect(d.destination).toBe(dlq);
+      expect(d.value.equals(target.value), 'dead letter body is byte-identical').toBe(true);
+      expect(d.headers).toMatchObject({ ...target.headers, [DLQ_REASON]: 'test' });
+      if (caps.nativeDeadLetter) expect(Object.keys(d.headers)).toContain('x-death');
+      expect(dead.ids.size, 'only the dead-lettered message is on the DLQ').toBe(1);
+
+      await sub.close();
+      const again = new Received();
+      await subscribe(await open(), dest, group, again);
+      const marker = await sendMarker(producer, dest, again, 'dl');
+      expect([...again.ids].filter((id) => id !== marker), 'settled messages delivered again').toEqual([]);
+    });
+
+    it('8. close while a handler runs: close waits, acked stay acked, the rest is redelivered', async () => {
+      const producer = await open();
+      const consumer = await open();
+      const dest = uniqueName('closing');
+      const group = uniqueName('group');
+      await producer.declare([{ name: dest, partitions: partitionsFor(1) }]);
+      const messages = makeMessages('cl', 10);
+
+      const entered = gate();
+      const release = gate();
+      const acked: string[] = [];
+      let calls = 0;
+      let handlerDone = false;
+      const first = new Received();
+      const sub = await subscribe(consumer, dest, group, first, async (batch) => {
+        if (++calls > 1) return; // after close was asked for, settle nothing more
+        for (const d of batch) first.add(d);
+        // Ack a prefix (in delivery order, so offset-committing brokers can keep it too), block,
+        // then ack one more while close() is already waiting.
+        const before = Math.floor(batch.length / 2);
+        for (const d of batch.slice(0, before)) {
+          d.ack();
+          acked.push(idOf(d));
+        }
+        entered.open();
+        await release.promise;
+        const late = batch[before];
+        if (late) {
+          late.ack();
+          acked.push(idOf(late));
+        }
+        handlerDone = true;
+      }, 10);
+      await sendAll(producer, dest, messages, batchSize());
+      await withTimeout(entered.promise, 30_000, 'the first handler call');
+
+      let closed = false;
+      const closing = sub.close().then(() => {
+        closed = true;
+      });
+      await sleep(200);
+      expect(closed, 'close() resolved while the handler was still running').toBe(false);
+      release.open();
+      await withTimeout(closing, 15_000, 'close() after the handler finished');
+      expect(handlerDone).toBe(true);
+
+      const again = new Received();
+      await subscribe(await open(), dest, group, again);
+      const marker = await sendMarker(producer, dest, again, 'cl');
+      const redelivered = [...again.ids].filter((id) => id !== marker);
+      const want = idsOf(messages).filter((id) => !acked.includes(id));
+      expect(setDiff(redelivered, want), `redelivered after close (acked: ${acked.join(', ')})`).toEqual({ missing: [], extra: [] });
+    });
+
+    it('9. send after close() rejects with a PayqError', async () => {
+      const driver = await open();
+      const dest = uniqueName('closed');
+      await driver.declare([{ name: dest }]);
+      await driver.close();
+      const outcome = await driver.send(dest, makeMessages('closed', 1)).then(
+        () => 'resolved',
+        (err: unknown) => err,
+      );
+      expect(outcome, 'send after close() must reject').not.toBe('resolved');
+      expect(isPayqError(outcome), `rejected with a PayqError, got ${describeError(outcome)}`).toBe(true);
+    });
+
+    it('10. connecting to an unreachable address rejects with exit code 3 within 15 s', async ({ skip }) => {
+      const parsed = parseBrokerUrl(url);
+      if (parsed.scheme === 'memory') skip('the memory broker has no address');
+      const port = await closedPort();
+      const user =
+        parsed.username === undefined
+          ? ''
+          : `${encodeURIComponent(parsed.username)}${parsed.password === undefined ? '' : `:${encodeURIComponent(parsed.password)}`}@`;
+      const path = parsed.path === '' ? '' : `/${encodeURIComponent(parsed.path)}`;
+      const driver = await createDriver(`${parsed.protocol}//${user}127.0.0.1:${port}${path}`);
+      const outcome = await withTimeout(
+        driver.connect().then(
+          () => 'resolved',
+          (err: unknown) => err,
+        ),
+        15_000,
+        'connect() to an unreachable broker',
+      );
+      // Closing a driver whose connect failed must not hang (a failure to close is tolerated).
+      await withTimeout(driver.close().catch(() => undefined), 10_000, 'close() after a failed connect');
+      expect(outcome, 'connect() must reject').not.toBe('resolved');
+      expect({ error: describeError(outcome), exitCode: (outcome as { exitCode?: unknown }).exitCode }).toMatchObject({ exitCode: 3 });
+    });
+  });
+}

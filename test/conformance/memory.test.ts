@@ -1,0 +1,3 @@
+import { defineDriverConformance } from './driver-suite.js';
+
+defineDriverConformance('memory', 'memory://conformance');
