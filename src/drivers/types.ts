@@ -76,6 +76,13 @@ export interface SubscribeOptions {
   fromBeginning: boolean;
   /** Unacknowledged messages a subscriber may hold at once. */
   prefetch: number;
+  /**
+   * Observe without taking: the subscriber sees every message published to the destinations and
+   * competes with no one (trace, consume without --group); `group` is then ignored. Kafka and
+   * memory: a consumer group of its own; RabbitMQ: an exclusive, auto-deleted queue bound to the
+   * exchange like each destination, so it sees what is published after it subscribed.
+   */
+  tap?: boolean;
 }
 
 /**

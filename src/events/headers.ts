@@ -18,6 +18,8 @@ export const PayqHeader = {
   intendedUs: 'payq-intended-us',
   /** Epoch microseconds the payment's first event was published; carried along the chain. */
   startUs: 'payq-start-us',
+  /** The id of the event whose handling emitted this one (causation), for trace. */
+  parentId: 'payq-parent-id',
   /** The run that produced the event, so several runs can share destinations. */
   runId: 'payq-run-id',
   /** Dead-letter provenance. */

@@ -86,6 +86,8 @@ const scenarioSchema = z.strictObject({
       merchants: 1000,
     }),
   stages: z.array(stage).min(1),
+  /** How trace names a finished payment: the first class whose event type the payment reached. */
+  classes: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/, 'class names are lowercase letters, digits, _ and -'), eventName).optional(),
 });
 
 export type ScenarioConfig = z.infer<typeof scenarioSchema>;
@@ -116,6 +118,12 @@ export interface Scenario {
   destinationFor(type: string): string;
   /** Every destination of the pipeline, stages first, sink last. */
   destinations: string[];
+  /** Event types that end a branch of a payment: no stage consumes them, or one that emits nothing. */
+  terminalTypes: ReadonlySet<string>;
+  /** Class of a finished payment from the event types it reached (first match of `classes`). */
+  classify(types: ReadonlySet<string>): string | undefined;
+  /** Class names in priority order. */
+  classNames: string[];
   /** Where the scenario came from (built-in name or file path). */
   origin: string;
 }
@@ -184,6 +192,8 @@ function buildScenario(config: ScenarioConfig, origin: string, lineAt: (p: Prope
     let total = 0;
     const outcomeCumulative = s.emits.map((e) => (total += e.p));
     if (total > 1 + 1e-9) fail(['stages', i, 'emits'], `probabilities add up to ${total}, more than 1`);
+    // A payment that silently ends would look stuck to trace: outcomes must cover every case.
+    if (s.emits.length > 0 && total < 1 - 1e-9) fail(['stages', i, 'emits'], `probabilities add up to ${total}; they must add up to 1`);
     const stageValue: Stage = {
       ...s,
       destination: s.destination ?? `${config.name}.${s.name}`,
@@ -201,6 +211,18 @@ function buildScenario(config: ScenarioConfig, origin: string, lineAt: (p: Prope
 
   const sink = config.sink ?? `${config.name}.events`;
   const destinations = [...new Set([...stages.map((s) => s.destination), sink])];
+  const allTypes = new Set<string>([config.entry]);
+  for (const st of stages) for (const o of st.outcomes) for (const t of o.events) allTypes.add(t);
+  const terminalTypes = new Set([...allTypes].filter((t) => (stageFor.get(t)?.outcomes.length ?? 0) === 0));
+  const classes = Object.entries(config.classes ?? {});
+  classes.forEach(([name, type]) => {
+    if (!allTypes.has(type)) fail(['classes', name], `'${type}' is not an event of this scenario`);
+  });
+  const classify = (types: ReadonlySet<string>): string | undefined => {
+    for (const [name, type] of classes) if (types.has(type)) return name;
+    for (const t of terminalTypes) if (types.has(t)) return t;
+    return undefined;
+  };
   return {
     name: config.name,
     description: config.description,
@@ -211,6 +233,9 @@ function buildScenario(config: ScenarioConfig, origin: string, lineAt: (p: Prope
     stageFor,
     destinationFor: (type) => stageFor.get(type)?.destination ?? sink,
     destinations,
+    terminalTypes,
+    classify,
+    classNames: classes.length > 0 ? classes.map(([name]) => name) : [...terminalTypes],
     origin,
   };
 }
