@@ -61,7 +61,116 @@ const commands: CommandSpec[] = [
     },
     load: () => import('./commands/produce.js'),
   },
+  {
+    name: 'consume',
+    summary: 'read and print events: pretty on a terminal, NDJSON otherwise; ends by itself with --limit or --idle-timeout',
+    examples: [
+      'payq consume --broker kafka://127.0.0.1:9092 --topic checkout.orders --from-beginning --idle-timeout 5s --json',
+      'payq consume --broker kafka://127.0.0.1:9092                      # watch every destination of the pipeline (a tap)',
+      'payq consume --broker kafka://127.0.0.1:9092 --topic orders --group audit --from-beginning --limit 100',
+      'payq consume --broker amqp://guest:guest@127.0.0.1:5672 --type payment_captured,refund_completed',
+      'payq consume --broker kafka://127.0.0.1:9092 --topic orders --with-meta --limit 1 | jq .headers',
+      'payq consume --broker kafka://127.0.0.1:9092 --topic legacy --type-field event --correlate data.order_id --from-beginning --idle-timeout 3s',
+    ],
+    configure(cmd) {
+      const more = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
+      cmd
+        .option('--topic <name>', "destination to read (repeatable, or comma-separated); default: every destination of the scenario", more)
+        .option('--scenario <name|file>', 'whose destinations to read when no --topic is given', 'checkout')
+        .option(
+          '--group <name>',
+          'join this consumer group and TAKE the messages (on RabbitMQ: compete with the queue’s other consumers, e.g. the workers). ' +
+            'Without it consume is a tap: it observes and takes nothing from anyone',
+        )
+        .option(
+          '--from-beginning',
+          'read what the destinations already hold: Kafka history (a tap, or a new group); on RabbitMQ only with --group ' +
+            '(a queue holds what no one acked, and --group reads it anyway); a RabbitMQ tap sees new messages only',
+        )
+        .option('--type <types>', 'print only events of these types (comma-separated, repeatable); the others are still read', more)
+        .option('--limit <n>', 'stop after printing n events (exit 0); messages delivered beyond it are given back, not acked')
+        .option('--idle-timeout <time>', 'stop after this long without a message (exit 0), e.g. 3s: lets CI finish')
+        .option('--with-meta', 'NDJSON: wrap each body as {destination,key,partition,offset,redelivered,headers,event}')
+        .option('--type-field <path>', 'body field with the event type, for events payq did not write (wins over headers)', 'event')
+        .option('--correlate <path>', 'body field with the payment/correlation id, for events payq did not write', 'payment_id')
+        .addOption(new Option('--prefetch <n>', 'unacked messages held at once (default 500, at most --limit)').hideHelp());
+      cmd.addHelpText(
+        'after',
+        '\nOutput: one line per message on stdout. NDJSON when stdout is not a terminal (or with --json): the body as it is.\n' +
+          'A body that is not JSON is never dropped: it prints as {"destination","problem","raw","encoding"} and a warning goes to stderr.\n' +
+          'Each message is acked only after its line was written. The summary (consumed, printed, by type) goes to stderr.\n' +
+          'memory:// lives inside one process and cannot be consumed from another: use kafka:// or amqp://, or payq bench.',
+      );
+    },
+    load: () => import('./commands/consume.js'),
+  },
+  {
+    name: 'trace',
+    summary: 'follow payments across the pipeline: timelines, latency, completeness; --expect for CI',
+    examples: [
+      'payq trace --broker kafka://127.0.0.1:9092 --expect order_placed,order_completed --within 60s',
+      'payq trace --broker kafka://127.0.0.1:9092 --from-beginning --idle-timeout 10s --json',
+      'payq trace --broker amqp://guest:guest@127.0.0.1:5672 --payment pay_7de73dd98817dded',
+      'payq trace --broker kafka://127.0.0.1:9092 --topic orders --type-field event --correlate data.order_id --from-beginning --idle-timeout 5s',
+    ],
+    configure(cmd) {
+      cmd
+        .option('--scenario <name|file>', 'the pipeline to follow (default checkout, unless --topic is given)')
+        .option('--topic <name>', 'a destination to tap instead of the scenario\'s (repeatable)', collect, [])
+        .option('--from-beginning', 'read history too (Kafka; RabbitMQ taps see new messages only)')
+        .option('--stuck-after <time>', 'a payment with no new event for this long is stuck', '30s')
+        .option('--expect <types>', 'event types every payment must reach (comma-separated); exit 4 when one does not')
+        .option('--within <time>', 'with --expect: measured from the payment\'s first event')
+        .option('--payment <id>', 'print the timeline of this payment')
+        .option('--run-id <id>', 'only events of this run (payq-run-id)')
+        .option('--idle-timeout <time>', 'end after this long without events (default with --expect: 5s)')
+        .option('--start-timeout <time>', 'with --idle-timeout: how long to wait for the first event', '60s')
+        .option('--duration <time>', 'end after this long')
+        .option('--type-field <path>', 'body field with the event type, for events payq did not write', 'event')
+        .option('--correlate <path>', 'body field that ties a payment\'s events together', 'payment_id')
+        .addOption(new Option('--until-finished <n>', 'end once this many payments finished').hideHelp());
+    },
+    load: () => import('./commands/trace.js'),
+  },
+  {
+    name: 'worker',
+    summary: "run a scenario's handler stages: consume, process, fail and retry, emit the next events, dead-letter",
+    examples: [
+      'payq worker --broker kafka://127.0.0.1:9092 --scenario checkout',
+      'payq worker --broker amqp://guest:guest@127.0.0.1:5672 --stage payment-service --stage capture-service',
+      'payq worker --broker kafka://127.0.0.1:9092 --failures off --time-scale 0 --idle-timeout 5s --json   # CI: end when idle',
+      'payq worker --broker kafka://127.0.0.1:9092 --scenario ./my-pipeline.yaml --seed 7 --duration 10m',
+    ],
+    configure(cmd) {
+      const more = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
+      cmd
+        .option('--scenario <name|file>', 'built-in scenario name or YAML/JSON file', 'checkout')
+        .option('--stage <name>', 'run only this stage (repeatable, or comma-separated); default: every stage', more)
+        .option('--prefetch <n>', 'unacknowledged messages per stage at once (default 64)')
+        .option('--seed <n>', 'seed of the decisions: processing times, failures, outcomes (default 0)')
+        .option('--failures <on|off>', "off: no stage fails (every failure rate 0), e.g. for DLQ drills' baselines (default on)")
+        .option('--time-scale <x>', 'multiply the sampled processing times; 0 never waits (default 1)')
+        .option('--duration <time>', 'stop after this long (exit 0), e.g. 10m')
+        .option('--idle-timeout <time>', 'stop once no message arrived for this long (exit 0), e.g. 5s: lets CI finish')
+        .option('--partitions <n>', 'partitions of the topics the worker creates (Kafka; default 6)');
+      cmd.addHelpText(
+        'after',
+        '\nEach stage consumes its destination in the group payq-worker.<scenario>.<stage> (run several workers to share the load),\n' +
+          'acks an input only after the broker confirmed the events it emitted, and dead-letters to <destination>.dlq with\n' +
+          'payq-dlq-reason (undecodable, unexpected-type, permanent-failure, retries-exhausted) and provenance headers.\n' +
+          'Decisions are seeded per event: a redelivered event is handled the same way and emits the same event ids.\n' +
+          'Runs until Ctrl-C (drains in-flight work, prints the statistics, exit 130), --duration or --idle-timeout (exit 0).\n' +
+          'memory:// lives inside one process, so a worker process cannot use it: payq bench runs its workers in-process.',
+      );
+    },
+    load: () => import('./commands/worker.js'),
+  },
 ];
+
+/** Commander reducer for repeatable options. */
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
 
 // Help goes where it was asked for; commander's own error lines are dropped because main prints
 // one `payq: error:` line for every failure.
@@ -97,7 +206,11 @@ export function buildProgram(ctx: CommandContext, done: (work: Promise<void>) =>
     cmd.exitOverride().configureOutput(commanderOutput);
     cmd.addHelpText('after', `\nExamples:\n${spec.examples.map((e) => `  ${e}`).join('\n')}\n`);
     cmd.action((_opts: unknown, command: Command) => {
-      done(spec.load().then((mod) => mod.run(command.optsWithGlobals(), ctx)));
+      // Only what was typed counts as a flag: commander's displayed defaults must not override
+      // the environment or a config file (the schemas hold the same defaults).
+      const all = command.optsWithGlobals();
+      const flags = Object.fromEntries(Object.entries(all).filter(([k]) => command.getOptionValueSourceWithGlobals(k) === 'cli'));
+      done(spec.load().then((mod) => mod.run(flags, ctx)));
     });
   }
   return program;

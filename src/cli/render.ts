@@ -21,3 +21,9 @@ export function formatLatency(s: LatencySummary | undefined): string {
   if (!s || s.count === 0) return '-';
   return `p50 ${s.p50_ms} ms · p99 ${s.p99_ms} ms · max ${s.max_ms} ms`;
 }
+
+export function issuesTable(title: string, issues: { payment_id: string; reason: string; last_type: string | undefined; types: string[]; age_s: number }[], color: ChalkInstance): string {
+  const table = new Table({ head: ['payment', 'reason', 'last event', 'events seen', 'age'], style: { head: [], border: color.level > 0 ? ['grey'] : [] } });
+  for (const i of issues) table.push([i.payment_id, i.reason, i.last_type ?? '-', i.types.join(' → '), `${i.age_s}s`]);
+  return `${color.bold(title)}\n${table.toString()}`;
+}

@@ -52,6 +52,10 @@ export function encodeHeaders(event: GeneratedEvent, ctx: EncodeContext, timing:
   // The AMQP binding carries the content type in the message's content-type property.
   if (ctx.binding === 'kafka') headers[CONTENT_TYPE] = JSON_CONTENT_TYPE;
   if (timing.intendedUs !== undefined) headers[PayqHeader.intendedUs] = timing.intendedUs;
+  if (event.parentId !== undefined) {
+    headers[PayqHeader.parentId] = event.parentId;
+    headers[PayqHeader.siblings] = String(event.siblings ?? 1);
+  }
   return headers;
 }
 

@@ -25,6 +25,8 @@ export interface ReceivedEvent {
   paymentId: string | undefined;
   sequence: number | undefined;
   parentId: string | undefined;
+  /** How many events were emitted together with this one (payq-siblings). */
+  siblings: number | undefined;
   /** Epoch µs, from payq's timing headers. */
   publishedUs: number | undefined;
   startUs: number | undefined;
@@ -80,6 +82,7 @@ export function decodeEvent(value: Buffer, headers: Headers, key: string | undef
     paymentId,
     sequence: typeof seq === 'number' ? seq : undefined,
     parentId: headers[PayqHeader.parentId],
+    siblings: num(headers[PayqHeader.siblings]),
     publishedUs: num(headers[PayqHeader.publishedUs]),
     startUs: num(headers[PayqHeader.startUs]),
     runId: headers[PayqHeader.runId],

@@ -44,6 +44,9 @@ export interface GeneratedEvent {
   spanId: string;
   /** The JSON body (UTF-8 text; ASCII in practice). */
   body: string;
+  /** Lifecycle mode: the event whose (simulated) handling emitted this one, and how many it emitted. */
+  parentId?: string | undefined;
+  siblings?: number | undefined;
 }
 
 interface Payment {
@@ -52,7 +55,7 @@ interface Payment {
   fixed: string;
   timeMs: number;
   sequence: number;
-  pending: { type: string; source: string }[];
+  pending: { type: string; source: string; parentId?: string; siblings?: number }[];
 }
 
 function cumulative(weights: Record<string, number>): { keys: string[]; cum: number[] } {
@@ -119,7 +122,9 @@ export class EventGenerator implements Iterable<GeneratedEvent> {
     const payment = this.active[slot]!;
     const step = payment.pending.shift()!;
     const event = this.emit(payment, step.type, step.source);
-    this.advance(payment, step.type);
+    event.parentId = step.parentId;
+    event.siblings = step.siblings;
+    this.advance(payment, step.type, event.id);
     if (payment.pending.length === 0) {
       // Swap-remove keeps the window O(1); the PRNG picks slots, so order stays deterministic.
       this.active[slot] = this.active[this.active.length - 1]!;
@@ -159,14 +164,15 @@ export class EventGenerator implements Iterable<GeneratedEvent> {
   }
 
   /** Queues the events the consuming stage would emit after `type`. */
-  private advance(payment: Payment, type: string): void {
+  private advance(payment: Payment, type: string, eventId: string): void {
     const stage = this.scenario.stageFor.get(type);
     if (!stage || payment.sequence >= MAX_EVENTS_PER_PAYMENT) return;
     payment.timeMs += sampleMs(stage.processing, this.prng);
     const pick = this.prng.next();
     const i = stage.outcomeCumulative.findIndex((c) => pick < c);
     if (i === -1) return;
-    for (const next of stage.outcomes[i]!.events) payment.pending.push({ type: next, source: stage.name });
+    const events = stage.outcomes[i]!.events;
+    for (const next of events) payment.pending.push({ type: next, source: stage.name, parentId: eventId, siblings: events.length });
   }
 
   private isoSecond = NaN;

@@ -20,6 +20,8 @@ export const PayqHeader = {
   startUs: 'payq-start-us',
   /** The id of the event whose handling emitted this one (causation), for trace. */
   parentId: 'payq-parent-id',
+  /** How many events the parent's handling emitted together (this one included), for trace. */
+  siblings: 'payq-siblings',
   /** The run that produced the event, so several runs can share destinations. */
   runId: 'payq-run-id',
   /** Dead-letter provenance. */

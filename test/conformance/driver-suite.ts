@@ -6,6 +6,9 @@
  * Every case uses fresh destination and group names, waits for conditions (never for time), and
  * where it must prove that something did NOT arrive, it sends a marker on a one-partition
  * destination and checks what came before it.
+ *
+ * Everything a case creates on the broker (destinations with their `.dlq`, Kafka groups) is named
+ * through `destinationName` / `groupName` and deleted in afterAll, so runs leave nothing behind.
  */
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +24,7 @@ import type {
 import { parseBrokerUrl } from '../../src/drivers/url.js';
 import { isPayqError } from '../../src/errors.js';
 import { uniqueName } from '../helpers/brokers.js';
+import { deleteDestinations } from '../helpers/cleanup.js';
 import { gate, sleep, waitFor, withTimeout } from '../helpers/wait.js';
 
 export interface ConformanceOptions {
@@ -145,6 +149,22 @@ export function defineDriverConformance(name: string, url: string, options: Conf
     const onUnhandled = (reason: unknown): void => {
       unhandled.push(reason);
     };
+    const createdDestinations = new Set<string>();
+    const createdGroups = new Set<string>();
+
+    /** A fresh destination name, deleted (with its `.dlq`) after the suite. */
+    function destinationName(prefix: string): string {
+      const name = uniqueName(prefix);
+      createdDestinations.add(name);
+      return name;
+    }
+
+    /** A fresh consumer group name, deleted after the suite where groups are broker state (Kafka). */
+    function groupName(): string {
+      const name = uniqueName('group');
+      createdGroups.add(name);
+      return name;
+    }
 
     async function open(): Promise<Driver> {
       const driver = await createDriver(url);
@@ -203,17 +223,19 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       expect(unhandled.splice(0).map(describeError), 'unhandled promise rejections').toEqual([]);
     });
 
-    afterAll(() => {
+    afterAll(async () => {
       process.off('unhandledRejection', onUnhandled);
+      // After afterEach closed every driver: Kafka deletes a group only once its members left.
+      await deleteDestinations(url, createdDestinations, { groups: createdGroups });
     });
 
     it('1. round trip: 1000 messages arrive once each with key, body and headers intact', async () => {
       const producer = await open();
       const consumer = await open();
-      const dest = uniqueName('roundtrip');
+      const dest = destinationName('roundtrip');
       await producer.declare([{ name: dest, partitions: partitionsFor(3) }]);
       const received = new Received();
-      await subscribe(consumer, dest, uniqueName('group'), received, undefined, 200);
+      await subscribe(consumer, dest, groupName(), received, undefined, 200);
 
       const messages = makeMessages('rt', 1000, 50);
       await sendAll(producer, dest, messages, batchSize(), caps.sendMaxInFlight);
@@ -233,10 +255,10 @@ export function defineDriverConformance(name: string, url: string, options: Conf
 
     it('2. headers survive with exact names and string values', async () => {
       const driver = await open();
-      const dest = uniqueName('headers');
+      const dest = destinationName('headers');
       await driver.declare([{ name: dest, partitions: partitionsFor(1) }]);
       const received = new Received();
-      await subscribe(driver, dest, uniqueName('group'), received);
+      await subscribe(driver, dest, groupName(), received);
 
       const headers = {
         ce_specversion: '1.0',
@@ -267,8 +289,8 @@ export function defineDriverConformance(name: string, url: string, options: Conf
     it('3. ack/nack: a nacked message comes again; acked ones never do after re-subscribing', async () => {
       const producer = await open();
       const consumer = await open();
-      const dest = uniqueName('acknack');
-      const group = uniqueName('group');
+      const dest = destinationName('acknack');
+      const group = groupName();
       await producer.declare([{ name: dest, partitions: partitionsFor(1) }]);
       const messages = makeMessages('an', 10);
       const target = 'an-3';
@@ -305,8 +327,8 @@ export function defineDriverConformance(name: string, url: string, options: Conf
 
     it('4. unacked messages come back to a new subscriber of the group after the subscription closes', async () => {
       const producer = await open();
-      const dest = uniqueName('unacked');
-      const group = uniqueName('group');
+      const dest = destinationName('unacked');
+      const group = groupName();
       await producer.declare([{ name: dest, partitions: partitionsFor(1) }]);
       const messages = makeMessages('ua', 20);
 
@@ -332,10 +354,10 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       if (caps.ordering === 'none') skip('the driver declares no ordering');
       const producer = await open();
       const consumer = await open();
-      const dest = uniqueName('ordering');
+      const dest = destinationName('ordering');
       await producer.declare([{ name: dest, partitions: partitionsFor(3) }]);
       const received = new Received();
-      await subscribe(consumer, dest, uniqueName('group'), received, undefined, 50);
+      await subscribe(consumer, dest, groupName(), received, undefined, 50);
 
       const messages = makeMessages('ord', 500, 5);
       // One batch at a time: send order is then well defined.
@@ -365,8 +387,8 @@ export function defineDriverConformance(name: string, url: string, options: Conf
     it('6. consumer groups: two subscribers of a group share the messages; another group gets them all', async ({ skip }) => {
       if (!caps.consumerGroups) skip('the driver has no consumer groups');
       const producer = await open();
-      const dest = uniqueName('groups');
-      const group = uniqueName('group');
+      const dest = destinationName('groups');
+      const group = groupName();
       await producer.declare([{ name: dest, partitions: partitionsFor(3) }]);
       const a = new Received();
       const b = new Received();
@@ -387,7 +409,7 @@ export function defineDriverConformance(name: string, url: string, options: Conf
 
       if (caps.replayFromBeginning) {
         const other = new Received();
-        await subscribe(await open(), dest, uniqueName('group'), other);
+        await subscribe(await open(), dest, groupName(), other);
         await waitFor(() => other.ids.size >= messages.length, 30_000, () => `300 messages for a second group, got ${other.ids.size}`);
         expect(setDiff(other.ids, idsOf(messages))).toEqual({ missing: [], extra: [] });
       }
@@ -396,16 +418,16 @@ export function defineDriverConformance(name: string, url: string, options: Conf
     it('7. dead-lettering moves the message to <dest>.dlq with its body, headers and the extra header', async () => {
       const producer = await open();
       const consumer = await open();
-      const dest = uniqueName('deadletter');
+      const dest = destinationName('deadletter');
       const dlq = `${dest}.dlq`;
-      const group = uniqueName('group');
+      const group = groupName();
       await producer.declare([{ name: dest, partitions: partitionsFor(1), deadLetter: true }]);
       const messages = makeMessages('dl', 3);
       const target = messages[1]!;
       const targetId = target.headers['ce_id']!;
 
       const dead = new Received();
-      await subscribe(await open(), dlq, uniqueName('group'), dead);
+      await subscribe(await open(), dlq, groupName(), dead);
       const received = new Received();
       const errors: unknown[] = [];
       const sub = await subscribe(consumer, dest, group, received, async (batch) => {
@@ -439,8 +461,8 @@ export function defineDriverConformance(name: string, url: string, options: Conf
     it('8. close while a handler runs: close waits, acked stay acked, the rest is redelivered', async () => {
       const producer = await open();
       const consumer = await open();
-      const dest = uniqueName('closing');
-      const group = uniqueName('group');
+      const dest = destinationName('closing');
+      const group = groupName();
       await producer.declare([{ name: dest, partitions: partitionsFor(1) }]);
       const messages = makeMessages('cl', 10);
 
@@ -492,7 +514,7 @@ export function defineDriverConformance(name: string, url: string, options: Conf
 
     it('9. send after close() rejects with a PayqError', async () => {
       const driver = await open();
-      const dest = uniqueName('closed');
+      const dest = destinationName('closed');
       await driver.declare([{ name: dest }]);
       await driver.close();
       const outcome = await driver.send(dest, makeMessages('closed', 1)).then(
@@ -501,6 +523,79 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       );
       expect(outcome, 'send after close() must reject').not.toBe('resolved');
       expect(isPayqError(outcome), `rejected with a PayqError, got ${describeError(outcome)}`).toBe(true);
+    });
+
+    it('11. taps: each sees every message, a group still gets all of them, a tap on <dest>.dlq sees dead letters', async () => {
+      const producer = await open();
+      const dest = destinationName('tap');
+      const dlq = `${dest}.dlq`;
+      await producer.declare([{ name: dest, partitions: partitionsFor(3), deadLetter: true }]);
+      const messages = makeMessages('tap', 200, 20);
+      const target = messages[7]!;
+      const targetId = target.headers['ce_id']!;
+
+      // Both taps name the same group: `group` must be ignored, or they would share the messages.
+      const sharedTapGroup = groupName();
+      /** A tap from now on (RabbitMQ cannot replay), acking what it sees. */
+      const tap = async (destination: string, received: Received, handle?: DeliveryHandler): Promise<Subscription> =>
+        (await open()).subscribe({ destinations: [destination], group: sharedTapGroup, fromBeginning: false, prefetch: 50, tap: true }, async (batch) => {
+          if (handle) return handle(batch);
+          for (const d of batch) {
+            received.add(d);
+            d.ack();
+          }
+        });
+      const tapA = new Received();
+      const tapB = new Received();
+      const dead = new Received();
+      const tapDeadLetter: unknown[] = [];
+      await tap(dest, tapA);
+      await tap(dest, tapB, async (batch) => {
+        for (const d of batch) {
+          const id = tapB.add(d);
+          // A tap only watches: dead-lettering its copy must fail, and the message stays its own to ack.
+          if (id === targetId) tapDeadLetter.push(await d.deadLetter({ [DLQ_REASON]: 'from-a-tap' }).then(() => 'resolved', (err: unknown) => err));
+          d.ack();
+        }
+      });
+      await tap(dlq, dead);
+
+      const group = new Received();
+      const errors: unknown[] = [];
+      await subscribe(await open(), dest, groupName(), group, async (batch) => {
+        for (const d of batch) {
+          const id = group.add(d);
+          if (id === targetId) await d.deadLetter({ [DLQ_REASON]: 'test' }).catch((err: unknown) => errors.push(err));
+          else d.ack();
+        }
+      });
+
+      await sendAll(producer, dest, messages, batchSize());
+      const all = idsOf(messages);
+      await waitFor(
+        () => tapA.ids.size >= all.length && tapB.ids.size >= all.length && group.ids.size >= all.length && dead.has(targetId),
+        30_000,
+        () => `200 messages each on two taps and the group, and ${targetId} on the DLQ tap (tap A ${tapA.ids.size}, tap B ${tapB.ids.size}, group ${group.ids.size}, DLQ tap ${dead.ids.size})`,
+      );
+      expect(errors.map(describeError), 'deadLetter() errors').toEqual([]);
+      expect(setDiff(tapA.ids, all), 'tap A sees every message').toEqual({ missing: [], extra: [] });
+      expect(setDiff(tapB.ids, all), 'tap B sees every message').toEqual({ missing: [], extra: [] });
+      expect(setDiff(group.ids, all), 'the group still gets every message').toEqual({ missing: [], extra: [] });
+      for (const d of tapA.deliveries) expect(d.destination).toBe(dest);
+      const seen = tapA.deliveries.find((d) => idOf(d) === targetId)!;
+      expect(seen.key).toBe(target.key);
+      expect(seen.value.equals(target.value), 'a tap gets the body byte-identical').toBe(true);
+      expect(seen.headers).toMatchObject(target.headers);
+
+      expect(tapDeadLetter.map((outcome) => (outcome === 'resolved' ? outcome : isPayqError(outcome))), 'deadLetter() from a tap rejects with a PayqError').toEqual([true]);
+      const d = dead.deliveries.find((x) => idOf(x) === targetId)!;
+      expect(d.destination).toBe(dlq);
+      expect(d.value.equals(target.value), 'dead letter body seen by the DLQ tap is byte-identical').toBe(true);
+      expect(d.headers).toMatchObject({ ...target.headers, [DLQ_REASON]: 'test' });
+      if (caps.nativeDeadLetter) expect(Object.keys(d.headers)).toContain('x-death');
+      // Makes a stray second dead letter (e.g. one from tap B) more likely to be seen first.
+      await sleep(300);
+      expect([...dead.ids], 'the DLQ tap sees only the dead-lettered message').toEqual([targetId]);
     });
 
     it('10. connecting to an unreachable address rejects with exit code 3 within 15 s', async ({ skip }) => {

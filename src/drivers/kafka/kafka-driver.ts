@@ -41,12 +41,48 @@ function withDeadline<T>(work: Promise<T>, ms: number, onTimeout: () => Error): 
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
 
+/** Bytes one produce request may carry: below the broker's default message.max.bytes (1 MiB) per
+ *  record batch even when every message goes to one partition. */
+const PRODUCE_REQUEST_BYTES = 900_000;
+
+interface QueuedProduce {
+  topic: string;
+  messages: Message[];
+  bytes: number;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+function messageBytes(m: Message): number {
+  let n = 64 + (m.value ? (m.value as Buffer).length : 0) + (m.key ? String(m.key).length : 0);
+  if (m.headers) for (const [k, v] of Object.entries(m.headers)) n += k.length + (v ? String(v).length : 0) + 8;
+  return n;
+}
+
+function* chunksByBytes(messages: Message[]): Generator<Message[]> {
+  let chunk: Message[] = [];
+  let bytes = 0;
+  for (const m of messages) {
+    const b = messageBytes(m);
+    if (chunk.length > 0 && bytes + b > PRODUCE_REQUEST_BYTES) {
+      yield chunk;
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(m);
+    bytes += b;
+  }
+  if (chunk.length > 0) yield chunk;
+}
+
 class KafkaDriver implements Driver {
   readonly name = 'kafka';
   readonly capabilities = KAFKA_CAPABILITIES;
   private readonly kafka: Kafka;
   private admin: Promise<Admin> | undefined;
   private producer: Promise<Producer> | undefined;
+  private readonly produceQueue: QueuedProduce[] = [];
+  private producing = false;
   private readonly subscriptions = new Set<KafkaSubscription>();
   private readonly pending = new Set<Promise<unknown>>();
   private clusterId: string | undefined;
@@ -54,7 +90,7 @@ class KafkaDriver implements Driver {
   private closePromise: Promise<void> | undefined;
 
   constructor(readonly url: BrokerUrl) {
-    this.kafka = new Kafka(kafkaConfigFromUrl(url, logLevel.NOTHING));
+    this.kafka = new Kafka(kafkaConfigFromUrl(url, process.env["PAYQ_KAFKA_DEBUG"] ? logLevel.DEBUG : logLevel.NOTHING));
   }
 
   private fail(err: unknown, operation: KafkaOperation, subject?: string) {
@@ -89,8 +125,12 @@ class KafkaDriver implements Driver {
     this.producer ??= (async () => {
       const producer = this.kafka.producer({
         createPartitioner: Partitioners.DefaultPartitioner,
-        // Every batch in flight is one produce request; don't queue them behind each other.
-        maxInFlightRequests: KAFKA_TUNING.sendMaxInFlight * 2,
+        // Idempotence: a retried produce request (say, NOT_LEADER on one of its partitions
+        // right after a topic was created) is written once, not again for every partition that
+        // had already succeeded. kafkajs supports it with one request in flight, which per-key
+        // order needs anyway (see produce()).
+        idempotent: true,
+        maxInFlightRequests: 1,
         allowAutoTopicCreation: true,
         retry: { ...KAFKA_TUNING.retry },
       });
@@ -204,13 +244,75 @@ class KafkaDriver implements Driver {
     await this.track(this.produce('send', destination, messages.map(toKafkaMessage)));
   }
 
-  /** One produce call per batch, acks=all: resolves when every message is acknowledged. */
-  private async produce(operation: KafkaOperation, topic: string, messages: Message[]): Promise<void> {
+  /**
+   * Resolves when every message is acknowledged (acks=all). Per-key order is a promise of the
+   * Kafka driver, and kafkajs reorders concurrent produce requests (and retries) when more than
+   * one is in flight without idempotence, which it only supports with one request in flight. So
+   * exactly one produce request is in flight per driver; batches that arrive meanwhile wait in
+   * order and leave together in the next request (up to PRODUCE_REQUEST_BYTES), which keeps the
+   * throughput of several batches in flight.
+   */
+  private produce(operation: KafkaOperation, topic: string, messages: Message[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let bytes = 0;
+      for (const m of messages) bytes += messageBytes(m);
+      this.produceQueue.push({ topic, messages, bytes, resolve, reject: (err) => reject(this.fail(err, operation, topic)) });
+      if (!this.producing) void this.drainProduceQueue();
+    });
+  }
+
+  private async drainProduceQueue(): Promise<void> {
+    this.producing = true;
     try {
-      const producer = await this.getProducer();
-      await producer.send({ topic, acks: -1, messages });
-    } catch (err) {
-      throw this.fail(err, operation, topic);
+      while (this.produceQueue.length > 0) {
+        const group: QueuedProduce[] = [];
+        let bytes = 0;
+        while (this.produceQueue.length > 0 && (group.length === 0 || bytes + this.produceQueue[0]!.bytes <= PRODUCE_REQUEST_BYTES)) {
+          const next = this.produceQueue.shift()!;
+          group.push(next);
+          bytes += next.bytes;
+        }
+        try {
+          const producer = await this.getProducer();
+          if (bytes > PRODUCE_REQUEST_BYTES) {
+            // One batch larger than a request may carry: its chunks go one after the other.
+            for (const chunk of chunksByBytes(group[0]!.messages)) await producer.send({ topic: group[0]!.topic, acks: -1, messages: chunk });
+          } else {
+            const byTopic = new Map<string, Message[]>();
+            for (const q of group) {
+              const list = byTopic.get(q.topic);
+              if (list) for (const m of q.messages) list.push(m);
+              else byTopic.set(q.topic, q.messages.slice());
+            }
+            await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) });
+          }
+          for (const q of group) q.resolve();
+        } catch (err) {
+          for (const q of group) q.reject(err);
+        }
+      }
+    } finally {
+      this.producing = false;
+    }
+  }
+
+  /**
+   * Deletes a (tap's) consumer group. Right after its member left, the coordinator may still
+   * report it non-empty for a moment: a few short retries, then the caller gives up quietly.
+   */
+  private async deleteGroup(groupId: string): Promise<void> {
+    const admin = await this.getAdmin();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await admin.deleteGroups([groupId]);
+        return;
+      } catch (err) {
+        // Already gone (an empty group without offsets is dropped by the coordinator): done.
+        const groups = (err as { groups?: Array<{ error?: { type?: string } }> }).groups ?? [];
+        if (groups.length > 0 && groups.every((g) => g.error?.type === 'GROUP_ID_NOT_FOUND')) return;
+        if (attempt >= 4) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+      }
     }
   }
 
@@ -224,7 +326,7 @@ class KafkaDriver implements Driver {
     for (const topic of options.destinations) {
       if (!isValidTopicName(topic)) throw new ConfigError(`'${topic}' is not a valid Kafka topic name`);
     }
-    if (!options.group) throw new ConfigError('subscribe: a consumer group is required on Kafka');
+    if (!options.group && !options.tap) throw new ConfigError('subscribe: a consumer group is required on Kafka');
     if (!Number.isInteger(options.prefetch) || options.prefetch < 1) {
       throw new ConfigError(`subscribe: prefetch must be a positive integer, got ${options.prefetch}`);
     }
@@ -233,6 +335,7 @@ class KafkaDriver implements Driver {
         kafka: this.kafka,
         url: this.url.redacted,
         produceDeadLetter: (topic, message) => this.produceDeadLetter(topic, message),
+        deleteGroup: (groupId) => this.deleteGroup(groupId),
       },
       options,
       handler,

@@ -6,9 +6,17 @@
  * Redelivery after a nack moves that fetch position back with `resolveOffset`, never with
  * `consumer.seek`: kafkajs keeps a seek for a partition that a rebalance took away and applies it
  * when the partition comes back, seconds later, rewinding it past other members' commits.
+ *
+ * A tap (SubscribeOptions.tap) is a consumer group of its own, `payq-tap.<random>`, starting at
+ * the end of each topic unless fromBeginning. Its acks are committed like any group's, so a
+ * rebalance of the one-member group (a session timeout, a coordinator moving, partitions added)
+ * resumes where it was instead of skipping to the end; on close the group is deleted so taps leave
+ * nothing behind. A process that dies without closing leaves its tap group until Kafka's
+ * offsets.retention.minutes expires it (7 days by default); it holds no partitions meanwhile.
  */
 import type { Batch, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
-import { InternalError } from '../../errors.js';
+import { randomBytes } from 'node:crypto';
+import { InternalError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
 import { KAFKA_TUNING } from './config.js';
 import { mapKafkaError } from './errors.js';
@@ -26,6 +34,13 @@ export interface KafkaSubscriptionDeps {
   url: string;
   /** Produces to the dead-letter topic with acks=all. */
   produceDeadLetter(topic: string, message: DeadLetterMessage): Promise<void>;
+  /** Deletes a tap's consumer group once its consumer has left (best effort: may reject). */
+  deleteGroup(groupId: string): Promise<void>;
+}
+
+/** A tap's group: unique, and recognisable in `kafka-consumer-groups --list`. */
+export function tapGroupId(): string {
+  return `payq-tap.${randomBytes(8).toString('hex')}`;
 }
 
 const noop = () => {};
@@ -70,17 +85,22 @@ export class KafkaSubscription implements Subscription {
   private commitChain: Promise<void> = Promise.resolve();
   private commitTimer: NodeJS.Timeout | undefined;
   private joins = 0;
+  /** The consumer group: the caller's, or a tap's own. */
+  private readonly groupId: string;
 
   constructor(
     private readonly deps: KafkaSubscriptionDeps,
     private readonly options: SubscribeOptions,
     private readonly handler: DeliveryHandler,
-  ) {}
+  ) {
+    this.groupId = options.tap ? tapGroupId() : options.group;
+  }
 
   /** Resolves once the group is joined and initial offsets are known, so nothing sent after is missed. */
   async start(): Promise<void> {
     const { kafka, url } = this.deps;
-    const { group, destinations, fromBeginning } = this.options;
+    const { destinations, fromBeginning } = this.options;
+    const group = this.groupId;
     const tuning = KAFKA_TUNING.consumer;
     const consumer = kafka.consumer({
       groupId: group,
@@ -146,6 +166,7 @@ export class KafkaSubscription implements Subscription {
       this.closing = true;
       this.stopListening();
       await consumer.disconnect().catch(noop);
+      await this.deleteTapGroup();
       throw mapKafkaError(err, { operation: 'subscribe', url, subject });
     } finally {
       clearTimeout(readyTimeout);
@@ -284,6 +305,10 @@ export class KafkaSubscription implements Subscription {
       nack: () => settle('nack'),
       deadLetter: async (extraHeaders: Headers) => {
         if (settled) throw new InternalError(`dead-letter of ${topic}[${partition}]@${message.offset}: already settled`);
+        // A tap only watches: the topic's consumers decide; a copy from here would be a duplicate.
+        if (this.options.tap) {
+          throw new UsageError(`cannot dead-letter a message seen by a tap on ${topic}: a tap observes, the destination's consumers decide`);
+        }
         await this.deps.produceDeadLetter(`${topic}.dlq`, {
           key: message.key,
           value: message.value,
@@ -333,7 +358,14 @@ export class KafkaSubscription implements Subscription {
       await this.commit();
       this.stopListening();
       await this.consumer?.disconnect().catch(noop);
+      await this.deleteTapGroup();
     })();
     return this.closePromise;
+  }
+
+  /** A tap's group has no use after its only member left; without this it would linger for days. */
+  private async deleteTapGroup(): Promise<void> {
+    if (!this.options.tap) return;
+    await this.deps.deleteGroup(this.groupId).catch(noop);
   }
 }

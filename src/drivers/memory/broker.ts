@@ -4,11 +4,15 @@
  * product feature (the default broker of `payq bench`), so the hot path allocates one object per
  * message and one promise per batch, never a timer or promise per message.
  *
+ * Taps (SubscribeOptions.tap) are groups like any other, keyed by a Symbol so no group name can
+ * collide with them; the subscription removes its tap group when it closes, so a finished tap
+ * neither pins log segments nor counts for flow control.
+ *
  * Topology policy: a destination that is sent to, subscribed to or dead-lettered into without
  * having been declared is created on the spot, like Kafka with auto.create.topics.enable (its
  * default). Declaring stays the way to get `<name>.dlq` created up front.
  */
-import { DeliveryError, InternalError } from '../../errors.js';
+import { DeliveryError, InternalError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, OutgoingMessage } from '../types.js';
 import { RedeliveryQueue } from './redelivery-queue.js';
 import { SEGMENT_SIZE, SegmentedLog } from './segmented-log.js';
@@ -80,7 +84,8 @@ interface BlockedSend {
 
 export class Destination {
   readonly log = new SegmentedLog<StoredMessage>();
-  readonly groups = new Map<string, GroupCursor>();
+  /** Named groups by name; taps by a Symbol of their own. */
+  readonly groups = new Map<string | symbol, GroupCursor>();
   private members = 0;
   private wakeScheduled = false;
   private blocked: BlockedSend[] = [];
@@ -148,10 +153,26 @@ export class Destination {
     if (group === undefined) {
       // Like a Kafka group without committed offsets: fromBeginning picks the earliest retained
       // message, otherwise only what is sent from now on. An existing group keeps its position.
-      group = new GroupCursor(this, fromBeginning ? this.log.startOffset : this.log.endOffset);
+      group = new GroupCursor(this, fromBeginning ? this.log.startOffset : this.log.endOffset, name);
       this.groups.set(name, group);
     }
     return group;
+  }
+
+  /** A new group nobody else can join, for one tap subscription; removed with removeGroup. */
+  tapGroup(fromBeginning: boolean): GroupCursor {
+    const key = Symbol('tap');
+    const group = new GroupCursor(this, fromBeginning ? this.log.startOffset : this.log.endOffset, key);
+    this.groups.set(key, group);
+    return group;
+  }
+
+  /** Forgets a tap group, then frees the segments only it was holding on to. */
+  removeGroup(group: GroupCursor): void {
+    if (this.groups.get(group.key) !== group) return;
+    this.groups.delete(group.key);
+    this.trim();
+    if (this.blocked.length > 0) this.releaseBlocked();
   }
 
   memberJoined(): void {
@@ -170,7 +191,7 @@ export class Destination {
   }
 
   /** Drops log segments that every group has read past: nobody can ask for them again. */
-  private trim(): void {
+  trim(): void {
     let min = Infinity;
     for (const group of this.groups.values()) if (group.cursor < min) min = group.cursor;
     if (min !== Infinity) this.log.trimBefore(min);
@@ -197,7 +218,13 @@ export class GroupCursor {
   constructor(
     readonly destination: Destination,
     public cursor: number,
+    /** The group's name, or a Symbol for a tap's private group. */
+    readonly key: string | symbol,
   ) {}
+
+  get isTap(): boolean {
+    return typeof this.key === 'symbol';
+  }
 
   join(member: Subscriber): void {
     this.members.push(member);
@@ -309,6 +336,7 @@ export class MemoryDelivery implements Delivery {
     if (this.#state !== PENDING) {
       return Promise.reject(new InternalError(`a message from ${this.destination} was dead-lettered after it was already acked or nacked`));
     }
+    if (this.#group.isTap) return Promise.reject(tapDeadLetterError(this.destination));
     this.#state = DEAD_LETTERED;
     // The stored original, not this.headers: what a consumer edited is not part of the message.
     this.#group.destination.broker.destination(`${this.destination}.dlq`).appendStored(this.#message, extraHeaders);
@@ -322,6 +350,14 @@ export class MemoryDelivery implements Delivery {
     this.#state = RETURNED;
     this.#group.requeue(this.#message);
   }
+}
+
+/**
+ * A tap only watches: its copy of a message is not the one the destination's consumers process,
+ * so dead-lettering it would put a second copy into the DLQ. The same on every driver.
+ */
+function tapDeadLetterError(destination: string): UsageError {
+  return new UsageError(`cannot dead-letter a message seen by a tap on ${destination}: a tap observes, the destination's consumers decide`);
 }
 
 /** Messages one subscriber may handle in one event-loop turn before letting others run. */
@@ -449,6 +485,9 @@ export class Subscriber {
     }
     this.open.clear();
     this.unacked = 0;
-    for (const c of this.cursors) c.leave(this);
+    for (const c of this.cursors) {
+      c.leave(this);
+      if (c.isTap) c.destination.removeGroup(c);
+    }
   }
 }

@@ -133,15 +133,19 @@ class MemoryDriver implements Driver {
   subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription> {
     const err = this.unusable('subscribe');
     if (err) return Promise.reject(err);
-    const { destinations, group, fromBeginning, prefetch } = options;
+    const { destinations, group, fromBeginning, prefetch, tap = false } = options;
     if (!Number.isInteger(prefetch) || prefetch < 1) {
       return Promise.reject(new UsageError(`prefetch must be a whole number of at least 1, got ${prefetch}`));
     }
     if (destinations.length === 0 || destinations.some((d) => d === '')) {
       return Promise.reject(new UsageError('subscribe needs at least one destination name'));
     }
-    if (group === '') return Promise.reject(new UsageError('subscribe needs a consumer group name'));
-    const cursors = [...new Set(destinations)].map((name) => this.broker.destination(name).group(group, fromBeginning));
+    if (group === '' && !tap) return Promise.reject(new UsageError('subscribe needs a consumer group name'));
+    // A tap gets a group of its own on each destination (its `group` is ignored), removed when it closes.
+    const cursors = [...new Set(destinations)].map((name) => {
+      const dest = this.broker.destination(name);
+      return tap ? dest.tapGroup(fromBeginning) : dest.group(group, fromBeginning);
+    });
     const subscriber = new Subscriber(cursors, prefetch, handler);
     this.subscriptions.add(subscriber);
     subscriber.kick();

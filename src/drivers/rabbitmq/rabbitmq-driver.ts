@@ -109,6 +109,7 @@ class RabbitMqDriver implements Driver {
     const subscription = new RabbitMqSubscription(
       {
         url: this.url,
+        config: this.config,
         conn: this.sub,
         publisher: this.publisher,
         checkDeadLetter: (queue) => this.checkDeadLetter(queue),

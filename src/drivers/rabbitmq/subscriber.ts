@@ -28,20 +28,43 @@
  * simply be dropped.
  * All consumers of a queue that payq dead-letters from should be payq: another consumer could
  * receive the copy (when it has spare prefetch) and process it twice.
+ *
+ * Taps (`tap: true`): one exclusive, auto-deleted, non-durable queue named by the server, bound to
+ * the topic exchange with `D.*.*` for each destination D and, for a DLQ `D.dlq`, to the DLX with
+ * `D.dlq` (dead letters never pass the topic exchange). It sees what is published after it
+ * subscribed and takes nothing from D's consumers; acks settle its own copies. A queue cannot
+ * replay, so `fromBeginning` with a tap is a ConfigError rather than silently ignored. The queue
+ * goes when the subscription closes (auto-delete on cancel, exclusive on connection loss); after a
+ * lost channel a new one is bound, and what was published in between is not seen. A tap delivery
+ * cannot be dead-lettered (UsageError), as on every driver: the destination's consumers decide.
+ * The marked copy deadLetter publishes goes to a queue by name, so taps never see it.
  */
 import type { Channel, ConsumeMessage } from 'amqplib';
 import { randomBytes } from 'node:crypto';
-import { BrokerUnavailableError } from '../../errors.js';
+import { BrokerUnavailableError, ConfigError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
 import type { BrokerUrl } from '../url.js';
+import type { RabbitMqConfig } from './config.js';
 import { closeQuietly, type AmqpConnection } from './connection.js';
 import { operationError } from './errors.js';
 import { copyOptions, headersFromAmqp } from './message.js';
 import type { Publisher } from './publisher.js';
-import { DEAD_LETTER_MARKER, deathCount, decodeMark, deliveryKey, encodeMark, isFreshMark, validateDestination } from './topology.js';
+import {
+  bindingPattern,
+  DEAD_LETTER_MARKER,
+  deathCount,
+  decodeMark,
+  deliveryKey,
+  encodeMark,
+  isDeadLetterQueueName,
+  isFreshMark,
+  tapDestination,
+  validateDestination,
+} from './topology.js';
 
 export interface SubscriberContext {
   url: BrokerUrl;
+  config: RabbitMqConfig;
   conn: AmqpConnection;
   publisher: Publisher;
   /** Resolves when `queue` dead-letters through payq's DLX to `<queue>.dlq`; TopologyError if not. */
@@ -53,6 +76,14 @@ export interface SubscriberContext {
 interface ChannelState {
   ch: Channel;
   closed: boolean;
+  /** The consumer tags started on this channel, in order. */
+  tags: string[];
+}
+
+/** One basic.consume: a destination queue, or a tap's own queue carrying all its destinations. */
+interface Source {
+  queue: string;
+  tap: boolean;
 }
 
 const MAX_BACKOFF_MS = 5000;
@@ -74,7 +105,14 @@ export class RabbitMqSubscription implements Subscription {
     private readonly handler: DeliveryHandler,
   ) {
     for (const d of options.destinations) validateDestination(d);
-    const group = options.group.replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 100) || 'payq';
+    if (options.tap && options.fromBeginning) {
+      throw new ConfigError(
+        `RabbitMQ cannot replay history: a tap sees messages published after it starts (asked to tap ${options.destinations.join(', ')} from the beginning)`,
+        { hint: 'drop --from-beginning, or consume the queue itself with a group (that takes the messages from its consumers)' },
+      );
+    }
+    // A tap's group is ignored (it has a queue of its own); its tag says it is a tap.
+    const group = options.tap ? 'tap' : options.group.replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 100) || 'payq';
     this.tagPrefix = `payq.${group}.${randomBytes(4).toString('hex')}`;
   }
 
@@ -96,7 +134,7 @@ export class RabbitMqSubscription implements Subscription {
     const state = this.state;
     if (state && !state.closed) {
       // Cancel first so nothing new arrives while the running handler finishes.
-      for (const tag of this.consumerTags()) {
+      for (const tag of state.tags) {
         try {
           await state.ch.cancel(tag);
         } catch {
@@ -111,14 +149,10 @@ export class RabbitMqSubscription implements Subscription {
     this.ctx.forget(this);
   }
 
-  private consumerTags(): string[] {
-    return this.options.destinations.map((_d, i) => `${this.tagPrefix}.${i}`);
-  }
-
   private async open(): Promise<void> {
     const { url, conn } = this.ctx;
     const ch = await conn.createChannel();
-    const state: ChannelState = { ch, closed: false };
+    const state: ChannelState = { ch, closed: false, tags: [] };
     ch.on('close', () => {
       state.closed = true;
       if (this.state === state && !this.closing) void this.recover();
@@ -129,11 +163,19 @@ export class RabbitMqSubscription implements Subscription {
       // Per consumer, and for the whole channel when it consumes several queues, so the
       // subscriber never holds more than `prefetch` unacked messages.
       await ch.prefetch(prefetch, false);
-      if (this.options.destinations.length > 1) await ch.prefetch(prefetch, true);
-      const tags = this.consumerTags();
-      for (const [i, queue] of this.options.destinations.entries()) {
-        step = `consume from queue '${queue}'`;
-        await ch.consume(queue, (msg) => this.onMessage(state, queue, msg), { noAck: false, consumerTag: tags[i]! });
+      let sources: Source[];
+      if (this.options.tap) {
+        const tapped = await this.declareTap(ch, (s) => (step = s));
+        sources = [{ queue: tapped, tap: true }];
+      } else {
+        if (this.options.destinations.length > 1) await ch.prefetch(prefetch, true);
+        sources = this.options.destinations.map((queue) => ({ queue, tap: false }));
+      }
+      for (const [i, source] of sources.entries()) {
+        step = source.tap ? `consume from the tap queue '${source.queue}'` : `consume from queue '${source.queue}'`;
+        const consumerTag = `${this.tagPrefix}.${i}`;
+        await ch.consume(source.queue, (msg) => this.onMessage(state, source, msg), { noAck: false, consumerTag });
+        state.tags.push(consumerTag);
       }
     } catch (err) {
       await closeQuietly(ch);
@@ -144,6 +186,37 @@ export class RabbitMqSubscription implements Subscription {
       return;
     }
     this.state = state;
+  }
+
+  /**
+   * The tap's queue, bound like each destination (see the header). Missing destinations fail as
+   * they do for a normal subscribe; the exchanges are declared as `declare` would (idempotent).
+   */
+  private async declareTap(ch: Channel, step: (what: string) => void): Promise<string> {
+    const { exchange, deadLetterExchange } = this.ctx.config;
+    const destinations = [...new Set(this.options.destinations)];
+    for (const d of destinations) {
+      step(`check queue '${d}'`);
+      await ch.checkQueue(d);
+    }
+    step(`declare exchange '${exchange}'`);
+    await ch.assertExchange(exchange, 'topic', { durable: true });
+    const dlqs = destinations.filter(isDeadLetterQueueName);
+    if (dlqs.length > 0) {
+      step(`declare exchange '${deadLetterExchange}'`);
+      await ch.assertExchange(deadLetterExchange, 'direct', { durable: true });
+    }
+    step('declare the tap queue');
+    const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
+    for (const d of destinations) {
+      step(`bind the tap queue to exchange '${exchange}' for '${d}'`);
+      await ch.bindQueue(queue, exchange, bindingPattern(d));
+    }
+    for (const d of dlqs) {
+      step(`bind the tap queue to exchange '${deadLetterExchange}' for '${d}'`);
+      await ch.bindQueue(queue, deadLetterExchange, d);
+    }
+    return queue;
   }
 
   /** Reopens after the channel or its connection was lost, until it works or the subscription closes. */
@@ -165,19 +238,21 @@ export class RabbitMqSubscription implements Subscription {
   }
 
   /** amqplib calls this inside its frame loop: it must never throw. */
-  private onMessage(state: ChannelState, queue: string, msg: ConsumeMessage | null): void {
+  private onMessage(state: ChannelState, source: Source, msg: ConsumeMessage | null): void {
     // null: RabbitMQ cancelled the consumer (the queue was deleted). Nothing more will come from
     // that queue; the other destinations carry on.
     if (msg === null || state.closed) return;
     try {
       const raw = msg.properties.headers as Record<string, unknown> | undefined;
       const mark = raw?.[DEAD_LETTER_MARKER] === undefined ? undefined : decodeMark(raw[DEAD_LETTER_MARKER]);
-      if (isFreshMark(mark, queue, raw)) {
+      // A tap's queue never gets a marked copy (those go to a queue by name), and has no DLX.
+      if (!source.tap && isFreshMark(mark, source.queue, raw)) {
         state.ch.nack(msg, false, false);
         return;
       }
       if (this.closing) return; // left unacked: requeued when the channel closes
-      this.buffer.push({ state, delivery: this.delivery(state, queue, msg, raw, mark) });
+      const destination = source.tap ? this.tapDestinationOf(msg) : source.queue;
+      this.buffer.push({ state, delivery: this.delivery(state, destination, source.tap, msg, raw, mark) });
       this.schedulePump();
     } catch {
       try {
@@ -188,9 +263,17 @@ export class RabbitMqSubscription implements Subscription {
     }
   }
 
+  /** Only its bindings route to a tap's queue, so this always finds one; the fallback is a safety net. */
+  private tapDestinationOf(msg: ConsumeMessage): string {
+    const { destinations } = this.options;
+    const found = tapDestination(destinations, msg.fields.exchange, msg.fields.routingKey, this.ctx.config);
+    return found ?? (destinations.length === 1 ? destinations[0]! : msg.fields.routingKey);
+  }
+
   private delivery(
     state: ChannelState,
     queue: string,
+    tap: boolean,
     msg: ConsumeMessage,
     raw: Record<string, unknown> | undefined,
     mark: ReturnType<typeof decodeMark>,
@@ -222,6 +305,9 @@ export class RabbitMqSubscription implements Subscription {
       nack: () => settle(() => state.ch.nack(msg, false, true)),
       deadLetter: async (extra: Headers) => {
         if (settled) return;
+        if (tap) {
+          throw new UsageError(`cannot dead-letter a message seen by a tap on ${queue}: a tap observes, the destination's consumers decide`);
+        }
         await this.ctx.checkDeadLetter(queue);
         // Its channel is gone, so RabbitMQ redelivers it: a copy now would be a duplicate dead letter.
         if (state.closed) {

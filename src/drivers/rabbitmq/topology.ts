@@ -10,8 +10,10 @@
  *   single words, `D.*.*` matches exactly the keys of D and nothing of another destination:
  *   `payments.*.*` does not match `payments.dlq.order_placed.p1` (one word too many), which
  *   `payments.#` would, duplicating every send to `payments.dlq` into `payments`.
- * - Taps (a tracer's own queue) bind `#`, `payments.*.*` or `*.order_placed.*` and see sends
- *   without taking them from the workers' queue.
+ * - Taps (SubscribeOptions.tap: an exclusive, auto-deleted, server-named queue of the tap's own)
+ *   bind `D.*.*` for each destination D and see sends without taking them from D's consumers.
+ *   A tap on a DLQ `D.dlq` also binds the DLX with `D.dlq`: dead letters reach `D.dlq` through
+ *   the DLX, never through the topic exchange.
  * - With `deadLetter`, D gets `x-dead-letter-exchange` = `<exchange>.dlx` (direct) and
  *   `x-dead-letter-routing-key` = `D.dlq`; `D.dlq` is bound to the DLX with that key (and, like
  *   every payq queue, to the topic exchange with `D.dlq.*.*` so it can be sent to directly).
@@ -102,6 +104,30 @@ export function keyFromRoutingKey(queue: string, key: string): string | undefine
   const words = key.slice(queue.length + 1).split('.');
   if (words.length !== 2) return undefined;
   return decodeWord(words[1]!);
+}
+
+/**
+ * Which of a tap's destinations a message it received was routed for: through the DLX the routing
+ * key is the DLQ's name; through the topic exchange it is `D.<type>.<key>`, so D is the key minus
+ * its last two words (those are always single words, see routingKey).
+ */
+export function tapDestination(
+  destinations: readonly string[],
+  exchange: string,
+  routingKey: string,
+  config: Pick<RabbitMqConfig, 'exchange' | 'deadLetterExchange'>,
+): string | undefined {
+  if (exchange === config.deadLetterExchange) return destinations.includes(routingKey) ? routingKey : undefined;
+  if (exchange !== config.exchange) return undefined;
+  const words = routingKey.split('.');
+  if (words.length < 3) return undefined;
+  const destination = words.slice(0, -2).join('.');
+  return destinations.includes(destination) ? destination : undefined;
+}
+
+/** A tap binds the DLX for this destination: it is where dead letters go (see the layout above). */
+export function isDeadLetterQueueName(destination: string): boolean {
+  return destination.endsWith('.dlq') && destination.length > '.dlq'.length;
 }
 
 /** How often RabbitMQ has dead-lettered this message out of `queue` (all reasons), from x-death. */

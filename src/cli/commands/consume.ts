@@ -1,0 +1,277 @@
+import type { ChalkInstance } from 'chalk';
+import { z } from 'zod';
+import { consume, type ConsumedMessage, type ConsumeResult } from '../../core/consume.js';
+import { createDriver } from '../../drivers/registry.js';
+import type { Driver } from '../../drivers/types.js';
+import { InterruptedError, UsageError } from '../../errors.js';
+import { CURRENCY_EXPONENT } from '../../events/currencies.js';
+import { DEFAULT_DECODE, getPath, type DecodeOptions } from '../../events/decode.js';
+import { loadScenario } from '../../events/scenario.js';
+import { brokerSchema, destinationSchema, durationSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
+import type { Output } from '../output.js';
+import type { CommandContext } from '../program.js';
+import { formatCount, keyValueTable } from '../render.js';
+
+const fieldPath = z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or data.order_id');
+
+/** A repeatable flag whose values may also be comma-separated (`--type a,b --type c`). */
+function listOf(item: z.ZodString) {
+  return z
+    .union([z.string(), z.array(z.string())])
+    .transform((v) => (Array.isArray(v) ? v : [v]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter((s) => s !== ''))
+    .pipe(z.array(item).min(1, 'needs at least one name'));
+}
+
+const consumeSchema = z.strictObject({
+  broker: brokerSchema.optional(),
+  json: flagSchema.default(false),
+  topic: listOf(destinationSchema).optional(),
+  scenario: z.string().default('checkout'),
+  group: z.string().regex(/^[A-Za-z0-9._:-]{1,200}$/, 'must be letters, digits, . _ : - (at most 200)').optional(),
+  fromBeginning: flagSchema.default(false),
+  type: listOf(z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, 'event types are letters, digits, _ . : -')).optional(),
+  limit: wholeNumber(1).optional(),
+  idleTimeout: durationSchema.optional(),
+  withMeta: flagSchema.default(false),
+  typeField: fieldPath.optional(),
+  correlate: fieldPath.optional(),
+  prefetch: wholeNumber(1, 10_000).optional(),
+});
+export type ConsumeCommandOptions = z.output<typeof consumeSchema>;
+
+/** Warnings about bodies that are not JSON, one per message up to this many. */
+const MAX_PROBLEM_WARNINGS = 10;
+
+export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
+  const o = resolveOptions(consumeSchema, {
+    command: 'consume',
+    flags,
+    env: ctx.env,
+    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
+  });
+  const out = ctx.out;
+  if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER');
+  if (o.broker.scheme === 'memory') {
+    throw new UsageError('memory:// lives inside one process, so another payq process cannot consume from it', {
+      hint: 'use kafka:// or amqp://, or payq bench for a whole pipeline in one process',
+    });
+  }
+  // The scenario's destinations are payq's pipeline layout: declared like produce does, so a tap
+  // can start before the pipeline. Named topics may be anyone's: never created or re-declared.
+  const scenario = o.topic === undefined ? loadScenario(o.scenario) : undefined;
+  const destinations = o.topic ?? scenario!.destinations;
+  const decode: DecodeOptions = {
+    typeField: o.typeField ?? DEFAULT_DECODE.typeField,
+    correlate: o.correlate ?? DEFAULT_DECODE.correlate,
+    preferBody: o.typeField !== undefined || o.correlate !== undefined,
+  };
+  const ndjson = o.json || process.stdout.isTTY !== true;
+
+  const driver = await createDriver(o.broker);
+  const tap = o.group === undefined;
+  if (tap && o.fromBeginning && !driver.capabilities.replayFromBeginning) {
+    throw new UsageError(
+      `--from-beginning: a tap on ${driver.name} sees only what is published after it starts; it cannot replay what the queues hold`,
+      { hint: 'to read what a queue holds, consume it with --group NAME, which takes the messages from its other consumers' },
+    );
+  }
+
+  const writer = new LineWriter(out, { ndjson, withMeta: o.withMeta, destinations });
+  // `payq consume | head`: the reader leaving is an ordinary end. The failed write rejects
+  // (stopping consume, its batch given back); without a listener the stream's 'error' event
+  // would also crash the process with a stack trace.
+  const ignoreStdoutError = () => undefined;
+  process.stdout.on('error', ignoreStdoutError);
+  let result: ConsumeResult | undefined;
+  let stdoutClosed = false;
+  try {
+    await driver.connect();
+    if (scenario) await driver.declare(destinations.map((name) => ({ name, partitions: 6, deadLetter: true })));
+    if (!tap && o.fromBeginning && !driver.capabilities.replayFromBeginning) {
+      out.verbose('--from-beginning: a queue holds what no consumer has acked yet, and --group reads all of it already');
+    }
+    const how = tap ? 'tap: observing, taking nothing' : `group ${o.group}: ${groupEffect(driver)}`;
+    const text = `consuming ${destinations.join(', ')} on ${o.broker.redacted} (${how})`;
+    const onReady = () => (out.interactive ? out.info(`${text}; Ctrl-C to stop`) : out.verbose(text));
+    result = await consume(
+      {
+        destinations,
+        group: o.group,
+        fromBeginning: o.fromBeginning,
+        types: o.type ? new Set(o.type) : undefined,
+        limit: o.limit,
+        idleTimeoutMs: o.idleTimeout,
+        prefetch: o.prefetch,
+        decode,
+      },
+      { driver, signal: ctx.signal, onReady, onMessages: (messages) => writer.write(messages) },
+    );
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err;
+    stdoutClosed = true;
+  } finally {
+    process.stdout.off('error', ignoreStdoutError);
+    await driver.close();
+  }
+  if (stdoutClosed || result === undefined) {
+    out.verbose('stdout was closed by its reader: stopped; the messages not written were given back');
+    return;
+  }
+
+  const summary = `consumed ${formatCount(result.consumed)}, printed ${formatCount(result.printed)}`;
+  if (result.ended_by === 'interrupted') {
+    throw new InterruptedError(`interrupted: ${summary}${result.returned > 0 ? `, returned ${formatCount(result.returned)} unprinted` : ''}`);
+  }
+  out.block(summaryTable(result, { broker: o.broker.redacted, destinations, group: o.group, driver, typed: o.type !== undefined }, out.color));
+}
+
+function groupEffect(driver: Driver): string {
+  return driver.name === 'rabbitmq' ? 'competing with the queue’s consumers, taking the messages' : 'taking the messages as a member of the group';
+}
+
+interface SummaryContext {
+  broker: string;
+  destinations: string[];
+  group: string | undefined;
+  driver: Driver;
+  typed: boolean;
+}
+
+function summaryTable(r: ConsumeResult, s: SummaryContext, c: ChalkInstance): string {
+  const rows: [string, string][] = [
+    ['broker', s.broker],
+    ['destinations', s.destinations.join(', ')],
+    ['mode', s.group === undefined ? 'tap (observed, took nothing)' : `group ${s.group} (${groupEffect(s.driver)})`],
+    ['consumed', formatCount(r.consumed)],
+    ['printed', formatCount(r.printed)],
+  ];
+  if (s.typed) rows.push(['filtered out', formatCount(r.filtered)]);
+  if (r.returned > 0) rows.push(['returned', `${formatCount(r.returned)} (delivered past the limit or while stopping; not acked)`]);
+  if (r.not_json > 0) rows.push(['not JSON', c.yellow(formatCount(r.not_json))]);
+  const types = Object.entries(r.by_type).map(([type, n]) =>
+    s.typed ? `${type} ${formatCount(n.consumed)} (${formatCount(n.printed)} printed)` : `${type} ${formatCount(n.consumed)}`,
+  );
+  if (types.length > 0) rows.push(['by type', types.join('\n')]);
+  rows.push(['ended', r.ended_by === 'limit' ? 'limit reached' : r.ended_by === 'idle' ? 'idle timeout' : r.ended_by]);
+  rows.push(['elapsed', `${r.elapsed_s} s`]);
+  return keyValueTable(rows, c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lines: NDJSON (the body, or the body with delivery metadata) or one pretty line per event.
+
+export interface LineOptions {
+  ndjson: boolean;
+  withMeta: boolean;
+  destinations: string[];
+}
+
+/**
+ * The body's JSON text on one line, byte for byte otherwise. Valid JSON has no raw line breaks
+ * inside strings, so any left are whitespace between tokens and go (re-serialising instead
+ * would round big numbers).
+ */
+function jsonText(m: ConsumedMessage): string {
+  return m.value.toString('utf8').trim().replace(/[\r\n]+/g, '');
+}
+
+function metaPrefix(m: ConsumedMessage): string {
+  return (
+    `{"destination":${JSON.stringify(m.destination)},"key":${JSON.stringify(m.key ?? null)},` +
+    `"partition":${m.partition ?? 'null'},"offset":${JSON.stringify(m.offset ?? null)},` +
+    `"redelivered":${m.redelivered},"headers":${JSON.stringify(m.headers)}`
+  );
+}
+
+function problemFields(m: ConsumedMessage): string {
+  const utf8 = !m.problem!.includes('UTF-8');
+  const raw = utf8 ? m.value.toString('utf8') : m.value.toString('base64');
+  return `"problem":${JSON.stringify(m.problem)},"raw":${JSON.stringify(raw)},"encoding":"${utf8 ? 'utf8' : 'base64'}"`;
+}
+
+export function ndjsonLine(m: ConsumedMessage, withMeta: boolean): string {
+  if (m.problem !== undefined) {
+    const head = withMeta ? metaPrefix(m) : `{"destination":${JSON.stringify(m.destination)}`;
+    return `${head},${problemFields(m)}}`;
+  }
+  // The body text itself, not a re-serialisation: big numbers and key order stay as they were.
+  return withMeta ? `${metaPrefix(m)},"event":${jsonText(m)}}` : jsonText(m);
+}
+
+function pad2(n: number): string {
+  return String(n).padStart(2, '0');
+}
+
+/** `2026-01-01 00:00:00.001` (UTC) from the event's time, or what it holds when not a date. */
+function eventTime(m: ConsumedMessage): string {
+  const raw = getPath(m.json, 'occurred_at') ?? m.headers['ce_time'] ?? m.headers['cloudEvents_time'];
+  if (typeof raw !== 'string' && typeof raw !== 'number') return '-'.padEnd(23);
+  const d = new Date(raw);
+  if (Number.isNaN(d.getTime())) return String(raw);
+  return (
+    `${d.getUTCFullYear()}-${pad2(d.getUTCMonth() + 1)}-${pad2(d.getUTCDate())} ` +
+    `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}:${pad2(d.getUTCSeconds())}.${String(d.getUTCMilliseconds()).padStart(3, '0')}`
+  );
+}
+
+/** Amounts are integers in minor units (PRODUCT.md §2): 11527 USD → 115.27 USD. */
+export function formatAmount(amount: unknown, currency: unknown): string | undefined {
+  if (typeof amount !== 'number' || !Number.isFinite(amount)) return undefined;
+  const code = typeof currency === 'string' ? currency : undefined;
+  const exponent = code !== undefined && Number.isSafeInteger(amount) ? CURRENCY_EXPONENT[code] : undefined;
+  if (exponent === undefined) return code === undefined ? String(amount) : `${amount} ${code}`;
+  const sign = amount < 0 ? '-' : '';
+  const digits = String(Math.abs(amount)).padStart(exponent + 1, '0');
+  const major = exponent === 0 ? digits : `${digits.slice(0, -exponent)}.${digits.slice(-exponent)}`;
+  return `${sign}${major} ${code}`;
+}
+
+function amountOf(m: ConsumedMessage): string | undefined {
+  const body = m.json;
+  const amount = getPath(body, 'amount') ?? getPath(body, 'data.amount');
+  const currency = getPath(body, 'currency') ?? getPath(body, 'data.currency');
+  return formatAmount(amount, currency);
+}
+
+export function prettyLine(m: ConsumedMessage, o: LineOptions, c: ChalkInstance): string {
+  const destWidth = Math.min(40, Math.max(...o.destinations.map((d) => d.length)));
+  const parts = [c.dim(eventTime(m)), c.cyan(m.destination.padEnd(destWidth))];
+  if (m.problem !== undefined) {
+    const preview = m.problem.includes('UTF-8') ? `${m.value.length} bytes` : JSON.stringify(m.value.toString('utf8').slice(0, 60));
+    parts.push(c.yellow(`${m.problem}: ${preview}`));
+  } else {
+    parts.push(c.bold((m.event.type ?? '(no type)').padEnd(20)), (m.event.paymentId ?? '-').padEnd(22));
+    const amount = amountOf(m);
+    if (amount !== undefined) parts.push(c.green(amount));
+  }
+  if (o.withMeta && m.partition !== undefined) parts.push(c.dim(`p${m.partition}@${m.offset}`));
+  if (m.redelivered) parts.push(c.yellow('redelivered'));
+  return parts.join('  ');
+}
+
+/** Writes each delivery batch as one chunk, and warns (a few times) about bodies that are not JSON. */
+class LineWriter {
+  private problems = 0;
+
+  constructor(
+    private readonly out: Output,
+    private readonly options: LineOptions,
+  ) {}
+
+  async write(messages: ConsumedMessage[]): Promise<void> {
+    let text = '';
+    for (const m of messages) {
+      if (m.problem !== undefined) this.warn(m);
+      text += this.options.ndjson ? `${ndjsonLine(m, this.options.withMeta)}\n` : `${prettyLine(m, this.options, this.out.color)}\n`;
+    }
+    await this.out.dataAsync(text);
+  }
+
+  private warn(m: ConsumedMessage): void {
+    this.problems++;
+    if (this.problems > MAX_PROBLEM_WARNINGS) return;
+    const where = m.partition !== undefined ? `${m.destination}[${m.partition}]@${m.offset}` : m.destination;
+    this.out.warn(`${where}: ${m.problem} (${m.value.length} bytes); printed as a problem line, not dropped`);
+    if (this.problems === MAX_PROBLEM_WARNINGS) this.out.warn('further messages that are not JSON are counted in the summary, not warned about');
+  }
+}

@@ -1,0 +1,137 @@
+import { z } from 'zod';
+import { systemClock } from '../../core/clock.js';
+import { trace, type PaymentIssue, type TraceResult } from '../../core/trace.js';
+import { createDriver } from '../../drivers/registry.js';
+import { DataError, InterruptedError, UsageError } from '../../errors.js';
+import { loadScenario } from '../../events/scenario.js';
+import { brokerSchema, destinationSchema, durationSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
+import type { CommandContext } from '../program.js';
+import { startProgress } from '../progress.js';
+import { formatCount, formatLatency, keyValueTable, issuesTable } from '../render.js';
+
+const fieldPath = z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or data.order_id');
+
+const traceSchema = z.strictObject({
+  broker: brokerSchema.optional(),
+  json: flagSchema.default(false),
+  scenario: z.string().optional(),
+  topic: z.array(destinationSchema).default([]),
+  fromBeginning: flagSchema.default(false),
+  stuckAfter: durationSchema.default(30_000),
+  expect: z
+    .string()
+    .transform((v) => v.split(',').map((t) => t.trim()).filter(Boolean))
+    .optional(),
+  within: durationSchema.optional(),
+  payment: z.string().min(1).optional(),
+  runId: z.string().min(1).optional(),
+  idleTimeout: durationSchema.optional(),
+  startTimeout: durationSchema.default(60_000),
+  duration: durationSchema.optional(),
+  untilFinished: wholeNumber(1).optional(),
+  typeField: fieldPath.default('event'),
+  correlate: fieldPath.default('payment_id'),
+});
+
+export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
+  const o = resolveOptions(traceSchema, {
+    command: 'trace',
+    flags,
+    env: ctx.env,
+    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
+  });
+  if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER');
+  if (o.broker.scheme === 'memory') {
+    throw new UsageError('trace cannot watch memory:// from another process: the memory broker lives inside one process (payq bench runs a tracer in-process); use kafka:// or amqp://');
+  }
+  if (o.within !== undefined && !o.expect) throw new UsageError('--within goes with --expect');
+  if (o.expect && o.expect.length === 0) throw new UsageError('--expect needs at least one event type');
+  // Own events on own topics need no scenario; otherwise the scenario names the destinations.
+  const scenario = o.scenario !== undefined || o.topic.length === 0 ? loadScenario(o.scenario ?? 'checkout') : undefined;
+  const destinations = o.topic.length > 0 ? o.topic : scenario!.destinations;
+  // With --expect and no end condition, end once the pipeline has been quiet for a while.
+  const idleTimeoutMs = o.idleTimeout ?? (o.expect && o.duration === undefined ? Math.max(5_000, (o.within ?? 0) + 1_000) : undefined);
+  const plainEvents = o.typeField !== 'event' || o.correlate !== 'payment_id';
+
+  const out = ctx.out;
+  const driver = await createDriver(o.broker);
+  const progress = await startProgress(out, `tapping ${destinations.length} destinations on ${o.broker.redacted}`);
+  let result: TraceResult;
+  try {
+    await driver.connect();
+    result = await trace(
+      {
+        scenario,
+        destinations,
+        decode: { typeField: o.typeField, correlate: o.correlate, preferBody: plainEvents },
+        stuckAfterMs: o.stuckAfter,
+        expect: o.expect,
+        withinMs: o.within,
+        payment: o.payment,
+        runId: o.runId,
+        fromBeginning: o.fromBeginning,
+        idleTimeoutMs,
+        startTimeoutMs: o.startTimeout,
+        durationMs: o.duration,
+        untilFinished: o.untilFinished,
+      },
+      {
+        driver,
+        clock: systemClock,
+        signal: ctx.signal,
+        onReady: () => out.verbose(`trace: watching ${destinations.join(', ')}`),
+        onProgress: (p) => progress.update(`${formatCount(p.events)} events · ${formatCount(p.finished)} payments finished · ${formatCount(p.inFlight)} in flight`),
+      },
+    );
+  } finally {
+    progress.stop();
+    await driver.close();
+  }
+
+  const { histograms: _h, ...report } = result;
+  if (o.json) out.data(`${JSON.stringify({ schema: 'payq.trace/v1', broker: o.broker.redacted, destinations, scenario: scenario?.name ?? null, ...report }, null, 2)}\n`);
+  else render(result, ctx, o.payment);
+  if (result.events.undecodable > 0) {
+    out.warn(`${formatCount(result.events.undecodable)} messages could not be read as events (left where they are): ${result.undecodable_samples[0]}`);
+  }
+  if (result.interrupted) throw new InterruptedError(`interrupted after ${formatCount(result.events.seen)} events`);
+  if (result.expectation?.no_events) throw new DataError(`--expect: no events were seen on ${destinations.join(', ')}`);
+  if (result.expectation && result.expectation.failed > 0) {
+    const e = result.expectation;
+    throw new DataError(`${formatCount(e.failed)} of ${formatCount(e.passed + e.failed)} payments did not meet --expect ${e.types.join(',')}${e.within_ms ? ` within ${e.within_ms / 1000}s` : ''}`);
+  }
+}
+
+function render(r: TraceResult, ctx: CommandContext, payment: string | undefined): void {
+  const c = ctx.out.color;
+  const classes = Object.entries(r.payments.by_class)
+    .map(([k, v]) => `${k} ${formatCount(v)}`)
+    .join(' · ');
+  const rows: [string, string][] = [
+    ['payments', `${formatCount(r.payments.seen)} seen · ${formatCount(r.payments.finished)} finished · ${formatCount(r.payments.in_flight)} in flight`],
+    ['classes', classes || '-'],
+    ['stuck', r.payments.stuck === 0 ? '0' : c.red(formatCount(r.payments.stuck))],
+    ['events', `${formatCount(r.events.seen)} seen · ${formatCount(r.events.duplicates)} duplicates · ${formatCount(r.events.out_of_order)} out of order · ${formatCount(r.events.missing_steps)} missing steps`],
+    ['transit latency', formatLatency(r.latency.transit)],
+    ['end-to-end latency', formatLatency(r.latency.end_to_end)],
+  ];
+  for (const [stage, s] of Object.entries(r.latency.hops)) rows.push([`hop ${stage}`, formatLatency(s)]);
+  if (r.expectation) {
+    const e = r.expectation;
+    rows.push(['expectation', e.failed === 0 ? c.green(`${formatCount(e.passed)} passed`) : c.red(`${formatCount(e.failed)} failed · ${formatCount(e.passed)} passed`)]);
+  }
+  ctx.out.block(keyValueTable(rows, c));
+  const failures: PaymentIssue[] = r.expectation?.failures ?? [];
+  if (failures.length > 0) ctx.out.block(issuesTable('payments that failed --expect', failures, c));
+  else if (r.stuck.length > 0) ctx.out.block(issuesTable('stuck payments', r.stuck, c));
+  if (payment !== undefined) {
+    if (!r.timeline || r.timeline.length === 0) ctx.out.info(`payment ${payment}: no events seen`);
+    else
+      ctx.out.block(
+        keyValueTable(
+          r.timeline.map((t) => [`+${t.offset_ms} ms`, `${t.type}${t.dead_lettered ? c.red(' (dead-lettered)') : ''}${t.duplicate ? c.yellow(' (duplicate)') : ''} on ${t.destination}`]),
+          c,
+        ),
+      );
+  }
+}

@@ -1,0 +1,170 @@
+import Table from 'cli-table3';
+import type { ChalkInstance } from 'chalk';
+import { z } from 'zod';
+import { systemClock } from '../../core/clock.js';
+import { runWorker, selectStages, WORKER_DEFAULTS, type StageStats, type WorkerResult } from '../../core/worker.js';
+import { createDriver } from '../../drivers/registry.js';
+import { InterruptedError, UsageError } from '../../errors.js';
+import { loadScenario } from '../../events/scenario.js';
+import { encodeHistogram } from '../../metrics/histogram.js';
+import { brokerSchema, durationSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
+import type { CommandContext } from '../program.js';
+import { payqVersion } from '../program.js';
+import { startProgress } from '../progress.js';
+import { formatCount, formatRate } from '../render.js';
+
+const onOffSchema = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'boolean') return v;
+  if (/^(on|true|yes|1)$/i.test(v)) return true;
+  if (/^(off|false|no|0)$/i.test(v)) return false;
+  ctx.addIssue({ code: 'custom', message: `must be on or off (got '${v}')` });
+  return z.NEVER;
+});
+
+/** `--stage a --stage b`, `--stage a,b`, or a list in a config file. */
+const stageListSchema = z.union([z.string(), z.array(z.string())]).transform((v, ctx) => {
+  const names = (Array.isArray(v) ? v : [v]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter((s) => s !== '');
+  if (names.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'must name a stage of the scenario' });
+    return z.NEVER;
+  }
+  return names;
+});
+
+const timeScaleSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = typeof v === 'number' ? v : /^\s*\d+(\.\d+)?\s*$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 0) || !Number.isFinite(n)) {
+    ctx.addIssue({ code: 'custom', message: `must be a number of 0 or more, e.g. 0.5 (got '${v}')` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+const workerSchema = z.strictObject({
+  broker: brokerSchema.optional(),
+  json: flagSchema.default(false),
+  scenario: z.string().default('checkout'),
+  stage: stageListSchema.optional(),
+  prefetch: wholeNumber(1, 100_000).default(WORKER_DEFAULTS.prefetch),
+  seed: wholeNumber(0).default(WORKER_DEFAULTS.seed),
+  failures: onOffSchema.default(WORKER_DEFAULTS.failures),
+  timeScale: timeScaleSchema.default(WORKER_DEFAULTS.timeScale),
+  duration: durationSchema.optional(),
+  idleTimeout: durationSchema.optional(),
+  partitions: wholeNumber(1, 10_000).default(WORKER_DEFAULTS.partitions),
+});
+export type WorkerCommandOptions = z.output<typeof workerSchema>;
+
+export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
+  const o = resolveOptions(workerSchema, {
+    command: 'worker',
+    flags,
+    env: ctx.env,
+    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
+  });
+  if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER');
+  if (o.broker.scheme === 'memory') {
+    throw new UsageError(
+      'payq worker cannot use memory://: the memory broker lives inside one process, so a separate worker process would never see the events produced elsewhere',
+      { hint: 'use kafka:// or amqp://, or payq bench --broker memory://, which runs the workers in its own process' },
+    );
+  }
+  const scenario = loadScenario(o.scenario);
+  // Before connecting: a typo in --stage is a usage error, not something to find out from a broker.
+  selectStages(scenario, o.stage);
+  const out = ctx.out;
+  const driver = await createDriver(o.broker);
+  const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
+  let result: WorkerResult;
+  try {
+    await driver.connect();
+    progress.update(`subscribing on ${o.broker.redacted}`);
+    let last = { handled: 0, ms: 0 };
+    let rate = 0;
+    result = await runWorker(
+      {
+        scenario,
+        stages: o.stage,
+        prefetch: o.prefetch,
+        seed: o.seed,
+        failures: o.failures,
+        timeScale: o.timeScale,
+        partitions: o.partitions,
+        durationMs: o.duration,
+        idleTimeoutMs: o.idleTimeout,
+      },
+      {
+        driver,
+        clock: systemClock,
+        signal: ctx.signal,
+        onProgress: (p) => {
+          if (p.elapsedMs - last.ms >= 1000) {
+            rate = ((p.handled - last.handled) * 1000) / (p.elapsedMs - last.ms);
+            last = { handled: p.handled, ms: p.elapsedMs };
+          }
+          progress.update(
+            `${formatCount(p.handled)} handled · ${formatCount(p.emitted)} emitted · ${formatCount(p.deadLettered)} dead-lettered · ${formatRate(rate)} events/s`,
+          );
+        },
+      },
+    );
+  } finally {
+    progress.stop();
+    await driver.close();
+  }
+
+  const stageNames = result.stages.map((s) => s.stage);
+  if (o.json) {
+    const summary = {
+      schema: 'payq.worker/v1',
+      broker: o.broker.redacted,
+      scenario: scenario.name,
+      stages_run: stageNames,
+      seed: o.seed,
+      failures: o.failures,
+      time_scale: o.timeScale,
+      prefetch: o.prefetch,
+      stages: result.stages.map((s) => ({ ...s, processing_histogram: encodeHistogram(result.histograms[s.stage]!) })),
+      totals: result.totals,
+      elapsed_s: result.elapsed_s,
+      stopped_by: result.stopped_by,
+      interrupted: result.interrupted,
+      errors: result.errors,
+      error_count: result.error_count,
+      payq_version: payqVersion,
+      node_version: process.version,
+    };
+    out.data(`${JSON.stringify(summary, null, 2)}\n`);
+  } else {
+    out.block(stageTable(result, out.color));
+    const reasons = Object.entries(result.totals.dead_lettered).filter(([, n]) => n > 0);
+    if (reasons.length > 0) out.info(`dead-lettered by reason: ${reasons.map(([r, n]) => `${r} ${formatCount(n)}`).join(', ')}`);
+    out.info(`APT ${result.totals.apt_ms} ms over ${formatCount(result.totals.handled)} handled events in ${result.elapsed_s} s`);
+  }
+  if (result.error_count > 0) {
+    out.warn(`${formatCount(result.error_count)} sends or dead letters failed; their inputs were given back for redelivery: ${result.errors[0]}`);
+  }
+  if (result.interrupted) {
+    throw new InterruptedError(`interrupted: ${formatCount(result.totals.handled)} events handled; in-flight work drained`);
+  }
+}
+
+function stageTable(result: WorkerResult, color: ChalkInstance): string {
+  const table = new Table({
+    head: ['stage', 'handled', 'processing p50 / p99', 'attempts', 'retries', 'dead-lettered', 'undecodable', 'emitted'].map((h) => color.bold(h)),
+    style: { head: [], border: color.level > 0 ? ['grey'] : [] },
+  });
+  const row = (name: string, s: Omit<StageStats, 'stage' | 'destination' | 'group'>) => [
+    name,
+    formatCount(s.handled),
+    s.processing_time.count === 0 ? '-' : `${s.processing_time.p50_ms} / ${s.processing_time.p99_ms} ms`,
+    formatCount(s.attempts),
+    formatCount(s.retries),
+    s.dead_lettered_total === 0 ? '0' : color.yellow(formatCount(s.dead_lettered_total)),
+    s.undecodable === 0 ? '0' : color.red(formatCount(s.undecodable)),
+    formatCount(s.emitted),
+  ];
+  for (const s of result.stages) table.push(row(s.stage, s));
+  if (result.stages.length > 1) table.push(row(color.bold('total'), result.totals));
+  return table.toString();
+}

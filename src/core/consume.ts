@@ -1,0 +1,263 @@
+/**
+ * `consume`: read messages from destinations, as a tap (observe, take nothing) or as a member of
+ * a group (take them), decode them, and hand the ones to show to the caller, one delivery batch
+ * at a time. A message is acked only after the caller's `onMessages` resolved (its line was
+ * written); what arrives past `--limit` or while stopping is nacked, i.e. given back. Never prints.
+ *
+ * Ending: by the limit, by an idle timeout, by the abort signal (Ctrl-C), or by `onMessages`
+ * failing (stdout gone). A handler may not await its own subscription's close() (close waits for
+ * the handler), so the handler only signals, and the loop here closes.
+ */
+import { isUtf8 } from 'node:buffer';
+import type { Delivery, Driver, Headers } from '../drivers/types.js';
+import { decodeEvent, DEFAULT_DECODE, type DecodeOptions, type ReceivedEvent } from '../events/decode.js';
+import { systemClock, type Clock } from './clock.js';
+
+export interface ConsumeOptions {
+  destinations: string[];
+  /** Join this group and take the messages; undefined observes (a tap) and takes nothing. */
+  group?: string | undefined;
+  fromBeginning: boolean;
+  /** Only these event types are handed to `onMessages` (the others are still acked); empty: all. */
+  types?: ReadonlySet<string> | undefined;
+  /** Stop after this many messages were handed out; later deliveries are nacked. */
+  limit?: number | undefined;
+  /** Stop after this long (ms) without a delivery. */
+  idleTimeoutMs?: number | undefined;
+  /** Unacked messages held at once (capped at `limit`). */
+  prefetch?: number | undefined;
+  decode?: DecodeOptions | undefined;
+}
+
+/** One received message, decoded. */
+export interface ConsumedMessage {
+  destination: string;
+  key: string | undefined;
+  partition: number | undefined;
+  offset: string | undefined;
+  redelivered: boolean;
+  headers: Headers;
+  value: Buffer;
+  /** Type, payment id and the parsed body when it is a JSON object (see decodeEvent). */
+  event: ReceivedEvent;
+  /** The parsed JSON body, whatever JSON value it is; undefined when `problem` is set. */
+  json: unknown;
+  /** Why the body is not JSON ('the body is not JSON', 'the body is empty', '… not valid UTF-8'). */
+  problem: string | undefined;
+}
+
+export interface ConsumeDeps {
+  driver: Driver;
+  /** Writes the messages of one delivery batch; they are acked once it resolves. */
+  onMessages(messages: ConsumedMessage[]): Promise<void>;
+  signal?: AbortSignal | undefined;
+  clock?: Clock | undefined;
+  /** Subscribed: from now on nothing published is missed (a tap sees what is published after this). */
+  onReady?: (() => void) | undefined;
+}
+
+export type ConsumeEnd = 'limit' | 'idle' | 'interrupted' | 'failed';
+
+export interface TypeCount {
+  consumed: number;
+  printed: number;
+}
+
+export interface ConsumeResult {
+  /** Messages read and acked (printed or filtered out). */
+  consumed: number;
+  /** Messages handed to onMessages (and acked). */
+  printed: number;
+  /** Read but not of a requested type (acked). */
+  filtered: number;
+  /** Given back with nack: past the limit, or arrived while stopping. */
+  returned: number;
+  /** Bodies that are not JSON (printed as problems, never dropped). */
+  not_json: number;
+  /** Per event type (`(not JSON)` and `(no type)` for what has none). */
+  by_type: Record<string, TypeCount>;
+  elapsed_s: number;
+  ended_by: ConsumeEnd;
+  /** True when taken as a tap (no group). */
+  tap: boolean;
+}
+
+export const NOT_JSON_TYPE = '(not JSON)';
+export const NO_TYPE = '(no type)';
+const DEFAULT_PREFETCH = 500;
+/** The group name passed with a tap; drivers ignore it (a tap gets a group or queue of its own). */
+const TAP_GROUP = 'payq-consume-tap';
+
+const JSON_NOT_OBJECT = 'the body is JSON but not an object';
+
+/** Decodes one delivery. Never throws: a body that is not JSON is reported in `problem`. */
+export function decodeDelivery(d: Delivery, decode: DecodeOptions = DEFAULT_DECODE): ConsumedMessage {
+  const event = decodeEvent(d.value, d.headers, d.key, decode);
+  let json: unknown = event.body;
+  let problem: string | undefined;
+  if (!isUtf8(d.value)) {
+    // JSON text is UTF-8; what parsed here parsed replacement characters, not the bytes sent.
+    json = undefined;
+    problem = 'the body is not JSON (not valid UTF-8)';
+  } else if (event.body === undefined) {
+    if (event.problem === JSON_NOT_OBJECT) json = JSON.parse(d.value.toString('utf8')) as unknown;
+    else problem = event.problem ?? 'the body is not JSON';
+  }
+  return {
+    destination: d.destination,
+    key: d.key,
+    partition: d.partition,
+    offset: d.offset,
+    redelivered: d.redelivered,
+    headers: d.headers,
+    value: d.value,
+    event,
+    json,
+    problem,
+  };
+}
+
+export function typeOf(m: ConsumedMessage): string {
+  if (m.problem !== undefined) return NOT_JSON_TYPE;
+  return m.event.type ?? NO_TYPE;
+}
+
+export async function consume(options: ConsumeOptions, deps: ConsumeDeps): Promise<ConsumeResult> {
+  const { driver, signal } = deps;
+  const clock = deps.clock ?? systemClock;
+  const decode = options.decode ?? DEFAULT_DECODE;
+  const types = options.types && options.types.size > 0 ? options.types : undefined;
+  const limit = options.limit;
+  const tap = options.group === undefined;
+  const prefetch = Math.max(1, Math.min(options.prefetch ?? DEFAULT_PREFETCH, limit ?? Infinity));
+
+  let consumed = 0;
+  let printed = 0;
+  let filtered = 0;
+  let returned = 0;
+  let notJson = 0;
+  const byType = new Map<string, TypeCount>();
+
+  const stop = new AbortController();
+  let endedBy: ConsumeEnd | undefined;
+  let failure: unknown;
+  const requestStop = (why: ConsumeEnd, err?: unknown) => {
+    if (endedBy !== undefined) return;
+    endedBy = why;
+    failure = err;
+    stop.abort();
+  };
+  const onAbort = () => requestStop('interrupted');
+
+  let busy = 0;
+  let lastActivityUs = clock.nowUs();
+
+  const giveBack = (deliveries: Iterable<Delivery>) => {
+    for (const d of deliveries) {
+      d.nack();
+      returned++;
+    }
+  };
+
+  const handler = async (deliveries: Delivery[]): Promise<void> => {
+    busy++;
+    lastActivityUs = clock.nowUs();
+    try {
+      if (stop.signal.aborted) return giveBack(deliveries);
+      const room = limit === undefined ? Infinity : limit - printed;
+      const show: ConsumedMessage[] = [];
+      const taken: Delivery[] = [];
+      const seen: ConsumedMessage[] = [];
+      let i = 0;
+      for (; i < deliveries.length && show.length < room; i++) {
+        const d = deliveries[i]!;
+        const m = decodeDelivery(d, decode);
+        taken.push(d);
+        seen.push(m);
+        if (types === undefined || (m.problem === undefined && m.event.type !== undefined && types.has(m.event.type))) show.push(m);
+      }
+      const beyond = deliveries.slice(i);
+      try {
+        if (show.length > 0) await deps.onMessages(show);
+      } catch (err) {
+        giveBack(deliveries);
+        requestStop('failed', err);
+        return;
+      }
+      // Counted only now: what could not be written was not consumed.
+      for (const d of taken) d.ack();
+      giveBack(beyond);
+      const shown = new Set(show);
+      for (const m of seen) {
+        const type = typeOf(m);
+        let count = byType.get(type);
+        if (count === undefined) byType.set(type, (count = { consumed: 0, printed: 0 }));
+        count.consumed++;
+        if (m.problem !== undefined) notJson++;
+        if (shown.has(m)) count.printed++;
+        else filtered++;
+      }
+      consumed += taken.length;
+      printed += show.length;
+      if (limit !== undefined && printed >= limit) requestStop('limit');
+    } finally {
+      busy--;
+      lastActivityUs = clock.nowUs();
+    }
+  };
+
+  const startUs = clock.nowUs();
+  if (signal?.aborted) requestStop('interrupted');
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    if (limit === 0) requestStop('limit');
+    if (!stop.signal.aborted) {
+      const subscription = await driver.subscribe(
+        {
+          destinations: options.destinations,
+          group: options.group ?? TAP_GROUP,
+          fromBeginning: options.fromBeginning,
+          prefetch,
+          tap,
+        },
+        handler,
+      );
+      try {
+        // The idle clock starts once subscribed: joining a Kafka group can take seconds.
+        lastActivityUs = clock.nowUs();
+        deps.onReady?.();
+        while (!stop.signal.aborted) {
+          const idleMs = options.idleTimeoutMs;
+          if (idleMs === undefined) {
+            await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+            break;
+          }
+          const quietMs = (clock.nowUs() - lastActivityUs) / 1000;
+          if (busy === 0 && quietMs >= idleMs) {
+            requestStop('idle');
+            break;
+          }
+          await clock.sleep(busy > 0 ? idleMs : idleMs - quietMs, stop.signal);
+        }
+      } finally {
+        await subscription.close();
+      }
+    }
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+  if (endedBy === 'failed') throw failure;
+
+  const elapsedS = Math.max(0, clock.nowUs() - startUs) / 1e6;
+  return {
+    consumed,
+    printed,
+    filtered,
+    returned,
+    not_json: notJson,
+    by_type: Object.fromEntries([...byType.entries()].sort((a, b) => b[1].consumed - a[1].consumed || a[0].localeCompare(b[0]))),
+    elapsed_s: Math.round(elapsedS * 1000) / 1000,
+    ended_by: endedBy ?? 'interrupted',
+    tap,
+  };
+}

@@ -1,0 +1,339 @@
+/**
+ * One running stage of `payq worker`: the delivery handler and its statistics. A handler call
+ * works on its deliveries concurrently, sends everything they emit in one batch per destination,
+ * and acks an input only once the broker confirmed its outputs; a failed send nacks it, and the
+ * redelivery emits the same child ids again (worker-plan.ts), which trace counts as duplicates.
+ * A message is never dropped: whatever cannot be handled is dead-lettered with provenance headers.
+ */
+import type { Delivery, Driver, Headers, OutgoingMessage } from '../drivers/types.js';
+import { messageOf } from '../errors.js';
+import { toMessage, type EncodeContext } from '../events/codec.js';
+import { decodeEvent, type ReceivedEvent } from '../events/decode.js';
+import { hashSeed } from '../events/derive.js';
+import type { GeneratedEvent } from '../events/generator.js';
+import { PayqHeader, TRACEPARENT } from '../events/headers.js';
+import { Prng } from '../events/prng.js';
+import type { Scenario, Stage } from '../events/scenario.js';
+import { createLatencyHistogram, recordUs, type LatencyHistogram } from '../metrics/histogram.js';
+import type { Clock } from './clock.js';
+import {
+  childrenOf,
+  DEAD_LETTER_REASONS,
+  DeadLetterReason,
+  failureText,
+  planHandling,
+  type DecisionPolicy,
+} from './worker-plan.js';
+
+/** Live counters of one stage (also the body of its final statistics). */
+export interface StageCounters {
+  stage: string;
+  destination: string;
+  group: string;
+  /** Deliveries handed to the handler, redeliveries included. */
+  received: number;
+  /** Of those, the ones the broker flagged as delivered before. */
+  redelivered: number;
+  /** Successful handlings: outputs confirmed by the broker, input acked. */
+  handled: number;
+  attempts: number;
+  transient_failures: number;
+  /** Attempts that followed a transient failure. */
+  retries: number;
+  dead_lettered: Record<DeadLetterReason, number>;
+  dead_lettered_total: number;
+  /** Events the broker confirmed, by type (a redelivered input's outputs count again). */
+  emitted: number;
+  emitted_by_type: Record<string, number>;
+  /** Dead-lettered because they could not be read as events (also in dead_lettered). */
+  undecodable: number;
+  /** Inputs given back for redelivery because a send or a dead-letter failed. */
+  nacked: number;
+}
+
+/** Distinct error texts (a few) and how many errors there were in all. */
+export class ErrorLog {
+  readonly texts = new Set<string>();
+  count = 0;
+  add(err: unknown): void {
+    this.count++;
+    if (this.texts.size < 5) this.texts.add(messageOf(err));
+  }
+}
+
+export interface StageRunnerContext {
+  scenario: Scenario;
+  stage: Stage;
+  group: string;
+  driver: Driver;
+  clock: Clock;
+  policy: DecisionPolicy;
+  errors: ErrorLog;
+  /** Cuts the pause after a failed send short; in-flight handling itself is always finished. */
+  signal: AbortSignal | undefined;
+}
+
+/** A handling that succeeded; its outputs still have to be sent before the input is acked. */
+interface Success {
+  delivery: Delivery;
+  processingUs: number;
+  children: PendingChild[];
+}
+
+interface PendingChild {
+  destination: string;
+  event: GeneratedEvent;
+  runId: string | undefined;
+  /** Epoch µs the payment started, carried from the input; undefined: this send starts it. */
+  startUs: number | undefined;
+}
+
+/** Events of one payment beyond this sequence emit nothing (guards cyclic scenarios, as the generator does). */
+const MAX_SEQUENCE = 64;
+const MAX_SEND_PAUSE_MS = 5000;
+const TRACEPARENT_RE = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+/** The W3C trace id of the input, or one derived from the payment id (the same every time). */
+export function traceIdOf(headers: Headers, paymentId: string): string {
+  const m = TRACEPARENT_RE.exec(headers[TRACEPARENT] ?? '');
+  if (m && !/^0+$/.test(m[1]!)) return m[1]!;
+  return new Prng(hashSeed(paymentId, 0x7472)).hex(16);
+}
+
+function emptyReasons(): Record<DeadLetterReason, number> {
+  const out = {} as Record<DeadLetterReason, number>;
+  for (const r of DEAD_LETTER_REASONS) out[r] = 0;
+  return out;
+}
+
+export class StageRunner {
+  readonly counters: StageCounters;
+  /** Processing time of successful attempts, µs (tᵢ of APT). One value per handled event. */
+  readonly processing: LatencyHistogram = createLatencyHistogram();
+  /** Deliveries in the handler right now. */
+  inFlight = 0;
+  lastActivityUs: number;
+  private sendFailures = 0;
+  private readonly encode: Omit<EncodeContext, 'runId'>;
+
+  constructor(private readonly ctx: StageRunnerContext) {
+    const { stage, group, driver, scenario } = ctx;
+    this.counters = {
+      stage: stage.name,
+      destination: stage.destination,
+      group,
+      received: 0,
+      redelivered: 0,
+      handled: 0,
+      attempts: 0,
+      transient_failures: 0,
+      retries: 0,
+      dead_lettered: emptyReasons(),
+      dead_lettered_total: 0,
+      emitted: 0,
+      emitted_by_type: {},
+      undecodable: 0,
+      nacked: 0,
+    };
+    this.encode = { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}` };
+    this.lastActivityUs = ctx.clock.nowUs();
+  }
+
+  /** The DeliveryHandler. Never throws: every delivery is settled (ack, nack or dead letter). */
+  readonly handle = async (deliveries: Delivery[]): Promise<void> => {
+    const n = deliveries.length;
+    this.inFlight += n;
+    this.lastActivityUs = this.ctx.clock.nowUs();
+    this.counters.received += n;
+    for (const d of deliveries) if (d.redelivered) this.counters.redelivered++;
+    try {
+      const results = await Promise.all(deliveries.map((d) => this.process(d)));
+      const successes = results.filter((r): r is Success => r !== undefined);
+      if (successes.length > 0) await this.emit(successes);
+    } finally {
+      this.inFlight -= n;
+      this.lastActivityUs = this.ctx.clock.nowUs();
+    }
+  };
+
+  /** Decodes, plans and works through one delivery; undefined when it was settled here. */
+  private async process(delivery: Delivery): Promise<Success | undefined> {
+    const { stage, clock, policy } = this.ctx;
+    const c = this.counters;
+    try {
+      const event = decodeEvent(delivery.value, delivery.headers, delivery.key);
+      const problem =
+        event.problem ?? (event.id === undefined ? "the message has no event id (no CloudEvents id header, no 'id' field)" : undefined);
+      if (problem !== undefined) {
+        c.undecodable++;
+        await this.deadLetter(delivery, DeadLetterReason.undecodable, problem, 1, clock.nowUs());
+        return undefined;
+      }
+      const id = event.id!;
+      if (!stage.input.includes(event.type!)) {
+        const text = `event type '${event.type}' is not an input of stage ${stage.name} (inputs: ${stage.input.join(', ')})`;
+        await this.deadLetter(delivery, DeadLetterReason.unexpectedType, text, 1, clock.nowUs());
+        return undefined;
+      }
+
+      const plan = planHandling(stage, id, policy);
+      let firstFailedUs: number | undefined;
+      let processingUs = 0;
+      const last = plan.attempts.length - 1;
+      for (let i = 0; i <= last; i++) {
+        const attempt = plan.attempts[i]!;
+        const startUs = clock.nowUs();
+        if (attempt.processingMs > 0) await clock.sleep(attempt.processingMs);
+        const endUs = clock.nowUs();
+        c.attempts++;
+        if (attempt.result === 'success') {
+          processingUs = endUs - startUs;
+          break;
+        }
+        firstFailedUs ??= endUs;
+        if (attempt.result === 'transient') c.transient_failures++;
+        if (i < last) {
+          c.retries++;
+          if (attempt.backoffMs > 0) await clock.sleep(attempt.backoffMs);
+        }
+      }
+      if (plan.kind === 'dead-letter') {
+        await this.deadLetter(delivery, plan.reason, failureText(stage, plan), plan.attempts.length, firstFailedUs!);
+        return undefined;
+      }
+      return { delivery, processingUs, children: this.children(event, id, plan.outcome, delivery.headers) };
+    } catch (err) {
+      // A bug, not a broker problem: give the message back rather than lose it.
+      this.ctx.errors.add(err);
+      c.nacked++;
+      delivery.nack();
+      return undefined;
+    }
+  }
+
+  private children(input: ReceivedEvent, inputId: string, outcome: number, headers: Headers): PendingChild[] {
+    const { stage, scenario, clock } = this.ctx;
+    const sequenceBase = input.sequence ?? 0;
+    if (sequenceBase + 1 >= MAX_SEQUENCE) return [];
+    const plans = childrenOf(stage, inputId, outcome);
+    if (plans.length === 0) return [];
+    const paymentId = input.paymentId!;
+    const occurredAt = new Date(clock.nowUs() / 1000).toISOString();
+    const traceId = traceIdOf(headers, paymentId);
+    const data = input.body?.['data'] ?? {};
+    return plans.map((p) => {
+      const sequence = sequenceBase + 1 + p.index;
+      // Key order as in the generator's bodies: event, id, payment_id, sequence, occurred_at, data.
+      const body = JSON.stringify({ event: p.type, id: p.id, payment_id: paymentId, sequence, occurred_at: occurredAt, data });
+      return {
+        destination: scenario.destinationFor(p.type),
+        runId: input.runId,
+        startUs: input.startUs ?? input.publishedUs,
+        event: {
+          id: p.id,
+          type: p.type,
+          paymentId,
+          sequence,
+          source: stage.name,
+          occurredAt,
+          traceId,
+          // Derived from the child id, so a re-emitted child has the same span too.
+          spanId: p.id.slice(0, 8) + p.id.slice(24, 32),
+          body,
+          // The codec writes payq-parent-id and payq-siblings (trace waits for all siblings).
+          parentId: inputId,
+          siblings: plans.length,
+        },
+      };
+    });
+  }
+
+  private async deadLetter(delivery: Delivery, reason: DeadLetterReason, error: string, attempts: number, firstFailedUs: number): Promise<void> {
+    const headers: Headers = {
+      [PayqHeader.dlqReason]: reason,
+      [PayqHeader.dlqError]: error,
+      [PayqHeader.originalDestination]: delivery.destination,
+      [PayqHeader.attempts]: String(attempts),
+      [PayqHeader.firstFailedAt]: new Date(firstFailedUs / 1000).toISOString(),
+      [PayqHeader.stage]: this.ctx.stage.name,
+    };
+    try {
+      await delivery.deadLetter(headers);
+      this.counters.dead_lettered[reason]++;
+      this.counters.dead_lettered_total++;
+    } catch (err) {
+      // Not stored in the DLQ, so not settled: it comes back and is decided again, identically.
+      this.ctx.errors.add(err);
+      this.counters.nacked++;
+      delivery.nack();
+    }
+  }
+
+  /** Sends the outputs of every success in this handler call, then acks (or nacks) each input. */
+  private async emit(successes: Success[]): Promise<void> {
+    const { driver, clock } = this.ctx;
+    const c = this.counters;
+    const sendUs = clock.nowUs();
+    const sendText = String(Math.round(sendUs));
+    const byDestination = new Map<string, { messages: OutgoingMessage[]; owners: number[] }>();
+    successes.forEach((s, owner) => {
+      for (const child of s.children) {
+        const message = this.toOutgoing(child, sendText);
+        let group = byDestination.get(child.destination);
+        if (!group) byDestination.set(child.destination, (group = { messages: [], owners: [] }));
+        group.messages.push(message);
+        group.owners.push(owner);
+      }
+    });
+
+    const failed = new Set<number>();
+    const batchSize = Math.max(1, driver.capabilities.sendBatchSize);
+    const sends: Promise<void>[] = [];
+    for (const [destination, { messages, owners }] of byDestination) {
+      for (let i = 0; i < messages.length; i += batchSize) {
+        const chunk = messages.slice(i, i + batchSize);
+        const chunkOwners = owners.slice(i, i + batchSize);
+        sends.push(
+          driver.send(destination, chunk).then(
+            () => {
+              c.emitted += chunk.length;
+              for (const m of chunk) c.emitted_by_type[m.type] = (c.emitted_by_type[m.type] ?? 0) + 1;
+            },
+            (err: unknown) => {
+              this.ctx.errors.add(err);
+              for (const o of chunkOwners) failed.add(o);
+            },
+          ),
+        );
+      }
+    }
+    await Promise.all(sends);
+
+    successes.forEach((s, owner) => {
+      if (failed.has(owner)) {
+        c.nacked++;
+        s.delivery.nack();
+        return;
+      }
+      s.delivery.ack();
+      c.handled++;
+      recordUs(this.processing, s.processingUs);
+    });
+
+    if (failed.size === 0) {
+      this.sendFailures = 0;
+      return;
+    }
+    // The broker refused or is gone: don't spin on redeliveries. Cut short by the abort signal.
+    this.sendFailures++;
+    await clock.sleep(Math.min(MAX_SEND_PAUSE_MS, 100 * 2 ** (this.sendFailures - 1)), this.ctx.signal);
+  }
+
+  private toOutgoing(child: PendingChild, sendText: string): OutgoingMessage {
+    const timing = { publishedUs: sendText, startUs: child.startUs === undefined ? sendText : String(Math.round(child.startUs)) };
+    const message = toMessage(child.event, { ...this.encode, runId: child.runId ?? '' }, timing);
+    // The run id is carried, never invented: events of no run stay so.
+    if (child.runId === undefined) delete message.headers[PayqHeader.runId];
+    return message;
+  }
+}

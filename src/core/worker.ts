@@ -1,0 +1,261 @@
+/**
+ * `worker`: runs a scenario's handler stages against a broker (PRODUCT.md §3). Each stage consumes
+ * its destination in the group `payq-worker.<scenario>.<stage>`, spends the sampled processing
+ * time, fails and retries as configured, emits its next events and dead-letters what it gives up
+ * on. Runs until the abort signal (then `interrupted`), a duration, or an idle timeout; closing
+ * the subscriptions drains the handlers in flight. Returns a WorkerResult; never prints.
+ */
+import type { DestinationSpec, Driver, Subscription } from '../drivers/types.js';
+import { ConfigError } from '../errors.js';
+import type { Scenario, Stage } from '../events/scenario.js';
+import { createLatencyHistogram, summarize, type LatencyHistogram, type LatencySummary } from '../metrics/histogram.js';
+import type { Clock } from './clock.js';
+import { DEAD_LETTER_REASONS, type DeadLetterReason } from './worker-plan.js';
+import { ErrorLog, StageRunner, type StageCounters } from './worker-stage.js';
+
+export { DeadLetterReason, DEAD_LETTER_REASONS, planHandling, childrenOf, type HandlingPlan } from './worker-plan.js';
+export type { StageCounters } from './worker-stage.js';
+
+export interface WorkerOptions {
+  scenario: Scenario;
+  /** Names of the stages to run; default every stage of the scenario. */
+  stages?: string[] | undefined;
+  /** Unacknowledged deliveries per stage at once. Default 64. */
+  prefetch?: number | undefined;
+  /** Seed of the decisions (processing times, failures, outcomes). Default 0. */
+  seed?: number | undefined;
+  /** false turns every stage's failure rates to 0 (`--failures off`). Default true. */
+  failures?: boolean | undefined;
+  /** Multiplies the sampled processing times; 0 never waits. Default 1. */
+  timeScale?: number | undefined;
+  /** Kafka partitions of destinations this run creates. Default 6, as produce. */
+  partitions?: number | undefined;
+  /** Stop by itself after this long (ms), counted once every stage is subscribed. */
+  durationMs?: number | undefined;
+  /** Stop by itself once no delivery arrived for this long (ms) and nothing is in flight. */
+  idleTimeoutMs?: number | undefined;
+}
+
+export const WORKER_DEFAULTS = { prefetch: 64, seed: 0, failures: true, timeScale: 1, partitions: 6 } as const;
+
+export interface WorkerProgress {
+  elapsedMs: number;
+  handled: number;
+  emitted: number;
+  deadLettered: number;
+  inFlight: number;
+  /** Live counters per stage (copies). */
+  stages: StageCounters[];
+}
+
+export interface WorkerDeps {
+  driver: Driver;
+  clock: Clock;
+  signal?: AbortSignal | undefined;
+  /** Called about every 100 ms while running, and once at the end. */
+  onProgress?: ((progress: WorkerProgress) => void) | undefined;
+}
+
+export interface StageStats extends StageCounters {
+  /** Processing time of the successful attempts (tᵢ of APT is its mean). */
+  processing_time: LatencySummary;
+}
+
+export type WorkerTotals = Omit<StageCounters, 'stage' | 'destination' | 'group'> & {
+  processing_time: LatencySummary;
+  /** APT = Σ tᵢ·cᵢ / Σ cᵢ over the stages run (ms): the mean of all handled events' processing time. */
+  apt_ms: number;
+  handled_per_s: number;
+};
+
+export interface WorkerResult {
+  scenario: string;
+  stages: StageStats[];
+  totals: WorkerTotals;
+  /** From every stage subscribed to the stop. */
+  elapsed_s: number;
+  /** The distinct errors seen (failed sends or dead letters; their inputs were redelivered), at most five. */
+  errors: string[];
+  error_count: number;
+  /** Stopped by the abort signal (Ctrl-C). */
+  interrupted: boolean;
+  stopped_by: 'signal' | 'duration' | 'idle';
+  /** Processing-time histograms (µs) by stage name, for merging into reports. */
+  histograms: Record<string, LatencyHistogram>;
+}
+
+/** The consumer group of a stage; every worker process running that stage shares it. */
+export function workerGroup(scenario: Scenario, stage: Stage): string {
+  return `payq-worker.${scenario.name}.${stage.name}`;
+}
+
+const PROGRESS_EVERY_MS = 100;
+
+/** The stages to run (in the order named, each once); ConfigError for a name the scenario lacks. */
+export function selectStages(scenario: Scenario, names: string[] | undefined): Stage[] {
+  if (names === undefined || names.length === 0) return scenario.stages;
+  const byName = new Map(scenario.stages.map((s) => [s.name, s]));
+  const chosen: Stage[] = [];
+  for (const name of names) {
+    const stage = byName.get(name);
+    if (!stage) {
+      throw new ConfigError(`scenario ${scenario.name} has no stage '${name}' (its stages: ${scenario.stages.map((s) => s.name).join(', ')})`);
+    }
+    if (!chosen.includes(stage)) chosen.push(stage);
+  }
+  return chosen;
+}
+
+/** Each stage's input and every destination it may emit to, all with a DLQ. */
+function topologyOf(scenario: Scenario, stages: Stage[], partitions: number): DestinationSpec[] {
+  const names = new Set<string>();
+  for (const stage of stages) {
+    names.add(stage.destination);
+    for (const outcome of stage.outcomes) for (const type of outcome.events) names.add(scenario.destinationFor(type));
+  }
+  return [...names].map((name) => ({ name, partitions, deadLetter: true }));
+}
+
+function snapshot(runners: StageRunner[], elapsedMs: number): WorkerProgress {
+  let handled = 0;
+  let emitted = 0;
+  let deadLettered = 0;
+  let inFlight = 0;
+  const stages = runners.map((r) => {
+    handled += r.counters.handled;
+    emitted += r.counters.emitted;
+    deadLettered += r.counters.dead_lettered_total;
+    inFlight += r.inFlight;
+    return { ...r.counters, dead_lettered: { ...r.counters.dead_lettered }, emitted_by_type: { ...r.counters.emitted_by_type } };
+  });
+  return { elapsedMs, handled, emitted, deadLettered, inFlight, stages };
+}
+
+function totalsOf(runners: StageRunner[], elapsedS: number): WorkerTotals {
+  const merged = createLatencyHistogram();
+  const dead = {} as Record<DeadLetterReason, number>;
+  for (const r of DEAD_LETTER_REASONS) dead[r] = 0;
+  const t = {
+    received: 0,
+    redelivered: 0,
+    handled: 0,
+    attempts: 0,
+    transient_failures: 0,
+    retries: 0,
+    dead_lettered: dead,
+    dead_lettered_total: 0,
+    emitted: 0,
+    emitted_by_type: {} as Record<string, number>,
+    undecodable: 0,
+    nacked: 0,
+  };
+  for (const { counters: c, processing } of runners) {
+    merged.add(processing);
+    t.received += c.received;
+    t.redelivered += c.redelivered;
+    t.handled += c.handled;
+    t.attempts += c.attempts;
+    t.transient_failures += c.transient_failures;
+    t.retries += c.retries;
+    for (const r of DEAD_LETTER_REASONS) dead[r] += c.dead_lettered[r];
+    t.dead_lettered_total += c.dead_lettered_total;
+    t.emitted += c.emitted;
+    for (const [type, n] of Object.entries(c.emitted_by_type)) t.emitted_by_type[type] = (t.emitted_by_type[type] ?? 0) + n;
+    t.undecodable += c.undecodable;
+    t.nacked += c.nacked;
+  }
+  const processing_time = summarize(merged);
+  return {
+    ...t,
+    processing_time,
+    apt_ms: processing_time.mean_ms,
+    handled_per_s: Math.round(t.handled / Math.max(elapsedS, 0.001)),
+  };
+}
+
+export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promise<WorkerResult> {
+  const { driver, clock, signal } = deps;
+  const { scenario } = options;
+  const prefetch = options.prefetch ?? WORKER_DEFAULTS.prefetch;
+  const timeScale = options.timeScale ?? WORKER_DEFAULTS.timeScale;
+  if (!Number.isInteger(prefetch) || prefetch < 1) throw new ConfigError(`prefetch must be a whole number of at least 1, got ${prefetch}`);
+  if (!(timeScale >= 0) || !Number.isFinite(timeScale)) throw new ConfigError(`the time scale must be a number of 0 or more, got ${timeScale}`);
+  const stages = selectStages(scenario, options.stages);
+  const policy = {
+    seed: options.seed ?? WORKER_DEFAULTS.seed,
+    failures: options.failures ?? WORKER_DEFAULTS.failures,
+    timeScale,
+  };
+  const errors = new ErrorLog();
+
+  await driver.declare(topologyOf(scenario, stages, options.partitions ?? WORKER_DEFAULTS.partitions));
+
+  const runners = stages.map(
+    (stage) => new StageRunner({ scenario, stage, group: workerGroup(scenario, stage), driver, clock, policy, errors, signal }),
+  );
+  // Concurrently: joining a Kafka group takes seconds each.
+  const subscribed = await Promise.allSettled(
+    runners.map((r) =>
+      driver.subscribe(
+        // fromBeginning: a new group takes what was produced before the worker started; an
+        // existing one carries on from where the group left off.
+        { destinations: [r.counters.destination], group: r.counters.group, fromBeginning: true, prefetch },
+        r.handle,
+      ),
+    ),
+  );
+  const subscriptions = subscribed.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  const failure = subscribed.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failure) {
+    await Promise.allSettled(subscriptions.map((s) => s.close()));
+    throw failure.reason;
+  }
+
+  const startUs = clock.nowUs();
+  const endUs = options.durationMs === undefined ? Infinity : startUs + options.durationMs * 1000;
+  const idleUs = options.idleTimeoutMs === undefined ? undefined : options.idleTimeoutMs * 1000;
+  for (const r of runners) r.lastActivityUs = startUs;
+  const tickMs = Math.max(1, Math.min(PROGRESS_EVERY_MS, idleUs === undefined ? Infinity : idleUs / 4000));
+  let stoppedBy: WorkerResult['stopped_by'];
+  for (;;) {
+    const nowUs = clock.nowUs();
+    if (signal?.aborted) {
+      stoppedBy = 'signal';
+      break;
+    }
+    if (nowUs >= endUs) {
+      stoppedBy = 'duration';
+      break;
+    }
+    if (idleUs !== undefined && runners.every((r) => r.inFlight === 0 && nowUs - r.lastActivityUs >= idleUs)) {
+      stoppedBy = 'idle';
+      break;
+    }
+    deps.onProgress?.(snapshot(runners, (nowUs - startUs) / 1000));
+    await clock.sleep(Math.min(tickMs, Math.max(1, (endUs - nowUs) / 1000)), signal);
+  }
+
+  await closeAll(subscriptions);
+  const elapsedUs = Math.max(1, clock.nowUs() - startUs);
+  deps.onProgress?.(snapshot(runners, elapsedUs / 1000));
+  const elapsedS = elapsedUs / 1e6;
+  const totals = totalsOf(runners, elapsedS);
+  return {
+    scenario: scenario.name,
+    stages: runners.map((r) => ({ ...r.counters, processing_time: summarize(r.processing) })),
+    totals,
+    elapsed_s: Math.round(elapsedS * 1000) / 1000,
+    errors: [...errors.texts],
+    error_count: errors.count,
+    interrupted: stoppedBy === 'signal',
+    stopped_by: stoppedBy,
+    histograms: Object.fromEntries(runners.map((r) => [r.counters.stage, r.processing])),
+  };
+}
+
+/** Stops fetching on every stage and waits for the handlers in flight (they finish their work). */
+async function closeAll(subscriptions: Subscription[]): Promise<void> {
+  const results = await Promise.allSettled(subscriptions.map((s) => s.close()));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
