@@ -13,7 +13,13 @@ function verbosityFrom(argv: string[]): Verbosity {
   return 'normal';
 }
 
+function isClosedPipe(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code === 'EPIPE';
+}
+
 function report(err: unknown, out: Output): ExitCode {
+  // `payq … | head`: the reader has what it wanted; that is not a failure.
+  if (isClosedPipe(err)) return ExitCode.ok;
   let error: PayqError;
   if (err instanceof CommanderError) {
     const usage = fromCommanderError(err);
@@ -52,6 +58,10 @@ async function main(argv: string[]): Promise<ExitCode> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A closed stdout (EPIPE) must not crash with an unhandled 'error' event: stop the command.
+  process.stdout.on('error', (err) => {
+    if (isClosedPipe(err)) controller.abort();
+  });
 
   const ctx: CommandContext = { out, signal: controller.signal, env: process.env, stdin: process.stdin };
   let work: Promise<void> | undefined;
