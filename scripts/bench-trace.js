@@ -8,6 +8,9 @@
  *   kafka:   N lifecycle payments written first, then trace --from-beginning reads them flat out.
  *   amqp:    a tap subscribed, then N lifecycle payments produced; events/s while keeping up.
  *
+ *   worker:  a no-op worker (one stage, zero processing time, no failures, emits one event per
+ *            input) over N events already waiting: events/s it handles, outputs confirmed.
+ *
  *   PAYQ_BENCH_PAYMENTS=1000000 PAYQ_BENCH_BROKER_PAYMENTS=50000 npm run bench:trace
  */
 import { randomBytes } from 'node:crypto';
@@ -17,7 +20,9 @@ import { generatedSource } from '../dist/core/sources.js';
 import { trace } from '../dist/core/trace.js';
 import { createDriver } from '../dist/drivers/registry.js';
 import { EventGenerator } from '../dist/events/generator.js';
-import { loadScenario } from '../dist/events/scenario.js';
+import { loadScenario, parseScenario } from '../dist/events/scenario.js';
+import { runWorker } from '../dist/core/worker.js';
+import { deleteBenchDestinations } from './bench-cleanup.js';
 
 const MEMORY_PAYMENTS = Number(process.env.PAYQ_BENCH_PAYMENTS ?? 1_000_000);
 const BROKER_PAYMENTS = Number(process.env.PAYQ_BENCH_BROKER_PAYMENTS ?? 50_000);
@@ -72,10 +77,34 @@ async function run(name) {
   global.gc?.();
   const heapAfter = process.memoryUsage().heapUsed;
   await driver.close();
+  await deleteBenchDestinations(url, [topic]);
   return {
     broker: name, payments, finished: result.payments.finished, events: result.events.seen,
     events_per_s: Math.round(result.events.seen / seconds), heap_before_mb: mb(heapBefore), heap_peak_mb: mb(peakHeap), heap_after_mb: mb(heapAfter), rss_mb: mb(process.memoryUsage().rss),
   };
+}
+
+async function noopWorker(name) {
+  const url = name === 'memory' ? `memory://bench-worker-${randomBytes(3).toString('hex')}` : URLS[name];
+  const events = name === 'memory' ? 500_000 : BROKER_PAYMENTS;
+  const topic = `payq-bench.worker.${randomBytes(3).toString('hex')}`;
+  const noop = parseScenario(
+    `name: noop\nentry: noop_in\nsink: ${topic}.out\nstages:\n  - { name: noop, input: [noop_in], destination: ${topic}, emits: [{ event: noop_out, p: 1 }] }\n`,
+    'noop',
+  );
+  const driver = await createDriver(url);
+  await driver.connect();
+  await driver.declare([{ name: topic, deadLetter: true, partitions: 6 }, { name: `${topic}.out`, deadLetter: true, partitions: 6 }]);
+  await produce(
+    { destination: topic, encode: { binding: driver.capabilities.headerBinding, sourcePrefix: '/payq/noop', runId: 'bench' } },
+    { driver, clock: systemClock, source: generatedSource(new EventGenerator({ scenario: noop, seed: 1, payments: events, lifecycle: false })) },
+  );
+  const r = await runWorker({ scenario: noop, timeScale: 0, failures: false, prefetch: 500, idleTimeoutMs: 3_000, partitions: 6 }, { driver, clock: systemClock });
+  await driver.close();
+  await deleteBenchDestinations(url, [topic, `${topic}.out`]);
+  // The idle timeout is part of elapsed: take it out.
+  const busy = Math.max(0.001, r.elapsed_s - 3);
+  return { broker: name, events, handled: r.totals.handled, handled_per_s: Math.round(r.totals.handled / busy) };
 }
 
 const rows = [];
@@ -86,6 +115,16 @@ for (const b of BROKERS) {
     console.log(`${b.padEnd(7)} ${r.finished.toLocaleString('en-US')}/${r.payments.toLocaleString('en-US')} payments finished, ${r.events.toLocaleString('en-US')} events, ${r.events_per_s.toLocaleString('en-US')} events/s traced; heap ${r.heap_before_mb} MB before, ${r.heap_peak_mb} MB peak, ${r.heap_after_mb} MB after`);
   } catch (err) {
     console.log(`${b.padEnd(7)} failed: ${err.message}`);
+  }
+}
+// After the trace runs: the memory broker keeps the no-op worker's output for the process's life.
+for (const b of BROKERS) {
+  try {
+    const w = await noopWorker(b);
+    rows.push({ worker: w });
+    console.log(`${b.padEnd(7)} no-op worker: ${w.handled.toLocaleString('en-US')}/${w.events.toLocaleString('en-US')} handled, ${w.handled_per_s.toLocaleString('en-US')} events/s (input acked after its output was confirmed)`);
+  } catch (err) {
+    console.log(`${b.padEnd(7)} no-op worker failed: ${err.message}`);
   }
 }
 console.log(JSON.stringify({ bench: 'trace', rows }));
