@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { ConfigError } from '../errors.js';
 import type { EventGenerator, GeneratedEvent } from '../events/generator.js';
 import { Prng } from '../events/prng.js';
+import { getPath } from '../events/decode.js';
 
 export interface EventSource {
   /** Up to `max` events; an empty array means the source is exhausted. */
@@ -44,15 +45,6 @@ export interface NdjsonSourceOptions {
   /** Body field holding the event type (dot path). */
   typeField: string;
   seed: number;
-}
-
-function getPath(obj: unknown, path: string): unknown {
-  let cur: unknown = obj;
-  for (const part of path.split('.')) {
-    if (cur === null || typeof cur !== 'object') return undefined;
-    cur = (cur as Record<string, unknown>)[part];
-  }
-  return cur;
 }
 
 function scalar(v: unknown): string | undefined {

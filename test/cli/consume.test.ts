@@ -9,17 +9,8 @@ import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
-import { runCli } from '../helpers/cli.js';
+import { runCli, expectOneErrorLine } from '../helpers/cli.js';
 import { startCli } from '../helpers/spawn.js';
-
-/** Exactly one line on stderr, starting with `payq: error:`, and no stack trace. */
-function expectOneErrorLine(stderr: string, pattern: RegExp): void {
-  const lines = stderr.trim().split('\n');
-  expect(lines, stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(/^payq: error: /);
-  expect(lines[0]).toMatch(pattern);
-  expect(stderr).not.toMatch(/\n\s+at /);
-}
 
 const lines = (stdout: string): string[] => stdout.split('\n').filter((l) => l !== '');
 

@@ -1,15 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AMQP_URL, brokerAvailable } from '../helpers/brokers.js';
-import { runCli } from '../helpers/cli.js';
-
-/** Exactly one line on stderr, starting with `payq: error:`, and no stack trace. */
-function expectOneErrorLine(stderr: string, pattern: RegExp): void {
-  const lines = stderr.trim().split('\n');
-  expect(lines, stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(/^payq: error: /);
-  expect(lines[0]).toMatch(pattern);
-  expect(stderr).not.toMatch(/\n\s+at /);
-}
+import { runCli, expectOneErrorLine } from '../helpers/cli.js';
 
 describe('payq CLI basics', () => {
   it('--help lists the commands with examples and exits 0', async () => {

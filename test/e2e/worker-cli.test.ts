@@ -1,15 +1,6 @@
 /** `payq worker` usage, spawned as the real CLI; none of these reach a broker. */
 import { describe, expect, it } from 'vitest';
-import { runCli } from '../helpers/cli.js';
-
-/** Exactly one line on stderr, starting with `payq: error:`, and no stack trace. */
-function expectOneErrorLine(stderr: string, pattern: RegExp): void {
-  const lines = stderr.trim().split('\n');
-  expect(lines, stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(/^payq: error: /);
-  expect(lines[0]).toMatch(pattern);
-  expect(stderr).not.toMatch(/\n\s+at /);
-}
+import { runCli, expectOneErrorLine } from '../helpers/cli.js';
 
 // Port 1 refuses connections: if a check below came after connecting, the exit code would be 3.
 const NOWHERE = 'kafka://127.0.0.1:1';

@@ -1,6 +1,7 @@
 /** Runs the real CLI (bin/payq.js, built into dist/) as a child process. */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+import { expect } from 'vitest';
 
 export interface CliResult {
   code: number | null;
@@ -32,3 +33,12 @@ export function runCli(args: string[], options: { input?: string; env?: NodeJS.P
   });
 }
 
+
+/** Exactly one line on stderr, starting with `payq: error:`, and no stack trace. */
+export function expectOneErrorLine(stderr: string, pattern: RegExp): void {
+  const lines = stderr.trim().split('\n');
+  expect(lines, stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(/^payq: error: /);
+  expect(lines[0]).toMatch(pattern);
+  expect(stderr).not.toMatch(/\n\s+at /);
+}
