@@ -22,6 +22,7 @@ import { createDriver } from '../dist/drivers/registry.js';
 import { toMessage } from '../dist/events/codec.js';
 import { EventGenerator } from '../dist/events/generator.js';
 import { loadScenario } from '../dist/events/scenario.js';
+import { bindingPattern, routingKey } from '../dist/drivers/rabbitmq/topology.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(root, 'bin/payq.js');
@@ -130,18 +131,29 @@ async function bareKafka(url, caps, topic) {
   return rate;
 }
 
-async function bareAmqp(url, caps, queue) {
+/**
+ * A bare amqplib confirm-channel loop. `routed`: through the topic exchange with payq's routing
+ * key and binding (the same path payq takes); otherwise straight to the queue by the default
+ * exchange (the cheapest path RabbitMQ has), to show what the exchange costs.
+ */
+async function bareAmqp(url, caps, queue, routed) {
   const conn = await amqplib.connect(url);
   const ch = await conn.createConfirmChannel();
   await ch.assertQueue(queue, { durable: true });
+  if (routed) {
+    await ch.assertExchange('payq', 'topic', { durable: true });
+    await ch.bindQueue(queue, 'payq', bindingPattern(queue));
+  }
   const events = prepared('amqp');
   const rate = await loop(events, caps.sendBatchSize, caps.sendMaxInFlight, async (batch) => {
     const confirms = [];
     for (const e of batch) {
       let ok = true;
+      const exchange = routed ? 'payq' : '';
+      const key = routed ? routingKey(queue, e.type, e.key) : queue;
       confirms.push(
         new Promise((resolve, reject) => {
-          ok = ch.publish('', queue, Buffer.from(e.body), { persistent: true, contentType: 'application/json', headers: { ...e.headers } }, (err) =>
+          ok = ch.publish(exchange, key, Buffer.from(e.body), { persistent: true, contentType: 'application/json', headers: { ...e.headers } }, (err) =>
             err ? reject(err) : resolve(),
           );
         }),
@@ -169,7 +181,8 @@ async function brokerRow(name) {
   const payqTopic = `payq-bench.payq.${id}`;
   const bareTopic = `payq-bench.bare.${id}`;
   const payq = runPayq(url, payqTopic);
-  const bare = name === 'memory' ? await bareMemory(caps, bareTopic) : name === 'kafka' ? await bareKafka(url, caps, bareTopic) : await bareAmqp(url, caps, bareTopic);
+  const bare = name === 'memory' ? await bareMemory(caps, bareTopic) : name === 'kafka' ? await bareKafka(url, caps, bareTopic) : await bareAmqp(url, caps, bareTopic, true);
+  const direct = name === 'amqp' ? await bareAmqp(url, caps, `${bareTopic}.direct`, false) : undefined;
   // Clean up payq's destinations through payq's own driver-neutral path: delete via the clients.
   if (name === 'kafka') {
     const kafka = new Kafka({ clientId: 'bench-clean', brokers: [url.replace('kafka://', '')], logLevel: logLevel.NOTHING });
@@ -185,7 +198,9 @@ async function brokerRow(name) {
     await conn.close();
   }
   await driver.close();
-  return { broker: name, batch: caps.sendBatchSize, in_flight: caps.sendMaxInFlight, payq_events_per_s: Math.round(payq), bare_events_per_s: Math.round(bare), ratio: Math.round((payq / bare) * 100) / 100 };
+  const row = { broker: name, batch: caps.sendBatchSize, in_flight: caps.sendMaxInFlight, payq_events_per_s: Math.round(payq), bare_events_per_s: Math.round(bare), ratio: Math.round((payq / bare) * 100) / 100 };
+  if (direct !== undefined) Object.assign(row, { bare_default_exchange_events_per_s: Math.round(direct), ratio_to_default_exchange: Math.round((payq / direct) * 100) / 100 });
+  return row;
 }
 
 const generation = benchGeneration();
@@ -202,6 +217,10 @@ for (const b of BROKERS) {
     console.log(
       `${b.padEnd(7)} payq ${row.payq_events_per_s.toLocaleString('en-US').padStart(9)} events/s   bare ${row.bare_events_per_s.toLocaleString('en-US').padStart(9)} events/s   ratio ${row.ratio.toFixed(2)} (target >= 0.80)   batch ${row.batch} x ${row.in_flight} in flight`,
     );
+  if (row.bare_default_exchange_events_per_s !== undefined)
+    console.log(`${''.padEnd(7)} (bare to the queue by the default exchange, no topic routing: ${row.bare_default_exchange_events_per_s.toLocaleString('en-US')} events/s, ratio ${row.ratio_to_default_exchange.toFixed(2)})`);
+  if (b === 'memory')
+    console.log(`${''.padEnd(7)} (memory has no client library: "bare" is the in-process broker's send() of pre-built messages, so the ratio is the cost of generating and encoding events)`);
 }
 console.log(JSON.stringify({ count: COUNT, generation_events_per_s: Math.round(generation), help_ms: Math.round(helpMs), brokers: rows }));
 process.exit(0);
