@@ -133,6 +133,49 @@ const commands: CommandSpec[] = [
     load: () => import('./commands/trace.js'),
   },
   {
+    name: 'replay-dlq',
+    summary: 'put dead-lettered messages back where they came from: confirmed before removed, loop-guarded, --dry-run first',
+    examples: [
+      'payq replay-dlq --broker amqp://guest:guest@127.0.0.1:5672 --dlq payments.dlq --dry-run',
+      'payq replay-dlq --broker kafka://127.0.0.1:9092 --dry-run --json | jq .rows      # every DLQ of the checkout pipeline',
+      'payq replay-dlq --broker kafka://127.0.0.1:9092 --filter type=payment_authorized --filter reason=^permanent --since 2h',
+      'payq replay-dlq --broker amqp://guest:guest@127.0.0.1:5672 --dlq orders-dead --to orders --limit 100 --rate 50',
+      'payq replay-dlq --broker kafka://127.0.0.1:9092 --dlq connect-dlq --park-unresolved',
+    ],
+    configure(cmd) {
+      const more = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
+      cmd
+        .option('--dlq <name>', "DLQ to read (repeatable, or comma-separated); default: every existing DLQ of the scenario's pipeline", more)
+        .option('--scenario <name|file>', 'whose DLQs to read when no --dlq is given', 'checkout')
+        .option('--to <dest>', 'send every message here instead of the origin its headers name (it must exist)')
+        .option('--dry-run', 'change nothing: a table by origin, reason and event type (--json lists each message); messages go back in order')
+        .option('--filter <key=value>', 'only these: type=a,b · reason=REGEX · payment=ID,… · origin=DEST (repeatable; all must match)', more)
+        .option('--since <time>', 'only messages dead-lettered at or after this ISO time, or this long ago (2h)')
+        .option('--until <time>', 'only messages dead-lettered before this ISO time, or this long ago')
+        .option('--limit <n>', 'replay (or park) at most n messages, then stop')
+        .option('--rate <n>', 'republish at most n messages per second')
+        .option('--max-replays <n>', 'a message replayed this often already goes to <origin>.parked instead (default 3)')
+        .option('--park-unresolved', 'park what cannot be replayed (no origin, unreadable body, missing origin) instead of leaving it in the DLQ')
+        .option('--max-bytes <n>', 'bodies larger than this stay in the DLQ (default 1048576, Kafka\'s default limit)')
+        .option('--idle-timeout <time>', 'end once no message arrived for this long: the DLQ is drained (default 3s)')
+        .option('--type-field <path>', 'body field with the event type, for events payq did not write', 'event')
+        .option('--correlate <path>', 'body field with the payment/correlation id, for events payq did not write', 'payment_id')
+        .addOption(new Option('--group <name>', 'consumer group reading the DLQs (default payq-replay)').hideHelp())
+        .addOption(new Option('--window <n>', 'messages held unacked at once (default 10000)').hideHelp());
+      cmd.addHelpText(
+        'after',
+        '\nOrigin, first found: payq-original-destination (payq worker); RabbitMQ x-death, x-last-death-queue, x-first-death-queue\n' +
+          '(the queue, never the exchange); Kafka Connect __connect.errors.topic; Spring kafka_dlt-original-topic; --to overrides.\n' +
+          'Each message is republished with the same body, event id and headers (minus the dead-letter ones), payq-replay-count + 1,\n' +
+          'and acked on the DLQ only after the broker confirmed the republish: a crash loses nothing, at worst a duplicate.\n' +
+          'Left in the DLQ, one warning line each: no origin, a body that is not a UTF-8 JSON object, larger than --max-bytes, or an\n' +
+          'origin that does not exist (never created). On Kafka a message left behind is copied to the end of its DLQ partition.\n' +
+          'Exit 0 when everything selected was replayed or parked; 4 when messages were left or failed; 130 on Ctrl-C.',
+      );
+    },
+    load: () => import('./commands/replay-dlq.js'),
+  },
+  {
     name: 'worker',
     summary: "run a scenario's handler stages: consume, process, fail and retry, emit the next events, dead-letter",
     examples: [

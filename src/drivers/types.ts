@@ -115,6 +115,12 @@ export interface Driver {
    */
   send(destination: string, messages: OutgoingMessage[]): Promise<void>;
   subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription>;
+  /**
+   * The names among `destinations` that exist now, creating none. replay-dlq checks an origin
+   * named by a dead letter's headers with it: Kafka (auto.create.topics.enable) and memory would
+   * create a missing destination on send instead of refusing it.
+   */
+  exists?(destinations: string[]): Promise<Set<string>>;
   /** Broker product and version, where the broker tells. */
   brokerVersion(): Promise<string | undefined>;
   /** Closes everything; pending sends settle first. */

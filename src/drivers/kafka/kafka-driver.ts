@@ -350,6 +350,18 @@ class KafkaDriver implements Driver {
     return subscription;
   }
 
+  async exists(destinations: string[]): Promise<Set<string>> {
+    this.assertOpen('exists');
+    if (destinations.length === 0) return new Set();
+    try {
+      const admin = await this.getAdmin();
+      const topics = new Set(await admin.listTopics());
+      return new Set(destinations.filter((name) => topics.has(name)));
+    } catch (err) {
+      throw this.fail(err, 'connect', destinations.join(', '));
+    }
+  }
+
   async brokerVersion(): Promise<string | undefined> {
     const first = this.url.hosts[0];
     if (!first) return undefined;

@@ -157,6 +157,12 @@ class MemoryDriver implements Driver {
     });
   }
 
+  exists(destinations: string[]): Promise<Set<string>> {
+    const err = this.unusable('exists');
+    if (err) return Promise.reject(err);
+    return Promise.resolve(new Set(destinations.filter((name) => this.broker.has(name))));
+  }
+
   brokerVersion(): Promise<string | undefined> {
     return Promise.resolve('payq memory broker');
   }

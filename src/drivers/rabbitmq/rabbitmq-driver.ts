@@ -127,6 +127,30 @@ class RabbitMqDriver implements Driver {
     }
   }
 
+  /** A passive declare per queue; a missing one closes its channel (404), so each gets its own. */
+  async exists(destinations: string[]): Promise<Set<string>> {
+    this.assertOpen();
+    const found = new Set<string>();
+    for (const queue of new Set(destinations)) {
+      // A name RabbitMQ cannot hold (too long, reserved) names no queue.
+      try {
+        validateDestination(queue);
+      } catch {
+        continue;
+      }
+      const ch = await this.pub.createChannel();
+      try {
+        await ch.checkQueue(queue);
+        found.add(queue);
+      } catch (err) {
+        if (replyCode(err) !== ReplyCode.notFound) throw operationError(err, `check queue '${queue}'`, this.url, this.pub.lost);
+      } finally {
+        await closeQuietly(ch);
+      }
+    }
+    return found;
+  }
+
   async brokerVersion(): Promise<string | undefined> {
     this.assertOpen();
     await this.pub.get();
