@@ -133,6 +133,39 @@ const commands: CommandSpec[] = [
     load: () => import('./commands/trace.js'),
   },
   {
+    name: 'worker',
+    summary: "run a scenario's handler stages: consume, process, fail and retry, emit the next events, dead-letter",
+    examples: [
+      'payq worker --broker kafka://127.0.0.1:9092 --scenario checkout',
+      'payq worker --broker amqp://guest:guest@127.0.0.1:5672 --stage payment-service --stage capture-service',
+      'payq worker --broker kafka://127.0.0.1:9092 --failures off --time-scale 0 --idle-timeout 5s --json   # CI: end when idle',
+      'payq worker --broker kafka://127.0.0.1:9092 --scenario ./my-pipeline.yaml --seed 7 --duration 10m',
+    ],
+    configure(cmd) {
+      const more = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
+      cmd
+        .option('--scenario <name|file>', 'built-in scenario name or YAML/JSON file', 'checkout')
+        .option('--stage <name>', 'run only this stage (repeatable, or comma-separated); default: every stage', more)
+        .option('--prefetch <n>', 'unacknowledged messages per stage at once (default 64)')
+        .option('--seed <n>', 'seed of the decisions: processing times, failures, outcomes (default 0)')
+        .option('--failures <on|off>', "off: no stage fails (every failure rate 0), e.g. for DLQ drills' baselines (default on)")
+        .option('--time-scale <x>', 'multiply the sampled processing times; 0 never waits (default 1)')
+        .option('--duration <time>', 'stop after this long (exit 0), e.g. 10m')
+        .option('--idle-timeout <time>', 'stop once no message arrived for this long (exit 0), e.g. 5s: lets CI finish')
+        .option('--partitions <n>', 'partitions of the topics the worker creates (Kafka; default 6)');
+      cmd.addHelpText(
+        'after',
+        '\nEach stage consumes its destination in the group payq-worker.<scenario>.<stage> (run several workers to share the load),\n' +
+          'acks an input only after the broker confirmed the events it emitted, and dead-letters to <destination>.dlq with\n' +
+          'payq-dlq-reason (undecodable, unexpected-type, permanent-failure, retries-exhausted) and provenance headers.\n' +
+          'Decisions are seeded per event: a redelivered event is handled the same way and emits the same event ids.\n' +
+          'Runs until Ctrl-C (drains in-flight work, prints the statistics, exit 130), --duration or --idle-timeout (exit 0).\n' +
+          'memory:// lives inside one process, so a worker process cannot use it: payq bench runs its workers in-process.',
+      );
+    },
+    load: () => import('./commands/worker.js'),
+  },
+  {
     name: 'replay-dlq',
     summary: 'put dead-lettered messages back where they came from: confirmed before removed, loop-guarded, --dry-run first',
     examples: [
@@ -176,37 +209,83 @@ const commands: CommandSpec[] = [
     load: () => import('./commands/replay-dlq.js'),
   },
   {
-    name: 'worker',
-    summary: "run a scenario's handler stages: consume, process, fail and retry, emit the next events, dead-letter",
+    name: 'bench',
+    summary: 'the whole pipeline in one run: producers, workers and a tracer; APT, throughput, latency, loss, availability; --assert for CI',
     examples: [
-      'payq worker --broker kafka://127.0.0.1:9092 --scenario checkout',
-      'payq worker --broker amqp://guest:guest@127.0.0.1:5672 --stage payment-service --stage capture-service',
-      'payq worker --broker kafka://127.0.0.1:9092 --failures off --time-scale 0 --idle-timeout 5s --json   # CI: end when idle',
-      'payq worker --broker kafka://127.0.0.1:9092 --scenario ./my-pipeline.yaml --seed 7 --duration 10m',
+      'payq bench                                            # checkout on memory://, 10 s after a 2 s warm-up',
+      "payq bench --broker kafka://127.0.0.1:9092 --rate 2000 --duration 60s --assert 'p99_ms<250' --assert loss==0",
+      'payq bench --broker amqp://guest:guest@127.0.0.1:5672 --count 10000 --json report.json --markdown summary.md',
+      "payq bench --time-scale 0 --failures off --duration 30s --assert 'throughput>=20k'   # the harness ceiling",
+      'payq bench --scenario ./my-pipeline.yaml --producers 4 --consumers 200 --warmup 10s',
     ],
     configure(cmd) {
       const more = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
       cmd
         .option('--scenario <name|file>', 'built-in scenario name or YAML/JSON file', 'checkout')
-        .option('--stage <name>', 'run only this stage (repeatable, or comma-separated); default: every stage', more)
-        .option('--prefetch <n>', 'unacknowledged messages per stage at once (default 64)')
-        .option('--seed <n>', 'seed of the decisions: processing times, failures, outcomes (default 0)')
-        .option('--failures <on|off>', "off: no stage fails (every failure rate 0), e.g. for DLQ drills' baselines (default on)")
-        .option('--time-scale <x>', 'multiply the sampled processing times; 0 never waits (default 1)')
-        .option('--duration <time>', 'stop after this long (exit 0), e.g. 10m')
-        .option('--idle-timeout <time>', 'stop once no message arrived for this long (exit 0), e.g. 5s: lets CI finish')
-        .option('--partitions <n>', 'partitions of the topics the worker creates (Kafka; default 6)');
+        .option('--duration <time>', 'measured time after the warm-up (default 10s)')
+        .option('--count <n>', 'measured payments after the warm-up, instead of --duration')
+        .option('--warmup <time>', 'run this long first, excluded from every figure (0 for none)', '2s')
+        .option('--rate <n>', 'payments per second over all producers, open loop (latency from intended send times); default flat out')
+        .option('--producers <n>', 'producer loops sharing the stream (each at rate/n)', '1')
+        .option('--consumers <n>', "deliveries each stage works on at once (the stage's prefetch)", '64')
+        .option('--seed <n>', 'generator and worker decisions seed (default random, in the report)')
+        .option('--time-scale <x>', 'multiply the scenario\'s processing times; 0 never waits', '1')
+        .option('--failures <on|off>', 'off: no stage fails', 'on')
+        .option('--max-backlog <n>', 'flat out: events sent but not yet consumed, at most (default max(1000, 2 × consumers × stages))')
+        .option('--drain-timeout <time>', 'after producing, wait at most this long for the pipeline to finish', '30s')
+        .option('--assert <expr>', "fail with exit 5 unless EXPR holds, e.g. 'p99_ms<250', loss==0, 'throughput>=1000', 'apt_ms<=20' (repeatable)", more)
+        .option('--markdown <file>', 'write the report as markdown (for $GITHUB_STEP_SUMMARY)')
+        .option('--run-id <id>', 'run id stamped on the measured events (default random; required with --role)')
+        .option('--role <part>', 'run one part of the pipeline: producer, worker or tracer (default all, in this process)')
+        .option('--idle-timeout <time>', 'worker and tracer parts: end once the run\'s events stopped coming for this long', '10s')
+        .option('--start-timeout <time>', 'worker and tracer parts: give up when no event of the run arrived within this long', '5m')
+        .option('--partitions <n>', 'partitions of the Kafka topics bench creates (default 6)')
+        .addOption(new Option('--size <bytes>', 'pad each produced body to at least this many bytes').hideHelp())
+        .allowExcessArguments(true)
+        .hook('preAction', (command) => {
+          // `--json FILE`: the global --json is a flag, so the file arrives as an argument.
+          if (command.args.length > 1) throw new UsageError(`unexpected arguments: ${command.args.join(' ')}`, { hint: 'see payq bench --help' });
+          if (command.args.length === 1) command.setOptionValueWithSource('jsonFile', command.args[0], 'cli');
+        });
       cmd.addHelpText(
         'after',
-        '\nEach stage consumes its destination in the group payq-worker.<scenario>.<stage> (run several workers to share the load),\n' +
-          'acks an input only after the broker confirmed the events it emitted, and dead-letters to <destination>.dlq with\n' +
-          'payq-dlq-reason (undecodable, unexpected-type, permanent-failure, retries-exhausted) and provenance headers.\n' +
-          'Decisions are seeded per event: a redelivered event is handled the same way and emits the same event ids.\n' +
-          'Runs until Ctrl-C (drains in-flight work, prints the statistics, exit 130), --duration or --idle-timeout (exit 0).\n' +
-          'memory:// lives inside one process, so a worker process cannot use it: payq bench runs its workers in-process.',
+        '\nOutput: the report as a table on stderr; --json FILE writes it as JSON (payq.report/v1), --json alone prints it on stdout.\n' +
+          'Assertions: KEY OP NUMBER, OP one of < <= > >= == !=; KEY a dotted report path (latency.publish.p99_ms,\n' +
+          'handlers.payment-service.t_ms) or an alias: p50_ms p90_ms p99_ms p999_ms max_ms (end to end), throughput, payments_per_s,\n' +
+          'mb_per_s, publish_p99_ms, lost, duplicates, out_of_order, dead_lettered, stuck, apt_ms, loss, availability. NUMBER may end in % or k.\n' +
+          'Exit 0 ok, 4 when acknowledged events were lost or sends not acknowledged, 5 when an --assert is breached, 130 on Ctrl-C.\n' +
+          'Without --broker (or PAYQ_BROKER) bench runs on memory://, in this process.\n' +
+          'Several machines: start --role tracer and --role worker (as many as you like) first, then --role producer, all with\n' +
+          'the same --broker, --scenario and --run-id, each with --json FILE; payq report --merge FILE... gives the whole run.',
       );
     },
-    load: () => import('./commands/worker.js'),
+    load: () => import('./commands/bench.js'),
+  },
+  {
+    name: 'report',
+    summary: 'render saved bench reports; --merge them exactly (from their histograms); --compare with a baseline',
+    examples: [
+      'payq report report.json',
+      'payq report --merge producer.json worker-a.json worker-b.json tracer.json --json > merged.json',
+      'payq report report.json --compare baseline.json --fail-on-regression 10',
+      "payq report report.json --assert 'p99_ms<250' --markdown summary.md",
+    ],
+    configure(cmd) {
+      const more = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
+      cmd
+        .usage('[options] FILE...')
+        .option('--merge', 'combine the reports into one: counts and histograms add, percentiles recomputed')
+        .option('--compare <baseline>', 'show each headline figure against this baseline report, with regressions flagged')
+        .option('--fail-on-regression <pct>', 'with --compare: exit 5 when a figure got worse by more than pct percent')
+        .option('--threshold <pct>', 'with --compare: how much worse counts as a regression in the table (default 5)')
+        .option('--assert <expr>', 'as payq bench --assert, on the (merged) report; exit 5 when breached (repeatable)', more)
+        .option('--markdown <file>', 'write the rendering as markdown')
+        .allowExcessArguments(true)
+        .hook('preAction', (command) => {
+          command.setOptionValueWithSource('files', [...command.args], 'cli');
+        });
+    },
+    load: () => import('./commands/report.js'),
   },
 ];
 

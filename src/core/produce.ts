@@ -21,6 +21,12 @@ export interface ProduceOptions {
   /** Override the driver's preferred batch size / batches in flight. */
   batchSize?: number | undefined;
   maxInFlight?: number | undefined;
+  /**
+   * With a rate: stamp each payment's start (payq-start-us) with its intended send time instead
+   * of the actual send, so end-to-end latency downstream counts from when the payment was due
+   * (coordinated omission corrected). bench sets it; default false.
+   */
+  startAtIntended?: boolean | undefined;
 }
 
 export interface ProduceProgress {
@@ -103,7 +109,10 @@ export async function produce(options: ProduceOptions, deps: ProduceDeps): Promi
     let bytes = 0;
     for (let i = 0; i < events.length; i++) {
       const event = events[i]!;
-      if (intendedUs) timing.intendedUs = String(Math.round(intendedUs[i]!));
+      if (intendedUs) {
+        timing.intendedUs = String(Math.round(intendedUs[i]!));
+        if (options.startAtIntended) timing.startUs = timing.intendedUs;
+      }
       const message = toMessage(event, options.encode, timing);
       bytes += message.value.length;
       messages[i] = message;

@@ -63,6 +63,11 @@ export class ErrorLog {
 
 export interface StageRunnerContext {
   scenario: Scenario;
+  /**
+   * When set, only events of this run (payq-run-id) count in the statistics; the others are
+   * handled exactly the same but counted apart (bench's warm-up runs under another run id).
+   */
+  countRunId?: string | undefined;
   stage: Stage;
   group: string;
   driver: Driver;
@@ -77,7 +82,39 @@ export interface StageRunnerContext {
 interface Success {
   delivery: Delivery;
   processingUs: number;
+  /** The processing time the plan gave the successful attempt (µs): what the handler was to spend. */
+  plannedUs: number;
   children: PendingChild[];
+  tally: StageTally;
+}
+
+/**
+ * What bench measures of a stage beyond its counters. Kept apart from StageCounters so the
+ * worker's own statistics (and its JSON) stay as they are.
+ */
+export interface StageMeasures {
+  bytes_received: number;
+  /** Bytes of the inputs handled successfully. */
+  bytes_handled: number;
+  /** Bytes of the emitted events the broker confirmed. */
+  bytes_emitted: number;
+  /** Processing time the plan gave each successful attempt, µs (timers may overshoot it). */
+  planned: LatencyHistogram;
+  /** Publish time (the intended send time when the event has one) → handed to this stage, µs. */
+  delivery: LatencyHistogram;
+}
+
+/** Counters and histograms of one population of events (counted, or another run's). */
+class StageTally {
+  readonly processing: LatencyHistogram = createLatencyHistogram();
+  readonly measures: StageMeasures = {
+    bytes_received: 0,
+    bytes_handled: 0,
+    bytes_emitted: 0,
+    planned: createLatencyHistogram(),
+    delivery: createLatencyHistogram(),
+  };
+  constructor(readonly counters: StageCounters) {}
 }
 
 interface PendingChild {
@@ -106,10 +143,28 @@ function emptyReasons(): Record<DeadLetterReason, number> {
   return out;
 }
 
+/** A stage's counters at zero (also the starting point of the worker's totals). */
+export function zeroCounts(): Omit<StageCounters, 'stage' | 'destination' | 'group'> {
+  return {
+    received: 0,
+    redelivered: 0,
+    handled: 0,
+    attempts: 0,
+    transient_failures: 0,
+    retries: 0,
+    dead_lettered: emptyReasons(),
+    dead_lettered_total: 0,
+    emitted: 0,
+    emitted_by_type: {},
+    undecodable: 0,
+    nacked: 0,
+  };
+}
+
 export class StageRunner {
-  readonly counters: StageCounters;
-  /** Processing time of successful attempts, µs (tᵢ of APT). One value per handled event. */
-  readonly processing: LatencyHistogram = createLatencyHistogram();
+  private readonly counted: StageTally;
+  /** Events of other runs than countRunId: handled, not counted. Created when first needed. */
+  private uncounted: StageTally | undefined;
   /** Deliveries in the handler right now. */
   inFlight = 0;
   lastActivityUs: number;
@@ -117,37 +172,54 @@ export class StageRunner {
   private readonly encode: Omit<EncodeContext, 'runId'>;
 
   constructor(private readonly ctx: StageRunnerContext) {
-    const { stage, group, driver, scenario } = ctx;
-    this.counters = {
-      stage: stage.name,
-      destination: stage.destination,
-      group,
-      received: 0,
-      redelivered: 0,
-      handled: 0,
-      attempts: 0,
-      transient_failures: 0,
-      retries: 0,
-      dead_lettered: emptyReasons(),
-      dead_lettered_total: 0,
-      emitted: 0,
-      emitted_by_type: {},
-      undecodable: 0,
-      nacked: 0,
-    };
+    const { driver, scenario } = ctx;
+    this.counted = new StageTally(this.newCounters());
     this.encode = { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}` };
     this.lastActivityUs = ctx.clock.nowUs();
+  }
+
+  get counters(): StageCounters {
+    return this.counted.counters;
+  }
+
+  /** Processing time of successful attempts, µs (tᵢ of APT). One value per handled event. */
+  get processing(): LatencyHistogram {
+    return this.counted.processing;
+  }
+
+  /** Bytes, planned processing times and delivery latency of the counted events (bench). */
+  get measures(): StageMeasures {
+    return this.counted.measures;
+  }
+
+  private newCounters(): StageCounters {
+    const { stage, group } = this.ctx;
+    return { stage: stage.name, destination: stage.destination, group, ...zeroCounts() };
+  }
+
+  private tallyOf(delivery: Delivery): StageTally {
+    const runId = this.ctx.countRunId;
+    if (runId === undefined || delivery.headers[PayqHeader.runId] === runId) return this.counted;
+    return (this.uncounted ??= new StageTally(this.newCounters()));
   }
 
   /** The DeliveryHandler. Never throws: every delivery is settled (ack, nack or dead letter). */
   readonly handle = async (deliveries: Delivery[]): Promise<void> => {
     const n = deliveries.length;
     this.inFlight += n;
-    this.lastActivityUs = this.ctx.clock.nowUs();
-    this.counters.received += n;
-    for (const d of deliveries) if (d.redelivered) this.counters.redelivered++;
+    const nowUs = this.ctx.clock.nowUs();
+    this.lastActivityUs = nowUs;
+    const tallies = deliveries.map((d) => {
+      const t = this.tallyOf(d);
+      t.counters.received++;
+      if (d.redelivered) t.counters.redelivered++;
+      t.measures.bytes_received += d.value.length;
+      const sentUs = Number(d.headers[PayqHeader.intendedUs] ?? d.headers[PayqHeader.publishedUs]);
+      if (sentUs > 0) recordUs(t.measures.delivery, nowUs - sentUs);
+      return t;
+    });
     try {
-      const results = await Promise.all(deliveries.map((d) => this.process(d)));
+      const results = await Promise.all(deliveries.map((d, i) => this.process(d, tallies[i]!)));
       const successes = results.filter((r): r is Success => r !== undefined);
       if (successes.length > 0) await this.emit(successes);
     } finally {
@@ -157,28 +229,29 @@ export class StageRunner {
   };
 
   /** Decodes, plans and works through one delivery; undefined when it was settled here. */
-  private async process(delivery: Delivery): Promise<Success | undefined> {
+  private async process(delivery: Delivery, tally: StageTally): Promise<Success | undefined> {
     const { stage, clock, policy } = this.ctx;
-    const c = this.counters;
+    const c = tally.counters;
     try {
       const event = decodeEvent(delivery.value, delivery.headers, delivery.key);
       const problem =
         event.problem ?? (event.id === undefined ? "the message has no event id (no CloudEvents id header, no 'id' field)" : undefined);
       if (problem !== undefined) {
         c.undecodable++;
-        await this.deadLetter(delivery, DeadLetterReason.undecodable, problem, 1, clock.nowUs());
+        await this.deadLetter(delivery, tally, DeadLetterReason.undecodable, problem, 1, clock.nowUs());
         return undefined;
       }
       const id = event.id!;
       if (!stage.input.includes(event.type!)) {
         const text = `event type '${event.type}' is not an input of stage ${stage.name} (inputs: ${stage.input.join(', ')})`;
-        await this.deadLetter(delivery, DeadLetterReason.unexpectedType, text, 1, clock.nowUs());
+        await this.deadLetter(delivery, tally, DeadLetterReason.unexpectedType, text, 1, clock.nowUs());
         return undefined;
       }
 
       const plan = planHandling(stage, id, policy);
       let firstFailedUs: number | undefined;
       let processingUs = 0;
+      let plannedUs = 0;
       const last = plan.attempts.length - 1;
       for (let i = 0; i <= last; i++) {
         const attempt = plan.attempts[i]!;
@@ -188,6 +261,7 @@ export class StageRunner {
         c.attempts++;
         if (attempt.result === 'success') {
           processingUs = endUs - startUs;
+          plannedUs = attempt.processingMs * 1000;
           break;
         }
         firstFailedUs ??= endUs;
@@ -198,10 +272,10 @@ export class StageRunner {
         }
       }
       if (plan.kind === 'dead-letter') {
-        await this.deadLetter(delivery, plan.reason, failureText(stage, plan), plan.attempts.length, firstFailedUs!);
+        await this.deadLetter(delivery, tally, plan.reason, failureText(stage, plan), plan.attempts.length, firstFailedUs!);
         return undefined;
       }
-      return { delivery, processingUs, children: this.children(event, id, plan.outcome, delivery.headers) };
+      return { delivery, processingUs, plannedUs, tally, children: this.children(event, id, plan.outcome, delivery.headers) };
     } catch (err) {
       // A bug, not a broker problem: give the message back rather than lose it.
       this.ctx.errors.add(err);
@@ -248,7 +322,14 @@ export class StageRunner {
     });
   }
 
-  private async deadLetter(delivery: Delivery, reason: DeadLetterReason, error: string, attempts: number, firstFailedUs: number): Promise<void> {
+  private async deadLetter(
+    delivery: Delivery,
+    tally: StageTally,
+    reason: DeadLetterReason,
+    error: string,
+    attempts: number,
+    firstFailedUs: number,
+  ): Promise<void> {
     const headers: Headers = {
       [PayqHeader.dlqReason]: reason,
       [PayqHeader.dlqError]: error,
@@ -259,12 +340,12 @@ export class StageRunner {
     };
     try {
       await delivery.deadLetter(headers);
-      this.counters.dead_lettered[reason]++;
-      this.counters.dead_lettered_total++;
+      tally.counters.dead_lettered[reason]++;
+      tally.counters.dead_lettered_total++;
     } catch (err) {
       // Not stored in the DLQ, so not settled: it comes back and is decided again, identically.
       this.ctx.errors.add(err);
-      this.counters.nacked++;
+      tally.counters.nacked++;
       delivery.nack();
     }
   }
@@ -272,10 +353,10 @@ export class StageRunner {
   /** Sends the outputs of every success in this handler call, then acks (or nacks) each input. */
   private async emit(successes: Success[]): Promise<void> {
     const { driver, clock } = this.ctx;
-    const c = this.counters;
     const sendUs = clock.nowUs();
     const sendText = String(Math.round(sendUs));
     const byDestination = new Map<string, { messages: OutgoingMessage[]; owners: number[] }>();
+    // Outputs count where their input counts (a child carries its input's run id).
     successes.forEach((s, owner) => {
       for (const child of s.children) {
         const message = this.toOutgoing(child, sendText);
@@ -296,8 +377,12 @@ export class StageRunner {
         sends.push(
           driver.send(destination, chunk).then(
             () => {
-              c.emitted += chunk.length;
-              for (const m of chunk) c.emitted_by_type[m.type] = (c.emitted_by_type[m.type] ?? 0) + 1;
+              chunk.forEach((m, j) => {
+                const t = successes[chunkOwners[j]!]!.tally;
+                t.counters.emitted++;
+                t.counters.emitted_by_type[m.type] = (t.counters.emitted_by_type[m.type] ?? 0) + 1;
+                t.measures.bytes_emitted += m.value.length;
+              });
             },
             (err: unknown) => {
               this.ctx.errors.add(err);
@@ -310,14 +395,17 @@ export class StageRunner {
     await Promise.all(sends);
 
     successes.forEach((s, owner) => {
+      const t = s.tally;
       if (failed.has(owner)) {
-        c.nacked++;
+        t.counters.nacked++;
         s.delivery.nack();
         return;
       }
       s.delivery.ack();
-      c.handled++;
-      recordUs(this.processing, s.processingUs);
+      t.counters.handled++;
+      recordUs(t.processing, s.processingUs);
+      recordUs(t.measures.planned, s.plannedUs);
+      t.measures.bytes_handled += s.delivery.value.length;
     });
 
     if (failed.size === 0) {

@@ -11,10 +11,10 @@ import type { Scenario, Stage } from '../events/scenario.js';
 import { createLatencyHistogram, summarize, type LatencyHistogram, type LatencySummary } from '../metrics/histogram.js';
 import type { Clock } from './clock.js';
 import { DEAD_LETTER_REASONS, type DeadLetterReason } from './worker-plan.js';
-import { ErrorLog, StageRunner, type StageCounters } from './worker-stage.js';
+import { ErrorLog, StageRunner, zeroCounts, type StageCounters, type StageMeasures } from './worker-stage.js';
 
 export { DeadLetterReason, DEAD_LETTER_REASONS, planHandling, childrenOf, type HandlingPlan } from './worker-plan.js';
-export type { StageCounters } from './worker-stage.js';
+export type { StageCounters, StageMeasures } from './worker-stage.js';
 
 export interface WorkerOptions {
   scenario: Scenario;
@@ -34,6 +34,11 @@ export interface WorkerOptions {
   durationMs?: number | undefined;
   /** Stop by itself once no delivery arrived for this long (ms) and nothing is in flight. */
   idleTimeoutMs?: number | undefined;
+  /**
+   * Count only events of this run (payq-run-id) in the statistics; events of other runs are
+   * handled the same but not counted. bench's warm-up runs under another run id.
+   */
+  countRunId?: string | undefined;
 }
 
 export const WORKER_DEFAULTS = { prefetch: 64, seed: 0, failures: true, timeScale: 1, partitions: 6 } as const;
@@ -82,6 +87,8 @@ export interface WorkerResult {
   stopped_by: 'signal' | 'duration' | 'idle';
   /** Processing-time histograms (µs) by stage name, for merging into reports. */
   histograms: Record<string, LatencyHistogram>;
+  /** Bytes, planned processing times and delivery latency by stage name (bench's report). */
+  measures: Record<string, StageMeasures>;
 }
 
 /** The consumer group of a stage; every worker process running that stage shares it. */
@@ -133,22 +140,8 @@ function snapshot(runners: StageRunner[], elapsedMs: number): WorkerProgress {
 
 function totalsOf(runners: StageRunner[], elapsedS: number): WorkerTotals {
   const merged = createLatencyHistogram();
-  const dead = {} as Record<DeadLetterReason, number>;
-  for (const r of DEAD_LETTER_REASONS) dead[r] = 0;
-  const t = {
-    received: 0,
-    redelivered: 0,
-    handled: 0,
-    attempts: 0,
-    transient_failures: 0,
-    retries: 0,
-    dead_lettered: dead,
-    dead_lettered_total: 0,
-    emitted: 0,
-    emitted_by_type: {} as Record<string, number>,
-    undecodable: 0,
-    nacked: 0,
-  };
+  const t = zeroCounts();
+  const dead = t.dead_lettered;
   for (const { counters: c, processing } of runners) {
     merged.add(processing);
     t.received += c.received;
@@ -191,7 +184,8 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
   await driver.declare(topologyOf(scenario, stages, options.partitions ?? WORKER_DEFAULTS.partitions));
 
   const runners = stages.map(
-    (stage) => new StageRunner({ scenario, stage, group: workerGroup(scenario, stage), driver, clock, policy, errors, signal }),
+    (stage) =>
+      new StageRunner({ scenario, stage, group: workerGroup(scenario, stage), driver, clock, policy, errors, signal, countRunId: options.countRunId }),
   );
   // Concurrently: joining a Kafka group takes seconds each.
   const subscribed = await Promise.allSettled(
@@ -250,6 +244,7 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
     interrupted: stoppedBy === 'signal',
     stopped_by: stoppedBy,
     histograms: Object.fromEntries(runners.map((r) => [r.counters.stage, r.processing])),
+    measures: Object.fromEntries(runners.map((r) => [r.counters.stage, r.measures])),
   };
 }
 

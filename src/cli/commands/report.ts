@@ -1,0 +1,101 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ConfigError, ThresholdError, UsageError } from '../../errors.js';
+import { evaluateAssertions, parseAssertion } from '../../metrics/assert.js';
+import { compareReports } from '../../metrics/compare.js';
+import { mergeReports, parseReport, type Report } from '../../metrics/report.js';
+import { redact } from '../../secrets.js';
+import { flagSchema, resolveOptions } from '../options.js';
+import type { CommandContext } from '../program.js';
+import { assertionLines, benchReportMarkdown, benchReportText, comparisonMarkdown, comparisonTable } from '../render.js';
+
+const list = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : [v]));
+
+const percent = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = typeof v === 'number' ? v : /^\s*\d+(\.\d+)?%?\s*$/.test(v) ? Number(v.replace('%', '')) : NaN;
+  if (!(n >= 0) || !Number.isFinite(n)) {
+    ctx.addIssue({ code: 'custom', message: `must be a percentage such as 10 or 10% (got '${v}')` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+const reportSchema = z.strictObject({
+  json: flagSchema.default(false),
+  files: list.default([]),
+  merge: flagSchema.default(false),
+  compare: z.string().min(1).optional(),
+  failOnRegression: percent.optional(),
+  threshold: percent.default(5),
+  markdown: z.string().min(1).optional(),
+  assert: list.default([]),
+});
+
+function readReport(file: string): Report {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+  }
+  return parseReport(text, file);
+}
+
+export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
+  const o = resolveOptions(reportSchema, {
+    command: 'report',
+    flags,
+    env: ctx.env,
+    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
+  });
+  const out = ctx.out;
+  if (o.files.length === 0) throw new UsageError('no report files given', { hint: 'payq report FILE... (reports written by payq bench --json FILE)' });
+  if (o.failOnRegression !== undefined && o.compare === undefined) throw new UsageError('--fail-on-regression goes with --compare BASELINE');
+  if (o.files.length > 1 && !o.merge && o.compare !== undefined) throw new UsageError('--compare takes one report (or --merge several into one)');
+  const assertions = o.assert.map(parseAssertion);
+
+  const loaded = o.files.map(readReport);
+  const reports = o.merge ? [mergeReports(loaded)] : loaded;
+  const baseline = o.compare === undefined ? undefined : readReport(o.compare);
+  const threshold = o.failOnRegression ?? o.threshold;
+  const comparison = baseline ? compareReports(reports[0]!, baseline, threshold) : undefined;
+  const outcomes = reports.map((r) => evaluateAssertions(r, assertions));
+
+  if (o.json) {
+    // A report stays a valid payq.report/v1 document; a comparison is a document of its own.
+    const data = comparison
+      ? { schema: 'payq.comparison/v1', baseline: o.compare, threshold_pct: threshold, rows: comparison, report: reports[0] }
+      : reports.length === 1
+        ? reports[0]
+        : reports;
+    out.data(`${JSON.stringify(data, null, 2)}\n`);
+  } else {
+    reports.forEach((r, i) => {
+      if (reports.length > 1) out.block(out.color.bold(`\n${o.files[i]}`));
+      out.block(benchReportText(r, out.color));
+      if (outcomes[i]!.length > 0) out.block(assertionLines(outcomes[i]!, out.color));
+    });
+    if (comparison) out.block(`${out.color.bold(`compared with ${o.compare}`)} (regression: worse by more than ${threshold}%)\n${comparisonTable(comparison, out.color)}`);
+  }
+  if (o.markdown !== undefined) {
+    const parts = reports.map((r, i) => benchReportMarkdown(r, outcomes[i]));
+    if (comparison) parts.push(`#### Compared with \`${o.compare}\`\n\n${comparisonMarkdown(comparison)}\n`);
+    writeOutput(o.markdown, parts.join('\n'));
+  }
+
+  const breaches = outcomes.flat().filter((x) => !x.passed);
+  const regressions = comparison?.filter((r) => r.regression) ?? [];
+  if (o.failOnRegression !== undefined && regressions.length > 0) {
+    throw new ThresholdError(`${regressions.length} regressions worse than ${o.failOnRegression}% against ${o.compare}: ${regressions.map((r) => r.label).join(', ')}`);
+  }
+  if (breaches.length > 0) throw new ThresholdError(`${breaches.length} --assert breached: ${breaches.map((b) => b.assertion.text).join(', ')}`);
+}
+
+/** Files get what stdout would: every secret redacted. */
+export function writeOutput(file: string, text: string): void {
+  try {
+    writeFileSync(file, redact(text));
+  } catch (err) {
+    throw new ConfigError(`cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+}

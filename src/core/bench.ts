@@ -1,0 +1,508 @@
+/**
+ * `bench`: the whole pipeline in one process on one driver (PRODUCT.md §3): producers (open loop
+ * at a rate, or flat out with a bounded backlog), the scenario's workers and a tracer, plus a sink
+ * consumer that takes the events no stage consumes. Returns the run's raw data (metrics/report.ts
+ * derives every figure from it); never prints.
+ *
+ * Warm-up: the producers first run for `warmupMs` under the run id `<runId>-warmup`; only events
+ * of `<runId>` count. Workers carry the run id to the events they emit, so everything a warm-up
+ * payment causes — handling, emitted events, dead letters, its trace — stays out of the figures,
+ * whenever it happens.
+ *
+ * The end: once the producers are done, bench drains: it waits until trace has seen every
+ * measured payment finish and every acknowledged event of the run was consumed, or until the
+ * pipeline has been quiet for `quietMs` (nothing sent, delivered or in a handler: what is missing
+ * by then is lost), or `drainTimeoutMs`.
+ */
+import type { Driver, Subscription } from '../drivers/types.js';
+import { InterruptedError } from '../errors.js';
+import { DEFAULT_DECODE } from '../events/decode.js';
+import { EventGenerator } from '../events/generator.js';
+import { PayqHeader } from '../events/headers.js';
+import type { Scenario } from '../events/scenario.js';
+import { createLatencyHistogram, recordUs, type LatencyHistogram } from '../metrics/histogram.js';
+import type { RunData, StageData } from '../metrics/report.js';
+import { MeteredDriver } from './bench-driver.js';
+import type { Clock } from './clock.js';
+import { produce, type ProduceResult } from './produce.js';
+import { generatedSource, type EventSource } from './sources.js';
+import { trace, type TraceResult } from './trace.js';
+import { runWorker, WORKER_DEFAULTS, type WorkerResult } from './worker.js';
+
+export interface BenchOptions {
+  scenario: Scenario;
+  /** Payments (entry events) per second over all producers, open loop; undefined: flat out. */
+  rate?: number | undefined;
+  /** Measured producing time (ms), after the warm-up. Exclusive with `count`. */
+  durationMs?: number | undefined;
+  /** Measured payments, after the warm-up. */
+  count?: number | undefined;
+  warmupMs?: number | undefined;
+  /** Producer loops sharing the event stream (each at rate / producers). Default 1. */
+  producers?: number | undefined;
+  /** Deliveries each stage works on at once (its prefetch). Default 64. */
+  consumers?: number | undefined;
+  seed: number;
+  timeScale?: number | undefined;
+  failures?: boolean | undefined;
+  /** Flat out: events sent and not yet consumed, at most (default: defaultMaxBacklog). Ignored with a rate. */
+  maxBacklog?: number | undefined;
+  drainTimeoutMs?: number | undefined;
+  quietMs?: number | undefined;
+  partitions?: number | undefined;
+  /** Stamped on every measured event (payq-run-id); the warm-up's events get `<runId>-warmup`. */
+  runId: string;
+  size?: number | undefined;
+  /**
+   * Which part of the pipeline this process runs: `all` (default) runs everything; `producer`,
+   * `worker` and `tracer` run one part each, on machines sharing a broker and a run id, and their
+   * reports merge into the whole run's (payq report --merge).
+   */
+  role?: BenchRole | undefined;
+  /** worker and tracer parts: end once the run's events stopped coming for this long. */
+  idleTimeoutMs?: number | undefined;
+  /** worker and tracer parts: give up when no event of the run arrived within this long. */
+  startTimeoutMs?: number | undefined;
+}
+
+export type BenchRole = 'all' | 'producer' | 'worker' | 'tracer';
+export const BENCH_ROLES: readonly BenchRole[] = ['all', 'producer', 'worker', 'tracer'];
+/** The warm-up's run id is the measured one with this suffix. */
+export const WARMUP_SUFFIX = '-warmup';
+
+export const BENCH_DEFAULTS = {
+  durationMs: 10_000,
+  warmupMs: 2_000,
+  producers: 1,
+  consumers: WORKER_DEFAULTS.prefetch,
+  drainTimeoutMs: 30_000,
+  quietMs: 3_000,
+  idleTimeoutMs: 10_000,
+  startTimeoutMs: 300_000,
+} as const;
+
+/**
+ * Flat out, the producers hold back while this many events wait in the pipeline: enough to keep
+ * every stage's consumers busy, few enough that queueing does not dominate the latency.
+ */
+export function defaultMaxBacklog(consumers: number, stages: number): number {
+  return Math.max(1000, 2 * consumers * stages);
+}
+
+/** `waiting`: a worker or tracer part waiting for the run's first event. */
+export type BenchPhase = 'starting' | 'waiting' | 'warmup' | 'measure' | 'drain';
+
+export interface BenchProgress {
+  phase: BenchPhase;
+  elapsedMs: number;
+  /** Measured payments acknowledged so far. */
+  produced: number;
+  /** Events of the measured run consumed so far. */
+  consumed: number;
+  finished: number;
+  backlog: number;
+}
+
+export interface BenchDeps {
+  driver: Driver;
+  clock: Clock;
+  signal?: AbortSignal | undefined;
+  onProgress?: ((p: BenchProgress) => void) | undefined;
+}
+
+export interface BenchResult {
+  data: RunData;
+  role: BenchRole;
+  brokerVersion: string | undefined;
+  /** Interrupted by the signal: the figures cover what was done until then. */
+  interrupted: boolean;
+  /**
+   * How the run ended: all measured work seen through (a part: its events stopped coming),
+   * the pipeline went quiet with work missing, a timeout, or the signal.
+   */
+  drained: 'complete' | 'quiet' | 'timeout' | 'interrupted';
+  startedAt: string;
+  produce: ProduceResult[];
+  /** Undefined for the parts that do not run them. */
+  worker: WorkerResult | undefined;
+  trace: TraceResult | undefined;
+}
+
+const PROGRESS_MS = 100;
+
+/** Waits for the first call of a callback, or for the promise it races with to fail. */
+function firstCall(): { promise: Promise<void>; call: () => void } {
+  let call!: () => void;
+  const promise = new Promise<void>((resolve) => (call = resolve));
+  return { promise, call };
+}
+
+/** A source that holds back while the pipeline's backlog is at its bound (flat-out runs). */
+function boundedSource(source: EventSource, driver: MeteredDriver, maxBacklog: number, signal: AbortSignal): EventSource {
+  const resumeBelow = Math.max(1, Math.floor(maxBacklog * 0.75));
+  return {
+    async pull(max) {
+      if (driver.backlog >= maxBacklog) await driver.backlogBelow(resumeBelow, signal);
+      return source.pull(Math.min(max, Math.max(1, maxBacklog - driver.backlog)));
+    },
+    get payments() {
+      return source.payments;
+    },
+  };
+}
+
+function mergedHistogram(hs: LatencyHistogram[]): LatencyHistogram {
+  const out = createLatencyHistogram();
+  for (const h of hs) out.add(h);
+  return out;
+}
+
+export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<BenchResult> {
+  const { scenario, runId } = options;
+  const { clock } = deps;
+  const role = options.role ?? 'all';
+  const has = {
+    producers: role === 'all' || role === 'producer',
+    workers: role === 'all' || role === 'worker',
+    tracer: role === 'all' || role === 'tracer',
+  };
+  const producers = options.producers ?? BENCH_DEFAULTS.producers;
+  const consumers = options.consumers ?? BENCH_DEFAULTS.consumers;
+  const warmupMs = options.warmupMs ?? 0;
+  const maxBacklog = options.maxBacklog ?? defaultMaxBacklog(consumers, scenario.stages.length);
+  const drainTimeoutMs = options.drainTimeoutMs ?? BENCH_DEFAULTS.drainTimeoutMs;
+  const quietMs = options.quietMs ?? BENCH_DEFAULTS.quietMs;
+  const idleTimeoutMs = options.idleTimeoutMs ?? BENCH_DEFAULTS.idleTimeoutMs;
+  const startTimeoutMs = options.startTimeoutMs ?? BENCH_DEFAULTS.startTimeoutMs;
+  const durationMs = options.count === undefined ? (options.durationMs ?? BENCH_DEFAULTS.durationMs) : undefined;
+  const startedAt = new Date(clock.nowUs() / 1000).toISOString();
+  const driver = new MeteredDriver(deps.driver, clock, runId);
+  const entry = scenario.destinationFor(scenario.entry);
+  const partitions = options.partitions ?? WORKER_DEFAULTS.partitions;
+  const encode = (id: string) => ({ binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: id });
+
+  // Each part stops on its own controller; the caller's signal (Ctrl-C) stops them all.
+  const producing = new AbortController();
+  const tracing = new AbortController();
+  const working = new AbortController();
+  const stopAll = () => {
+    producing.abort();
+    tracing.abort();
+    working.abort();
+  };
+  deps.signal?.addEventListener('abort', stopAll, { once: true });
+
+  let phase: BenchPhase = 'starting';
+  let traceFinished = 0;
+  let traceEvents = 0;
+  let workerInFlight = 0;
+  const startUs = clock.nowUs();
+  /** Measured payments acknowledged: final once the measured phase ended. */
+  let measuredAcked = 0;
+  /** Live counts of the measured producers, for progress. */
+  const liveAcked: number[] = [];
+  const report = () =>
+    deps.onProgress?.({
+      phase,
+      elapsedMs: (clock.nowUs() - startUs) / 1000,
+      produced: phase === 'drain' ? measuredAcked : liveAcked.reduce((a, b) => a + b, 0),
+      consumed: driver.run.consumed,
+      finished: traceFinished,
+      backlog: driver.backlog,
+    });
+
+  // The sink: events no stage consumes end there; bench (its tracer part) is their consumer.
+  const sink = { consumed: 0, bytes: 0, delivery: createLatencyHistogram() };
+  const started: Promise<unknown>[] = [];
+  const ready: Promise<unknown>[] = [];
+
+  let traceRun: Promise<TraceResult> | undefined;
+  let sinkSubscription: Promise<Subscription> | undefined;
+  if (has.tracer) {
+    await driver.declare([{ name: scenario.sink, partitions, deadLetter: true }]);
+    const traceReady = firstCall();
+    traceRun = trace(
+      {
+        scenario,
+        destinations: scenario.destinations,
+        decode: DEFAULT_DECODE,
+        stuckAfterMs: Math.max(60_000, drainTimeoutMs, idleTimeoutMs),
+        expect: undefined,
+        withinMs: undefined,
+        payment: undefined,
+        runId,
+        fromBeginning: false,
+        idleTimeoutMs: undefined,
+        durationMs: undefined,
+        untilFinished: undefined,
+      },
+      {
+        driver,
+        clock,
+        signal: tracing.signal,
+        onReady: traceReady.call,
+        onProgress: (p) => {
+          traceFinished = p.finished;
+          traceEvents = p.events;
+        },
+      },
+    );
+    started.push(traceRun);
+    ready.push(traceReady.promise);
+    sinkSubscription = driver.subscribe(
+      { destinations: [scenario.sink], group: `payq-bench.${scenario.name}.sink`, fromBeginning: false, prefetch: 1000 },
+      (deliveries) => {
+        const nowUs = clock.nowUs();
+        for (const d of deliveries) {
+          if (d.headers[PayqHeader.runId] === runId) {
+            sink.consumed++;
+            sink.bytes += d.value.length;
+            const sentUs = Number(d.headers[PayqHeader.intendedUs] ?? d.headers[PayqHeader.publishedUs]);
+            if (sentUs > 0) recordUs(sink.delivery, nowUs - sentUs);
+          }
+          d.ack();
+        }
+      },
+    );
+    ready.push(sinkSubscription);
+  }
+  let workerRun: Promise<WorkerResult> | undefined;
+  if (has.workers) {
+    const workerReady = firstCall();
+    workerRun = runWorker(
+      {
+        scenario,
+        prefetch: consumers,
+        seed: options.seed,
+        failures: options.failures ?? WORKER_DEFAULTS.failures,
+        timeScale: options.timeScale ?? WORKER_DEFAULTS.timeScale,
+        partitions,
+        countRunId: runId,
+      },
+      {
+        driver,
+        clock,
+        signal: working.signal,
+        onProgress: (p) => {
+          workerInFlight = p.inFlight;
+          workerReady.call();
+        },
+      },
+    );
+    started.push(workerRun);
+    ready.push(workerReady.promise);
+  }
+  if (has.producers && !has.workers) await driver.declare([{ name: entry, partitions, deadLetter: true }]);
+
+  const cleanup = async () => {
+    stopAll();
+    await Promise.allSettled([...started, sinkSubscription?.then((s) => s.close())]);
+  };
+  try {
+    // A failure to start (broker down, topology refused) must surface, not hang on "ready".
+    const failedEarly = Promise.race(started).then(
+      () => new Error('bench: a part of the pipeline ended before it started'),
+      (err: unknown) => err,
+    );
+    const early = await Promise.race([Promise.all(ready).then(() => undefined), started.length > 0 ? failedEarly : new Promise<never>(() => {})]);
+    if (early !== undefined) throw early;
+  } catch (err) {
+    await cleanup();
+    if (deps.signal?.aborted) throw new InterruptedError('interrupted before the run started: nothing was measured');
+    throw err;
+  }
+
+  const progressTimer = setInterval(report, PROGRESS_MS);
+  let brokerVersion: string | undefined;
+  try {
+    brokerVersion = await driver.brokerVersion();
+  } catch {
+    brokerVersion = undefined;
+  }
+
+  const runPhase = async (id: string, source: EventSource, phaseMs: number | undefined, measured: boolean): Promise<ProduceResult[]> => {
+    // Flat out, a one-process run holds the producers back to a bounded backlog; a producer
+    // part cannot see the consumers of other machines, so it is not bounded.
+    const shared = options.rate === undefined && role === 'all' ? boundedSource(source, driver, maxBacklog, producing.signal) : source;
+    return Promise.all(
+      Array.from({ length: producers }, (_, i) =>
+        produce(
+          {
+            destination: entry,
+            rate: options.rate === undefined ? undefined : options.rate / producers,
+            durationMs: phaseMs,
+            encode: encode(id),
+            startAtIntended: true,
+          },
+          {
+            driver,
+            source: shared,
+            clock,
+            signal: producing.signal,
+            onProgress: measured
+              ? (p) => {
+                  liveAcked[i] = p.acked;
+                }
+              : undefined,
+          },
+        ).then((r) => {
+          if (measured) measuredAcked += r.acked;
+          return r;
+        }),
+      ),
+    );
+  };
+
+  let produced: ProduceResult[] = [];
+  let measureStartUs = clock.nowUs();
+  let measureEndUs: number | undefined;
+  let drained: BenchResult['drained'] = 'complete';
+  try {
+    if (has.producers) {
+      if (warmupMs > 0) {
+        phase = 'warmup';
+        const warm = new EventGenerator({ scenario, seed: (options.seed + 0x5eed) % 2 ** 31, payments: Infinity, lifecycle: false, size: options.size });
+        await runPhase(`${runId}${WARMUP_SUFFIX}`, generatedSource(warm), warmupMs, false);
+      }
+      phase = 'measure';
+      measureStartUs = clock.nowUs();
+      driver.availability.start(measureStartUs);
+      const gen = new EventGenerator({ scenario, seed: options.seed, payments: options.count ?? Infinity, lifecycle: false, size: options.size });
+      produced = await runPhase(runId, generatedSource(gen), durationMs, true);
+    }
+    if (role === 'producer') {
+      measureEndUs = clock.nowUs();
+    } else {
+      // role all: drain what was produced. A worker or tracer part: wait for the run's events
+      // (produced elsewhere), then until they stopped coming.
+      const oneProcess = role === 'all';
+      let seenRun = oneProcess;
+      phase = oneProcess ? 'drain' : 'waiting';
+      const waitStartUs = clock.nowUs();
+      let lastActivity = -1;
+      let lastActivityUs = waitStartUs;
+      for (;;) {
+        const nowUs = clock.nowUs();
+        if (deps.signal?.aborted) {
+          drained = 'interrupted';
+          break;
+        }
+        if (!seenRun) {
+          if (driver.run.consumed > 0 || traceEvents > 0) {
+            seenRun = true;
+            phase = 'measure';
+            measureStartUs = nowUs;
+            lastActivityUs = nowUs;
+            driver.availability.start(nowUs);
+          } else if (nowUs - waitStartUs >= startTimeoutMs * 1000) {
+            measureStartUs = nowUs;
+            drained = 'timeout';
+            break;
+          }
+        }
+        if (oneProcess && traceFinished >= measuredAcked && driver.run.consumed >= driver.run.acknowledged) {
+          drained = 'complete';
+          break;
+        }
+        const activity = driver.activity + traceEvents;
+        if (activity !== lastActivity || workerInFlight > 0) {
+          lastActivity = activity;
+          lastActivityUs = nowUs;
+        } else if (seenRun && nowUs - lastActivityUs >= (oneProcess ? quietMs : idleTimeoutMs) * 1000) {
+          drained = oneProcess ? 'quiet' : 'complete';
+          // Nothing happened since: the window ends with the last activity, not the idle wait.
+          measureEndUs = Math.max(measureStartUs, lastActivityUs);
+          break;
+        }
+        if (oneProcess && nowUs - waitStartUs >= drainTimeoutMs * 1000) {
+          drained = 'timeout';
+          break;
+        }
+        await clock.sleep(20, deps.signal);
+      }
+    }
+  } catch (err) {
+    clearInterval(progressTimer);
+    await cleanup();
+    throw err;
+  }
+  measureEndUs ??= clock.nowUs();
+  clearInterval(progressTimer);
+  report();
+
+  stopAll();
+  const [traced, worked] = await Promise.all([traceRun, workerRun]);
+  if (sinkSubscription) await (await sinkSubscription).close();
+  deps.signal?.removeEventListener('abort', stopAll);
+
+  const windows = driver.windows(measureEndUs);
+  const stages: Record<string, StageData> = {};
+  for (const s of worked?.stages ?? []) {
+    const m = worked!.measures[s.stage]!;
+    stages[s.stage] = {
+      handled: s.handled,
+      received: s.received,
+      redelivered: s.redelivered,
+      attempts: s.attempts,
+      retries: s.retries,
+      transient_failures: s.transient_failures,
+      emitted: s.emitted,
+      dead_lettered: s.dead_lettered_total,
+      bytes_received: m.bytes_received,
+      bytes_handled: m.bytes_handled,
+      bytes_emitted: m.bytes_emitted,
+      processing: m.planned,
+      wall: worked!.histograms[s.stage]!,
+      delivery: m.delivery,
+    };
+  }
+  const withRate = options.rate !== undefined && has.producers;
+  const errors = [...new Set([...produced.flatMap((p) => p.errors), ...(worked?.errors ?? [])])].slice(0, 10);
+  const data: RunData = {
+    elapsed_s: Math.max(0.001, (measureEndUs - measureStartUs) / 1e6),
+    producers: {
+      sent: produced.reduce((n, p) => n + p.sent, 0),
+      acked: produced.reduce((n, p) => n + p.acked, 0),
+      failed: produced.reduce((n, p) => n + p.failed, 0),
+      bytes: produced.reduce((n, p) => n + p.bytes_acked, 0),
+    },
+    stages,
+    sink: { destination: scenario.sink, ...sink },
+    events: {
+      acknowledged: driver.run.acknowledged,
+      consumed: driver.run.consumed,
+      unacknowledged: driver.run.unacknowledged,
+      redelivered: driver.run.redelivered,
+      duplicates: traced?.events.duplicates ?? 0,
+      out_of_order: traced?.events.out_of_order ?? 0,
+      missing_steps: traced?.events.missing_steps ?? 0,
+      undecodable: traced?.events.undecodable ?? 0,
+    },
+    payments: {
+      finished: traced?.payments.finished ?? 0,
+      in_flight: traced?.payments.in_flight ?? 0,
+      stuck: traced?.payments.stuck ?? 0,
+      by_class: traced?.payments.by_class ?? {},
+    },
+    dlq_by_reason: worked ? { ...worked.totals.dead_lettered } : {},
+    windows,
+    latency: {
+      publish: mergedHistogram(produced.map((p) => p.histograms.publish)),
+      publish_delay: withRate ? mergedHistogram(produced.map((p) => p.histograms.publishDelay)) : undefined,
+      publish_from_intended: withRate ? mergedHistogram(produced.map((p) => p.histograms.intended)) : undefined,
+      end_to_end: traced?.histograms.endToEnd ?? createLatencyHistogram(),
+    },
+    errors,
+  };
+  return {
+    data,
+    role,
+    brokerVersion,
+    interrupted: deps.signal?.aborted ?? false,
+    drained,
+    startedAt,
+    produce: produced,
+    worker: worked,
+    trace: traced,
+  };
+}

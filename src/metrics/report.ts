@@ -1,0 +1,533 @@
+/**
+ * The bench report (`"schema": "payq.report/v1"`): what `payq bench --json` writes and
+ * `payq report` reads, renders, merges and compares.
+ *
+ * A report is built in one place (`buildReport`) from raw run data — counts and histograms — and
+ * every derived figure (rates, percentiles, APT, loss, availability) is computed there. A report
+ * keeps the raw counts and every histogram (compressed base64), so `reportData` gets the raw run
+ * data back; merging adds the raw data and builds again. Merged figures are therefore exactly the
+ * figures of one run over the combined samples (percentiles within HdrHistogram's 3 significant
+ * digits, the same as any single report).
+ *
+ * Keys are stable and carry their unit (`_ms`, `_s`, `_per_s`, `mb_per_s`, `bytes`); counts have
+ * no suffix; `loss` and `availability` are fractions from 0 to 1.
+ */
+import { z } from 'zod';
+import { ConfigError } from '../errors.js';
+import type { AvailabilityWindows } from './availability.js';
+import { createLatencyHistogram, decodeHistogram, encodeHistogram, summarize, type LatencyHistogram, type LatencySummary } from './histogram.js';
+
+export const REPORT_SCHEMA = 'payq.report/v1';
+
+// ------------------------------------------------------------------------------------------------
+// Raw run data: what bench measured, before anything is derived.
+
+export interface StageData {
+  /** Successful handlings (events processed). */
+  handled: number;
+  /** Deliveries to the stage, redeliveries included. */
+  received: number;
+  redelivered: number;
+  attempts: number;
+  retries: number;
+  transient_failures: number;
+  /** Events the stage emitted that the broker acknowledged. */
+  emitted: number;
+  dead_lettered: number;
+  bytes_received: number;
+  bytes_handled: number;
+  bytes_emitted: number;
+  /** Processing time of each handled event, µs: APT's tᵢ is its mean. */
+  processing: LatencyHistogram;
+  /** Wall time the successful attempt took, µs (the processing time plus timer lateness). */
+  wall: LatencyHistogram;
+  /** Published (intended, when the event has an intended send time) → handed to the stage, µs. */
+  delivery: LatencyHistogram;
+}
+
+export interface RunData {
+  /** The measured window: first measured send → end of the drain. */
+  elapsed_s: number;
+  producers: { sent: number; acked: number; failed: number; bytes: number };
+  /** By stage name, in the scenario's order. */
+  stages: Record<string, StageData>;
+  sink: { destination: string; consumed: number; bytes: number; delivery: LatencyHistogram };
+  events: {
+    /** Sends of the run the broker acknowledged (producers and workers). */
+    acknowledged: number;
+    /** First deliveries of the run's events to the pipeline's consumers (stages and sink). */
+    consumed: number;
+    unacknowledged: number;
+    redelivered: number;
+    duplicates: number;
+    out_of_order: number;
+    missing_steps: number;
+    undecodable: number;
+  };
+  payments: { finished: number; in_flight: number; stuck: number; by_class: Record<string, number> };
+  dlq_by_reason: Record<string, number>;
+  windows: AvailabilityWindows;
+  latency: {
+    publish: LatencyHistogram;
+    publish_delay: LatencyHistogram | undefined;
+    publish_from_intended: LatencyHistogram | undefined;
+    end_to_end: LatencyHistogram;
+  };
+  errors: string[];
+}
+
+// ------------------------------------------------------------------------------------------------
+// The report as written: the zod schema is the documented schema (README "JSON report").
+
+const count = z.number().int().min(0);
+const nonNegative = z.number().min(0);
+const fraction = z.number().min(0).max(1);
+
+export const latencySummarySchema = z.strictObject({
+  count,
+  mean_ms: nonNegative,
+  p50_ms: nonNegative,
+  p90_ms: nonNegative,
+  p99_ms: nonNegative,
+  p999_ms: nonNegative,
+  max_ms: nonNegative,
+});
+
+const rateSchema = z.strictObject({ events: count, bytes: count, events_per_s: nonNegative, mb_per_s: nonNegative });
+
+const handlerSchema = z.strictObject({
+  /** tᵢ: the mean processing time (ms). */
+  t_ms: nonNegative,
+  /** cᵢ: events handled. */
+  count,
+  p50_ms: nonNegative,
+  p99_ms: nonNegative,
+  max_ms: nonNegative,
+  /** Mean wall time of the successful attempt (ms): t_ms plus the timers' lateness. */
+  wall_t_ms: nonNegative,
+  received: count,
+  redelivered: count,
+  attempts: count,
+  retries: count,
+  transient_failures: count,
+  emitted: count,
+  dead_lettered: count,
+  bytes_received: count,
+  bytes_handled: count,
+  bytes_emitted: count,
+});
+
+const encoded = z.string().regex(/^[A-Za-z0-9+/=]*$/, 'must be a compressed base64 HdrHistogram');
+
+export const ROLES = ['all', 'producer', 'worker', 'tracer'] as const;
+export type BenchRole = (typeof ROLES)[number];
+
+export const reportSchema = z.strictObject({
+  schema: z.literal(REPORT_SCHEMA),
+  run_id: z.string(),
+  /** Which part of the pipeline this report measured; `all` for a one-process bench. */
+  role: z.enum([...ROLES, 'merged']),
+  /** How many reports were merged into this one (1 for a plain run). */
+  merged_from: z.number().int().min(1),
+  settings: z.strictObject({
+    broker: z.string(),
+    broker_version: z.string().nullable(),
+    scenario: z.string(),
+    seed: count,
+    rate_per_s: nonNegative.nullable(),
+    duration_s: nonNegative.nullable(),
+    count: count.nullable(),
+    warmup_s: nonNegative,
+    producers: count,
+    consumers: count,
+    max_backlog: count.nullable(),
+    time_scale: nonNegative,
+    failures: z.boolean(),
+    payq_version: z.string(),
+    node_version: z.string(),
+    started_at: z.string(),
+  }),
+  elapsed_s: nonNegative,
+  /** APT = Σ tᵢ·cᵢ / Σ cᵢ over the handlers (ms). */
+  apt_ms: nonNegative,
+  /** The same over the handlers' wall times (ms). */
+  apt_wall_ms: nonNegative,
+  handlers: z.record(z.string(), handlerSchema),
+  throughput: z.strictObject({
+    /** Events delivered to the pipeline's consumers per second (stages and sink). */
+    events_per_s: nonNegative,
+    /** Payments that finished (any class) per second. */
+    payments_per_s: nonNegative,
+    produced: rateSchema,
+    consumed: rateSchema,
+    processed: rateSchema,
+  }),
+  latency: z.strictObject({
+    publish: latencySummarySchema,
+    publish_delay: latencySummarySchema.nullable(),
+    publish_from_intended: latencySummarySchema.nullable(),
+    end_to_end: latencySummarySchema,
+    hops: z.record(z.string(), latencySummarySchema),
+  }),
+  /**
+   * 1 − consumed / acknowledged (0 when nothing was acknowledged). null in the report of one
+   * part of a run (role producer, worker or tracer): only the merged parts can tell.
+   */
+  loss: fraction.nullable(),
+  events: z.strictObject({
+    acknowledged: count,
+    consumed: count,
+    lost: count.nullable(),
+    unacknowledged: count,
+    redelivered: count,
+    duplicates: count,
+    out_of_order: count,
+    missing_steps: count,
+    undecodable: count,
+  }),
+  /** windows.available / windows.total (1 when there were no windows). */
+  availability: fraction,
+  windows: z.strictObject({ total: count, available: count }),
+  producers: z.strictObject({ sent: count, acked: count, failed: count, bytes: count }),
+  sink: z.strictObject({ destination: z.string(), consumed: count, bytes: count }),
+  payments: z.strictObject({ produced: count, finished: count, in_flight: count, stuck: count, by_class: z.record(z.string(), count) }),
+  dlq: z.strictObject({ total: count, per_s: nonNegative, by_reason: z.record(z.string(), count) }),
+  errors: z.array(z.string()),
+  histograms: z.strictObject({
+    publish: encoded,
+    publish_delay: encoded.nullable(),
+    publish_from_intended: encoded.nullable(),
+    end_to_end: encoded,
+    hops: z.record(z.string(), encoded),
+    processing: z.record(z.string(), encoded),
+    wall: z.record(z.string(), encoded),
+  }),
+});
+
+export type Report = z.infer<typeof reportSchema>;
+export type ReportSettings = Report['settings'];
+export type ReportRole = Report['role'];
+
+export interface ReportMeta {
+  run_id: string;
+  role: ReportRole;
+  merged_from?: number;
+  settings: ReportSettings;
+}
+
+// ------------------------------------------------------------------------------------------------
+
+/** The key of the sink's hop in latency.hops: `sink`, unless a stage has that name. */
+export function sinkHopKey(stageNames: string[]): string {
+  return stageNames.includes('sink') ? 'sink-consumer' : 'sink';
+}
+
+const round = (n: number, digits: number) => {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+};
+const perS = (n: number, s: number) => (s > 0 ? round(n / s, 1) : 0);
+const mbPerS = (bytes: number, s: number) => (s > 0 ? round(bytes / 1e6 / s, 3) : 0);
+const rate = (events: number, bytes: number, s: number) => ({ events, bytes, events_per_s: perS(events, s), mb_per_s: mbPerS(bytes, s) });
+const meanMs = (h: LatencyHistogram) => (h.totalCount === 0 ? 0 : round(h.mean / 1000, 4));
+const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
+
+/** APT = Σ tᵢ·cᵢ / Σ cᵢ, with tᵢ each histogram's mean and cᵢ its count (ms). */
+export function aptMs(histograms: LatencyHistogram[]): number {
+  const c = sum(histograms.map((h) => h.totalCount));
+  if (c === 0) return 0;
+  return round(sum(histograms.map((h) => (h.totalCount === 0 ? 0 : h.mean * h.totalCount))) / c / 1000, 4);
+}
+
+/**
+ * A histogram's summary as any reader of the report gets it: from the encoded form (the exact
+ * maximum a live histogram tracks is not kept by the encoding; its bucket's highest equivalent
+ * value is). So a report summarises the same way whether it was just measured or merged.
+ */
+function encodedSummary(h: LatencyHistogram): { summary: LatencySummary; encoded: string; histogram: LatencyHistogram } {
+  const encoded = encodeHistogram(h);
+  const histogram = decodeHistogram(encoded);
+  return { summary: summarize(histogram), encoded, histogram };
+}
+
+/** Every derived figure of a report, from raw run data. */
+export function buildReport(data: RunData, meta: ReportMeta): Report {
+  const s = data.elapsed_s;
+  const stages = Object.entries(data.stages);
+  const handlers: Report['handlers'] = {};
+  const hops: Report['latency']['hops'] = {};
+  const histHops: Record<string, string> = {};
+  const histProcessing: Record<string, string> = {};
+  const histWall: Record<string, string> = {};
+  const processingHistograms: LatencyHistogram[] = [];
+  const wallHistograms: LatencyHistogram[] = [];
+  for (const [name, st] of stages) {
+    const processing = encodedSummary(st.processing);
+    const wall = encodedSummary(st.wall);
+    const delivery = encodedSummary(st.delivery);
+    processingHistograms.push(processing.histogram);
+    wallHistograms.push(wall.histogram);
+    const p = processing.summary;
+    handlers[name] = {
+      t_ms: meanMs(processing.histogram),
+      count: st.processing.totalCount,
+      p50_ms: p.p50_ms,
+      p99_ms: p.p99_ms,
+      max_ms: p.max_ms,
+      wall_t_ms: meanMs(wall.histogram),
+      received: st.received,
+      redelivered: st.redelivered,
+      attempts: st.attempts,
+      retries: st.retries,
+      transient_failures: st.transient_failures,
+      emitted: st.emitted,
+      dead_lettered: st.dead_lettered,
+      bytes_received: st.bytes_received,
+      bytes_handled: st.bytes_handled,
+      bytes_emitted: st.bytes_emitted,
+    };
+    hops[name] = delivery.summary;
+    histHops[name] = delivery.encoded;
+    histProcessing[name] = processing.encoded;
+    histWall[name] = wall.encoded;
+  }
+  const sinkHop = sinkHopKey(Object.keys(data.stages));
+  const sinkDelivery = encodedSummary(data.sink.delivery);
+  hops[sinkHop] = sinkDelivery.summary;
+  histHops[sinkHop] = sinkDelivery.encoded;
+  const publish = encodedSummary(data.latency.publish);
+  const endToEnd = encodedSummary(data.latency.end_to_end);
+  const publishDelay = data.latency.publish_delay && encodedSummary(data.latency.publish_delay);
+  const fromIntended = data.latency.publish_from_intended && encodedSummary(data.latency.publish_from_intended);
+
+  const stageList = stages.map(([, st]) => st);
+  const producedEvents = data.producers.acked + sum(stageList.map((st) => st.emitted));
+  const producedBytes = data.producers.bytes + sum(stageList.map((st) => st.bytes_emitted));
+  const consumedEvents = sum(stageList.map((st) => st.received)) + data.sink.consumed;
+  const consumedBytes = sum(stageList.map((st) => st.bytes_received)) + data.sink.bytes;
+  const processedEvents = sum(stageList.map((st) => st.handled));
+  const processedBytes = sum(stageList.map((st) => st.bytes_handled));
+  const { acknowledged, consumed } = data.events;
+  // A part of a run sees one side of the books only (a producer acknowledges, a worker consumes).
+  const partial = meta.role === 'producer' || meta.role === 'worker' || meta.role === 'tracer';
+  const lost = partial ? null : Math.max(0, acknowledged - consumed);
+  const dlqTotal = sum(Object.values(data.dlq_by_reason));
+  const w = data.windows;
+
+  return {
+    schema: REPORT_SCHEMA,
+    run_id: meta.run_id,
+    role: meta.role,
+    merged_from: meta.merged_from ?? 1,
+    settings: meta.settings,
+    elapsed_s: round(s, 3),
+    apt_ms: aptMs(processingHistograms),
+    apt_wall_ms: aptMs(wallHistograms),
+    handlers,
+    throughput: {
+      events_per_s: perS(consumedEvents, s),
+      payments_per_s: perS(data.payments.finished, s),
+      produced: rate(producedEvents, producedBytes, s),
+      consumed: rate(consumedEvents, consumedBytes, s),
+      processed: rate(processedEvents, processedBytes, s),
+    },
+    latency: {
+      publish: publish.summary,
+      publish_delay: publishDelay ? publishDelay.summary : null,
+      publish_from_intended: fromIntended ? fromIntended.summary : null,
+      end_to_end: endToEnd.summary,
+      hops,
+    },
+    loss: lost === null ? null : acknowledged === 0 ? 0 : round(lost / acknowledged, 6),
+    events: { ...data.events, lost },
+    availability: w.total === 0 ? 1 : round(w.available / w.total, 4),
+    windows: { ...w },
+    producers: { ...data.producers },
+    sink: { destination: data.sink.destination, consumed: data.sink.consumed, bytes: data.sink.bytes },
+    payments: { produced: data.producers.acked, ...data.payments, by_class: { ...data.payments.by_class } },
+    dlq: { total: dlqTotal, per_s: perS(dlqTotal, s), by_reason: { ...data.dlq_by_reason } },
+    errors: [...data.errors],
+    histograms: {
+      publish: publish.encoded,
+      publish_delay: publishDelay ? publishDelay.encoded : null,
+      publish_from_intended: fromIntended ? fromIntended.encoded : null,
+      end_to_end: endToEnd.encoded,
+      hops: histHops,
+      processing: histProcessing,
+      wall: histWall,
+    },
+  };
+}
+
+/** The raw run data a report was built from (histograms decoded). */
+export function reportData(report: Report): RunData {
+  const h = report.histograms;
+  const dec = (text: string | undefined) => (text === undefined ? createLatencyHistogram() : decodeHistogram(text));
+  const stages: Record<string, StageData> = {};
+  for (const [name, x] of Object.entries(report.handlers)) {
+    stages[name] = {
+      handled: x.count,
+      received: x.received,
+      redelivered: x.redelivered,
+      attempts: x.attempts,
+      retries: x.retries,
+      transient_failures: x.transient_failures,
+      emitted: x.emitted,
+      dead_lettered: x.dead_lettered,
+      bytes_received: x.bytes_received,
+      bytes_handled: x.bytes_handled,
+      bytes_emitted: x.bytes_emitted,
+      processing: dec(h.processing[name]),
+      wall: dec(h.wall[name]),
+      delivery: dec(h.hops[name]),
+    };
+  }
+  const sinkHop = sinkHopKey(Object.keys(report.handlers));
+  return {
+    elapsed_s: report.elapsed_s,
+    producers: { ...report.producers },
+    stages,
+    sink: { destination: report.sink.destination, consumed: report.sink.consumed, bytes: report.sink.bytes, delivery: dec(h.hops[sinkHop]) },
+    events: {
+      acknowledged: report.events.acknowledged,
+      consumed: report.events.consumed,
+      unacknowledged: report.events.unacknowledged,
+      redelivered: report.events.redelivered,
+      duplicates: report.events.duplicates,
+      out_of_order: report.events.out_of_order,
+      missing_steps: report.events.missing_steps,
+      undecodable: report.events.undecodable,
+    },
+    payments: {
+      finished: report.payments.finished,
+      in_flight: report.payments.in_flight,
+      stuck: report.payments.stuck,
+      by_class: { ...report.payments.by_class },
+    },
+    dlq_by_reason: { ...report.dlq.by_reason },
+    windows: { ...report.windows },
+    latency: {
+      publish: dec(h.publish),
+      publish_delay: h.publish_delay === null ? undefined : dec(h.publish_delay),
+      publish_from_intended: h.publish_from_intended === null ? undefined : dec(h.publish_from_intended),
+      end_to_end: dec(h.end_to_end),
+    },
+    errors: [...report.errors],
+  };
+}
+
+function addCounts<T extends Record<string, number>>(into: T, from: T): void {
+  for (const [k, v] of Object.entries(from)) (into as Record<string, number>)[k] = ((into as Record<string, number>)[k] ?? 0) + v;
+}
+
+function addHistogram(into: LatencyHistogram | undefined, from: LatencyHistogram | undefined): LatencyHistogram | undefined {
+  if (from === undefined) return into;
+  const out = into ?? createLatencyHistogram();
+  out.add(from);
+  return out;
+}
+
+/**
+ * Adds run data: counts add, histograms add, the window is the longest one (the reports are
+ * taken to cover the same time, as the machines of one run do), and windows add.
+ */
+export function mergeData(parts: RunData[]): RunData {
+  if (parts.length === 0) throw new RangeError('nothing to merge');
+  const [first, ...rest] = parts;
+  const out = reportData(buildReport(first!, { run_id: '', role: 'all', settings: placeholderSettings() }));
+  for (const p of rest) {
+    out.elapsed_s = Math.max(out.elapsed_s, p.elapsed_s);
+    addCounts(out.producers, p.producers);
+    for (const [name, st] of Object.entries(p.stages)) {
+      const into = out.stages[name];
+      if (!into) {
+        out.stages[name] = { ...st, processing: addHistogram(undefined, st.processing)!, wall: addHistogram(undefined, st.wall)!, delivery: addHistogram(undefined, st.delivery)! };
+        continue;
+      }
+      const { processing, wall, delivery, ...counts } = st;
+      const { processing: ip, wall: iw, delivery: id, ...intoCounts } = into;
+      addCounts(intoCounts, counts);
+      out.stages[name] = { ...intoCounts, processing: addHistogram(ip, processing)!, wall: addHistogram(iw, wall)!, delivery: addHistogram(id, delivery)! };
+    }
+    if (out.sink.destination !== p.sink.destination && p.sink.consumed > 0 && out.sink.consumed === 0) out.sink.destination = p.sink.destination;
+    out.sink.consumed += p.sink.consumed;
+    out.sink.bytes += p.sink.bytes;
+    out.sink.delivery.add(p.sink.delivery);
+    addCounts(out.events, p.events);
+    out.payments.finished += p.payments.finished;
+    out.payments.in_flight += p.payments.in_flight;
+    out.payments.stuck += p.payments.stuck;
+    addCounts(out.payments.by_class, p.payments.by_class);
+    addCounts(out.dlq_by_reason, p.dlq_by_reason);
+    out.windows.total += p.windows.total;
+    out.windows.available += p.windows.available;
+    out.latency.publish.add(p.latency.publish);
+    out.latency.publish_delay = addHistogram(out.latency.publish_delay, p.latency.publish_delay);
+    out.latency.publish_from_intended = addHistogram(out.latency.publish_from_intended, p.latency.publish_from_intended);
+    out.latency.end_to_end.add(p.latency.end_to_end);
+    for (const e of p.errors) if (!out.errors.includes(e) && out.errors.length < 10) out.errors.push(e);
+  }
+  return out;
+}
+
+function placeholderSettings(): ReportSettings {
+  return {
+    broker: '',
+    broker_version: null,
+    scenario: '',
+    seed: 0,
+    rate_per_s: null,
+    duration_s: null,
+    count: null,
+    warmup_s: 0,
+    producers: 0,
+    consumers: 0,
+    max_backlog: null,
+    time_scale: 0,
+    failures: false,
+    payq_version: '',
+    node_version: '',
+    started_at: '',
+  };
+}
+
+/**
+ * Merges reports exactly: from their raw counts and histograms. The settings are the first
+ * report's; the run id and role are kept when all reports agree.
+ */
+export function mergeReports(reports: Report[]): Report {
+  if (reports.length === 0) throw new RangeError('nothing to merge');
+  const data = mergeData(reports.map(reportData));
+  const first = reports[0]!;
+  const same = <T>(pick: (r: Report) => T): boolean => reports.every((r) => pick(r) === pick(first));
+  const settings = { ...first.settings };
+  if (!same((r) => r.settings.broker)) settings.broker = [...new Set(reports.map((r) => r.settings.broker))].join(', ');
+  return buildReport(data, {
+    run_id: same((r) => r.run_id) ? first.run_id : [...new Set(reports.map((r) => r.run_id))].join('+'),
+    role: 'merged',
+    merged_from: reports.reduce((n, r) => n + r.merged_from, 0),
+    settings,
+  });
+}
+
+/** Parses and validates a report (text of a `--json` file); a ConfigError names what is wrong. */
+export function parseReport(text: string, origin: string): Report {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new ConfigError(`${origin}: not JSON (expected a payq bench --json report)`);
+  }
+  const schema = (raw as { schema?: unknown } | null)?.schema;
+  if (typeof schema === 'string' && schema !== REPORT_SCHEMA) {
+    throw new ConfigError(`${origin}: schema '${schema}' is not ${REPORT_SCHEMA}; this payq reads ${REPORT_SCHEMA} reports`);
+  }
+  const parsed = reportSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ConfigError(`${origin}: not a valid ${REPORT_SCHEMA} report: ${issue.path.join('.') || '(top)'}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+export type { LatencySummary };

@@ -1,0 +1,204 @@
+/**
+ * bench on the real brokers: issue 5's APT check on RabbitMQ (in process, through the driver),
+ * loss seen when a RabbitMQ queue is purged mid-run (the CLI exits 4), and a clean Kafka run
+ * with CI assertions (exit 0, loss 0). Every run uses destinations and group names of its own.
+ */
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import amqplib from 'amqplib';
+import { describe, expect, it } from 'vitest';
+import { runBench } from '../../src/core/bench.js';
+import { systemClock } from '../../src/core/clock.js';
+import { createDriver } from '../../src/drivers/registry.js';
+import { parseScenario, type Scenario } from '../../src/events/scenario.js';
+import { buildReport, reportSchema, type Report } from '../../src/metrics/report.js';
+import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
+import { deleteDestinations } from '../helpers/cleanup.js';
+import { runCli } from '../helpers/cli.js';
+import { startCli } from '../helpers/spawn.js';
+import { sleep, waitFor } from '../helpers/wait.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'payq-bench-e2e-'));
+
+/** A fixture scenario with destinations and a name (hence consumer groups) no other run uses. */
+function unique(fixture: string, edit: (text: string) => string = (t) => t): { scenario: Scenario; file: string; groups: string[] } {
+  const name = `bench-e2e-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+  const prefix = uniqueName('bench');
+  const text = edit(readFileSync(`fixtures/scenarios/${fixture}.yaml`, 'utf8'))
+    .replaceAll(`${fixture}.`, `${prefix}.`)
+    .replace(/^name: .*$/m, `name: ${name}`);
+  const file = path.join(dir, `${name}.yaml`);
+  writeFileSync(file, text);
+  const scenario = parseScenario(text, file);
+  const groups = [...scenario.stages.map((s) => `payq-worker.${name}.${s.name}`), `payq-bench.${name}.sink`];
+  return { scenario, file, groups };
+}
+
+const settings = {
+  broker: AMQP_URL.replace(/:[^:@/]*@/, ':***@'),
+  broker_version: null,
+  scenario: 'test',
+  seed: 1,
+  rate_per_s: null,
+  duration_s: null,
+  count: null,
+  warmup_s: 0,
+  producers: 1,
+  consumers: 64,
+  max_backlog: null,
+  time_scale: 1,
+  failures: true,
+  payq_version: 'test',
+  node_version: process.version,
+  started_at: new Date().toISOString(),
+};
+
+const within = (actual: number, expected: number, pct: number) => Math.abs(actual - expected) <= (expected * pct) / 100;
+
+describe('bench on RabbitMQ', async () => {
+  const up = await brokerAvailable(AMQP_URL);
+
+  it.skipIf(!up)('APT: 2 ms and 8 ms with equal counts is 5 ms; with counts 3:1 it is 3.5 ms (each within 5%)', async () => {
+    for (const [fixture, expected, counts] of [
+      ['bench-apt-equal', 5, { fast: 200, slow: 200 }],
+      ['bench-apt-3-to-1', 3.5, { slow: 150, fast: 450 }],
+    ] as const) {
+      const { scenario } = unique(fixture);
+      const driver = await createDriver(AMQP_URL);
+      await driver.connect();
+      let report: Report;
+      try {
+        const result = await runBench(
+          { scenario, seed: 1, runId: `apt-${randomBytes(3).toString('hex')}`, count: counts.slow === 200 ? 200 : 150, warmupMs: 200, quietMs: 2000 },
+          { driver, clock: systemClock },
+        );
+        report = buildReport(result.data, { run_id: 'apt', role: 'all', settings });
+      } finally {
+        await driver.close();
+        await deleteDestinations(AMQP_URL, scenario.destinations);
+      }
+      for (const [stage, c] of Object.entries(counts)) expect(report.handlers[stage]!.count, `${fixture} ${stage}`).toBe(c);
+      expect(within(report.handlers['fast']!.t_ms, 2, 5), `${fixture} fast tᵢ ${report.handlers['fast']!.t_ms}`).toBe(true);
+      expect(within(report.handlers['slow']!.t_ms, 8, 5), `${fixture} slow tᵢ ${report.handlers['slow']!.t_ms}`).toBe(true);
+      expect(within(report.apt_ms, expected, 5), `${fixture} APT ${report.apt_ms}`).toBe(true);
+      expect(report.loss).toBe(0);
+      expect(report.payments.finished).toBe(report.payments.produced);
+    }
+  });
+
+  it.skipIf(!up)('a queue purged mid-run shows as loss > 0 and the CLI exits 4', async () => {
+    // The slow stage takes one message at a time, 20 ms each (50/s): its queue fills at 100 payments/s.
+    const { scenario, file } = unique('bench-apt-equal', (t) => t.replace('{ distribution: constant, ms: 8 }', '{ distribution: constant, ms: 20 }'));
+    const queue = scenario.stages[1]!.destination;
+    const bench = startCli(['bench', '--broker', AMQP_URL, '--scenario', file, '--rate', '100', '--duration', '2s', '--warmup', '0', '--consumers', '1', '--json', path.join(dir, 'purged.json')]);
+    const conn = await amqplib.connect(AMQP_URL);
+    conn.on('error', () => undefined);
+    try {
+      // A check on a queue not declared yet closes the channel: a fresh one each time.
+      const backlog = async (): Promise<number> => {
+        const ch = await conn.createChannel();
+        ch.on('error', () => undefined);
+        try {
+          return (await ch.checkQueue(queue)).messageCount;
+        } catch {
+          return 0;
+        } finally {
+          await ch.close().catch(() => undefined);
+        }
+      };
+      await waitFor(async () => (await backlog()) >= 30, 30_000, `a backlog in ${queue}`);
+      const ch = await conn.createChannel();
+      const purged = (await ch.purgeQueue(queue)).messageCount;
+      expect(purged).toBeGreaterThanOrEqual(30);
+      const code = await bench.exited;
+      expect(code, bench.stderr()).toBe(4);
+      expect(bench.stderr()).toMatch(/payq: error: \d[\d,]* of [\d,]+ acknowledged events were never consumed \(loss 0\.\d+/);
+      const report = JSON.parse(readFileSync(path.join(dir, 'purged.json'), 'utf8')) as Report;
+      expect(reportSchema.safeParse(report).success).toBe(true);
+      expect(report.loss).toBeGreaterThan(0);
+      // Everything purged had been acknowledged and was never consumed (the in-flight one was).
+      expect(report.events.lost).toBeGreaterThanOrEqual(purged);
+      expect(report.payments.finished).toBeLessThan(report.payments.produced);
+    } finally {
+      bench.child.kill('SIGKILL');
+      await conn.close().catch(() => undefined);
+      await deleteDestinations(AMQP_URL, scenario.destinations);
+    }
+  });
+});
+
+describe('bench parts on RabbitMQ (--role)', async () => {
+  const up = await brokerAvailable(AMQP_URL);
+
+  it.skipIf(!up)('a tracer, a worker and a producer in three processes; report --merge gives the whole run', async () => {
+    const { scenario, file } = unique('checkout');
+    const runId = `parts-${randomBytes(4).toString('hex')}`;
+    const out = (role: string) => path.join(dir, `${runId}-${role}.json`);
+    const common = ['--broker', AMQP_URL, '--scenario', file, '--run-id', runId, '--time-scale', '0.1'];
+    const tracer = startCli(['bench', ...common, '--role', 'tracer', '--idle-timeout', '2s', '--json', out('tracer')]);
+    const worker = startCli(['bench', ...common, '--role', 'worker', '--idle-timeout', '2s', '--json', out('worker')]);
+    try {
+      await tracer.waitForStderr('tracer: subscribed, waiting for the events of run');
+      await worker.waitForStderr('worker: subscribed, waiting for the events of run');
+      const producer = await runCli(['bench', ...common, '--role', 'producer', '--count', '500', '--rate', '500', '--warmup', '500ms', '--json', out('producer')]);
+      expect(producer.code, producer.stderr).toBe(0);
+      expect(await worker.exited, worker.stderr()).toBe(0);
+      expect(await tracer.exited, tracer.stderr()).toBe(0);
+      const parts = ['producer', 'worker', 'tracer'].map((role) => JSON.parse(readFileSync(out(role), 'utf8')) as Report);
+      expect(parts.map((p) => [p.role, p.loss])).toEqual([['producer', null], ['worker', null], ['tracer', null]]);
+
+      const merged = await runCli(['report', '--merge', out('producer'), out('worker'), out('tracer'), '--json', '--assert', 'loss==0']);
+      expect(merged.code, merged.stderr).toBe(0);
+      const m = JSON.parse(merged.stdout) as Report;
+      expect(reportSchema.safeParse(m).success).toBe(true);
+      expect(m).toMatchObject({ role: 'merged', merged_from: 3, run_id: runId, loss: 0 });
+      expect(m.payments.produced).toBe(500);
+      // Failures are on in checkout: dead-lettered payments finish too (class dead-lettered).
+      expect(m.payments.finished).toBe(500);
+      expect(m.handlers['payment-service']!.count + m.dlq.total).toBeGreaterThanOrEqual(500);
+      expect(m.events.lost).toBe(0);
+      expect(m.events.acknowledged).toBe(m.events.consumed);
+      expect(m.latency.end_to_end.count).toBe(500);
+    } finally {
+      tracer.child.kill('SIGKILL');
+      worker.child.kill('SIGKILL');
+      await deleteDestinations(AMQP_URL, scenario.destinations);
+    }
+  });
+});
+
+describe('bench on Kafka', async () => {
+  const up = await brokerAvailable(KAFKA_URL);
+
+  it.skipIf(!up)('a clean run at a rate passes CI assertions: loss 0, availability 1, every payment finished', async () => {
+    const { scenario, file, groups } = unique('checkout');
+    const json = path.join(dir, 'kafka.json');
+    try {
+      const r = await runCli(
+        ['bench', '--broker', KAFKA_URL, '--scenario', file, '--rate', '300', '--duration', '3s', '--warmup', '1s', '--time-scale', '0.2', '--partitions', '2',
+          '--json', json, '--assert', 'loss==0', '--assert', 'availability==1', '--assert', 'unfinished==0', '--assert', 'p99_ms<30000'],
+        { timeoutMs: 110_000 },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      const report = JSON.parse(readFileSync(json, 'utf8')) as Report;
+      expect(reportSchema.safeParse(report).success).toBe(true);
+      expect(report.settings).toMatchObject({ broker: KAFKA_URL, rate_per_s: 300 });
+      expect(report.settings.broker_version).toBeTruthy();
+      expect(report.events).toMatchObject({ lost: 0, unacknowledged: 0 });
+      expect(report.events.acknowledged).toBeGreaterThan(report.producers.acked);
+      expect(report.payments.finished).toBe(report.payments.produced);
+      // About 3 s at 300/s, all measured (the warm-up's payments are not among them).
+      expect(report.payments.produced).toBeGreaterThan(600);
+      expect(report.payments.produced).toBeLessThanOrEqual(901);
+      // With a rate, latency counts from the intended send times too.
+      expect(report.latency.publish_delay?.count).toBe(report.payments.produced);
+      expect(report.latency.publish_from_intended?.count).toBe(report.payments.produced);
+      expect(Object.keys(report.latency.hops)).toEqual([...scenario.stages.map((s) => s.name), 'sink']);
+    } finally {
+      await sleep(200);
+      await deleteDestinations(KAFKA_URL, scenario.destinations, { groups });
+    }
+  });
+});
