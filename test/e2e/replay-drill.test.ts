@@ -74,10 +74,12 @@ async function kafkaCommitted(group: string, topic: string): Promise<string[]> {
   }
 }
 
+// PAYQ_TEST_DRILL_PAYMENTS=10000 runs the brokers' drills at the issue's full size.
+const brokerPayments = process.env['PAYQ_TEST_DRILL_PAYMENTS'] ? Number(process.env['PAYQ_TEST_DRILL_PAYMENTS']) : 2_000;
 for (const [name, url, payments] of [
   ['memory', `memory://replay-drill-${process.pid}`, 10_000],
-  ['Kafka', KAFKA_URL, 2_000],
-  ['RabbitMQ', AMQP_URL, 2_000],
+  ['Kafka', KAFKA_URL, brokerPayments],
+  ['RabbitMQ', AMQP_URL, brokerPayments],
 ] as const) {
   describe(`DLQ drill on ${name}`, async () => {
     const up = name === 'memory' ? true : await brokerAvailable(url);
