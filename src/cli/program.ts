@@ -73,9 +73,8 @@ const commands: CommandSpec[] = [
       'payq consume --broker kafka://127.0.0.1:9092 --topic legacy --type-field event --correlate data.order_id --from-beginning --idle-timeout 3s',
     ],
     configure(cmd) {
-      const more = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
       cmd
-        .option('--topic <name>', "destination to read (repeatable, or comma-separated); default: every destination of the scenario", more)
+        .option('--topic <name>', "destination to read (repeatable, or comma-separated); default: every destination of the scenario", collect)
         .option('--scenario <name|file>', 'whose destinations to read when no --topic is given', 'checkout')
         .option(
           '--group <name>',
@@ -87,7 +86,7 @@ const commands: CommandSpec[] = [
           'read what the destinations already hold: Kafka history (a tap, or a new group); on RabbitMQ only with --group ' +
             '(a queue holds what no one acked, and --group reads it anyway); a RabbitMQ tap sees new messages only',
         )
-        .option('--type <types>', 'print only events of these types (comma-separated, repeatable); the others are still read', more)
+        .option('--type <types>', 'print only events of these types (comma-separated, repeatable); the others are still read', collect)
         .option('--limit <n>', 'stop after printing n events (exit 0); messages delivered beyond it are given back, not acked')
         .option('--idle-timeout <time>', 'stop after this long without a message (exit 0), e.g. 3s: lets CI finish')
         .option('--with-meta', 'NDJSON: wrap each body as {destination,key,partition,offset,redelivered,headers,event}')
@@ -116,7 +115,7 @@ const commands: CommandSpec[] = [
     configure(cmd) {
       cmd
         .option('--scenario <name|file>', 'the pipeline to follow (default checkout, unless --topic is given)')
-        .option('--topic <name>', 'a destination to tap instead of the scenario\'s (repeatable)', collect, [])
+        .option('--topic <name>', 'a destination to tap instead of the scenario\'s (repeatable)', collect)
         .option('--from-beginning', 'read history too (Kafka; RabbitMQ taps see new messages only)')
         .option('--stuck-after <time>', 'a payment with no new event for this long is stuck', '30s')
         .option('--expect <types>', 'event types every payment must reach (comma-separated); exit 4 when one does not')
@@ -142,10 +141,9 @@ const commands: CommandSpec[] = [
       'payq worker --broker kafka://127.0.0.1:9092 --scenario ./my-pipeline.yaml --seed 7 --duration 10m',
     ],
     configure(cmd) {
-      const more = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
       cmd
         .option('--scenario <name|file>', 'built-in scenario name or YAML/JSON file', 'checkout')
-        .option('--stage <name>', 'run only this stage (repeatable, or comma-separated); default: every stage', more)
+        .option('--stage <name>', 'run only this stage (repeatable, or comma-separated); default: every stage', collect)
         .option('--prefetch <n>', 'unacknowledged messages per stage at once (default 64)')
         .option('--seed <n>', 'seed of the decisions: processing times, failures, outcomes (default 0)')
         .option('--failures <on|off>', "off: no stage fails (every failure rate 0), e.g. for DLQ drills' baselines (default on)")
@@ -176,13 +174,12 @@ const commands: CommandSpec[] = [
       'payq replay-dlq --broker kafka://127.0.0.1:9092 --dlq connect-dlq --park-unresolved',
     ],
     configure(cmd) {
-      const more = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
       cmd
-        .option('--dlq <name>', "DLQ to read (repeatable, or comma-separated); default: every existing DLQ of the scenario's pipeline", more)
+        .option('--dlq <name>', "DLQ to read (repeatable, or comma-separated); default: every existing DLQ of the scenario's pipeline", collect)
         .option('--scenario <name|file>', 'whose DLQs to read when no --dlq is given', 'checkout')
         .option('--to <dest>', 'send every message here instead of the origin its headers name (it must exist)')
         .option('--dry-run', 'change nothing: a table by origin, reason and event type (--json lists each message); messages go back in order')
-        .option('--filter <key=value>', 'only these: type=a,b · reason=REGEX · payment=ID,… · origin=DEST (repeatable; all must match)', more)
+        .option('--filter <key=value>', 'only these: type=a,b · reason=REGEX · payment=ID,… · origin=DEST (repeatable; all must match)', collect)
         .option('--since <time>', 'only messages dead-lettered at or after this ISO time, or this long ago (2h)')
         .option('--until <time>', 'only messages dead-lettered before this ISO time, or this long ago')
         .option('--limit <n>', 'replay (or park) at most n messages, then stop')
@@ -219,7 +216,6 @@ const commands: CommandSpec[] = [
       'payq bench --scenario ./my-pipeline.yaml --producers 4 --consumers 200 --warmup 10s',
     ],
     configure(cmd) {
-      const more = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
       cmd
         .option('--scenario <name|file>', 'built-in scenario name or YAML/JSON file', 'checkout')
         .option('--duration <time>', 'measured time after the warm-up (default 10s)')
@@ -233,7 +229,7 @@ const commands: CommandSpec[] = [
         .option('--failures <on|off>', 'off: no stage fails', 'on')
         .option('--max-backlog <n>', 'flat out: events sent but not yet consumed, at most (default max(1000, 2 × consumers × stages))')
         .option('--drain-timeout <time>', 'after producing, wait at most this long for the pipeline to finish', '30s')
-        .option('--assert <expr>', "fail with exit 5 unless EXPR holds, e.g. 'p99_ms<250', loss==0, 'throughput>=1000', 'apt_ms<=20' (repeatable)", more)
+        .option('--assert <expr>', "fail with exit 5 unless EXPR holds, e.g. 'p99_ms<250', loss==0, 'throughput>=1000', 'apt_ms<=20' (repeatable)", collect)
         .option('--markdown <file>', 'write the report as markdown (for $GITHUB_STEP_SUMMARY)')
         .option('--run-id <id>', 'run id stamped on the measured events (default random; required with --role)')
         .option('--role <part>', 'run one part of the pipeline: producer, worker or tracer (default all, in this process)')
@@ -271,14 +267,13 @@ const commands: CommandSpec[] = [
       "payq report report.json --assert 'p99_ms<250' --markdown summary.md",
     ],
     configure(cmd) {
-      const more = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
       cmd
         .usage('[options] FILE...')
         .option('--merge', 'combine the reports into one: counts and histograms add, percentiles recomputed')
         .option('--compare <baseline>', 'show each headline figure against this baseline report, with regressions flagged')
         .option('--fail-on-regression <pct>', 'with --compare: exit 5 when a figure got worse by more than pct percent')
         .option('--threshold <pct>', 'with --compare: how much worse counts as a regression in the table (default 5)')
-        .option('--assert <expr>', 'as payq bench --assert, on the (merged) report; exit 5 when breached (repeatable)', more)
+        .option('--assert <expr>', 'as payq bench --assert, on the (merged) report; exit 5 when breached (repeatable)', collect)
         .option('--markdown <file>', 'write the rendering as markdown')
         .allowExcessArguments(true)
         .hook('preAction', (command) => {
@@ -290,8 +285,8 @@ const commands: CommandSpec[] = [
 ];
 
 /** Commander reducer for repeatable options. */
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }
 
 // Help goes where it was asked for; commander's own error lines are dropped because main prints
@@ -307,7 +302,7 @@ export function buildProgram(ctx: CommandContext, done: (work: Promise<void>) =>
   program
     .description('Event-driven payment pipelines on message queues: produce, trace, replay and benchmark.')
     .version(payqVersion, '-V, --version')
-    .option('--broker <url>', 'broker URL: memory://, kafka://host:port, amqp://user:pass@host:port/vhost (default $PAYQ_BROKER)')
+    .option('--broker <url>', 'broker URL: memory://, kafka://host:port, amqp://user:pass@host:port/vhost, nats://host:port, zmq://host:port (default $PAYQ_BROKER)')
     .option('--json', 'machine-readable output on stdout')
     .option('-q, --quiet', 'only errors on stderr')
     .option('-v, --verbose', 'more detail on stderr')

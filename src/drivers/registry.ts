@@ -10,6 +10,8 @@ const loaders: Partial<Record<BrokerScheme, () => Promise<{ createDriver(url: Br
   memory: () => import('./memory/memory-driver.js'),
   kafka: () => import('./kafka/kafka-driver.js'),
   amqp: () => import('./rabbitmq/rabbitmq-driver.js'),
+  nats: () => import('./nats/nats-driver.js'),
+  zmq: () => import('./zeromq/zeromq-driver.js'),
 };
 
 export async function createDriver(url: string | BrokerUrl): Promise<Driver> {
@@ -17,7 +19,7 @@ export async function createDriver(url: string | BrokerUrl): Promise<Driver> {
   const load = loaders[parsed.scheme];
   if (!load) {
     throw new ConfigError(`the ${parsed.scheme}:// driver is not available yet (${parsed.redacted})`, {
-      hint: 'use memory://, kafka:// or amqp://',
+      hint: 'use memory://, kafka://, amqp://, nats:// or zmq://',
     });
   }
   const mod = await load();

@@ -6,6 +6,8 @@
  * Call it from afterAll / finally after the test's own clients are closed: RabbitMQ deletes a
  * queue even with consumers, but Kafka refuses to delete a group that still has members.
  */
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect as natsConnect } from '@nats-io/transport-node';
 import amqplib from 'amqplib';
 import { Kafka, logLevel } from 'kafkajs';
 
@@ -29,6 +31,8 @@ export async function deleteDestinations(url: string, names: Iterable<string>, o
   if (scheme === 'memory') return; // gone with the process
   if (scheme === 'amqp' || scheme === 'amqps') return deleteQueues(url, all);
   if (scheme === 'kafka') return deleteTopicsAndGroups(url, all, [...(options.groups ?? [])]);
+  if (scheme === 'nats') return deleteStreams(url, all);
+  if (scheme === 'zmq') return; // ZeroMQ keeps nothing
   throw new Error(`deleteDestinations: no cleanup for ${url.replace(/:[^:@/]*@/, ':***@')}`);
 }
 
@@ -91,4 +95,40 @@ async function deleteTopicsAndGroups(url: string, topics: string[], groups: stri
     await admin.disconnect().catch(() => undefined);
   }
   if (failed.length > 0) throw new Error(`could not delete Kafka ${failed.join('; ')}`);
+}
+
+/**
+ * NATS: the stream holding each destination's subjects (`payq.<name>.*`, payq's layout), found
+ * by subject; its consumers (groups, taps) go with it.
+ */
+async function deleteStreams(url: string, destinations: string[]): Promise<void> {
+  if (destinations.length === 0) return;
+  const m = /^nats:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)/.exec(url);
+  if (!m) throw new Error('deleteDestinations: cannot read the NATS URL');
+  const [, user, pass, hosts] = m;
+  const nc = await natsConnect({
+    servers: hosts!.split(','),
+    ...(user ? { user: decodeURIComponent(user), pass: decodeURIComponent(pass ?? '') } : {}),
+    ...(user === '' && pass ? { token: decodeURIComponent(pass) } : {}),
+  });
+  const failed: string[] = [];
+  try {
+    const jsm = await jetstreamManager(nc);
+    for (const name of destinations) {
+      let stream: string;
+      try {
+        stream = await jsm.streams.find(`payq.${name}._`);
+      } catch (err) {
+        // No stream holds it (10059): nothing to delete.
+        if ((err as { code?: unknown }).code !== 10059) failed.push(`${name} (${err instanceof Error ? err.message : String(err)})`);
+        continue;
+      }
+      await jsm.streams.delete(stream).catch((err: unknown) => {
+        failed.push(`${stream} (${err instanceof Error ? err.message : String(err)})`);
+      });
+    }
+  } finally {
+    await nc.close().catch(() => undefined);
+  }
+  if (failed.length > 0) throw new Error(`could not delete NATS streams: ${failed.join('; ')}`);
 }

@@ -1,0 +1,83 @@
+/**
+ * `nats://[user:pass@|:token@]host:port[,host:port][?params]` → client and JetStream settings,
+ * parsed and validated once.
+ *
+ * URL parameters (all optional):
+ *   tls=true         TLS with the system's CAs (NODE_EXTRA_CA_CERTS for a private CA)
+ *   maxDeliver=N     JetStream stops redelivering a message after N deliveries and moves on
+ *                    without telling anyone, so payq leaves it unlimited (-1): the worker
+ *                    dead-letters after its own retry policy, and replay's dry runs give every
+ *                    message back (a nak counts as a delivery). Set it for consumers payq creates.
+ *   ackWait=S        seconds a delivery may stay unsettled before JetStream redelivers it
+ *                    (default 30); payq keeps messages its handler still holds alive (+WPI).
+ *   replicas=N       stream replicas when payq creates a stream (default 1; 3 on a cluster)
+ *   storage=file|memory   stream storage when payq creates a stream (default file)
+ *   maxAgeHours=H    stream retention when payq creates a stream (default 168 = Kafka's 7 days)
+ */
+import { ConfigError } from '../../errors.js';
+import type { BrokerUrl } from '../url.js';
+
+export interface NatsConfig {
+  servers: string[];
+  /** user + pass, or a token (`nats://:TOKEN@…`: in the password's place, so it is redacted). */
+  user: string | undefined;
+  pass: string | undefined;
+  token: string | undefined;
+  tls: boolean;
+  maxDeliver: number;
+  ackWaitMs: number;
+  replicas: number;
+  storage: 'file' | 'memory';
+  maxAgeMs: number;
+  /** connect(): the whole attempt, below the 15 s payq promises for exit code 3. */
+  connectTimeoutMs: number;
+  /** One JetStream API call or publish acknowledgement. */
+  requestTimeoutMs: number;
+}
+
+const KNOWN = new Set(['tls', 'maxDeliver', 'ackWait', 'replicas', 'storage', 'maxAgeHours']);
+
+function intParam(url: BrokerUrl, name: string, fallback: number, min: number, allowMinusOne = false): number {
+  const text = url.params[name];
+  if (text === undefined) return fallback;
+  const ok = /^-?\d+$/.test(text) && (Number(text) >= min || (allowMinusOne && Number(text) === -1));
+  if (!ok) {
+    throw new ConfigError(`NATS parameter ${name}='${text}' must be a whole number of at least ${min}${allowMinusOne ? ' (or -1)' : ''} (${url.redacted})`);
+  }
+  return Number(text);
+}
+
+export function natsConfig(url: BrokerUrl): NatsConfig {
+  for (const name of Object.keys(url.params)) {
+    if (!KNOWN.has(name)) {
+      throw new ConfigError(`unknown NATS URL parameter '${name}' (${url.redacted})`, {
+        hint: `known: ${[...KNOWN].join(', ')}`,
+      });
+    }
+  }
+  const storage = url.params['storage'] ?? 'file';
+  if (storage !== 'file' && storage !== 'memory') {
+    throw new ConfigError(`NATS parameter storage='${storage}' must be file or memory (${url.redacted})`);
+  }
+  if (url.username !== undefined && url.username !== '' && url.password === undefined) {
+    // NATS' own URLs put a token where the user goes; payq would then print it in every message.
+    throw new ConfigError(`a NATS URL with a user name needs a password (${url.redacted})`, {
+      hint: 'for token authentication write nats://:TOKEN@host:port, so the token is never printed',
+    });
+  }
+  const token = url.username === '' && url.password !== undefined ? url.password : undefined;
+  return {
+    servers: url.hosts.map((h) => (h.host.includes(':') ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`)),
+    user: token === undefined ? url.username : undefined,
+    pass: token === undefined ? url.password : undefined,
+    token,
+    tls: url.tls,
+    maxDeliver: intParam(url, 'maxDeliver', -1, 1, true),
+    ackWaitMs: intParam(url, 'ackWait', 30, 1) * 1000,
+    replicas: intParam(url, 'replicas', 1, 1),
+    storage,
+    maxAgeMs: intParam(url, 'maxAgeHours', 168, 0) * 3_600_000,
+    connectTimeoutMs: 10_000,
+    requestTimeoutMs: 10_000,
+  };
+}
