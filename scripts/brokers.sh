@@ -37,6 +37,31 @@ port_open() { # host port
 
 # A Kafka broker that answers a metadata request, not just an open port. Uses kafkajs from the
 # repo's node_modules (already installed for payq itself); a JVM tool would take seconds to start.
+# A fresh broker creates and loads __consumer_offsets on the first group join, answering
+# COORDINATOR_LOAD_IN_PROGRESS meanwhile: join one throwaway group now, so the first real
+# consumer (a test, a CI job) does not pay for it. Best effort: payq retries such joins too.
+kafka_warm_coordinator() {
+  [[ -d "$ROOT/node_modules/kafkajs" ]] || return 0
+  (cd "$ROOT" && timeout 60 node -e '
+    const { Kafka, logLevel } = require("kafkajs");
+    const kafka = new Kafka({ clientId: "payq-brokers-sh", brokers: [process.argv[1]], logLevel: logLevel.NOTHING });
+    const group = "payq-brokers-sh.warm-up";
+    const consumer = kafka.consumer({ groupId: group, sessionTimeout: 6000, heartbeatInterval: 500 });
+    const admin = kafka.admin();
+    (async () => {
+      await consumer.connect();
+      const joined = new Promise((resolve) => consumer.on(consumer.events.GROUP_JOIN, resolve));
+      await consumer.subscribe({ topics: [/^__payq_never_matches$/] }).catch(() => undefined);
+      await consumer.run({ eachMessage: async () => {} });
+      await Promise.race([joined, new Promise((r) => setTimeout(r, 45000))]);
+      await consumer.disconnect();
+      await admin.connect();
+      await admin.deleteGroups([group]).catch(() => undefined);
+      await admin.disconnect();
+    })().then(() => process.exit(0), () => process.exit(0));
+  ' "$KAFKA_HOST:$KAFKA_PORT") >/dev/null 2>&1 || true
+}
+
 kafka_answers() {
   port_open "$KAFKA_HOST" "$KAFKA_PORT" || return 1
   if [[ ! -d "$ROOT/node_modules/kafkajs" ]]; then
@@ -202,6 +227,7 @@ EOF
       die "kafka: the broker exited during start-up"
     fi
     if kafka_answers && kill -0 "$pid" 2>/dev/null; then
+      kafka_warm_coordinator
       log "kafka: up on $KAFKA_HOST:$KAFKA_PORT after ${SECONDS}s"
       return 0
     fi

@@ -3,7 +3,7 @@
  * registry, which imports it lazily.
  */
 import { Kafka, logLevel, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
-import { BrokerUnavailableError, ConfigError, DeliveryError } from '../../errors.js';
+import { BrokerUnavailableError, ConfigError, DeliveryError, isPayqError } from '../../errors.js';
 import type {
   DeliveryHandler,
   DestinationSpec,
@@ -44,6 +44,9 @@ function withDeadline<T>(work: Promise<T>, ms: number, onTimeout: () => Error): 
 /** Bytes one produce request may carry: below the broker's default message.max.bytes (1 MiB) per
  *  record batch even when every message goes to one partition. */
 const PRODUCE_REQUEST_BYTES = 900_000;
+
+/** Joins of a consumer group tried while the broker answers with a retriable error. */
+const SUBSCRIBE_ATTEMPTS = 5;
 
 interface QueuedProduce {
   topic: string;
@@ -330,17 +333,30 @@ class KafkaDriver implements Driver {
     if (!Number.isInteger(options.prefetch) || options.prefetch < 1) {
       throw new ConfigError(`subscribe: prefetch must be a positive integer, got ${options.prefetch}`);
     }
-    const subscription = new KafkaSubscription(
-      {
-        kafka: this.kafka,
-        url: this.url.redacted,
-        produceDeadLetter: (topic, message) => this.produceDeadLetter(topic, message),
-        deleteGroup: (groupId) => this.deleteGroup(groupId),
-      },
-      options,
-      handler,
-    );
-    await subscription.start();
+    const create = () =>
+      new KafkaSubscription(
+        {
+          kafka: this.kafka,
+          url: this.url.redacted,
+          produceDeadLetter: (topic, message) => this.produceDeadLetter(topic, message),
+          deleteGroup: (groupId) => this.deleteGroup(groupId),
+        },
+        options,
+        handler,
+      );
+    let subscription = create();
+    // A broker that has just started is still loading its group coordinator
+    // (COORDINATOR_LOAD_IN_PROGRESS, retriable): join again a few times before giving up.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await subscription.start();
+        break;
+      } catch (err) {
+        if (attempt >= SUBSCRIBE_ATTEMPTS || !isPayqError(err) || !err.retriable || this.closePromise) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** attempt));
+        subscription = create();
+      }
+    }
     this.subscriptions.add(subscription);
     const close = subscription.close.bind(subscription);
     subscription.close = () => {
