@@ -9,6 +9,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
+import { createTopicsAndWait } from '../helpers/kafka.js';
 import { runCli, expectOneErrorLine } from '../helpers/cli.js';
 import { startCli } from '../helpers/spawn.js';
 
@@ -71,7 +72,7 @@ describe('payq consume on Kafka', async () => {
     const admin = kafka.admin();
     await admin.connect();
     try {
-      await admin.createTopics({ topics: [{ topic, numPartitions: 6 }], waitForLeaders: true });
+      await createTopicsAndWait(admin, [{ topic, numPartitions: 6 }]);
     } finally {
       await admin.disconnect();
     }

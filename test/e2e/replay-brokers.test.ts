@@ -15,6 +15,7 @@ import { createDriver } from '../../src/drivers/registry.js';
 import type { Delivery, Driver, Headers, OutgoingMessage } from '../../src/drivers/types.js';
 import { PayqHeader } from '../../src/events/headers.js';
 import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
+import { createTopicsAndWait } from '../helpers/kafka.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
 import { runCli } from '../helpers/cli.js';
 
@@ -193,7 +194,7 @@ describe.concurrent('foreign dead letters go back to their origin', () => {
     const driver = await createDriver(KAFKA_URL);
     try {
       await admin.connect();
-      await admin.createTopics({ topics: [{ topic, numPartitions: 1 }, { topic: dlq, numPartitions: 1 }], waitForLeaders: true });
+      await createTopicsAndWait(admin, [{ topic, numPartitions: 1 }, { topic: dlq, numPartitions: 1 }]);
       await producer.connect();
       await producer.send({
         topic: dlq,
