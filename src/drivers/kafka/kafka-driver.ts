@@ -93,7 +93,7 @@ class KafkaDriver implements Driver {
   private closePromise: Promise<void> | undefined;
 
   constructor(readonly url: BrokerUrl) {
-    this.kafka = new Kafka(kafkaConfigFromUrl(url, process.env["PAYQ_KAFKA_DEBUG"] ? logLevel.DEBUG : logLevel.NOTHING));
+    this.kafka = new Kafka(kafkaConfigFromUrl(url, logLevel.NOTHING));
   }
 
   private fail(err: unknown, operation: KafkaOperation, subject?: string) {
