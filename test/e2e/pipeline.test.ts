@@ -1,5 +1,5 @@
 /**
- * Issue #3's pipeline check, on every broker: 10,000 seeded payments, the checkout workers with
+ * Issue #3's pipeline check, on every broker (NATS JetStream included): 10,000 seeded payments, the checkout workers with
  * failures on, and trace accounting for every payment exactly once. The DLQs are read back on
  * their own and must hold exactly the dead-lettered payments, each with payq's provenance
  * headers (and RabbitMQ's own x-death). Core functions run in this process with real drivers.
@@ -16,7 +16,7 @@ import type { Driver, Headers } from '../../src/drivers/types.js';
 import { EventGenerator } from '../../src/events/generator.js';
 import { PayqHeader } from '../../src/events/headers.js';
 import { parseScenario, type Scenario } from '../../src/events/scenario.js';
-import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
+import { AMQP_URL, KAFKA_URL, NATS_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
 
 const PAYMENTS = 10_000;
@@ -51,6 +51,7 @@ for (const [name, url] of [
   ['memory', `memory://pipeline-${Date.now()}`],
   ['Kafka', KAFKA_URL],
   ['RabbitMQ', AMQP_URL],
+  ['NATS', NATS_URL],
 ] as const) {
   describe(`checkout pipeline on ${name}`, async () => {
     const up = name === 'memory' ? true : await brokerAvailable(url);
