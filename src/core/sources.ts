@@ -97,11 +97,13 @@ export function ndjsonSource(options: NdjsonSourceOptions): EventSource {
       scalar(getPath(body, 'payment_id')) ?? scalar(getPath(body, 'data.payment_id')) ?? scalar(getPath(body, 'data.order_id')) ?? id;
     const occurred = scalar(getPath(body, 'occurred_at'));
     const traceId = prng.hex(16);
+    const sequence = getPath(body, 'sequence');
     return {
       id,
       type,
       paymentId: key,
-      sequence: count,
+      // The body's own position of the event in its payment, if it says (not the line number).
+      sequence: Number.isSafeInteger(sequence) && (sequence as number) >= 0 ? (sequence as number) : undefined,
       source: 'file',
       occurredAt: occurred ?? new Date().toISOString(),
       traceId,

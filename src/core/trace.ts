@@ -108,9 +108,11 @@ export interface TraceResult {
 }
 
 interface SeenEvent {
+  id: string;
   type: string;
   destination: string;
-  sequence: number | undefined;
+  /** Its sequence, when it counts for the order check (not for events first seen in a DLQ). */
+  orderSeq: number | undefined;
   parentId: string | undefined;
   siblings: number | undefined;
   publishedUs: number | undefined;
@@ -125,10 +127,12 @@ interface PaymentState {
   firstUs: number;
   startUs: number;
   lastUs: number;
-  events: Map<string, SeenEvent>;
-  types: Set<string>;
-  /** Highest sequence per destination, for order checks. */
-  maxSeq: Map<string, number>;
+  /**
+   * In arrival order. A payment has a handful of events (at most 64 by the generator's and the
+   * worker's guard), so an array scanned by id beats a Map, and keeps what trace holds per
+   * payment in flight small.
+   */
+  events: SeenEvent[];
   /** Child events whose parent has not been seen (yet). */
   orphans: number;
   /** A parent was inferred from the scenario: wait a little before calling it finished. */
@@ -136,18 +140,64 @@ interface PaymentState {
   judged: boolean;
 }
 
+function findEvent(p: PaymentState, id: string): SeenEvent | undefined {
+  const events = p.events;
+  for (let i = 0; i < events.length; i++) if (events[i]!.id === id) return events[i];
+  return undefined;
+}
+
+function typesOf(p: PaymentState): Set<string> {
+  const types = new Set<string>();
+  for (const e of p.events) types.add(e.type);
+  return types;
+}
+
+function hasType(p: PaymentState, type: string): boolean {
+  for (const e of p.events) if (e.type === type) return true;
+  return false;
+}
+
+/** The highest sequence of the payment's events on `destination` that count for the order check. */
+function maxSequence(p: PaymentState, destination: string): number | undefined {
+  let max: number | undefined;
+  for (const e of p.events) {
+    if (e.orderSeq !== undefined && e.destination === destination && (max === undefined || e.orderSeq > max)) max = e.orderSeq;
+  }
+  return max;
+}
+
 const MAX_LISTED = 50;
 /** How long a payment without parent headers must be quiet before it is taken as finished. */
 const SETTLE_MS = 1000;
-/** Finished payment ids remembered to recognise late duplicates. */
+/** Finished payment ids remembered to recognise late duplicates: at least this many, at most twice. */
 const RECENT_FINISHED = 100_000;
+
+/**
+ * The ids of recently finished payments, in two generations: when the newer one is full the
+ * older is dropped whole. (Deleting a Set's oldest entry one by one leaves holes that every
+ * later `values().next()` walks over again.)
+ */
+class RecentIds {
+  private newer = new Set<string>();
+  private older = new Set<string>();
+  add(id: string): void {
+    if (this.newer.size >= RECENT_FINISHED) {
+      this.older = this.newer;
+      this.newer = new Set();
+    }
+    this.newer.add(id);
+  }
+  has(id: string): boolean {
+    return this.newer.has(id) || this.older.has(id);
+  }
+}
 
 export async function trace(options: TraceOptions, deps: TraceDeps): Promise<TraceResult> {
   const { driver, clock, signal } = deps;
   const scenario = options.scenario;
   const startedUs = clock.nowUs();
   const inFlight = new Map<string, PaymentState>();
-  const recentFinished = new Set<string>();
+  const recentFinished = new RecentIds();
   const byClass: Record<string, number> = {};
   for (const name of scenario?.classNames ?? []) byClass[name] = 0;
   byClass['dead-lettered'] = 0;
@@ -166,12 +216,16 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   const counts = { seen: 0, duplicates: 0, out_of_order: 0, missing_steps: 0, undecodable: 0, other_runs: 0 };
   let lastEventUs: number | undefined;
 
+  // Trace needs no body field of events whose headers say everything (payq's own): their bodies
+  // are not parsed. A payq event with a broken body still counts as an event here; the worker
+  // that consumes it dead-letters it, and trace sees that.
+  const decode: DecodeOptions = { ...options.decode, headersFirst: true };
   const isTerminal = (type: string) => scenario?.terminalTypes.has(type) ?? false;
 
   const inferParent = (p: PaymentState, type: string): string | undefined => {
-    for (const [id, ev] of p.events) {
+    for (const ev of p.events) {
       if (ev.hasChild || ev.deadLettered) continue;
-      if (scenario!.stageFor.get(ev.type)?.outcomes.some((o) => o.events.includes(type))) return id;
+      if (scenario!.stageFor.get(ev.type)?.outcomes.some((o) => o.events.includes(type))) return ev.id;
     }
     return undefined;
   };
@@ -187,17 +241,16 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   };
 
   const issue = (p: PaymentState, reason: string): PaymentIssue => {
-    let last: SeenEvent | undefined;
-    for (const e of p.events.values()) last = e;
-    return { payment_id: p.id, reason, last_type: last?.type, types: [...p.types], age_s: Math.round((clock.nowUs() - p.firstUs) / 1e5) / 10 };
+    const last = p.events.at(-1);
+    return { payment_id: p.id, reason, last_type: last?.type, types: [...typesOf(p)], age_s: Math.round((clock.nowUs() - p.firstUs) / 1e5) / 10 };
   };
 
-  const expectationMet = (p: PaymentState) => options.expect!.every((t) => p.types.has(t));
+  const expectationMet = (p: PaymentState) => options.expect!.every((t) => hasType(p, t));
 
   /** With a scenario: every non-terminal event has a child or was dead-lettered. */
   const settled = (p: PaymentState): boolean => {
     if (!scenario) return false;
-    for (const e of p.events.values()) {
+    for (const e of p.events) {
       if (!e.deadLettered && !e.hasChild && !isTerminal(e.type)) return false;
     }
     return true;
@@ -206,11 +259,10 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   const finish = (p: PaymentState) => {
     inFlight.delete(p.id);
     recentFinished.add(p.id);
-    if (recentFinished.size > RECENT_FINISHED) recentFinished.delete(recentFinished.values().next().value!);
     finished++;
     let deadLettered = false;
-    for (const e of p.events.values()) if (e.deadLettered && !e.hasChild) deadLettered = true;
-    const cls = deadLettered ? 'dead-lettered' : scenario ? (scenario.classify(p.types) ?? 'unclassified') : 'ended';
+    for (const e of p.events) if (e.deadLettered && !e.hasChild) deadLettered = true;
+    const cls = deadLettered ? 'dead-lettered' : scenario ? (scenario.classify(typesOf(p)) ?? 'unclassified') : 'ended';
     byClass[cls] = (byClass[cls] ?? 0) + 1;
     counts.missing_steps += p.orphans;
     recordUs(endToEnd, p.lastUs - p.startUs);
@@ -224,7 +276,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   const onEvent = (d: Delivery, nowUs: number) => {
     const isDlq = d.destination.endsWith(DLQ_SUFFIX);
     const destination = isDlq ? d.destination.slice(0, -DLQ_SUFFIX.length) : d.destination;
-    const e = decodeEvent(d.value, d.headers, d.key, options.decode);
+    const e = decodeEvent(d.value, d.headers, d.key, decode);
     if (e.problem !== undefined || e.type === undefined || e.paymentId === undefined) {
       counts.undecodable++;
       if (undecodableSamples.length < 10) undecodableSamples.push(`${d.destination}: ${e.problem ?? 'unreadable'}`);
@@ -237,21 +289,19 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     counts.seen++;
     if (e.publishedUs !== undefined) recordUs(transit, nowUs - e.publishedUs);
     const eventId = e.id ?? `${destination}:${d.partition ?? ''}:${d.offset ?? counts.seen}`;
-    if (recentFinished.has(e.paymentId)) {
-      // A late copy of a payment already accounted for.
-      counts.duplicates++;
-      return;
-    }
     let p = inFlight.get(e.paymentId);
     if (!p) {
+      if (recentFinished.has(e.paymentId)) {
+        // A late copy of a payment already accounted for.
+        counts.duplicates++;
+        return;
+      }
       p = {
         id: e.paymentId,
         firstUs: nowUs,
         startUs: e.startUs ?? e.publishedUs ?? nowUs,
         lastUs: nowUs,
-        events: new Map(),
-        types: new Set(),
-        maxSeq: new Map(),
+        events: [],
         orphans: 0,
         inferred: false,
         judged: false,
@@ -260,7 +310,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       seenPayments++;
     }
     p.lastUs = nowUs;
-    const known = p.events.get(eventId);
+    const known = findEvent(p, eventId);
     let duplicate = false;
     if (known) {
       if (isDlq && !known.deadLettered) known.deadLettered = true;
@@ -270,10 +320,17 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
         duplicate = true;
       }
     } else {
+      // The order check: a sequence below the highest one seen on the same destination.
+      const orderSeq = e.sequence !== undefined && !isDlq ? e.sequence : undefined;
+      if (orderSeq !== undefined) {
+        const max = maxSequence(p, destination);
+        if (max !== undefined && orderSeq < max) counts.out_of_order++;
+      }
       const seen: SeenEvent = {
+        id: eventId,
         type: e.type,
         destination,
-        sequence: e.sequence,
+        orderSeq,
         parentId: e.parentId,
         siblings: e.siblings,
         publishedUs: e.publishedUs,
@@ -281,14 +338,12 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
         hasChild: false,
         children: 0,
       };
-      p.events.set(eventId, seen);
-      p.types.add(e.type);
       // Events payq did not write have no parent header: the scenario says which earlier event
       // of the payment could have caused this one.
       const parentId = e.parentId ?? (scenario ? inferParent(p, e.type) : undefined);
       if (e.parentId === undefined && parentId !== undefined) p.inferred = true;
       if (parentId !== undefined) {
-        const parent = p.events.get(parentId);
+        const parent = findEvent(p, parentId);
         if (parent) {
           parent.children++;
           if (parent.children >= (e.siblings ?? 1)) parent.hasChild = true;
@@ -301,18 +356,14 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
         } else p.orphans++;
       }
       // A parent seen after its children settles those orphans.
-      for (const other of p.events.values()) {
-        if (other.parentId === eventId && other !== seen) {
+      for (const other of p.events) {
+        if (other.parentId === eventId) {
           seen.children++;
           p.orphans--;
           if (seen.children >= (other.siblings ?? 1)) seen.hasChild = true;
         }
       }
-      if (e.sequence !== undefined && !isDlq) {
-        const max = p.maxSeq.get(destination);
-        if (max !== undefined && e.sequence < max) counts.out_of_order++;
-        else p.maxSeq.set(destination, e.sequence);
-      }
+      p.events.push(seen);
     }
     if (timeline && e.paymentId === options.payment) {
       timeline.push({
@@ -333,7 +384,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   const sweep = (nowUs: number, final: boolean) => {
     for (const p of inFlight.values()) {
       if (options.expect && !p.judged && options.withinMs !== undefined && nowUs - p.startUs > options.withinMs * 1000) {
-        judge(p, false, `did not reach ${options.expect.filter((t) => !p.types.has(t)).join(', ')} within ${options.withinMs / 1000}s`);
+        judge(p, false, `did not reach ${options.expect.filter((t) => !hasType(p, t)).join(', ')} within ${options.withinMs / 1000}s`);
       }
       // Inferred parents give no sibling counts: a settled payment is finished once it is quiet.
       if (p.inferred && nowUs - p.lastUs > SETTLE_MS * 1000 && settled(p)) {

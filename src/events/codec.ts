@@ -4,7 +4,7 @@
  */
 import type { Headers, OutgoingMessage } from '../drivers/types.js';
 import type { GeneratedEvent } from './generator.js';
-import { CONTENT_TYPE, JSON_CONTENT_TYPE, PayqHeader, TRACEPARENT, type HeaderBinding } from './headers.js';
+import { JSON_CONTENT_TYPE, PayqHeader, type HeaderBinding } from './headers.js';
 
 /** Timing headers, already as decimal strings (a batch shares them, so they're rendered once). */
 export interface EventTiming {
@@ -16,18 +16,6 @@ export interface EventTiming {
   startUs: string;
 }
 
-const KEYS = {
-  kafka: { specversion: 'ce_specversion', id: 'ce_id', type: 'ce_type', source: 'ce_source', time: 'ce_time', subject: 'ce_subject' },
-  amqp: {
-    specversion: 'cloudEvents_specversion',
-    id: 'cloudEvents_id',
-    type: 'cloudEvents_type',
-    source: 'cloudEvents_source',
-    time: 'cloudEvents_time',
-    subject: 'cloudEvents_subject',
-  },
-} as const;
-
 export interface EncodeContext {
   binding: HeaderBinding;
   /** CloudEvents source prefix, e.g. /payq/checkout */
@@ -35,22 +23,43 @@ export interface EncodeContext {
   runId: string;
 }
 
+/**
+ * The headers of one event. Each binding is one object literal with literal keys (the names of
+ * headers.ts, spelled out: computed keys would make V8 build every object key by key), so all
+ * events share one shape; test/unit/codec.test.ts checks the spellings against headers.ts.
+ */
 export function encodeHeaders(event: GeneratedEvent, ctx: EncodeContext, timing: EventTiming): Headers {
-  const k = KEYS[ctx.binding];
-  const headers: Headers = {
-    [k.specversion]: '1.0',
-    [k.id]: event.id,
-    [k.type]: event.type,
-    [k.source]: `${ctx.sourcePrefix}/${event.source}`,
-    [k.time]: event.occurredAt,
-    [k.subject]: event.paymentId,
-    [TRACEPARENT]: `00-${event.traceId}-${event.spanId}-01`,
-    [PayqHeader.runId]: ctx.runId,
-    [PayqHeader.publishedUs]: timing.publishedUs,
-    [PayqHeader.startUs]: timing.startUs,
-  };
-  // The AMQP binding carries the content type in the message's content-type property.
-  if (ctx.binding === 'kafka') headers[CONTENT_TYPE] = JSON_CONTENT_TYPE;
+  const source = `${ctx.sourcePrefix}/${event.source}`;
+  const traceparent = `00-${event.traceId}-${event.spanId}-01`;
+  const headers: Headers =
+    ctx.binding === 'kafka'
+      ? {
+          ce_specversion: '1.0',
+          ce_id: event.id,
+          ce_type: event.type,
+          ce_source: source,
+          ce_time: event.occurredAt,
+          ce_subject: event.paymentId,
+          'content-type': JSON_CONTENT_TYPE,
+          traceparent,
+          'payq-run-id': ctx.runId,
+          'payq-published-us': timing.publishedUs,
+          'payq-start-us': timing.startUs,
+        }
+      : {
+          // The AMQP binding carries the content type in the message's content-type property.
+          cloudEvents_specversion: '1.0',
+          cloudEvents_id: event.id,
+          cloudEvents_type: event.type,
+          cloudEvents_source: source,
+          cloudEvents_time: event.occurredAt,
+          cloudEvents_subject: event.paymentId,
+          traceparent,
+          'payq-run-id': ctx.runId,
+          'payq-published-us': timing.publishedUs,
+          'payq-start-us': timing.startUs,
+        };
+  if (event.sequence !== undefined) headers[PayqHeader.sequence] = String(event.sequence);
   if (timing.intendedUs !== undefined) headers[PayqHeader.intendedUs] = timing.intendedUs;
   if (event.parentId !== undefined) {
     headers[PayqHeader.parentId] = event.parentId;

@@ -14,6 +14,12 @@ export interface DecodeOptions {
   correlate: string;
   /** When set, these body fields win over headers (events payq did not write). */
   preferBody?: boolean;
+  /**
+   * Parse the body only when the headers lack something (type, correlation id, event id,
+   * sequence): for readers that need no body fields, such as trace. A message whose headers say
+   * everything is then taken as an event without its body being read (`body` is undefined).
+   */
+  headersFirst?: boolean;
 }
 
 export const DEFAULT_DECODE: DecodeOptions = { typeField: 'event', correlate: 'payment_id' };
@@ -38,6 +44,7 @@ export interface ReceivedEvent {
 }
 
 export function getPath(obj: unknown, path: string): unknown {
+  if (!path.includes('.')) return obj !== null && typeof obj === 'object' ? (obj as Record<string, unknown>)[path] : undefined;
   let cur: unknown = obj;
   for (const part of path.split('.')) {
     if (cur === null || typeof cur !== 'object') return undefined;
@@ -57,25 +64,36 @@ function num(v: string | undefined): number | undefined {
 }
 
 export function decodeEvent(value: Buffer, headers: Headers, key: string | undefined, options: DecodeOptions = DEFAULT_DECODE): ReceivedEvent {
+  const headerType = headers['ce_type'] ?? headers['cloudEvents_type'];
+  const headerSubject = headers['ce_subject'] ?? headers['cloudEvents_subject'];
+  const headerId = headers['ce_id'] ?? headers['cloudEvents_id'];
+  const headerSequence = num(headers[PayqHeader.sequence]);
+  const skipBody =
+    options.headersFirst === true &&
+    options.preferBody !== true &&
+    headerType !== undefined &&
+    headerSubject !== undefined &&
+    headerId !== undefined &&
+    headerSequence !== undefined;
   let body: Record<string, unknown> | undefined;
   let problem: string | undefined;
-  try {
-    const parsed: unknown = JSON.parse(value.toString('utf8'));
-    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) body = parsed as Record<string, unknown>;
-    else problem = 'the body is JSON but not an object';
-  } catch {
-    problem = value.length === 0 ? 'the body is empty' : 'the body is not JSON';
+  if (!skipBody) {
+    try {
+      const parsed: unknown = JSON.parse(value.toString('utf8'));
+      if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) body = parsed as Record<string, unknown>;
+      else problem = 'the body is JSON but not an object';
+    } catch {
+      problem = value.length === 0 ? 'the body is empty' : 'the body is not JSON';
+    }
   }
-  const headerType = headers['ce_type'] ?? headers['cloudEvents_type'];
-  const bodyType = scalar(getPath(body, options.typeField));
+  const bodyType = body ? scalar(getPath(body, options.typeField)) : undefined;
   const type = options.preferBody ? (bodyType ?? headerType) : (headerType ?? bodyType);
-  const headerSubject = headers['ce_subject'] ?? headers['cloudEvents_subject'];
-  const bodyPayment = scalar(getPath(body, options.correlate));
+  const bodyPayment = body ? scalar(getPath(body, options.correlate)) : undefined;
   const paymentId = options.preferBody ? (bodyPayment ?? headerSubject ?? key) : (headerSubject ?? bodyPayment ?? key);
-  const id = headers['ce_id'] ?? headers['cloudEvents_id'] ?? scalar(getPath(body, 'id'));
+  const id = headerId ?? (body ? scalar(body['id']) : undefined);
   if (problem === undefined && type === undefined) problem = `the message has no event type (no ce_type header, no '${options.typeField}' field)`;
   if (problem === undefined && paymentId === undefined) problem = `the message has no correlation id (no ce_subject header, no '${options.correlate}' field)`;
-  const seq = body ? getPath(body, 'sequence') : undefined;
+  const seq = headerSequence ?? (body ? body['sequence'] : undefined);
   return {
     id,
     type,

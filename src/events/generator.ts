@@ -34,8 +34,8 @@ export interface GeneratedEvent {
   id: string;
   type: string;
   paymentId: string;
-  /** Position of the event within its payment, from 0. */
-  sequence: number;
+  /** Position of the event within its payment, from 0; undefined when unknown (users' events without one). */
+  sequence: number | undefined;
   /** The stage that emitted it, or 'producer' for entry events. */
   source: string;
   occurredAt: string;

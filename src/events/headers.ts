@@ -22,6 +22,8 @@ export const PayqHeader = {
   parentId: 'payq-parent-id',
   /** How many events the parent's handling emitted together (this one included), for trace. */
   siblings: 'payq-siblings',
+  /** The event's position within its payment, from 0 (also the body's `sequence`, when it has one). */
+  sequence: 'payq-sequence',
   /** The run that produced the event, so several runs can share destinations. */
   runId: 'payq-run-id',
   /** Dead-letter provenance. */
