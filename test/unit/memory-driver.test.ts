@@ -216,6 +216,24 @@ describe('memory driver', () => {
     expect(latecomer).toEqual(Array.from({ length: latecomer.length }, (_, i) => latecomer[0]! + i));
   });
 
+  it('keeps the last N messages for groups that join later with retain=N', async () => {
+    const retain = SEGMENT_SIZE * 2 + 10;
+    const driver = await open(`memory://${uniqueName('retain')}?retain=${retain}`);
+    const total = SEGMENT_SIZE * 6;
+    const dest = uniqueName('retained');
+    await driver.send(dest, messages(total));
+    const all = await drain(driver, dest, 'first');
+    await waitFor(() => all.length === total);
+    await driver.send(dest, messages(1, total));
+    await waitFor(() => all.length === total + 1);
+    const latecomer = await drain(driver, dest, 'second');
+    await waitFor(() => latecomer.at(-1) === total);
+    // At least the last `retain` (a segment's worth more at most), never the read-and-dropped rest.
+    expect(latecomer.length).toBeGreaterThanOrEqual(retain + 1);
+    expect(latecomer.length).toBeLessThanOrEqual(retain + 1 + SEGMENT_SIZE);
+    expect(latecomer).toEqual(Array.from({ length: latecomer.length }, (_, i) => total + 1 - latecomer.length + i));
+  });
+
   it('holds sends back while a live group lags more than maxBacklog, and lets them go when it catches up', async () => {
     const driver = await open('memory://unit?maxBacklog=100');
     const dest = uniqueName('flow');

@@ -80,7 +80,9 @@ function allDestinations(scenario: Scenario): string[] {
  */
 async function runPipeline(options: PipelineOptions): Promise<PipelineRun> {
   const scenario = options.scenario ?? checkout;
-  const driver = await createDriver(`memory://${uniqueName('worker')}`);
+  // The stages join after everything was produced (and seen by the observer) and read it from
+  // the beginning: the broker keeps what was read (retain), as Kafka's retention would.
+  const driver = await createDriver(`memory://${uniqueName('worker')}?retain=1000000`);
   drivers.push(driver);
   await driver.connect();
   const observed: Observed[] = [];

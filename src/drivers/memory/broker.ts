@@ -59,6 +59,11 @@ function nextTurn(): Promise<void> {
 
 export class MemoryBroker {
   private readonly destinations = new Map<string, Destination>();
+  /**
+   * Messages each destination keeps after every group has read them, for groups that join later
+   * reading from the beginning: the most any client of this broker asked for (`retain=N`).
+   */
+  retain = 0;
 
   constructor(readonly name: string) {}
 
@@ -190,11 +195,21 @@ export class Destination {
     if (Math.floor(from / SEGMENT_SIZE) !== Math.floor(to / SEGMENT_SIZE)) this.trim();
   }
 
-  /** Drops log segments that every group has read past: nobody can ask for them again. */
+  /**
+   * Drops the log segments every group (taps included) has read past, but for the last `retain`
+   * messages. A destination that no consuming group reads yet keeps everything: taps only
+   * observe, so a DLQ that only trace watches keeps its dead letters for replay-dlq. Dropping
+   * what was read keeps a busy broker's messages short-lived: memory stays flat and the garbage
+   * collector cheap.
+   */
   trim(): void {
     let min = Infinity;
-    for (const group of this.groups.values()) if (group.cursor < min) min = group.cursor;
-    if (min !== Infinity) this.log.trimBefore(min);
+    let consumed = false;
+    for (const group of this.groups.values()) {
+      if (group.cursor < min) min = group.cursor;
+      if (!group.isTap) consumed = true;
+    }
+    if (consumed) this.log.trimBefore(Math.min(min, this.log.endOffset - this.broker.retain));
   }
 
   /** One wake-up per destination per turn, however many messages arrived. */

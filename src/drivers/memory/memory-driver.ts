@@ -7,6 +7,11 @@
  *                       is more than N messages behind (default 200000; 0 disables).
  *   maxMessageBytes=N   largest accepted value (default 1 MiB, Kafka's default), so an oversized
  *                       message fails here the way it would on a real broker.
+ *   retain=N            messages each destination keeps after every consumer group has read them,
+ *                       for groups that join later with fromBeginning (default 0: what all groups
+ *                       have read is dropped, 256 messages at a time). A destination that no
+ *                       consuming group reads yet (taps do not count) keeps everything. The
+ *                       broker keeps the most any client asked for.
  */
 import { ConfigError, DeliveryError, InternalError, TopologyError, UsageError } from '../../errors.js';
 import type {
@@ -75,6 +80,7 @@ class MemoryDriver implements Driver {
     this.broker = sharedBroker(brokerName(url));
     this.maxBacklog = intParam(url, 'maxBacklog', DEFAULT_MAX_BACKLOG);
     this.maxMessageBytes = intParam(url, 'maxMessageBytes', DEFAULT_MAX_MESSAGE_BYTES);
+    this.broker.retain = Math.max(this.broker.retain, intParam(url, 'retain', 0));
   }
 
   /** Why an operation cannot run now, or undefined when it can. */

@@ -4,7 +4,7 @@
  * can be given back a segment at a time once every reader is past it.
  */
 
-const SEGMENT_BITS = 12;
+const SEGMENT_BITS = 8;
 export const SEGMENT_SIZE = 1 << SEGMENT_BITS;
 
 export class SegmentedLog<T> {
