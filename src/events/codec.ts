@@ -72,7 +72,7 @@ export function toMessage(event: GeneratedEvent, ctx: EncodeContext, timing: Eve
   return {
     key: event.paymentId,
     type: event.type,
-    value: Buffer.from(event.body, 'utf8'),
+    value: event.value ?? Buffer.from(event.body, 'utf8'),
     headers: encodeHeaders(event, ctx, timing),
   };
 }

@@ -44,6 +44,8 @@ export interface GeneratedEvent {
   spanId: string;
   /** The JSON body (UTF-8 text; ASCII in practice). */
   body: string;
+  /** The body already encoded as UTF-8, when the source has it so (a generator thread). */
+  value?: Buffer | undefined;
   /** Lifecycle mode: the event whose (simulated) handling emitted this one, and how many it emitted. */
   parentId?: string | undefined;
   siblings?: number | undefined;

@@ -126,6 +126,8 @@ export interface Scenario {
   classNames: string[];
   /** Where the scenario came from (built-in name or file path). */
   origin: string;
+  /** The text it was parsed from: a generator thread parses the same scenario from it. */
+  text: string;
 }
 
 const BUILTIN_DIR = fileURLToPath(new URL('../../fixtures/scenarios/', import.meta.url));
@@ -163,10 +165,10 @@ export function parseScenario(text: string, origin: string): Scenario {
     const where = formatPath(issue.path);
     throw new ConfigError(`scenario ${origin}${line ? `:${line}` : ''}: ${where ? `${where}: ` : ''}${issue.message}`);
   }
-  return buildScenario(parsed.data, origin, (p) => lineOf(doc, counter, p));
+  return { ...buildScenario(parsed.data, origin, (p) => lineOf(doc, counter, p)), text };
 }
 
-function buildScenario(config: ScenarioConfig, origin: string, lineAt: (p: PropertyKey[]) => number | undefined): Scenario {
+function buildScenario(config: ScenarioConfig, origin: string, lineAt: (p: PropertyKey[]) => number | undefined): Omit<Scenario, 'text'> {
   const fail = (p: PropertyKey[], message: string): never => {
     const line = lineAt(p);
     throw new ConfigError(`scenario ${origin}${line ? `:${line}` : ''}: ${formatPath(p)}: ${message}`);

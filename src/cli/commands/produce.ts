@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
 import { produce, type ProduceResult } from '../../core/produce.js';
 import { generatedSource, ndjsonSource, type EventSource } from '../../core/sources.js';
+import { threadedSource } from '../../core/threaded-source.js';
 import { createDriver } from '../../drivers/registry.js';
 import { DataError, InterruptedError, UsageError } from '../../errors.js';
 import { EventGenerator } from '../../events/generator.js';
@@ -51,12 +52,12 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const topic = o.topic ?? scenario.destinationFor(scenario.entry);
   const out = ctx.out;
 
-  const source: EventSource =
-    o.fromFile !== undefined
-      ? ndjsonSource({ file: o.fromFile, stdin: ctx.stdin as NodeJS.ReadStream, typeField: o.typeField, seed })
-      : generatedSource(new EventGenerator({ scenario, seed, payments, lifecycle: o.lifecycle, size: o.size }));
+  const generator = { scenario, seed, payments, lifecycle: o.lifecycle, size: o.size };
+  const fileSource: EventSource | undefined =
+    o.fromFile !== undefined ? ndjsonSource({ file: o.fromFile, stdin: ctx.stdin as NodeJS.ReadStream, typeField: o.typeField, seed }) : undefined;
 
   if (o.dryRun) {
+    const source = fileSource ?? generatedSource(new EventGenerator(generator));
     if (payments === Infinity && o.fromFile === undefined) throw new UsageError('--dry-run needs --count (it does not run for a duration)');
     for (;;) {
       const chunk = await source.pull(1000);
@@ -77,6 +78,8 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     await driver.connect();
     await driver.declare([{ name: topic, partitions: o.partitions, deadLetter: true }]);
     out.verbose(`producing to ${topic} on ${o.broker.redacted} (seed ${seed}, run ${runId})`);
+    // Generated events come from a generator thread, so this one only sends (produce closes it).
+    const source = fileSource ?? threadedSource(generator);
     result = await produce(
       {
         destination: topic,
