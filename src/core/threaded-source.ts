@@ -124,12 +124,7 @@ export function threadedSource(options: GeneratorOptions, settings: ThreadedSour
   const ahead = settings.ahead ?? 16;
   const { scenario, ...generator } = options;
   const data: GeneratorThreadData = { scenarioText: scenario.text, scenarioOrigin: scenario.origin, generator, batchSize };
-  // The generator keeps almost nothing alive: a small young generation keeps the thread's heap
-  // (and the process's resident memory) small.
-  const worker = new Worker(new URL('./generator-worker.js', import.meta.url), {
-    workerData: data,
-    resourceLimits: { maxYoungGenerationSizeMb: 4 },
-  });
+  const worker = new Worker(new URL('./generator-worker.js', import.meta.url), { workerData: data });
 
   const ready: Unpacker[] = [];
   let requested = 0;

@@ -73,13 +73,14 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const driver = await createDriver(o.broker);
   const runId = o.runId ?? randomBytes(6).toString('hex');
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
+  // Generated events come from a generator thread, so this one only sends. It starts now, while
+  // the connection is made, and ends with produce (or below, if connecting fails).
+  const source = fileSource ?? threadedSource(generator);
   let result: ProduceResult;
   try {
     await driver.connect();
     await driver.declare([{ name: topic, partitions: o.partitions, deadLetter: true }]);
     out.verbose(`producing to ${topic} on ${o.broker.redacted} (seed ${seed}, run ${runId})`);
-    // Generated events come from a generator thread, so this one only sends (produce closes it).
-    const source = fileSource ?? threadedSource(generator);
     result = await produce(
       {
         destination: topic,
@@ -99,6 +100,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
       },
     );
   } finally {
+    source.close?.();
     progress.stop();
     await driver.close();
   }
