@@ -1,13 +1,14 @@
 /**
  * bench on the real brokers: issue 5's APT check on RabbitMQ (in process, through the driver),
- * loss seen when a RabbitMQ queue is purged mid-run (the CLI exits 4), and a clean Kafka run
- * with CI assertions (exit 0, loss 0). Every run uses destinations and group names of its own.
+ * loss seen when a RabbitMQ queue is purged or a Kafka topic's records are deleted mid-run (the
+ * CLI exits 4), and a clean Kafka run with CI assertions (exit 0, loss 0). Every run uses destinations and group names of its own.
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import amqplib from 'amqplib';
+import { Kafka, logLevel } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 import { runBench } from '../../src/core/bench.js';
 import { systemClock } from '../../src/core/clock.js';
@@ -197,6 +198,43 @@ describe('bench on Kafka', async () => {
       expect(report.latency.publish_from_intended?.count).toBe(report.payments.produced);
       expect(Object.keys(report.latency.hops)).toEqual([...scenario.stages.map((s) => s.name), 'sink']);
     } finally {
+      await sleep(200);
+      await deleteDestinations(KAFKA_URL, scenario.destinations, { groups });
+    }
+  });
+
+  it.skipIf(!up)("a topic's records deleted mid-run show as loss > 0 and the CLI exits 4", async () => {
+    // The slow stage takes one message at a time, 20 ms each (50/s): its topic fills at 100 payments/s.
+    const { scenario, file, groups } = unique('bench-apt-equal', (t) => t.replace('{ distribution: constant, ms: 8 }', '{ distribution: constant, ms: 20 }'));
+    const topic = scenario.stages[1]!.destination;
+    const json = path.join(dir, 'deleted.json');
+    const bench = startCli(['bench', '--broker', KAFKA_URL, '--scenario', file, '--rate', '100', '--duration', '3s', '--warmup', '0', '--consumers', '1', '--partitions', '1', '--json', json]);
+    const kafka = new Kafka({ clientId: 'payq-test-delete-records', brokers: [KAFKA_URL.replace('kafka://', '')], logLevel: logLevel.NOTHING });
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const written = async (): Promise<number> => {
+        try {
+          return (await admin.fetchTopicOffsets(topic)).reduce((n, p) => n + Number(p.high), 0);
+        } catch {
+          return 0; // not created yet
+        }
+      };
+      // The slow stage falls behind by ~50 messages a second: delete what it has not read yet.
+      await waitFor(async () => (await written()) >= 80, 30_000, `messages in ${topic}`);
+      const offsets = await admin.fetchTopicOffsets(topic);
+      await admin.deleteTopicRecords({ topic, partitions: offsets.map((p) => ({ partition: p.partition, offset: p.high })) });
+      const code = await bench.exited;
+      expect(code, bench.stderr()).toBe(4);
+      expect(bench.stderr()).toMatch(/payq: error: \d[\d,]* of [\d,]+ acknowledged events were never consumed \(loss 0\.\d+/);
+      const report = JSON.parse(readFileSync(json, 'utf8')) as Report;
+      expect(reportSchema.safeParse(report).success).toBe(true);
+      expect(report.loss).toBeGreaterThan(0);
+      expect(report.events.lost).toBeGreaterThan(0);
+      expect(report.payments.finished).toBeLessThan(report.payments.produced);
+    } finally {
+      bench.child.kill('SIGKILL');
+      await admin.disconnect().catch(() => undefined);
       await sleep(200);
       await deleteDestinations(KAFKA_URL, scenario.destinations, { groups });
     }
