@@ -2,7 +2,32 @@
  * The seeded PRNG behind `--seed`: sfc32 seeded through splitmix32. Small, fast, and the same
  * sequence on every machine (only 32-bit integer ops and one division), unlike Math.random.
  */
-const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+/** The two lowercase hex digits of each byte value, as ASCII codes: HEX_CODES[2b], HEX_CODES[2b+1]. */
+const HEX_CODES = new Uint8Array(512);
+for (let i = 0; i < 256; i++) {
+  const text = i.toString(16).padStart(2, '0');
+  HEX_CODES[2 * i] = text.charCodeAt(0);
+  HEX_CODES[2 * i + 1] = text.charCodeAt(1);
+}
+/** Where hex and uuid write their digits; one flat string is made of it (no concatenations). */
+const scratch = Buffer.alloc(64);
+
+/** Writes the 4 bytes of x (least significant first) as 8 hex digits at `at`; returns the next position. */
+function put32LE(x: number, at: number): number {
+  for (let shift = 0; shift < 32; shift += 8) {
+    const b = (x >>> shift) & 0xff;
+    scratch[at++] = HEX_CODES[2 * b]!;
+    scratch[at++] = HEX_CODES[2 * b + 1]!;
+  }
+  return at;
+}
+
+/** Writes byte b as 2 hex digits at `at`; returns the next position. */
+function put8(b: number, at: number): number {
+  scratch[at] = HEX_CODES[2 * b]!;
+  scratch[at + 1] = HEX_CODES[2 * b + 1]!;
+  return at + 2;
+}
 
 function splitmix32(state: number): [number, number] {
   state = (state + 0x9e3779b9) | 0;
@@ -73,12 +98,14 @@ export class Prng {
 
   /** `bytes` random bytes as lowercase hex. */
   hex(bytes: number): string {
-    let s = '';
-    for (let i = 0; i < bytes; i += 4) {
-      const x = this.uint32();
-      s += HEX[x & 0xff]! + HEX[(x >>> 8) & 0xff]! + HEX[(x >>> 16) & 0xff]! + HEX[x >>> 24]!;
+    if (bytes > 32) {
+      let s = '';
+      for (let left = bytes; left > 0; left -= 32) s += this.hex(Math.min(32, left));
+      return s;
     }
-    return s.length === bytes * 2 ? s : s.slice(0, bytes * 2);
+    let at = 0;
+    for (let i = 0; i < bytes; i += 4) at = put32LE(this.uint32(), at);
+    return scratch.toString('latin1', 0, bytes * 2);
   }
 
   /** A version-4-shaped UUID drawn from this stream (deterministic, not crypto-random). */
@@ -87,14 +114,27 @@ export class Prng {
     const b = this.uint32();
     const c = this.uint32();
     const d = this.uint32();
-    return (
-      HEX[a >>> 24]! + HEX[(a >>> 16) & 0xff]! + HEX[(a >>> 8) & 0xff]! + HEX[a & 0xff]! + '-' +
-      HEX[b >>> 24]! + HEX[(b >>> 16) & 0xff]! + '-' +
-      HEX[((b >>> 8) & 0x0f) | 0x40]! + HEX[b & 0xff]! + '-' +
-      HEX[((c >>> 24) & 0x3f) | 0x80]! + HEX[(c >>> 16) & 0xff]! + '-' +
-      HEX[(c >>> 8) & 0xff]! + HEX[c & 0xff]! +
-      HEX[d >>> 24]! + HEX[(d >>> 16) & 0xff]! + HEX[(d >>> 8) & 0xff]! + HEX[d & 0xff]!
-    );
+    let at = put8(a >>> 24, 0);
+    at = put8((a >>> 16) & 0xff, at);
+    at = put8((a >>> 8) & 0xff, at);
+    at = put8(a & 0xff, at);
+    scratch[at++] = 0x2d; // '-'
+    at = put8(b >>> 24, at);
+    at = put8((b >>> 16) & 0xff, at);
+    scratch[at++] = 0x2d;
+    at = put8(((b >>> 8) & 0x0f) | 0x40, at);
+    at = put8(b & 0xff, at);
+    scratch[at++] = 0x2d;
+    at = put8(((c >>> 24) & 0x3f) | 0x80, at);
+    at = put8((c >>> 16) & 0xff, at);
+    scratch[at++] = 0x2d;
+    at = put8((c >>> 8) & 0xff, at);
+    at = put8(c & 0xff, at);
+    at = put8(d >>> 24, at);
+    at = put8((d >>> 16) & 0xff, at);
+    at = put8((d >>> 8) & 0xff, at);
+    at = put8(d & 0xff, at);
+    return scratch.toString('latin1', 0, at);
   }
 
   /** Picks an index from cumulative weights (last entry = total). */
