@@ -128,9 +128,9 @@ interface PaymentState {
   startUs: number;
   lastUs: number;
   /**
-   * In arrival order. A payment has a handful of events (at most 64 by the generator's and the
-   * worker's guard), so an array scanned by id beats a Map, and keeps what trace holds per
-   * payment in flight small.
+   * In arrival order. payq's payments have a handful of events (64 at most, by the generator's
+   * and the worker's guard), so an array scanned by id beats a Map and keeps what trace holds
+   * per payment small. (Every new event scans them anyway: settled(), the orphan check.)
    */
   events: SeenEvent[];
   /** Child events whose parent has not been seen (yet). */
