@@ -77,7 +77,8 @@ async function kafkaCommitted(group: string, topic: string): Promise<string[]> {
 // PAYQ_TEST_DRILL_PAYMENTS=10000 runs the brokers' drills at the issue's full size.
 const brokerPayments = process.env['PAYQ_TEST_DRILL_PAYMENTS'] ? Number(process.env['PAYQ_TEST_DRILL_PAYMENTS']) : 2_000;
 for (const [name, url, payments] of [
-  ['memory', `memory://replay-drill-${process.pid}`, 10_000],
+  // The drill reads the DLQs after trace has read them: the memory broker keeps them (retain).
+  ['memory', `memory://replay-drill-${process.pid}?retain=1000000`, 10_000],
   ['Kafka', KAFKA_URL, brokerPayments],
   ['RabbitMQ', AMQP_URL, brokerPayments],
 ] as const) {

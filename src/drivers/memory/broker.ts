@@ -197,19 +197,14 @@ export class Destination {
 
   /**
    * Drops the log segments every group (taps included) has read past, but for the last `retain`
-   * messages. A destination that no consuming group reads yet keeps everything: taps only
-   * observe, so a DLQ that only trace watches keeps its dead letters for replay-dlq. Dropping
-   * what was read keeps a busy broker's messages short-lived: memory stays flat and the garbage
-   * collector cheap.
+   * messages; a destination no group reads yet keeps everything. Dropping what was read keeps a
+   * busy broker's messages short-lived, so memory stays flat and the garbage collector cheap —
+   * also for a DLQ that only trace watches in a long bench run.
    */
   trim(): void {
     let min = Infinity;
-    let consumed = false;
-    for (const group of this.groups.values()) {
-      if (group.cursor < min) min = group.cursor;
-      if (!group.isTap) consumed = true;
-    }
-    if (consumed) this.log.trimBefore(Math.min(min, this.log.endOffset - this.broker.retain));
+    for (const group of this.groups.values()) if (group.cursor < min) min = group.cursor;
+    if (min !== Infinity) this.log.trimBefore(Math.min(min, this.log.endOffset - this.broker.retain));
   }
 
   /** One wake-up per destination per turn, however many messages arrived. */

@@ -9,9 +9,9 @@
  *                       message fails here the way it would on a real broker.
  *   retain=N            messages each destination keeps after every consumer group has read them,
  *                       for groups that join later with fromBeginning (default 0: what all groups
- *                       have read is dropped, 256 messages at a time). A destination that no
- *                       consuming group reads yet (taps do not count) keeps everything. The
- *                       broker keeps the most any client asked for.
+ *                       have read is dropped, 256 messages at a time; taps are groups here).
+ *                       A destination no group reads yet keeps everything. The broker keeps the
+ *                       most any client asked for.
  */
 import { ConfigError, DeliveryError, InternalError, TopologyError, UsageError } from '../../errors.js';
 import type {
