@@ -169,26 +169,29 @@ function maxSequence(p: PaymentState, destination: string): number | undefined {
 const MAX_LISTED = 50;
 /** How long a payment without parent headers must be quiet before it is taken as finished. */
 const SETTLE_MS = 1000;
-/** Finished payment ids remembered to recognise late duplicates: at least this many, at most twice. */
+/** Finished payment ids remembered to recognise late duplicates: at most this many, at least 3/4 of it. */
 const RECENT_FINISHED = 100_000;
+const RECENT_GENERATIONS = 4;
 
 /**
- * The ids of recently finished payments, in two generations: when the newer one is full the
- * older is dropped whole. (Deleting a Set's oldest entry one by one leaves holes that every
- * later `values().next()` walks over again.)
+ * The ids of recently finished payments, in generations: when the newest is full, the oldest is
+ * dropped whole. (Deleting a Set's oldest entry one by one leaves holes that every later
+ * `values().next()` walks over again.) Four generations keep the count between 75% and 100% of
+ * the bound, so trace's memory stays low however long it runs.
  */
 class RecentIds {
-  private newer = new Set<string>();
-  private older = new Set<string>();
+  private readonly generations: Set<string>[] = [new Set()];
   add(id: string): void {
-    if (this.newer.size >= RECENT_FINISHED) {
-      this.older = this.newer;
-      this.newer = new Set();
+    let newest = this.generations[this.generations.length - 1]!;
+    if (newest.size >= RECENT_FINISHED / RECENT_GENERATIONS) {
+      if (this.generations.length === RECENT_GENERATIONS) this.generations.shift();
+      this.generations.push((newest = new Set()));
     }
-    this.newer.add(id);
+    newest.add(id);
   }
   has(id: string): boolean {
-    return this.newer.has(id) || this.older.has(id);
+    for (let i = this.generations.length - 1; i >= 0; i--) if (this.generations[i]!.has(id)) return true;
+    return false;
   }
 }
 
