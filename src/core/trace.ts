@@ -7,6 +7,7 @@
  */
 import type { Delivery, Driver } from '../drivers/types.js';
 import { decodeEvent, type DecodeOptions } from '../events/decode.js';
+import { PayqHeader } from '../events/headers.js';
 import type { Scenario } from '../events/scenario.js';
 import { createLatencyHistogram, recordUs, summarize, type LatencyHistogram, type LatencySummary } from '../metrics/histogram.js';
 import type { Clock } from './clock.js';
@@ -116,7 +117,14 @@ interface SeenEvent {
   parentId: string | undefined;
   siblings: number | undefined;
   publishedUs: number | undefined;
+  /**
+   * Its latest round ended in a DLQ. A round is one pass through its destination: 0 for the
+   * original, k for the k-th replay (payq-replay-count, which its dead letter carries too).
+   */
   deadLettered: boolean;
+  /** The highest round seen on its destination and in its DLQ; -1: none yet. */
+  destRound: number;
+  dlqRound: number;
   /** All the events its handling emitted have been seen. */
   hasChild: boolean;
   children: number;
@@ -314,11 +322,16 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     }
     p.lastUs = nowUs;
     const known = findEvent(p, eventId);
+    const round = Number(d.headers[PayqHeader.replayCount] ?? 0) || 0;
     let duplicate = false;
     if (known) {
-      if (isDlq && !known.deadLettered) known.deadLettered = true;
-      else if (!isDlq && known.deadLettered && known.destination === destination) known.deadLettered = false; // replayed
-      else {
+      // Trace reads each destination on its own, so a dead letter may be seen before the event
+      // it copies: rounds, not arrival order, say whether the event is in the DLQ or back in play.
+      if (isDlq ? round > known.dlqRound : round > known.destRound) {
+        if (isDlq) known.dlqRound = round;
+        else known.destRound = round;
+        known.deadLettered = known.dlqRound >= known.destRound;
+      } else {
         counts.duplicates++;
         duplicate = true;
       }
@@ -338,6 +351,8 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
         siblings: e.siblings,
         publishedUs: e.publishedUs,
         deadLettered: isDlq,
+        destRound: isDlq ? -1 : round,
+        dlqRound: isDlq ? round : -1,
         hasChild: false,
         children: 0,
       };

@@ -4,7 +4,9 @@ import { produce } from '../../src/core/produce.js';
 import { generatedSource } from '../../src/core/sources.js';
 import { trace, type TraceOptions } from '../../src/core/trace.js';
 import { createDriver } from '../../src/drivers/registry.js';
+import { toMessage } from '../../src/events/codec.js';
 import { EventGenerator } from '../../src/events/generator.js';
+import { PayqHeader } from '../../src/events/headers.js';
 import { loadScenario } from '../../src/events/scenario.js';
 
 const checkout = loadScenario('checkout');
@@ -55,5 +57,44 @@ describe('trace on memory://', () => {
     expect(r.payments).toMatchObject({ seen: 3000, finished: 3000, in_flight: 0, stuck: 0 });
     expect(r.payments.by_class).toMatchObject({ ...expected, 'dead-lettered': 0 });
     expect(r.events).toMatchObject({ duplicates: 0, out_of_order: 0, missing_steps: 0, undecodable: 0 });
+  });
+});
+
+describe('trace and dead letters', () => {
+  it('keeps an event dead-lettered when its DLQ copy is seen before the event itself', async () => {
+    // Trace reads a destination and its DLQ independently: under load a dead letter can come
+    // first. Here a refund request is dead-lettered, and its sibling (order_completed) comes last,
+    // so the payment is still open when the refund request itself arrives after its dead letter.
+    const events = [...new EventGenerator({ scenario: checkout, seed: 5, payments: 2000, lifecycle: true })];
+    const refund = events.find((e) => e.type === 'refund_requested')!;
+    const payment = events.filter((e) => e.paymentId === refund.paymentId);
+    const sibling = payment.find((e) => e.type === 'order_completed' && e.parentId === refund.parentId)!;
+    const before = payment.filter((e) => payment.indexOf(e) < payment.indexOf(refund) && e !== sibling);
+    const ctx = { binding: 'kafka' as const, sourcePrefix: '/payq/checkout', runId: 'r1' };
+    const timing = { publishedUs: String(Date.now() * 1000), startUs: String(Date.now() * 1000) };
+    const message = (e: (typeof events)[number]) => toMessage(e, ctx, timing);
+    const deadLetter = { ...message(refund), headers: { ...message(refund).headers, [PayqHeader.dlqReason]: 'permanent-failure' } };
+
+    const driver = await createDriver(`memory://trace-dlq-${Date.now()}`);
+    await driver.connect();
+    let ready!: () => void;
+    const subscribed = new Promise<void>((r) => (ready = r));
+    const tracing = trace(traceOptions(['orders'], { fromBeginning: false, idleTimeoutMs: 1_000 }), { driver, clock: systemClock, onReady: () => ready() });
+    await subscribed;
+    const sends: [string, ReturnType<typeof message>][] = [
+      ...before.map((e) => ['orders', message(e)] as [string, ReturnType<typeof message>]),
+      ['orders.dlq', deadLetter],
+      ['orders', message(refund)],
+      ['orders', message(sibling)],
+    ];
+    for (const [destination, m] of sends) {
+      await driver.send(destination, [m]);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const r = await tracing;
+    await driver.close();
+    expect(r.payments).toMatchObject({ seen: 1, finished: 1, in_flight: 0 });
+    expect(r.payments.by_class['dead-lettered']).toBe(1);
+    expect(r.events.duplicates).toBe(0);
   });
 });
