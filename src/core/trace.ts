@@ -256,6 +256,16 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     return { payment_id: p.id, reason, last_type: last?.type, types: [...typesOf(p)], age_s: Math.round((clock.nowUs() - p.firstUs) / 1e5) / 10 };
   };
 
+  /**
+   * Some event was seen only as a dead letter so far: its own copy may still be on the way (trace
+   * reads each destination on its own). Such a payment is finished once it has been quiet a moment,
+   * so the late copy is not taken for a duplicate of a finished payment.
+   */
+  const awaitingOriginal = (p: PaymentState): boolean => {
+    for (const e of p.events) if (e.destRound < 0) return true;
+    return false;
+  };
+
   const expectationMet = (p: PaymentState) => options.expect!.every((t) => hasType(p, t));
 
   /** With a scenario: every non-terminal event has a child or was dead-lettered. */
@@ -395,7 +405,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       });
     }
     if (options.expect && !p.judged && expectationMet(p)) judge(p, true, '');
-    if ((settled(p) && !p.inferred) || (!scenario && p.judged)) finish(p);
+    if ((settled(p) && !p.inferred && !awaitingOriginal(p)) || (!scenario && p.judged)) finish(p);
   };
 
   /** Payments past --within, and payments without progress for --stuck-after. */
@@ -404,8 +414,9 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       if (options.expect && !p.judged && options.withinMs !== undefined && nowUs - p.startUs > options.withinMs * 1000) {
         judge(p, false, `did not reach ${options.expect.filter((t) => !hasType(p, t)).join(', ')} within ${options.withinMs / 1000}s`);
       }
-      // Inferred parents give no sibling counts: a settled payment is finished once it is quiet.
-      if (p.inferred && nowUs - p.lastUs > SETTLE_MS * 1000 && settled(p)) {
+      // Inferred parents give no sibling counts, and a dead letter's original may be late: a
+      // settled payment is finished once it is quiet.
+      if ((p.inferred || awaitingOriginal(p)) && nowUs - p.lastUs > SETTLE_MS * 1000 && settled(p)) {
         finish(p);
         continue;
       }

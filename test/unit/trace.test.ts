@@ -97,4 +97,32 @@ describe('trace and dead letters', () => {
     expect(r.payments.by_class['dead-lettered']).toBe(1);
     expect(r.events.duplicates).toBe(0);
   });
+
+  it('does not take the late original of a dead letter for a duplicate of a finished payment', async () => {
+    // order_placed, then the dead letter of its child, then the child itself: the dead letter
+    // settles the payment, but trace waits a moment for the original before finishing it.
+    const events = [...new EventGenerator({ scenario: checkout, seed: 6, payments: 1, lifecycle: true })];
+    const [placed, child] = events;
+    expect(child!.parentId).toBe(placed!.id);
+    const ctx = { binding: 'kafka' as const, sourcePrefix: '/payq/checkout', runId: 'r1' };
+    const timing = { publishedUs: String(Date.now() * 1000), startUs: String(Date.now() * 1000) };
+    const childMessage = toMessage(child!, ctx, timing);
+    const deadLetter = { ...childMessage, headers: { ...childMessage.headers, [PayqHeader.dlqReason]: 'permanent-failure' } };
+
+    const driver = await createDriver(`memory://trace-late-${Date.now()}`);
+    await driver.connect();
+    let ready!: () => void;
+    const subscribed = new Promise<void>((r) => (ready = r));
+    const tracing = trace(traceOptions(['orders'], { fromBeginning: false, idleTimeoutMs: 2_000 }), { driver, clock: systemClock, onReady: () => ready() });
+    await subscribed;
+    for (const [destination, m] of [['orders', toMessage(placed!, ctx, timing)], ['orders.dlq', deadLetter], ['orders', childMessage]] as const) {
+      await driver.send(destination, [m]);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const r = await tracing;
+    await driver.close();
+    expect(r.payments).toMatchObject({ seen: 1, finished: 1, in_flight: 0 });
+    expect(r.payments.by_class['dead-lettered']).toBe(1);
+    expect(r.events.duplicates).toBe(0);
+  });
 });
