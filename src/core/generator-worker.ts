@@ -42,7 +42,7 @@ try {
   port.on('message', (credit: number) => {
     for (let b = 0; b < credit && !done; b++) {
       const events: GeneratedEvent[] = [];
-      // Big bodies (--size) make short batches: what is generated ahead stays a few MB.
+      // Big bodies (--size) make short batches: what is generated ahead stays near 16 MiB at most.
       let chars = 0;
       while (events.length < data.batchSize && chars < MAX_BATCH_CHARS) {
         const e = generator.next();
