@@ -118,11 +118,10 @@ interface SeenEvent {
   siblings: number | undefined;
   publishedUs: number | undefined;
   /**
-   * Its latest round ended in a DLQ. A round is one pass through its destination: 0 for the
-   * original, k for the k-th replay (payq-replay-count, which its dead letter carries too).
+   * The highest round seen on its destination and in its DLQ; -1: none yet. A round is one pass
+   * through its destination: 0 for the original, k for the k-th replay (payq-replay-count, which
+   * its dead letter carries too).
    */
-  deadLettered: boolean;
-  /** The highest round seen on its destination and in its DLQ; -1: none yet. */
   destRound: number;
   dlqRound: number;
   /** All the events its handling emitted have been seen. */
@@ -146,6 +145,11 @@ interface PaymentState {
   /** A parent was inferred from the scenario: wait a little before calling it finished. */
   inferred: boolean;
   judged: boolean;
+}
+
+/** Its latest round ended in its DLQ (and was not replayed since). */
+function deadLettered(e: SeenEvent): boolean {
+  return e.dlqRound >= 0 && e.dlqRound >= e.destRound;
 }
 
 function findEvent(p: PaymentState, id: string): SeenEvent | undefined {
@@ -235,7 +239,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
 
   const inferParent = (p: PaymentState, type: string): string | undefined => {
     for (const ev of p.events) {
-      if (ev.hasChild || ev.deadLettered) continue;
+      if (ev.hasChild || deadLettered(ev)) continue;
       if (scenario!.stageFor.get(ev.type)?.outcomes.some((o) => o.events.includes(type))) return ev.id;
     }
     return undefined;
@@ -272,7 +276,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   const settled = (p: PaymentState): boolean => {
     if (!scenario) return false;
     for (const e of p.events) {
-      if (!e.deadLettered && !e.hasChild && !isTerminal(e.type)) return false;
+      if (!deadLettered(e) && !e.hasChild && !isTerminal(e.type)) return false;
     }
     return true;
   };
@@ -281,16 +285,16 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     inFlight.delete(p.id);
     recentFinished.add(p.id);
     finished++;
-    let deadLettered = false;
-    for (const e of p.events) if (e.deadLettered && !e.hasChild) deadLettered = true;
-    const cls = deadLettered ? 'dead-lettered' : scenario ? (scenario.classify(typesOf(p)) ?? 'unclassified') : 'ended';
+    let endedInDlq = false;
+    for (const e of p.events) if (deadLettered(e) && !e.hasChild) endedInDlq = true;
+    const cls = endedInDlq ? 'dead-lettered' : scenario ? (scenario.classify(typesOf(p)) ?? 'unclassified') : 'ended';
     byClass[cls] = (byClass[cls] ?? 0) + 1;
     counts.missing_steps += p.orphans;
     recordUs(endToEnd, p.lastUs - p.startUs);
     if (options.expect) {
       // A payment that ended on a branch the scenario allows (a decline) meets the expectation;
       // one that was dead-lettered does not.
-      judge(p, !deadLettered && (expectationMet(p) || scenario !== undefined), deadLettered ? 'dead-lettered' : 'ended without reaching the expected events');
+      judge(p, !endedInDlq && (expectationMet(p) || scenario !== undefined), endedInDlq ? 'dead-lettered' : 'ended without reaching the expected events');
     }
   };
 
@@ -340,7 +344,6 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       if (isDlq ? round > known.dlqRound : round > known.destRound) {
         if (isDlq) known.dlqRound = round;
         else known.destRound = round;
-        known.deadLettered = known.dlqRound >= known.destRound;
       } else {
         counts.duplicates++;
         duplicate = true;
@@ -360,7 +363,6 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
         parentId: e.parentId,
         siblings: e.siblings,
         publishedUs: e.publishedUs,
-        deadLettered: isDlq,
         destRound: isDlq ? -1 : round,
         dlqRound: isDlq ? round : -1,
         hasChild: false,
