@@ -103,7 +103,7 @@ async function loop(events, batchSize, inFlight, sendBatch) {
 
 async function bareMemory(caps, topic) {
   // The memory broker's client is payq's own driver: the bare loop is its send() alone.
-  const driver = await createDriver('memory://bench-bare');
+  const driver = await createDriver('memory://bench-bare?maxLength=0');
   await driver.connect();
   await driver.declare([{ name: topic }]);
   const events = prepared('kafka');

@@ -234,6 +234,46 @@ describe('memory driver', () => {
     expect(latecomer).toEqual(Array.from({ length: latecomer.length }, (_, i) => total + 1 - latecomer.length + i));
   });
 
+  it('keeps at most maxLength=N messages, read or not; a group behind them resumes at the oldest kept', async () => {
+    const maxLength = SEGMENT_SIZE + 10;
+    const driver = await open(`memory://${uniqueName('maxlength')}?maxLength=${maxLength}`);
+    const dest = uniqueName('bounded');
+    // A group that has read nothing yet, and no group at all: both lose the oldest.
+    const slow: number[] = [];
+    const release = gate();
+    await driver.subscribe({ destinations: [dest], group: 'slow', fromBeginning: true, prefetch: 5 }, async (batch) => {
+      await release.promise;
+      for (const d of batch) {
+        slow.push(n(d));
+        d.ack();
+      }
+    });
+    const total = SEGMENT_SIZE * 8;
+    for (let i = 0; i < total; i += 100) await driver.send(dest, messages(Math.min(100, total - i), i));
+    release.open();
+    await waitFor(() => slow.at(-1) === total - 1);
+    // The first prefetch it took before the drop, then the last maxLength (a segment more at most).
+    expect(slow.slice(0, 5)).toEqual([0, 1, 2, 3, 4]);
+    const rest = slow.slice(5);
+    expect(rest.length).toBeGreaterThanOrEqual(maxLength);
+    expect(rest.length).toBeLessThanOrEqual(maxLength + SEGMENT_SIZE);
+    expect(rest).toEqual(Array.from({ length: rest.length }, (_, i) => total - rest.length + i));
+    const latecomer = await drain(driver, dest, 'late');
+    await waitFor(() => latecomer.at(-1) === total - 1);
+    expect(latecomer.length).toBeLessThanOrEqual(maxLength + SEGMENT_SIZE);
+  });
+
+  it('has no length limit unless every client of the broker sets one', async () => {
+    const name = uniqueName('maxlength-mixed');
+    const limited = await open(`memory://${name}?maxLength=0`);
+    await open(`memory://${name}`);
+    const dest = uniqueName('unbounded');
+    const total = SEGMENT_SIZE * 4;
+    await limited.send(dest, messages(total));
+    const all = await drain(limited, dest, 'g');
+    await waitFor(() => all.length === total);
+  });
+
   it('holds sends back while a live group lags more than maxBacklog, and lets them go when it catches up', async () => {
     const driver = await open('memory://unit?maxBacklog=100');
     const dest = uniqueName('flow');

@@ -70,7 +70,11 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   }
 
   if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER (memory:// runs in this process)');
-  const driver = await createDriver(o.broker);
+  // memory:// lives in this process and nothing here reads what is produced: keeping it would
+  // only grow memory with --count or --duration. ?maxLength=N in the URL keeps the last N.
+  const brokerUrl =
+    o.broker.scheme === 'memory' && o.broker.params.maxLength === undefined ? { ...o.broker, params: { ...o.broker.params, maxLength: '0' } } : o.broker;
+  const driver = await createDriver(brokerUrl);
   const runId = o.runId ?? randomBytes(6).toString('hex');
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   // Generated events come from a generator thread, so this one only sends. It starts now, while
@@ -148,7 +152,9 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (result.publish_delay) rows.push(['publish delay', formatLatency(result.publish_delay)]);
   if (result.intended_latency) rows.push(['latency from intended', formatLatency(result.intended_latency)]);
   if (!o.json) out.block(keyValueTable(rows, c));
-  if (o.broker.scheme === 'memory') out.verbose('memory:// lives in this process: the events are gone when it exits');
+  if (o.broker.scheme === 'memory') {
+    out.verbose(`memory:// lives in this process and nothing reads it here: the events ${brokerUrl === o.broker ? 'are gone when it exits' : 'were dropped as they were acknowledged'}`);
+  }
 
   if (result.interrupted) throw new InterruptedError(`interrupted: ${formatCount(result.acked)} of ${formatCount(result.sent)} sent events acknowledged`);
   if (result.failed > 0 || result.stopped_early) {

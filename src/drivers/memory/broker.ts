@@ -64,6 +64,12 @@ export class MemoryBroker {
    * reading from the beginning: the most any client of this broker asked for (`retain=N`).
    */
   retain = 0;
+  /**
+   * The most messages a destination keeps, read or not (`maxLength=N`, like a RabbitMQ queue's
+   * max-length with drop-head): the most any client asked for, a client without it asking for no
+   * limit. -Infinity until a client says; only a finite value limits anything.
+   */
+  maxLength = -Infinity;
 
   constructor(readonly name: string) {}
 
@@ -107,7 +113,10 @@ export class Destination {
       // Copy the headers: the producer may reuse its object; the value Buffer is kept as is.
       log.append(new StoredMessage(log.endOffset, m.key, m.type, m.value, { ...m.headers }));
     }
-    if (messages.length > 0) this.scheduleWake();
+    if (messages.length > 0) {
+      this.enforceMaxLength();
+      this.scheduleWake();
+    }
   }
 
   appendStored(message: StoredMessage, extraHeaders: Headers): void {
@@ -115,7 +124,17 @@ export class Destination {
     log.append(
       new StoredMessage(log.endOffset, message.key, message.type, message.value, { ...message.headers, ...extraHeaders }),
     );
+    this.enforceMaxLength();
     this.scheduleWake();
+  }
+
+  /**
+   * Drops the oldest messages beyond the broker's maxLength, read or not (whole segments, so up
+   * to 255 more stay). A group whose next message went this way resumes at the oldest kept one.
+   */
+  private enforceMaxLength(): void {
+    const max = this.broker.maxLength;
+    if (max < Infinity && this.log.size > max + SEGMENT_SIZE) this.log.trimBefore(this.log.endOffset - max);
   }
 
   /**
@@ -265,7 +284,8 @@ export class GroupCursor {
     const log = this.destination.log;
     const from = this.cursor;
     const end = log.endOffset;
-    let c = from;
+    // maxLength may have dropped messages this group had not read yet.
+    let c = Math.max(from, log.startOffset);
     while (out.length < max && c < end) {
       out.push(new MemoryDelivery(log.get(c)!, name, this, batch, false));
       c++;

@@ -12,6 +12,10 @@
  *                       have read is dropped, 256 messages at a time; taps are groups here).
  *                       A destination no group reads yet keeps everything. The broker keeps the
  *                       most any client asked for.
+ *   maxLength=N         the most messages a destination keeps, read or not: beyond it the oldest
+ *                       are dropped (like a RabbitMQ queue's max-length, drop-head), and a group
+ *                       that had not read them resumes at the oldest kept. Default: no limit; the
+ *                       broker keeps the most any client asked for (no parameter = no limit).
  */
 import { ConfigError, DeliveryError, InternalError, TopologyError, UsageError } from '../../errors.js';
 import type {
@@ -81,6 +85,7 @@ class MemoryDriver implements Driver {
     this.maxBacklog = intParam(url, 'maxBacklog', DEFAULT_MAX_BACKLOG);
     this.maxMessageBytes = intParam(url, 'maxMessageBytes', DEFAULT_MAX_MESSAGE_BYTES);
     this.broker.retain = Math.max(this.broker.retain, intParam(url, 'retain', 0));
+    this.broker.maxLength = Math.max(this.broker.maxLength, url.params.maxLength === undefined ? Infinity : intParam(url, 'maxLength', 0));
   }
 
   /** Why an operation cannot run now, or undefined when it can. */
