@@ -13,21 +13,30 @@ import type { GeneratorThreadData, PackedBatch, ThreadMessage } from './threaded
 import { SEP } from './threaded-source.js';
 
 function pack(events: GeneratedEvent[]): PackedBatch {
-  let bytes = 0;
-  for (const e of events) bytes += Buffer.byteLength(e.body, 'utf8');
-  const bodies = Buffer.allocUnsafeSlow(bytes);
-  const ends = new Uint32Array(events.length);
-  let offset = 0;
+  const n = events.length;
+  const ends = new Uint32Array(n);
+  const parts: string[] = new Array(n);
   let text = '';
-  for (let i = 0; i < events.length; i++) {
+  for (let i = 0; i < n; i++) {
     const e = events[i]!;
-    offset += bodies.write(e.body, offset, 'utf8');
-    ends[i] = offset;
+    parts[i] = e.body;
     text +=
       `${i === 0 ? '' : SEP}${e.id}${SEP}${e.type}${SEP}${e.paymentId}${SEP}${e.sequence ?? ''}${SEP}${e.source}${SEP}` +
       `${e.occurredAt}${SEP}${e.traceId}${SEP}${e.spanId}${SEP}${e.parentId ?? ''}${SEP}${e.siblings ?? ''}`;
   }
-  return { count: events.length, bodies: bodies.buffer as ArrayBuffer, ends, text };
+  // One string, measured and encoded once: far cheaper than n small encodes of concatenated
+  // (unflattened) bodies. When it is all ASCII, bytes and characters line up.
+  const joined = parts.join('');
+  const bytes = Buffer.byteLength(joined, 'utf8');
+  const ascii = bytes === joined.length;
+  let offset = 0;
+  for (let i = 0; i < n; i++) {
+    offset += ascii ? parts[i]!.length : Buffer.byteLength(parts[i]!, 'utf8');
+    ends[i] = offset;
+  }
+  const bodies = Buffer.allocUnsafeSlow(bytes);
+  bodies.write(joined, 0, ascii ? 'latin1' : 'utf8');
+  return { count: n, bodies: bodies.buffer as ArrayBuffer, ends, text };
 }
 
 /** A batch ends after about this much body text (1 MiB). */
