@@ -36,6 +36,7 @@ import { AckPolicy, DeliverPolicy, ReplayPolicy, type JetStreamManager } from '@
 import { createInbox, type Msg, type NatsConnection, type Subscription as NatsSub } from '@nats-io/transport-node';
 import { InternalError, TopologyError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
+import { DeliveryPump } from '../pump.js';
 import type { NatsConfig } from './config.js';
 import { apiCode, JsCode, mapNatsError } from './errors.js';
 import { fromNatsHeaders } from './headers.js';
@@ -113,9 +114,7 @@ interface Source {
 export class NatsSubscription implements Subscription {
   private readonly sources: Source[] = [];
   private readonly held = new Set<Held>();
-  private readonly buffer: Held[] = [];
-  private pumpScheduled = false;
-  private running: Promise<void> | undefined;
+  private readonly pump: DeliveryPump<Held>;
   private closing = false;
   private closed: Promise<void> | undefined;
   private workingTimer: NodeJS.Timeout | undefined;
@@ -126,9 +125,10 @@ export class NatsSubscription implements Subscription {
   constructor(
     private readonly deps: NatsSubscriptionDeps,
     private readonly options: SubscribeOptions,
-    private readonly handler: DeliveryHandler,
+    handler: DeliveryHandler,
   ) {
     this.tap = options.tap === true;
+    this.pump = new DeliveryPump(options.prefetch, handler, (h) => (h.settled ? undefined : h.delivery));
   }
 
   /** Creates the consumers and starts pulling; rejects (TopologyError…) if a destination is missing. */
@@ -303,10 +303,7 @@ export class NatsSubscription implements Subscription {
       if (!msg.reply) return; // not a JetStream delivery
       const held = this.hold(source, msg);
       // While closing it is only held, and nacked with the rest (see the header).
-      if (!this.closing) {
-        this.buffer.push(held);
-        this.schedulePump();
-      }
+      if (!this.closing) this.pump.push(held);
       // Counted as held first, so the next request asks for the right room.
       if (source.current !== undefined && --source.owed <= 0) this.endRequest(source, 0);
     } catch {
@@ -374,32 +371,6 @@ export class NatsSubscription implements Subscription {
     }
   }
 
-  private schedulePump(): void {
-    if (this.pumpScheduled || this.running) return;
-    this.pumpScheduled = true;
-    setImmediate(() => {
-      this.pumpScheduled = false;
-      this.running ??= this.pump().finally(() => {
-        this.running = undefined;
-        if (this.buffer.length > 0 && !this.closing) this.schedulePump();
-      });
-    });
-  }
-
-  private async pump(): Promise<void> {
-    const max = Math.max(1, this.options.prefetch);
-    while (this.buffer.length > 0 && !this.closing) {
-      const batch = this.buffer.splice(0, max).filter((h) => !h.settled).map((h) => h.delivery);
-      if (batch.length === 0) continue;
-      try {
-        await this.handler(batch);
-      } catch {
-        // The handler failed: what it left unsettled goes back (settled ones ignore nack).
-        for (const d of batch) d.nack();
-      }
-    }
-  }
-
   close(): Promise<void> {
     this.closed ??= this.shutdown();
     return this.closed;
@@ -413,7 +384,7 @@ export class NatsSubscription implements Subscription {
     // The running handler finishes (it may still settle what it has) while the pull requests in
     // flight end: answered in full, expired (1 s), or taken as lost.
     await Promise.all([
-      this.running,
+      this.pump.stop(),
       ...this.sources.map((source) =>
         source.current === undefined || nc.isClosed() ? undefined : new Promise<void>((resolve) => (source.onEnd = resolve)),
       ),
@@ -421,7 +392,6 @@ export class NatsSubscription implements Subscription {
     for (const source of this.sources) clearTimeout(source.lostTimer);
     // UNSUB and a round trip: anything still under way arrives (and is held) first.
     await Promise.allSettled(this.sources.map((s) => s.sub?.drain()));
-    this.buffer.length = 0;
     for (const held of [...this.held]) {
       held.settled = true;
       held.source.unsettled--;

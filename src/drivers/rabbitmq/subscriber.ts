@@ -43,6 +43,7 @@ import type { Channel, ConsumeMessage } from 'amqplib';
 import { randomBytes } from 'node:crypto';
 import { BrokerUnavailableError, ConfigError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
+import { DeliveryPump } from '../pump.js';
 import type { BrokerUrl } from '../url.js';
 import type { RabbitMqConfig } from './config.js';
 import { closeQuietly, type AmqpConnection } from './connection.js';
@@ -90,9 +91,8 @@ const MAX_BACKOFF_MS = 5000;
 
 export class RabbitMqSubscription implements Subscription {
   private state: ChannelState | undefined;
-  private readonly buffer: Array<{ state: ChannelState; delivery: Delivery }> = [];
-  private pumpScheduled = false;
-  private running: Promise<void> | undefined;
+  /** Deliveries of a lost channel are skipped: RabbitMQ has requeued them already. */
+  private readonly pump: DeliveryPump<{ state: ChannelState; delivery: Delivery }>;
   private closing = false;
   private closed: Promise<void> | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -102,7 +102,7 @@ export class RabbitMqSubscription implements Subscription {
   constructor(
     private readonly ctx: SubscriberContext,
     private readonly options: SubscribeOptions,
-    private readonly handler: DeliveryHandler,
+    handler: DeliveryHandler,
   ) {
     for (const d of options.destinations) validateDestination(d);
     if (options.tap && options.fromBeginning) {
@@ -114,6 +114,7 @@ export class RabbitMqSubscription implements Subscription {
     // A tap's group is ignored (it has a queue of its own); its tag says it is a tap.
     const group = options.tap ? 'tap' : options.group.replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 100) || 'payq';
     this.tagPrefix = `payq.${group}.${randomBytes(4).toString('hex')}`;
+    this.pump = new DeliveryPump(options.prefetch, handler, (b) => (b.state.closed ? undefined : b.delivery));
   }
 
   /** Opens the channel and starts consuming; rejects if a queue is missing (TopologyError). */
@@ -143,8 +144,7 @@ export class RabbitMqSubscription implements Subscription {
       }
     }
     // Received but never handed out: the channel close below returns them to their queues.
-    this.buffer.length = 0;
-    await this.running;
+    await this.pump.stop();
     if (state) await closeQuietly(state.ch);
     this.ctx.forget(this);
   }
@@ -252,8 +252,7 @@ export class RabbitMqSubscription implements Subscription {
       }
       if (this.closing) return; // left unacked: requeued when the channel closes
       const destination = source.tap ? this.tapDestinationOf(msg) : source.queue;
-      this.buffer.push({ state, delivery: this.delivery(state, destination, source.tap, msg, raw, mark) });
-      this.schedulePump();
+      this.pump.push({ state, delivery: this.delivery(state, destination, source.tap, msg, raw, mark) });
     } catch {
       try {
         state.ch.nack(msg, false, true);
@@ -327,31 +326,4 @@ export class RabbitMqSubscription implements Subscription {
     };
   }
 
-  private schedulePump(): void {
-    if (this.pumpScheduled || this.running) return;
-    this.pumpScheduled = true;
-    setImmediate(() => {
-      this.pumpScheduled = false;
-      this.running ??= this.pump().finally(() => {
-        this.running = undefined;
-        if (this.buffer.length > 0 && !this.closing) this.schedulePump();
-      });
-    });
-  }
-
-  private async pump(): Promise<void> {
-    const max = Math.max(1, Math.floor(this.options.prefetch));
-    while (this.buffer.length > 0 && !this.closing) {
-      // Deliveries of a lost channel are skipped: RabbitMQ has requeued them already.
-      const batch = this.buffer.splice(0, max).filter((b) => !b.state.closed).map((b) => b.delivery);
-      if (batch.length === 0) continue;
-      try {
-        await this.handler(batch);
-      } catch {
-        // The interface gives a failing handler nowhere to report to; its unsettled messages go
-        // back to the queue (settled ones are ignored by nack).
-        for (const d of batch) d.nack();
-      }
-    }
-  }
 }

@@ -20,6 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { Subscriber } from 'zeromq';
 import { BrokerUnavailableError, InternalError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
+import { DeliveryPump } from '../pump.js';
 import type { ZmqConfig } from './config.js';
 import { decodeFrames, probeTopic, topicOf } from './wire.js';
 
@@ -40,21 +41,20 @@ export class ZmqSubscription implements Subscription {
   private readonly probeId = randomBytes(8).toString('hex');
   private probed: (() => void) | undefined;
   private readonly destinations: Set<string>;
-  private readonly buffer: Delivery[] = [];
+  private readonly pump: DeliveryPump<Delivery>;
   private unsettled = 0;
   private wakeReader: (() => void) | undefined;
   private reading: Promise<void> | undefined;
-  private pumpScheduled = false;
-  private running: Promise<void> | undefined;
   private closing = false;
   private closed: Promise<void> | undefined;
 
   constructor(
     private readonly deps: ZmqSubscriptionDeps,
     private readonly options: SubscribeOptions,
-    private readonly handler: DeliveryHandler,
+    handler: DeliveryHandler,
   ) {
     this.destinations = new Set(options.destinations);
+    this.pump = new DeliveryPump(options.prefetch, handler, (d) => d);
     this.socket = new Subscriber({ receiveHighWaterMark: deps.config.hwm, linger: 0, ipv6: deps.config.host.includes(':') });
   }
 
@@ -103,8 +103,7 @@ export class ZmqSubscription implements Subscription {
         continue;
       }
       if (!this.destinations.has(decoded.destination)) continue;
-      this.buffer.push(this.delivery(decoded.destination, decoded.key, decoded.type, decoded.headers, decoded.value, false));
-      this.schedulePump();
+      this.pump.push(this.delivery(decoded.destination, decoded.key, decoded.type, decoded.headers, decoded.value, false));
     }
   }
 
@@ -130,10 +129,7 @@ export class ZmqSubscription implements Subscription {
       ack: () => void settle(),
       nack: () => {
         // Nothing to give it back to: it is handed to this subscription again.
-        if (settle() && !this.closing) {
-          this.buffer.push(this.delivery(destination, key, type, headers, value, true));
-          this.schedulePump();
-        }
+        if (settle() && !this.closing) this.pump.push(this.delivery(destination, key, type, headers, value, true));
       },
       deadLetter: async (extra: Headers) => {
         if (tap) throw new UsageError(`cannot dead-letter a message seen by a tap on ${destination}: a tap observes, the destination's consumers decide`);
@@ -144,39 +140,14 @@ export class ZmqSubscription implements Subscription {
     };
   }
 
-  private schedulePump(): void {
-    if (this.pumpScheduled || this.running) return;
-    this.pumpScheduled = true;
-    setImmediate(() => {
-      this.pumpScheduled = false;
-      this.running ??= this.pump().finally(() => {
-        this.running = undefined;
-        if (this.buffer.length > 0 && !this.closing) this.schedulePump();
-      });
-    });
-  }
-
-  private async pump(): Promise<void> {
-    const max = Math.max(1, this.options.prefetch);
-    while (this.buffer.length > 0 && !this.closing) {
-      const batch = this.buffer.splice(0, max);
-      try {
-        await this.handler(batch);
-      } catch {
-        for (const d of batch) d.nack();
-      }
-    }
-  }
-
   close(): Promise<void> {
     this.closed ??= (async () => {
       this.closing = true;
       this.wakeReader?.();
       this.socket.close();
       await this.reading;
-      await this.running;
       // Unsettled messages have nowhere to go back to: ZeroMQ keeps nothing.
-      this.buffer.length = 0;
+      await this.pump.stop();
       this.deps.forget(this);
     })();
     return this.closed;
