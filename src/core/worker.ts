@@ -10,7 +10,7 @@ import { ConfigError } from '../errors.js';
 import type { Scenario, Stage } from '../events/scenario.js';
 import { createLatencyHistogram, summarize, type LatencyHistogram, type LatencySummary } from '../metrics/histogram.js';
 import type { Clock } from './clock.js';
-import { DEAD_LETTER_REASONS, type DeadLetterReason } from './worker-plan.js';
+import { DEAD_LETTER_REASONS } from './worker-plan.js';
 import { ErrorLog, StageRunner, zeroCounts, type StageCounters, type StageMeasures } from './worker-stage.js';
 
 export { DeadLetterReason, DEAD_LETTER_REASONS, planHandling, childrenOf, type HandlingPlan } from './worker-plan.js';

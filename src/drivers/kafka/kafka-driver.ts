@@ -3,7 +3,7 @@
  * registry, which imports it lazily.
  */
 import { Kafka, logLevel, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
-import { BrokerUnavailableError, ConfigError, DeliveryError, isPayqError } from '../../errors.js';
+import { BrokerUnavailableError, ConfigError, isPayqError } from '../../errors.js';
 import type {
   DeliveryHandler,
   DestinationSpec,
@@ -13,6 +13,7 @@ import type {
   SubscribeOptions,
   Subscription,
 } from '../types.js';
+import { usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
 import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
@@ -101,11 +102,7 @@ class KafkaDriver implements Driver {
   }
 
   private assertOpen(what: string): void {
-    if (this.closePromise) {
-      throw new DeliveryError(`kafka ${this.url.redacted}: ${what} after the driver was closed`, {
-        hint: 'a bug in the caller: close() ends the driver for good',
-      });
-    }
+    if (this.closePromise) throw usedAfterClose('kafka', this.url.redacted, what);
   }
 
   /** The shared admin client, connected on first use; a failed connect is retried next time. */

@@ -25,6 +25,7 @@ import type {
   SubscribeOptions,
   Subscription,
 } from '../types.js';
+import { startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { natsConfig, type NatsConfig } from './config.js';
 import { apiCode, JsCode, mapNatsError, type NatsOperation } from './errors.js';
@@ -107,11 +108,7 @@ class NatsDriver implements Driver {
   }
 
   private assertOpen(what: string): void {
-    if (this.closing) {
-      throw new DeliveryError(`NATS ${this.url.redacted}: ${what} after the driver was closed`, {
-        hint: 'a bug in the caller: close() ends the driver for good',
-      });
-    }
+    if (this.closing) throw usedAfterClose('NATS', this.url.redacted, what);
   }
 
   /** The connection, opened on first use; a failed attempt is retried by the next call. */
@@ -338,13 +335,7 @@ class NatsDriver implements Driver {
       options,
       handler,
     );
-    this.subscriptions.add(subscription);
-    try {
-      return await subscription.start();
-    } catch (err) {
-      this.subscriptions.delete(subscription);
-      throw err;
-    }
+    return startTracked(this.subscriptions, subscription);
   }
 
   private async streamOf(jsm: JetStreamManager, destination: string): Promise<string> {

@@ -2,8 +2,9 @@
  * The RabbitMQ (AMQP 0-9-1) driver, on amqplib's promise API. The layout and routing rules are in
  * topology.ts, sending in publisher.ts, consuming and dead-lettering in subscriber.ts.
  */
-import { BrokerUnavailableError, TopologyError } from '../../errors.js';
+import { TopologyError } from '../../errors.js';
 import type { DeliveryHandler, DestinationSpec, Driver, DriverCapabilities, OutgoingMessage, SubscribeOptions, Subscription } from '../types.js';
+import { startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { rabbitMqConfig, type RabbitMqConfig } from './config.js';
 import { AmqpConnection, closeQuietly } from './connection.js';
@@ -59,12 +60,12 @@ class RabbitMqDriver implements Driver {
   }
 
   async connect(): Promise<void> {
-    this.assertOpen();
+    this.assertOpen('connect');
     await this.pub.get();
   }
 
   async declare(destinations: DestinationSpec[]): Promise<void> {
-    this.assertOpen();
+    this.assertOpen('declare');
     for (const spec of destinations) validateDestination(spec.name);
     if (destinations.length === 0) return;
     const { exchange, deadLetterExchange } = this.config;
@@ -105,7 +106,7 @@ class RabbitMqDriver implements Driver {
   }
 
   async subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription> {
-    this.assertOpen();
+    this.assertOpen('subscribe');
     const subscription = new RabbitMqSubscription(
       {
         url: this.url,
@@ -118,18 +119,12 @@ class RabbitMqDriver implements Driver {
       options,
       handler,
     );
-    this.subscriptions.add(subscription);
-    try {
-      return await subscription.start();
-    } catch (err) {
-      this.subscriptions.delete(subscription);
-      throw err;
-    }
+    return startTracked(this.subscriptions, subscription);
   }
 
   /** A passive declare per queue; a missing one closes its channel (404), so each gets its own. */
   async exists(destinations: string[]): Promise<Set<string>> {
-    this.assertOpen();
+    this.assertOpen('exists');
     const found = new Set<string>();
     for (const queue of new Set(destinations)) {
       // A name RabbitMQ cannot hold (too long, reserved) names no queue.
@@ -152,7 +147,7 @@ class RabbitMqDriver implements Driver {
   }
 
   async brokerVersion(): Promise<string | undefined> {
-    this.assertOpen();
+    this.assertOpen('brokerVersion');
     await this.pub.get();
     const props = this.pub.serverProperties();
     const text = (v: unknown) => (typeof v === 'string' ? v : Buffer.isBuffer(v) ? v.toString('utf8') : undefined);
@@ -215,11 +210,7 @@ class RabbitMqDriver implements Driver {
     }
   }
 
-  private assertOpen(): void {
-    if (this.closing) throw this.closedError();
-  }
-
-  private closedError(): BrokerUnavailableError {
-    return new BrokerUnavailableError(`the RabbitMQ driver for ${this.url.redacted} is closed`);
+  private assertOpen(what: string): void {
+    if (this.closing) throw usedAfterClose('RabbitMQ', this.url.redacted, what);
   }
 }

@@ -34,6 +34,7 @@ import type {
   SubscribeOptions,
   Subscription,
 } from '../types.js';
+import { startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { zmqConfig, type ZmqConfig } from './config.js';
 import { hostHub } from './hub.js';
@@ -95,9 +96,7 @@ class ZmqDriver implements Driver {
   }
 
   private assertOpen(what: string): void {
-    if (this.closing) {
-      throw new DeliveryError(`ZeroMQ ${this.url.redacted}: ${what} after the driver was closed`, { hint: 'a bug in the caller: close() ends the driver for good' });
-    }
+    if (this.closing) throw usedAfterClose('ZeroMQ', this.url.redacted, what);
   }
 
   connect(): Promise<void> {
@@ -267,8 +266,7 @@ class ZmqDriver implements Driver {
       options,
       handler,
     );
-    this.subscriptions.add(subscription);
-    return subscription.start();
+    return startTracked(this.subscriptions, subscription);
   }
 
   exists(destinations: string[]): Promise<Set<string>> {
