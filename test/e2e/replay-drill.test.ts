@@ -2,10 +2,13 @@
  * Issue #4's DLQ drill, with payq's core functions in this process and real drivers: payments
  * produced, the checkout workers with capture-service failing 5% permanently, the DLQ fills;
  * `replay-dlq --dry-run` counts it right and changes nothing (twice, same order; the broker's own
- * depth / committed offsets unchanged); failures switched off; replay-dlq empties the DLQ; trace
- * sees every dead-lettered payment finish. 10,000 payments on memory; 2,000 on Kafka and RabbitMQ
- * (the issue asks 10,000: 2,000 gives ~90 dead letters and keeps the CI under its budget).
+ * depth / committed offsets / JetStream ack floor unchanged); failures switched off; replay-dlq
+ * empties the DLQ; trace sees every dead-lettered payment finish. 10,000 payments on memory; 2,000
+ * on Kafka, RabbitMQ and NATS JetStream (the issue asks 10,000: 2,000 gives ~90 dead letters and
+ * keeps the CI under its budget).
  */
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect as natsConnect } from '@nats-io/transport-node';
 import amqplib from 'amqplib';
 import { Kafka, logLevel } from 'kafkajs';
 import { readFileSync } from 'node:fs';
@@ -21,7 +24,7 @@ import { createDriver } from '../../src/drivers/registry.js';
 import type { Driver } from '../../src/drivers/types.js';
 import { EventGenerator } from '../../src/events/generator.js';
 import { parseScenario, type Scenario } from '../../src/events/scenario.js';
-import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
+import { AMQP_URL, KAFKA_URL, NATS_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
 
 const SEED = 404;
@@ -74,6 +77,22 @@ async function kafkaCommitted(group: string, topic: string): Promise<string[]> {
   }
 }
 
+/** Messages in the DLQ's stream, and what the replay group has acked there (JetStream's view). */
+async function natsDlq(dlq: string, group: string): Promise<{ messages: number; acked: number | undefined }> {
+  const nc = await natsConnect({ servers: NATS_URL.replace('nats://', '') });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const stream = await jsm.streams.find(`payq.${dlq}._`);
+    const info = await jsm.streams.info(stream);
+    const consumers = [];
+    for await (const c of jsm.consumers.list(stream)) consumers.push(c);
+    const mine = consumers.find((c) => c.config.description?.includes(`'${group}'`));
+    return { messages: info.state.messages, acked: mine?.ack_floor.stream_seq };
+  } finally {
+    await nc.close();
+  }
+}
+
 // PAYQ_TEST_DRILL_PAYMENTS=10000 runs the brokers' drills at the issue's full size.
 const brokerPayments = process.env['PAYQ_TEST_DRILL_PAYMENTS'] ? Number(process.env['PAYQ_TEST_DRILL_PAYMENTS']) : 2_000;
 for (const [name, url, payments] of [
@@ -81,6 +100,7 @@ for (const [name, url, payments] of [
   ['memory', `memory://replay-drill-${process.pid}?retain=1000000`, 10_000],
   ['Kafka', KAFKA_URL, brokerPayments],
   ['RabbitMQ', AMQP_URL, brokerPayments],
+  ['NATS', NATS_URL, brokerPayments],
 ] as const) {
   describe(`DLQ drill on ${name}`, async () => {
     const up = name === 'memory' ? true : await brokerAvailable(url);
@@ -128,6 +148,7 @@ for (const [name, url, payments] of [
         if (name === 'RabbitMQ') expect(await rabbitDepth(`${capture}.dlq`)).toBe(dead);
         // The driver may commit the position the group started from (0 on a new group): no progress.
         if (name === 'Kafka') expect((await kafkaCommitted(group, `${capture}.dlq`)).filter((o) => o !== '-1' && o !== '0')).toEqual([]);
+        if (name === 'NATS') expect(await natsDlq(`${capture}.dlq`, group)).toEqual({ messages: dead, acked: 0 });
 
         // 3. The failure switched off, replay: the DLQ empties and every replayed payment completes.
         const traced2 = startTrace(driver, scenario, dead);
@@ -152,6 +173,8 @@ for (const [name, url, payments] of [
         const after = await replay(true);
         expect(after.seen).toBe(0);
         if (name === 'RabbitMQ') expect(await rabbitDepth(`${capture}.dlq`)).toBe(0);
+        // JetStream keeps the stream (limits retention, like a Kafka topic); the group acked it all.
+        if (name === 'NATS') expect(await natsDlq(`${capture}.dlq`, group)).toEqual({ messages: dead, acked: dead });
       } finally {
         phase1.abort();
         phase2.abort();
