@@ -20,6 +20,7 @@ import { deleteDestinations } from '../helpers/cleanup.js';
 import { runCli } from '../helpers/cli.js';
 import { startCli } from '../helpers/spawn.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { testReportSettings } from '../helpers/report.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'payq-bench-e2e-'));
 
@@ -37,24 +38,7 @@ function unique(fixture: string, edit: (text: string) => string = (t) => t): { s
   return { scenario, file, groups };
 }
 
-const settings = {
-  broker: AMQP_URL.replace(/:[^:@/]*@/, ':***@'),
-  broker_version: null,
-  scenario: 'test',
-  seed: 1,
-  rate_per_s: null,
-  duration_s: null,
-  count: null,
-  warmup_s: 0,
-  producers: 1,
-  consumers: 64,
-  max_backlog: null,
-  time_scale: 1,
-  failures: true,
-  payq_version: 'test',
-  node_version: process.version,
-  started_at: new Date().toISOString(),
-};
+const settings = testReportSettings(AMQP_URL.replace(/:[^:@/]*@/, ':***@'));
 
 const within = (actual: number, expected: number, pct: number) => Math.abs(actual - expected) <= (expected * pct) / 100;
 

@@ -18,6 +18,7 @@ import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/bro
 import { createTopicsAndWait } from '../helpers/kafka.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
 import { runCli } from '../helpers/cli.js';
+import { readUntilQuiet } from '../helpers/read.js';
 
 interface DlqFixture {
   file: string;
@@ -51,19 +52,8 @@ function loadFixtures(origin: string): DlqFixture[] {
 }
 
 /** What `destination` holds for the group `reader` (ends 1.5 s after the last message). */
-async function readAll(driver: Driver, destination: string, reader: string): Promise<Delivery[]> {
-  const got: Delivery[] = [];
-  let last = Date.now();
-  const sub = await driver.subscribe({ destinations: [destination], group: reader, fromBeginning: true, prefetch: 500 }, (ds) => {
-    for (const d of ds) {
-      got.push(d);
-      d.ack();
-    }
-    last = Date.now();
-  });
-  while (Date.now() - last < 1500) await new Promise((r) => setTimeout(r, 100));
-  await sub.close();
-  return got;
+function readAll(driver: Driver, destination: string, reader: string): Promise<Delivery[]> {
+  return readUntilQuiet(driver, destination, reader, 1500, 500);
 }
 
 const warnings = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('warning:'));

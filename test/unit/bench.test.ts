@@ -12,6 +12,7 @@ import type { Driver, OutgoingMessage } from '../../src/drivers/types.js';
 import { DeliveryError } from '../../src/errors.js';
 import { parseScenario, type Scenario } from '../../src/events/scenario.js';
 import { buildReport, mergeReports, parseReport, type Report } from '../../src/metrics/report.js';
+import { testReportSettings } from '../helpers/report.js';
 
 let instance = 0;
 
@@ -21,24 +22,7 @@ function scenarioFile(name: string): Scenario {
   return parseScenario(text, name);
 }
 
-const settings = {
-  broker: 'memory://',
-  broker_version: null,
-  scenario: 'test',
-  seed: 1,
-  rate_per_s: null,
-  duration_s: null,
-  count: null,
-  warmup_s: 0,
-  producers: 1,
-  consumers: 64,
-  max_backlog: null,
-  time_scale: 1,
-  failures: true,
-  payq_version: 'test',
-  node_version: process.version,
-  started_at: new Date().toISOString(),
-};
+const settings = testReportSettings('memory://');
 
 async function bench(options: Partial<BenchOptions> & { scenario: Scenario }, wrap?: (d: Driver) => Driver): Promise<Report> {
   const inner = await createDriver(`memory://bench-unit-${instance++}`);

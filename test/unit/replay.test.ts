@@ -11,6 +11,7 @@ import { parseFilters } from '../../src/core/replay-select.js';
 import { createDriver } from '../../src/drivers/registry.js';
 import type { Delivery, Driver, Headers, OutgoingMessage } from '../../src/drivers/types.js';
 import { PayqHeader } from '../../src/events/headers.js';
+import { readUntilQuiet } from '../helpers/read.js';
 
 interface DlqFixture {
   file: string;
@@ -59,19 +60,8 @@ function replay(driver: Driver, options: Partial<ReplayOptions> & { dlqs: string
 }
 
 /** Everything in `destination` that the group `reader` has not taken yet (ends 300 ms after the last one). */
-async function drain(driver: Driver, destination: string, reader = 'test-reader'): Promise<Delivery[]> {
-  const got: Delivery[] = [];
-  let last = Date.now();
-  const sub = await driver.subscribe({ destinations: [destination], group: reader, fromBeginning: true, prefetch: 1000 }, (ds) => {
-    for (const d of ds) {
-      got.push(d);
-      d.ack();
-    }
-    last = Date.now();
-  });
-  while (Date.now() - last < 300) await new Promise((r) => setTimeout(r, 50));
-  await sub.close();
-  return got;
+function drain(driver: Driver, destination: string, reader = 'test-reader'): Promise<Delivery[]> {
+  return readUntilQuiet(driver, destination, reader, 300);
 }
 
 function fill(driver: Driver, dlq: string, messages: OutgoingMessage[]): Promise<void> {

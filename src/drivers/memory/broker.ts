@@ -134,7 +134,7 @@ export class Destination {
    */
   private enforceMaxLength(): void {
     const max = this.broker.maxLength;
-    if (max < Infinity && this.log.size > max + SEGMENT_SIZE) this.log.trimBefore(this.log.endOffset - max);
+    if (max >= 0 && this.log.size > max) this.log.trimBefore(this.log.endOffset - max);
   }
 
   /**
