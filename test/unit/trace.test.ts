@@ -4,6 +4,7 @@ import { produce } from '../../src/core/produce.js';
 import { generatedSource } from '../../src/core/sources.js';
 import { trace, type TraceOptions } from '../../src/core/trace.js';
 import { createDriver } from '../../src/drivers/registry.js';
+import type { OutgoingMessage } from '../../src/drivers/types.js';
 import { toMessage } from '../../src/events/codec.js';
 import { EventGenerator } from '../../src/events/generator.js';
 import { PayqHeader } from '../../src/events/headers.js';
@@ -60,6 +61,28 @@ describe('trace on memory://', () => {
   });
 });
 
+const ENCODE = { binding: 'kafka' as const, sourcePrefix: '/payq/checkout', runId: 'r1' };
+const TIMING = { publishedUs: String(Date.now() * 1000), startUs: String(Date.now() * 1000) };
+/** The dead-lettered copy of a message, as the worker sends it to <destination>.dlq. */
+const dead = (m: OutgoingMessage): OutgoingMessage => ({ ...m, headers: { ...m.headers, [PayqHeader.dlqReason]: 'permanent-failure' } });
+
+/** Traces 'orders' on a fresh memory broker while `sends` go out one by one, 20 ms apart. */
+async function traceSends(name: string, idleTimeoutMs: number, sends: ReadonlyArray<readonly [string, OutgoingMessage]>) {
+  const driver = await createDriver(`memory://${name}-${Date.now()}`);
+  await driver.connect();
+  let ready!: () => void;
+  const subscribed = new Promise<void>((r) => (ready = r));
+  const tracing = trace(traceOptions(['orders'], { fromBeginning: false, idleTimeoutMs }), { driver, clock: systemClock, onReady: () => ready() });
+  await subscribed;
+  for (const [destination, m] of sends) {
+    await driver.send(destination, [m]);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const r = await tracing;
+  await driver.close();
+  return r;
+}
+
 describe('trace and dead letters', () => {
   it('keeps an event dead-lettered when its DLQ copy is seen before the event itself', async () => {
     // Trace reads a destination and its DLQ independently: under load a dead letter can come
@@ -70,29 +93,13 @@ describe('trace and dead letters', () => {
     const payment = events.filter((e) => e.paymentId === refund.paymentId);
     const sibling = payment.find((e) => e.type === 'order_completed' && e.parentId === refund.parentId)!;
     const before = payment.filter((e) => payment.indexOf(e) < payment.indexOf(refund) && e !== sibling);
-    const ctx = { binding: 'kafka' as const, sourcePrefix: '/payq/checkout', runId: 'r1' };
-    const timing = { publishedUs: String(Date.now() * 1000), startUs: String(Date.now() * 1000) };
-    const message = (e: (typeof events)[number]) => toMessage(e, ctx, timing);
-    const deadLetter = { ...message(refund), headers: { ...message(refund).headers, [PayqHeader.dlqReason]: 'permanent-failure' } };
-
-    const driver = await createDriver(`memory://trace-dlq-${Date.now()}`);
-    await driver.connect();
-    let ready!: () => void;
-    const subscribed = new Promise<void>((r) => (ready = r));
-    const tracing = trace(traceOptions(['orders'], { fromBeginning: false, idleTimeoutMs: 1_000 }), { driver, clock: systemClock, onReady: () => ready() });
-    await subscribed;
-    const sends: [string, ReturnType<typeof message>][] = [
-      ...before.map((e) => ['orders', message(e)] as [string, ReturnType<typeof message>]),
-      ['orders.dlq', deadLetter],
+    const message = (e: (typeof events)[number]) => toMessage(e, ENCODE, TIMING);
+    const r = await traceSends('trace-dlq', 1_000, [
+      ...before.map((e) => ['orders', message(e)] as const),
+      ['orders.dlq', dead(message(refund))],
       ['orders', message(refund)],
       ['orders', message(sibling)],
-    ];
-    for (const [destination, m] of sends) {
-      await driver.send(destination, [m]);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    const r = await tracing;
-    await driver.close();
+    ]);
     expect(r.payments).toMatchObject({ seen: 1, finished: 1, in_flight: 0 });
     expect(r.payments.by_class['dead-lettered']).toBe(1);
     expect(r.events.duplicates).toBe(0);
@@ -104,23 +111,12 @@ describe('trace and dead letters', () => {
     const events = [...new EventGenerator({ scenario: checkout, seed: 6, payments: 1, lifecycle: true })];
     const [placed, child] = events;
     expect(child!.parentId).toBe(placed!.id);
-    const ctx = { binding: 'kafka' as const, sourcePrefix: '/payq/checkout', runId: 'r1' };
-    const timing = { publishedUs: String(Date.now() * 1000), startUs: String(Date.now() * 1000) };
-    const childMessage = toMessage(child!, ctx, timing);
-    const deadLetter = { ...childMessage, headers: { ...childMessage.headers, [PayqHeader.dlqReason]: 'permanent-failure' } };
-
-    const driver = await createDriver(`memory://trace-late-${Date.now()}`);
-    await driver.connect();
-    let ready!: () => void;
-    const subscribed = new Promise<void>((r) => (ready = r));
-    const tracing = trace(traceOptions(['orders'], { fromBeginning: false, idleTimeoutMs: 2_000 }), { driver, clock: systemClock, onReady: () => ready() });
-    await subscribed;
-    for (const [destination, m] of [['orders', toMessage(placed!, ctx, timing)], ['orders.dlq', deadLetter], ['orders', childMessage]] as const) {
-      await driver.send(destination, [m]);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    const r = await tracing;
-    await driver.close();
+    const childMessage = toMessage(child!, ENCODE, TIMING);
+    const r = await traceSends('trace-late', 2_000, [
+      ['orders', toMessage(placed!, ENCODE, TIMING)],
+      ['orders.dlq', dead(childMessage)],
+      ['orders', childMessage],
+    ]);
     expect(r.payments).toMatchObject({ seen: 1, finished: 1, in_flight: 0 });
     expect(r.payments.by_class['dead-lettered']).toBe(1);
     expect(r.events.duplicates).toBe(0);
