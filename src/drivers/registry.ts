@@ -5,11 +5,11 @@
  * and validation (url.ts) derive from this list.
  */
 import { ConfigError } from '../errors.js';
-import { KAFKA_URL } from './kafka/config.js';
-import { MEMORY_URL } from './memory/config.js';
-import { NATS_URL } from './nats/config.js';
-import { RABBITMQ_URL } from './rabbitmq/config.js';
-import { ZMQ_URL } from './zeromq/config.js';
+import { KAFKA_URL_SPEC } from './kafka/config.js';
+import { MEMORY_URL_SPEC } from './memory/config.js';
+import { NATS_URL_SPEC } from './nats/config.js';
+import { RABBITMQ_URL_SPEC } from './rabbitmq/config.js';
+import { ZMQ_URL_SPEC } from './zeromq/config.js';
 import type { Driver } from './types.js';
 import type { BrokerUrl, DriverUrlSpec } from './url.js';
 
@@ -19,11 +19,11 @@ export interface DriverEntry {
 }
 
 export const DRIVERS: readonly DriverEntry[] = [
-  { url: MEMORY_URL, load: () => import('./memory/memory-driver.js') },
-  { url: KAFKA_URL, load: () => import('./kafka/kafka-driver.js') },
-  { url: RABBITMQ_URL, load: () => import('./rabbitmq/rabbitmq-driver.js') },
-  { url: NATS_URL, load: () => import('./nats/nats-driver.js') },
-  { url: ZMQ_URL, load: () => import('./zeromq/zeromq-driver.js') },
+  { url: MEMORY_URL_SPEC, load: () => import('./memory/memory-driver.js') },
+  { url: KAFKA_URL_SPEC, load: () => import('./kafka/kafka-driver.js') },
+  { url: RABBITMQ_URL_SPEC, load: () => import('./rabbitmq/rabbitmq-driver.js') },
+  { url: NATS_URL_SPEC, load: () => import('./nats/nats-driver.js') },
+  { url: ZMQ_URL_SPEC, load: () => import('./zeromq/zeromq-driver.js') },
 ];
 
 export async function createDriver(url: string | BrokerUrl): Promise<Driver> {

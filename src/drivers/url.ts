@@ -153,7 +153,7 @@ export function parseBrokerUrl(input: string): BrokerUrl {
   if (tail.includes('@')) {
     // `user:p/ss@host`, `user:pa#ss@host`: the userinfo holds a / ? or # unencoded, so where it
     // ends cannot be known; the part before the last @ is never echoed.
-    throw bad(`${protocol}://***@${rest.slice(rest.lastIndexOf('@') + 1)}`, 'its user name or password holds an unencoded / ? or #', ENCODE_HINT);
+    throw bad(`${protocol}://***@${rest.slice(rest.lastIndexOf('@') + 1)}`, `its user name or password holds an unencoded / ? or # (${ENCODE_HINT})`, ENCODE_HINT);
   }
   const at = authorityWithUser.lastIndexOf('@');
   const rawUserinfo = at === -1 ? undefined : authorityWithUser.slice(0, at);
@@ -169,7 +169,7 @@ export function parseBrokerUrl(input: string): BrokerUrl {
       username = decodeURIComponent(colon === -1 ? rawUserinfo : rawUserinfo.slice(0, colon));
       password = colon === -1 ? undefined : decodeURIComponent(rawUserinfo.slice(colon + 1));
     } catch {
-      throw bad(`${protocol}://***@${authority}${tail}`, 'its user name or password is not valid percent-encoding', ENCODE_HINT);
+      throw bad(`${protocol}://***@${authority}${tail}`, `its user name or password is not valid percent-encoding (${ENCODE_HINT})`, ENCODE_HINT);
     }
     if (!driver.credentials) throw bad(shown, `${protocol}:// takes no user name or password`, `write ${protocol}://host:port`);
   }

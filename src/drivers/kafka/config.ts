@@ -45,7 +45,7 @@ const SASL_MECHANISMS = ['plain', 'scram-sha-256', 'scram-sha-512'] as const;
 type SaslMechanism = (typeof SASL_MECHANISMS)[number];
 
 /** What a Kafka URL may hold (README "Brokers and URLs"); url.ts refuses anything else. */
-export const KAFKA_URL: DriverUrlSpec = {
+export const KAFKA_URL_SPEC: DriverUrlSpec = {
   scheme: 'kafka',
   schemes: [
     { name: 'kafka', tls: false, defaultPort: 9092 },
@@ -61,7 +61,7 @@ export const KAFKA_URL: DriverUrlSpec = {
 
 /** SASL from URL userinfo + `?sasl=`; PLAIN when credentials are given without a mechanism. */
 export function saslFromUrl(url: BrokerUrl): SASLOptions | undefined {
-  // url.ts checked the value against KAFKA_URL.
+  // url.ts checked the value against KAFKA_URL_SPEC.
   const requested = url.params['sasl']?.toLowerCase();
   if (url.username === undefined) {
     if (requested !== undefined) {

@@ -4,7 +4,7 @@
  */
 import type { DriverUrlSpec } from '../url.js';
 
-export const MEMORY_URL: DriverUrlSpec = {
+export const MEMORY_URL_SPEC: DriverUrlSpec = {
   scheme: 'memory',
   schemes: [{ name: 'memory', tls: false, defaultPort: 0 }],
   hosts: { min: 0, max: 1 },

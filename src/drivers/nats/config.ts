@@ -36,7 +36,7 @@ export interface NatsConfig {
 }
 
 /** What a NATS URL may hold (the parameters above); url.ts refuses anything else. */
-export const NATS_URL: DriverUrlSpec = {
+export const NATS_URL_SPEC: DriverUrlSpec = {
   scheme: 'nats',
   schemes: [{ name: 'nats', tls: false, defaultPort: 4222 }],
   hosts: { min: 1, max: Number.POSITIVE_INFINITY },
@@ -51,7 +51,7 @@ export const NATS_URL: DriverUrlSpec = {
   ],
 };
 
-/** A parameter url.ts already checked against NATS_URL, or its default. */
+/** A parameter url.ts already checked against NATS_URL_SPEC, or its default. */
 function intParam(url: BrokerUrl, name: string, fallback: number): number {
   const text = url.params[name];
   return text === undefined ? fallback : Number(text);

@@ -29,7 +29,7 @@ const DEFAULTS = {
 };
 
 /** What an AMQP URL may hold; url.ts refuses anything else. */
-export const RABBITMQ_URL: DriverUrlSpec = {
+export const RABBITMQ_URL_SPEC: DriverUrlSpec = {
   scheme: 'amqp',
   schemes: [
     { name: 'amqp', tls: false, defaultPort: 5672 },
@@ -48,7 +48,7 @@ export const RABBITMQ_URL: DriverUrlSpec = {
   ],
 };
 
-/** A parameter url.ts already checked against RABBITMQ_URL, or its default. */
+/** A parameter url.ts already checked against RABBITMQ_URL_SPEC, or its default. */
 function intParam(url: BrokerUrl, name: string, fallback: number): number {
   const text = url.params[name];
   return text === undefined ? fallback : Number(text);

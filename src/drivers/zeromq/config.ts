@@ -24,7 +24,7 @@ export interface ZmqConfig {
 }
 
 /** What a zmq:// URL may hold (the parameters above); url.ts refuses anything else. */
-export const ZMQ_URL: DriverUrlSpec = {
+export const ZMQ_URL_SPEC: DriverUrlSpec = {
   scheme: 'zmq',
   schemes: [{ name: 'zmq', tls: false, defaultPort: 5555 }],
   hosts: { min: 1, max: 1 },
@@ -39,7 +39,7 @@ export function zmqConfig(url: BrokerUrl): ZmqConfig {
   if (url.hosts.length !== 1) throw new ConfigError(`a ZeroMQ URL names exactly one host:port, the hub's (${url.redacted})`);
   const { host, port } = url.hosts[0]!;
   if (port >= 65535) throw new ConfigError(`zmq:// port ${port}: the hub uses it and the next one, so at most 65534 (${url.redacted})`);
-  // url.ts checked both against ZMQ_URL.
+  // url.ts checked both against ZMQ_URL_SPEC.
   const hub = (url.params['hub'] ?? 'auto') as ZmqConfig['hub'];
   const hwmText = url.params['hwm'] ?? '10000';
   const h = host.includes(':') ? `[${host}]` : host;
