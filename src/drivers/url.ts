@@ -218,7 +218,8 @@ export function parseBrokerUrl(input: string): BrokerUrl {
   const params: Record<string, string> = {};
   for (const [name, value] of parsedTail.searchParams) {
     const spec = driver.params.find((p) => p.name === name);
-    if (!spec) throw bad(shown, `unknown parameter '${name}'; ${accepts}`, 'see README "Brokers and URLs"');
+    // The URL is shown without its query: an unknown parameter may well be a secret (?password=).
+    if (!spec) throw bad(shown.replace(/\?.*$/, ''), `unknown parameter '${name}'; ${accepts}`, 'see README "Brokers and URLs"');
     if (name in params) throw bad(shown, `parameter '${name}' is given twice`);
     const why = checkParam(spec, value);
     if (why) throw bad(shown, `parameter ${name}='${value}' ${why}`, `${name}: ${spec.meaning}`);

@@ -127,9 +127,20 @@ describe('broker URLs', () => {
   });
 
   it('every refusal after the userinfo was found names the URL with the password redacted', () => {
-    const message = refusal('amqp://guest:order@127.0.0.1:5672?nope=1');
-    expect(message).toContain("'amqp://guest:***@127.0.0.1:5672?nope=1'");
+    const message = refusal('amqp://guest:order@127.0.0.1:5672?heartbeat=x');
+    expect(message).toContain("'amqp://guest:***@127.0.0.1:5672?heartbeat=x'");
     expect(message).not.toContain('order');
+  });
+
+  it.each([
+    ['amqp://h:5672/vh?password=s3cr3t-order', "'amqp://h:5672/vh'"],
+    ['nats://h:4222?token=t0k3n-order&tls=true', "'nats://h:4222'"],
+    ['kafka://h:9092?tls=true&sasl_password=s3cr3t-order', "'kafka://h:9092'"],
+  ])('an unknown parameter (%s) is named, its value (perhaps a secret) never shown', (url, shown) => {
+    const message = refusal(url);
+    expect(message).toContain(shown);
+    expect(message).toMatch(/unknown parameter '(password|token|sasl_password)'/);
+    expect(message).not.toMatch(/s3cr3t|t0k3n/);
   });
 });
 
