@@ -115,6 +115,30 @@ describe('a password never reaches any output', () => {
     }
   }, 120_000);
 
+  it.skipIf(!natsUp)('a successful run with -v, --debug and --json reports prints the URL only redacted', async () => {
+    const secret = 'pw-order-latency-x9';
+    const broker = withCredentials(NATS_URL, 'guest', secret);
+    const dir = mkdtempSync(path.join(tmpdir(), 'payq-secrets-'));
+    try {
+      const topic = uniqueName('secrets.ok');
+      const produced = await runCli(['produce', '--broker', broker, '--topic', topic, '--count', '3', '-v', '--debug', '--json']);
+      expect(produced.code, produced.stderr).toBe(0);
+      expect(produced.stdout + produced.stderr).toContain('nats://guest:***@127.0.0.1:4222');
+      expectNever(produced, [secret]);
+      const consumed = await runCli(['consume', '--broker', broker, '--topic', topic, '--group', uniqueName('g'), '--from-beginning', '--limit', '3', '--idle-timeout', '3s', '-v', '--debug']);
+      expect(consumed.code, consumed.stderr).toBe(0);
+      expectNever(consumed, [secret]);
+      const file = path.join(dir, 'b.json');
+      const md = path.join(dir, 'b.md');
+      const bench = await runCli(['bench', '--broker', broker, '--duration', '1s', '--rate', '20', '-v', '--json', file, '--markdown', md], { timeoutMs: 110_000 });
+      expect([0, 4], bench.stderr).toContain(bench.code);
+      expectNever(bench, [secret]);
+      for (const f of [file, md]) expect(readFileSync(f, 'utf8')).not.toContain(secret);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+
   describe('NATS refusing bad credentials (a nats-server of its own, with a user and password)', () => {
     let server: ChildProcess | undefined;
     let port = 0;
