@@ -4,7 +4,6 @@ import { ConfigError, ThresholdError, UsageError } from '../../errors.js';
 import { evaluateAssertions, parseAssertion } from '../../metrics/assert.js';
 import { compareReports } from '../../metrics/compare.js';
 import { mergeReports, parseReport, type Report } from '../../metrics/report.js';
-import { redact } from '../../secrets.js';
 import { flagSchema, resolveOptions } from '../options.js';
 import type { CommandContext } from '../program.js';
 import { assertionLines, benchReportMarkdown, benchReportText, comparisonMarkdown, comparisonTable } from '../render.js';
@@ -91,10 +90,10 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (breaches.length > 0) throw new ThresholdError(`${breaches.length} --assert breached: ${breaches.map((b) => b.assertion.text).join(', ')}`);
 }
 
-/** Files get what stdout would: every secret redacted. */
+/** Files get what stdout would, unchanged (the broker URL in a report is already redacted). */
 export function writeOutput(file: string, text: string): void {
   try {
-    writeFileSync(file, redact(text));
+    writeFileSync(file, text);
   } catch (err) {
     throw new ConfigError(`cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }

@@ -13,7 +13,7 @@ import {
   TopologyError,
   type PayqError,
 } from '../../errors.js';
-import { redact } from '../../secrets.js';
+import { scrubClientError, scrubClientText, urlForErrors, type UrlForErrors } from '../../secrets.js';
 
 export type KafkaOperation = 'connect' | 'declare' | 'send' | 'subscribe' | 'commit' | 'dead-letter';
 
@@ -158,24 +158,27 @@ function rootRetriable(chain: ErrorLike[]): boolean {
 
 export interface KafkaErrorContext {
   operation: KafkaOperation;
-  /** The broker URL as it may be printed (BrokerUrl.redacted). */
-  url: string;
+  /** The parsed broker URL (its userinfo is scrubbed from kafkajs' text), or its redacted form. */
+  url: UrlForErrors;
   /** Topic(s) or group the operation was about, for the message. */
   subject?: string;
 }
 
 /**
- * Maps any failure of a Kafka operation into the payq hierarchy. Messages name the redacted URL
- * and go through `redact`, so a password can't leak even if kafkajs echoed one.
+ * Maps any failure of a Kafka operation into the payq hierarchy. Messages name the redacted URL,
+ * and kafkajs' errors (kept as the cause, shown by --debug) are scrubbed of the URL's userinfo
+ * first, so a password can't leak even if kafkajs echoed one.
  */
 export function mapKafkaError(err: unknown, ctx: KafkaErrorContext): PayqError {
   if (isPayqError(err)) return err;
+  const { shown, secrets } = urlForErrors(ctx.url);
+  scrubClientError(err, secrets);
   const chain = errorChain(err);
   const kind = classifyKafkaError(err);
   const about = ctx.subject ? ` (${ctx.subject})` : '';
-  const detail = innermostMessage(chain, err);
+  const detail = scrubClientText(innermostMessage(chain, err), secrets);
   const doing = OPERATION_TEXT[ctx.operation];
-  const text = (what: string) => redact(`kafka ${ctx.url}: ${what}${about}: ${detail}`);
+  const text = (what: string) => `kafka ${shown}: ${what}${about}: ${detail}`;
 
   switch (kind) {
     case 'auth':

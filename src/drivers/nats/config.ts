@@ -15,7 +15,7 @@
  *   maxAgeHours=H    stream retention when payq creates a stream (default 168 = Kafka's 7 days)
  */
 import { ConfigError } from '../../errors.js';
-import type { BrokerUrl } from '../url.js';
+import type { BrokerUrl, DriverUrlSpec } from '../url.js';
 
 export interface NatsConfig {
   servers: string[];
@@ -35,30 +35,30 @@ export interface NatsConfig {
   requestTimeoutMs: number;
 }
 
-const KNOWN = new Set(['tls', 'maxDeliver', 'ackWait', 'replicas', 'storage', 'maxAgeHours']);
+/** What a NATS URL may hold (the parameters above); url.ts refuses anything else. */
+export const NATS_URL_SPEC: DriverUrlSpec = {
+  scheme: 'nats',
+  schemes: [{ name: 'nats', tls: false, defaultPort: 4222 }],
+  hosts: { min: 1, max: Number.POSITIVE_INFINITY },
+  credentials: true,
+  params: [
+    { name: 'tls', type: 'boolean', meaning: "TLS with the system's CAs" },
+    { name: 'maxDeliver', type: 'integer', min: 1, orMinusOne: true, meaning: 'deliveries before JetStream gives up on a message (default -1, unlimited)' },
+    { name: 'ackWait', type: 'integer', min: 1, meaning: 'seconds a delivery may stay unsettled before redelivery (default 30)' },
+    { name: 'replicas', type: 'integer', min: 1, meaning: 'replicas of streams payq creates (default 1)' },
+    { name: 'storage', type: 'enum', values: ['file', 'memory'], meaning: 'storage of streams payq creates (default file)' },
+    { name: 'maxAgeHours', type: 'integer', min: 0, meaning: 'retention of streams payq creates, in hours (default 168)' },
+  ],
+};
 
-function intParam(url: BrokerUrl, name: string, fallback: number, min: number, allowMinusOne = false): number {
+/** A parameter url.ts already checked against NATS_URL_SPEC, or its default. */
+function intParam(url: BrokerUrl, name: string, fallback: number): number {
   const text = url.params[name];
-  if (text === undefined) return fallback;
-  const ok = /^-?\d+$/.test(text) && (Number(text) >= min || (allowMinusOne && Number(text) === -1));
-  if (!ok) {
-    throw new ConfigError(`NATS parameter ${name}='${text}' must be a whole number of at least ${min}${allowMinusOne ? ' (or -1)' : ''} (${url.redacted})`);
-  }
-  return Number(text);
+  return text === undefined ? fallback : Number(text);
 }
 
 export function natsConfig(url: BrokerUrl): NatsConfig {
-  for (const name of Object.keys(url.params)) {
-    if (!KNOWN.has(name)) {
-      throw new ConfigError(`unknown NATS URL parameter '${name}' (${url.redacted})`, {
-        hint: `known: ${[...KNOWN].join(', ')}`,
-      });
-    }
-  }
-  const storage = url.params['storage'] ?? 'file';
-  if (storage !== 'file' && storage !== 'memory') {
-    throw new ConfigError(`NATS parameter storage='${storage}' must be file or memory (${url.redacted})`);
-  }
+  const storage = (url.params['storage'] ?? 'file') as 'file' | 'memory';
   if (url.username !== undefined && url.username !== '' && url.password === undefined) {
     // NATS' own URLs put a token where the user goes; payq would then print it in every message.
     throw new ConfigError(`a NATS URL with a user name needs a password (${url.redacted})`, {
@@ -72,11 +72,11 @@ export function natsConfig(url: BrokerUrl): NatsConfig {
     pass: token === undefined ? url.password : undefined,
     token,
     tls: url.tls,
-    maxDeliver: intParam(url, 'maxDeliver', -1, 1, true),
-    ackWaitMs: intParam(url, 'ackWait', 30, 1) * 1000,
-    replicas: intParam(url, 'replicas', 1, 1),
+    maxDeliver: intParam(url, 'maxDeliver', -1),
+    ackWaitMs: intParam(url, 'ackWait', 30) * 1000,
+    replicas: intParam(url, 'replicas', 1),
     storage,
-    maxAgeMs: intParam(url, 'maxAgeHours', 168, 0) * 3_600_000,
+    maxAgeMs: intParam(url, 'maxAgeHours', 168) * 3_600_000,
     connectTimeoutMs: 10_000,
     requestTimeoutMs: 10_000,
   };

@@ -104,7 +104,7 @@ class NatsDriver implements Driver {
         hint: 'is nats-server still running?',
       });
     }
-    return mapNatsError(err, { operation, url: this.url.redacted, ...(subject === undefined ? {} : { subject }) });
+    return mapNatsError(err, { operation, url: this.url, ...(subject === undefined ? {} : { subject }) });
   }
 
   private assertOpen(what: string): void {
