@@ -78,7 +78,7 @@ describe.skipIf(!haveChromium)('payq report --html in headless Chromium', () => 
       // The baseline is overlaid (dashed) on the latency chart, and the comparison table is there.
       expect(await page.locator('path.dashed[data-series="end to end (baseline)"]').count()).toBe(1);
       expect(await page.locator('text=Compared with').count()).toBeGreaterThan(0);
-      const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+      const bg = await page.evaluate('getComputedStyle(document.body).backgroundColor');
       expect(bg).toBe(colorScheme === 'dark' ? 'rgb(18, 22, 28)' : 'rgb(255, 255, 255)');
       await page.screenshot({ path: path.join(process.env['PAYQ_SCREENSHOT_DIR'] ?? dir, `report-${colorScheme}.png`), fullPage: true });
       expect(problems).toEqual([]);
