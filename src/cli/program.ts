@@ -231,6 +231,7 @@ const commands: CommandSpec[] = [
         .option('--drain-timeout <time>', 'after producing, wait at most this long for the pipeline to finish', '30s')
         .option('--assert <expr>', "fail with exit 5 unless EXPR holds, e.g. 'p99_ms<250', loss==0, 'throughput>=1000', 'apt_ms<=20' (repeatable)", collect)
         .option('--markdown <file>', 'write the report as markdown (for $GITHUB_STEP_SUMMARY)')
+        .option('--html <file>', 'write the report as one self-contained HTML file with charts (opens offline)')
         .option('--run-id <id>', 'run id stamped on the measured events (default random; required with --role)')
         .option('--role <part>', 'run one part of the pipeline: producer, worker or tracer (default all, in this process)')
         .option('--idle-timeout <time>', 'worker and tracer parts: end once the run\'s events stopped coming for this long', '10s')
@@ -265,6 +266,7 @@ const commands: CommandSpec[] = [
       'payq report --merge producer.json worker-a.json worker-b.json tracer.json --json > merged.json',
       'payq report report.json --compare baseline.json --fail-on-regression 10',
       "payq report report.json --assert 'p99_ms<250' --markdown summary.md",
+      'payq report report.json --compare baseline.json --html report.html',
     ],
     configure(cmd) {
       cmd
@@ -275,6 +277,7 @@ const commands: CommandSpec[] = [
         .option('--threshold <pct>', 'with --compare: how much worse counts as a regression in the table (default 5)')
         .option('--assert <expr>', 'as payq bench --assert, on the (merged) report; exit 5 when breached (repeatable)', collect)
         .option('--markdown <file>', 'write the rendering as markdown')
+        .option('--html <file>', 'write the rendering as one self-contained HTML file with charts (opens offline)')
         .allowExcessArguments(true)
         .hook('preAction', (command) => {
           command.setOptionValueWithSource('files', [...command.args], 'cli');

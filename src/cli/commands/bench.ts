@@ -13,7 +13,8 @@ import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
 import { assertionLines, benchReportMarkdown, benchReportText, formatCount, formatRate } from '../render.js';
-import { writeOutput } from './report.js';
+import { renderHtmlReport } from '../html-report.js';
+import { writeFileOutput, writeOutput } from './report.js';
 
 const onOff = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
   if (typeof v === 'boolean') return v;
@@ -44,6 +45,7 @@ const benchSchema = z.strictObject({
   /** `--json FILE`: the positional after --json (see the command's preAction hook). */
   jsonFile: fileName.optional(),
   markdown: fileName.optional(),
+  html: fileName.optional(),
   assert: list.default([]),
   scenario: z.string().default('checkout'),
   duration: durationSchema.optional(),
@@ -178,6 +180,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.json && o.jsonFile === undefined) out.data(text);
   else if (o.jsonFile !== undefined) writeOutput(o.jsonFile, text);
   if (o.markdown !== undefined) writeOutput(o.markdown, benchReportMarkdown(report, outcomes));
+  if (o.html !== undefined) writeFileOutput(o.html, renderHtmlReport({ reports: [{ name: o.jsonFile ?? 'bench', report }], outcomes: [outcomes] }));
   if (!(o.json && o.jsonFile === undefined)) out.block(benchReportText(report, out.color));
   if (outcomes.length > 0) out.block(assertionLines(outcomes, out.color));
   if (result.drained === 'timeout' && report.payments.in_flight > 0) {
