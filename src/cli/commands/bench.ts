@@ -14,7 +14,7 @@ import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
 import { assertionLines, benchReportMarkdown, benchReportText, formatCount, formatRate } from '../render.js';
 import { renderHtmlReport } from '../html-report.js';
-import { writeFileOutput, writeOutput } from './report.js';
+import { writeOutput } from './report.js';
 
 const onOff = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
   if (typeof v === 'boolean') return v;
@@ -180,7 +180,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.json && o.jsonFile === undefined) out.data(text);
   else if (o.jsonFile !== undefined) writeOutput(o.jsonFile, text);
   if (o.markdown !== undefined) writeOutput(o.markdown, benchReportMarkdown(report, outcomes));
-  if (o.html !== undefined) writeFileOutput(o.html, renderHtmlReport({ reports: [{ name: o.jsonFile ?? 'bench', report }], outcomes: [outcomes] }));
+  if (o.html !== undefined) writeOutput(o.html, renderHtmlReport({ reports: [{ name: o.jsonFile ?? 'bench', report }], outcomes: [outcomes] }));
   if (!(o.json && o.jsonFile === undefined)) out.block(benchReportText(report, out.color));
   if (outcomes.length > 0) out.block(assertionLines(outcomes, out.color));
   if (result.drained === 'timeout' && report.payments.in_flight > 0) {

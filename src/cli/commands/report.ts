@@ -86,7 +86,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
 
   if (o.html !== undefined) {
     const names = o.merge ? [`merged (${o.files.length} reports)`] : o.files;
-    writeFileOutput(
+    writeOutput(
       o.html,
       renderHtmlReport({
         reports: reports.map((report, i) => ({ name: names[i]!, report })),
@@ -106,11 +106,6 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
 
 /** Files get what stdout would, unchanged (the broker URL in a report is already redacted). */
 export function writeOutput(file: string, text: string): void {
-  writeFileOutput(file, redact(text));
-}
-
-/** A file written as it is (the HTML report renders the report's already-redacted fields). */
-export function writeFileOutput(file: string, text: string): void {
   try {
     writeFileSync(file, text);
   } catch (err) {
