@@ -74,12 +74,15 @@ export function getPath(obj: unknown, path: string): unknown {
 /** A field path: names of letters, digits, `_`, `$` or `-`, joined by dots (`data.order_id`). */
 const FIELD_PATH = /^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*$/;
 
-/** The path, or a UsageError saying what a path looks like. */
-export function parseFieldPath(text: string, flag: string): string {
+/**
+ * The path, or a UsageError saying what a path looks like. The parsers' messages do not name the
+ * flag: the option resolver prefixes where the value came from (a flag, PAYQ_*, a config file).
+ */
+export function parseFieldPath(text: string): string {
   const path = text.trim();
-  if (path === '') throw new UsageError(`${flag}: empty field path (expected a body field such as event or data.order_id)`);
+  if (path === '') throw new UsageError('empty field path (expected a body field such as event or data.order_id)');
   if (!FIELD_PATH.test(path)) {
-    throw new UsageError(`${flag}: '${text}' is not a field path (expected names of letters, digits, _ $ - joined by dots, such as data.order_id)`);
+    throw new UsageError(`'${text}' is not a field path (expected names of letters, digits, _ $ - joined by dots, such as data.order_id)`);
   }
   return path;
 }
@@ -97,19 +100,23 @@ export interface CorrelateSpec {
 export function parseCorrelate(text: string): CorrelateSpec {
   const spec: CorrelateSpec = { path: undefined, byDestination: {} };
   const items = text.split(',').map((s) => s.trim());
-  if (items.every((s) => s === '')) throw new UsageError('--correlate: empty (expected PATH or DESTINATION=PATH,…, such as orders=data.order_id)');
+  if (items.every((s) => s === '')) throw new UsageError('empty (expected PATH or DESTINATION=PATH,…, such as orders=data.order_id)');
   for (const item of items) {
-    if (item === '') throw new UsageError(`--correlate: an empty item in '${text}' (expected PATH or DESTINATION=PATH, separated by commas)`);
+    if (item === '') throw new UsageError(`an empty item in '${text}' (expected PATH or DESTINATION=PATH, separated by commas)`);
     const eq = item.indexOf('=');
     if (eq === -1) {
-      if (spec.path !== undefined) throw new UsageError(`--correlate: two paths for every destination ('${spec.path}' and '${item}'); name the destination of each (DESTINATION=PATH)`);
-      spec.path = parseFieldPath(item, '--correlate');
+      if (spec.path !== undefined) throw new UsageError(`two paths for every destination ('${spec.path}' and '${item}'); name the destination of each (DESTINATION=PATH)`);
+      spec.path = parseFieldPath(item);
       continue;
     }
     const destination = item.slice(0, eq).trim();
-    if (destination === '') throw new UsageError(`--correlate: '${item}' has no destination before '=' (expected DESTINATION=PATH)`);
-    if (Object.hasOwn(spec.byDestination, destination)) throw new UsageError(`--correlate: destination '${destination}' is named twice`);
-    spec.byDestination[destination] = parseFieldPath(item.slice(eq + 1), `--correlate ${destination}`);
+    if (destination === '') throw new UsageError(`'${item}' has no destination before '=' (expected DESTINATION=PATH)`);
+    if (Object.hasOwn(spec.byDestination, destination)) throw new UsageError(`destination '${destination}' is named twice`);
+    try {
+      spec.byDestination[destination] = parseFieldPath(item.slice(eq + 1));
+    } catch (err) {
+      throw new UsageError(`destination '${destination}': ${(err as Error).message}`);
+    }
   }
   return spec;
 }
