@@ -112,6 +112,7 @@ const commands: CommandSpec[] = [
       'payq trace --broker kafka://127.0.0.1:9092 --from-beginning --idle-timeout 10s --json',
       'payq trace --broker amqp://guest:guest@127.0.0.1:5672 --payment pay_7de73dd98817dded',
       'payq trace --broker kafka://127.0.0.1:9092 --topic orders --type-field event --correlate data.order_id --from-beginning --idle-timeout 5s',
+      'payq trace --broker kafka://127.0.0.1:9092 --topic orders --topic payments --correlate orders=data.order_id,payments=data.order.id --time-field data.at',
     ],
     configure(cmd) {
       cmd
