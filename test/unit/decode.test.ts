@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { checkCorrelateDestinations, decodeEvent, decodeOptionsOf, DEFAULT_DECODE, parseCorrelate, parseFieldPath, timeMs } from '../../src/events/decode.js';
+import { headersFromAmqp } from '../../src/drivers/rabbitmq/message.js';
 import { UsageError } from '../../src/errors.js';
 
 const json = (v: unknown) => Buffer.from(JSON.stringify(v));
@@ -62,6 +63,17 @@ describe('decodeEvent: CloudEvents binary mode from other SDKs, per broker bindi
     const e = decodeEvent(body, headers, undefined);
     expect(e).toMatchObject({ type: 'order.placed', id: 'k1', paymentId: 'ord-5', occurredMs: TMS, structured: false, problem: undefined });
     expect(e.body).toEqual({ order_id: 5 });
+  });
+
+  it('AMQP application properties as amqplib hands them over (typed timestamp, byte strings)', () => {
+    const headers = headersFromAmqp({
+      'cloudEvents:specversion': Buffer.from('1.0'),
+      'cloudEvents:type': Buffer.from('order.placed'),
+      'cloudEvents:id': 'k1',
+      'cloudEvents:subject': 'ord-5',
+      'cloudEvents:time': { '!': 'timestamp', value: Math.floor(TMS / 1000) },
+    });
+    expect(decodeEvent(body, headers, undefined)).toMatchObject({ type: 'order.placed', id: 'k1', paymentId: 'ord-5', occurredMs: Math.floor(TMS / 1000) * 1000 });
   });
 
   it('headers win over body fields unless a flag says where to look', () => {
