@@ -6,6 +6,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { checkCorrelateDestinations, decodeEvent, decodeOptionsOf, DEFAULT_DECODE, parseCorrelate, parseFieldPath, timeMs } from '../../src/events/decode.js';
+import { headers as natsHeaders } from '@nats-io/transport-node';
+import { fromNatsHeaders } from '../../src/drivers/nats/headers.js';
 import { headersFromAmqp } from '../../src/drivers/rabbitmq/message.js';
 import { UsageError } from '../../src/errors.js';
 
@@ -74,6 +76,17 @@ describe('decodeEvent: CloudEvents binary mode from other SDKs, per broker bindi
       'cloudEvents:time': { '!': 'timestamp', value: Math.floor(TMS / 1000) },
     });
     expect(decodeEvent(body, headers, undefined)).toMatchObject({ type: 'order.placed', id: 'k1', paymentId: 'ord-5', occurredMs: Math.floor(TMS / 1000) * 1000 });
+  });
+
+  it('NATS headers as the NATS client hands them over (ce-*, percent-encoded values)', () => {
+    const raw = natsHeaders();
+    raw.set('ce-specversion', '1.0');
+    raw.set('ce-type', 'order.placed');
+    raw.set('ce-id', 'k1');
+    raw.set('ce-subject', 'ord%205');
+    raw.set('ce-time', encodeURIComponent(T));
+    const { headers } = fromNatsHeaders(raw);
+    expect(decodeEvent(body, headers, undefined)).toMatchObject({ type: 'order.placed', id: 'k1', paymentId: 'ord 5', occurredMs: TMS });
   });
 
   it('headers win over body fields unless a flag says where to look', () => {
