@@ -23,7 +23,7 @@ export interface DecodeOptions {
    * stages carry the id in different fields. A DLQ or parking destination uses its origin's.
    */
   correlateBy?: Readonly<Record<string, string>> | undefined;
-  /** Body field with the business time; tried after the CloudEvents time. Default occurred_at. */
+  /** Body field with the business time; when set, it wins over the CloudEvents time. Default occurred_at, tried after it. */
   timeField?: string | undefined;
   /** When set, these body fields win over headers (events payq did not write). */
   preferBody?: boolean;
@@ -140,7 +140,7 @@ export function decodeOptionsOf(flags: { typeField?: string | undefined; correla
     correlate: c?.path ?? DEFAULT_DECODE.correlate,
     ...(byDestination ? { correlateBy: byDestination } : {}),
     ...(flags.timeField !== undefined ? { timeField: flags.timeField } : {}),
-    preferBody: flags.typeField !== undefined || c !== undefined || flags.timeField !== undefined,
+    preferBody: flags.typeField !== undefined || c !== undefined,
   };
 }
 
@@ -259,6 +259,7 @@ export function decodeEvent(
   const skipBody =
     options.headersFirst === true &&
     options.preferBody !== true &&
+    options.timeField === undefined &&
     ce.type !== undefined &&
     ce.subject !== undefined &&
     ce.id !== undefined &&
@@ -279,6 +280,7 @@ export function decodeEvent(
   const data = envelope?.['data'];
   const correlate = correlatePath(options, destination);
   const timeField = options.timeField ?? DEFAULT_TIME_FIELD;
+  const preferBodyTime = options.preferBody === true || options.timeField !== undefined;
 
   const bodyType = body ? scalar(getPath(body, options.typeField)) : undefined;
   const ceType = first(ce.type, scalar(envelope?.['type']));
@@ -294,8 +296,8 @@ export function decodeEvent(
 
   const bodyTime = body ? timeMs(getPath(body, timeField)) : undefined;
   const ceTime = first(timeMs(ce.time), timeMs(envelope?.['time']));
-  const dataTime = structured && !options.preferBody ? timeMs(getPath(data, timeField)) : undefined;
-  const occurredMs = options.preferBody ? first(bodyTime, ceTime) : first(ceTime, bodyTime, dataTime);
+  const dataTime = structured && !preferBodyTime ? timeMs(getPath(data, timeField)) : undefined;
+  const occurredMs = preferBodyTime ? first(bodyTime, ceTime) : first(ceTime, bodyTime, dataTime);
 
   if (problem === undefined && type === undefined) problem = `the message has no event type (no CloudEvents type, no '${options.typeField}' field)`;
   if (problem === undefined && paymentId === undefined) problem = `the message has no correlation id (no CloudEvents subject, no '${correlate}' field)`;

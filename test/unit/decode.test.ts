@@ -112,6 +112,14 @@ describe('decodeEvent: plain JSON bodies with flags', () => {
     expect(decodeEvent(payment, {}, undefined, o, 'orders').problem).toMatch(/no correlation id .*'data\.order_id'/);
   });
 
+  it('--time-field alone wins for the time only: type and payment still come from the headers first', () => {
+    const headers = { ce_type: 'from.header', ce_id: 'h', ce_subject: 'sub', ce_time: T, 'payq-sequence': '0' };
+    const b = json({ event: 'from.body', payment_id: 'body-pay', at: '2026-05-01T00:00:00Z' });
+    const o = { ...decodeOptionsOf({ timeField: 'at' }), headersFirst: true };
+    expect(decodeEvent(b, headers, undefined, o)).toMatchObject({ type: 'from.header', paymentId: 'sub', occurredMs: Date.parse('2026-05-01T00:00:00Z') });
+    expect(decodeEvent(b, headers, undefined, { ...DEFAULT_DECODE, headersFirst: true })).toMatchObject({ occurredMs: TMS, body: undefined });
+  });
+
   it('--time-field: ISO text, epoch seconds or milliseconds; a field that is not a time gives none', () => {
     const o = decodeOptionsOf({ timeField: 'meta.at' });
     const at = (v: unknown) => decodeEvent(json({ event: 'x', payment_id: 'p', meta: { at: v } }), {}, undefined, o).occurredMs;
