@@ -91,7 +91,8 @@ const commands: CommandSpec[] = [
         .option('--idle-timeout <time>', 'stop after this long without a message (exit 0), e.g. 3s: lets CI finish')
         .option('--with-meta', 'NDJSON: wrap each body as {destination,key,partition,offset,redelivered,headers,event}')
         .option('--type-field <path>', 'body field with the event type, for events payq did not write (wins over headers)', 'event')
-        .option('--correlate <path>', 'body field with the payment/correlation id, for events payq did not write', 'payment_id')
+        .option('--correlate <paths>', 'body field with the payment/correlation id, for events payq did not write; per destination: orders=data.order_id,payments=data.order.id', 'payment_id')
+        .option('--time-field <path>', 'body field with the event\'s business time (ISO 8601, epoch s or ms), for events payq did not write', 'occurred_at')
         .addOption(new Option('--prefetch <n>', 'unacked messages held at once (default 500, at most --limit)').hideHelp());
       cmd.addHelpText(
         'after',
@@ -111,6 +112,7 @@ const commands: CommandSpec[] = [
       'payq trace --broker kafka://127.0.0.1:9092 --from-beginning --idle-timeout 10s --json',
       'payq trace --broker amqp://guest:guest@127.0.0.1:5672 --payment pay_7de73dd98817dded',
       'payq trace --broker kafka://127.0.0.1:9092 --topic orders --type-field event --correlate data.order_id --from-beginning --idle-timeout 5s',
+      'payq trace --broker kafka://127.0.0.1:9092 --topic orders --topic payments --correlate orders=data.order_id,payments=data.order.id --time-field data.at',
     ],
     configure(cmd) {
       cmd
@@ -126,7 +128,8 @@ const commands: CommandSpec[] = [
         .option('--start-timeout <time>', 'with --idle-timeout: how long to wait for the first event', '60s')
         .option('--duration <time>', 'end after this long')
         .option('--type-field <path>', 'body field with the event type, for events payq did not write', 'event')
-        .option('--correlate <path>', 'body field that ties a payment\'s events together', 'payment_id')
+        .option('--correlate <paths>', 'body field that ties a payment\'s events together; per destination: orders=data.order_id,payments=data.order.id', 'payment_id')
+        .option('--time-field <path>', 'body field with the event\'s business time (ISO 8601, epoch s or ms), shown in --payment timelines', 'occurred_at')
         .addOption(new Option('--until-finished <n>', 'end once this many payments finished').hideHelp());
     },
     load: () => import('./commands/trace.js'),

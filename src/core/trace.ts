@@ -57,6 +57,8 @@ export interface TraceProgress {
 
 export interface TimelineEntry {
   at: string;
+  /** The event's business time (CloudEvents time or --time-field), when it has one. */
+  occurred_at: string | null;
   offset_ms: number;
   destination: string;
   type: string;
@@ -301,7 +303,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   const onEvent = (d: Delivery, nowUs: number) => {
     const isDlq = d.destination.endsWith(DLQ_SUFFIX);
     const destination = isDlq ? d.destination.slice(0, -DLQ_SUFFIX.length) : d.destination;
-    const e = decodeEvent(d.value, d.headers, d.key, decode);
+    const e = decodeEvent(d.value, d.headers, d.key, decode, d.destination);
     if (e.problem !== undefined || e.type === undefined || e.paymentId === undefined) {
       counts.undecodable++;
       if (undecodableSamples.length < 10) undecodableSamples.push(`${d.destination}: ${e.problem ?? 'unreadable'}`);
@@ -398,6 +400,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     if (timeline && e.paymentId === options.payment) {
       timeline.push({
         at: new Date(nowUs / 1000).toISOString(),
+        occurred_at: e.occurredMs === undefined ? null : new Date(e.occurredMs).toISOString(),
         offset_ms: Math.round((nowUs - p.firstUs) / 100) / 10,
         destination: d.destination,
         type: e.type,
