@@ -59,3 +59,21 @@ export function encodeHistogram(h: LatencyHistogram): string {
 export function decodeHistogram(encoded: string): LatencyHistogram {
   return hdr.decodeFromCompressedBase64(encoded, 32, false);
 }
+
+/**
+ * How many recorded values are ≤ each bound (µs, ascending), exactly at the histogram's own
+ * resolution: a value counts under a bound when its bucket's highest equivalent value is ≤ it.
+ * For OpenMetrics' cumulative `le` buckets.
+ */
+export function cumulativeCounts(h: LatencyHistogram, boundsUs: number[]): number[] {
+  const counts = boundsUs.map(() => 0);
+  if (h.totalCount === 0) return counts;
+  if (!(h instanceof hdr.JsHistogram)) throw new Error('cumulativeCounts needs a JS histogram');
+  const it = h.recordedValuesIterator;
+  it.reset();
+  while (it.hasNext()) {
+    const v = it.next();
+    for (let i = boundsUs.length - 1; i >= 0 && v.valueIteratedTo <= boundsUs[i]!; i--) counts[i]! += v.countAtValueIteratedTo;
+  }
+  return counts;
+}
