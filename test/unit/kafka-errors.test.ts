@@ -134,7 +134,7 @@ describe('kafka URL → client config', () => {
     // kafkajs splits a bootstrap entry at its first ':', so the IPv6 literal goes in as a name
     // its socket factory connects to ::1 (unbracketed).
     expect(config.brokers).toEqual(['a:9093', 'payq-ipv6-1.invalid:9094']);
-    expect(config.ssl).toBe(true);
+    expect(config.ssl).toEqual({ rejectUnauthorized: true });
     expect(config.clientId).toBe('payq');
     expect(config.sasl).toBeUndefined();
   });

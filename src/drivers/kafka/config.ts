@@ -5,6 +5,7 @@ import { isIP, connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import type { ISocketFactory, KafkaConfig, SASLOptions } from 'kafkajs';
 import { ConfigError } from '../../errors.js';
+import { TLS_URL_PARAMS, tlsOptionsFromUrl } from '../tls.js';
 import type { BrokerUrl, DriverUrlSpec } from '../url.js';
 
 export const KAFKA_TUNING = {
@@ -54,8 +55,9 @@ export const KAFKA_URL_SPEC: DriverUrlSpec = {
   hosts: { min: 1, max: Number.POSITIVE_INFINITY },
   credentials: true,
   params: [
-    { name: 'tls', type: 'boolean', meaning: 'TLS with the system CAs (kafkas:// always uses it)' },
+    { name: 'tls', type: 'boolean', meaning: 'TLS (kafkas:// always uses it): the system CAs unless ca= says otherwise' },
     { name: 'sasl', type: 'enum', values: SASL_MECHANISMS, ignoreCase: true, meaning: 'the SASL mechanism for the URL user and password (default plain)' },
+    ...TLS_URL_PARAMS,
   ],
 };
 
@@ -109,7 +111,7 @@ export function kafkaConfigFromUrl(url: BrokerUrl, logLevel: KafkaConfig['logLev
     clientId: 'payq',
     brokers,
     socketFactory: socketFactory(aliases),
-    ssl: url.tls,
+    ssl: tlsOptionsFromUrl(url) ?? false,
     connectionTimeout: KAFKA_TUNING.connectionTimeoutMs,
     authenticationTimeout: KAFKA_TUNING.authenticationTimeoutMs,
     requestTimeout: KAFKA_TUNING.requestTimeoutMs,

@@ -14,6 +14,7 @@ import {
   type PayqError,
 } from '../../errors.js';
 import { scrubClientError, scrubClientText, urlForErrors, type UrlForErrors } from '../../secrets.js';
+import { tlsProblem } from '../tls.js';
 
 export type KafkaOperation = 'connect' | 'declare' | 'send' | 'subscribe' | 'commit' | 'dead-letter';
 
@@ -186,12 +187,15 @@ export function mapKafkaError(err: unknown, ctx: KafkaErrorContext): PayqError {
         cause: err,
         hint: 'check the user and password in the URL and ?sasl=plain|scram-sha-256|scram-sha-512, and the ACLs',
       });
-    case 'unavailable':
+    case 'unavailable': {
+      const tls = ctx.operation === 'connect' ? tlsProblem(err, typeof ctx.url !== 'string' && (ctx.url as { tls?: boolean }).tls === true) : undefined;
+      if (tls) return new BrokerUnavailableError(text(tls.what), { cause: err, hint: tls.hint });
       return new BrokerUnavailableError(text(`broker unreachable while ${doing}`), {
         cause: err,
         retriable: true,
         hint: 'is Kafka running (npm run brokers:up)? Does its listener need TLS (kafkas://) or SASL (user:password@…)?',
       });
+    }
     case 'topology':
       return new TopologyError(text(`topic missing or not creatable while ${doing}`), {
         cause: err,

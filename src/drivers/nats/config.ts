@@ -3,7 +3,7 @@
  * parsed and validated once.
  *
  * URL parameters (all optional):
- *   tls=true         TLS with the system's CAs (NODE_EXTRA_CA_CERTS for a private CA)
+ *   tls=true         TLS with the system's CAs; ca=, cert=, key=, insecure= as for every driver (tls.ts)
  *   maxDeliver=N     JetStream stops redelivering a message after N deliveries and moves on
  *                    without telling anyone, so payq leaves it unlimited (-1): the worker
  *                    dead-letters after its own retry policy, and replay's dry runs give every
@@ -15,6 +15,7 @@
  *   maxAgeHours=H    stream retention when payq creates a stream (default 168 = Kafka's 7 days)
  */
 import { ConfigError } from '../../errors.js';
+import { TLS_URL_PARAMS, tlsOptionsFromUrl, type TlsOptions } from '../tls.js';
 import type { BrokerUrl, DriverUrlSpec } from '../url.js';
 
 export interface NatsConfig {
@@ -23,7 +24,7 @@ export interface NatsConfig {
   user: string | undefined;
   pass: string | undefined;
   token: string | undefined;
-  tls: boolean;
+  tls: TlsOptions | undefined;
   maxDeliver: number;
   ackWaitMs: number;
   replicas: number;
@@ -42,11 +43,12 @@ export const NATS_URL_SPEC: DriverUrlSpec = {
   hosts: { min: 1, max: Number.POSITIVE_INFINITY },
   credentials: true,
   params: [
-    { name: 'tls', type: 'boolean', meaning: "TLS with the system's CAs" },
+    { name: 'tls', type: 'boolean', meaning: "TLS: the system's CAs unless ca= says otherwise" },
     { name: 'maxDeliver', type: 'integer', min: 1, orMinusOne: true, meaning: 'deliveries before JetStream gives up on a message (default -1, unlimited)' },
     { name: 'ackWait', type: 'integer', min: 1, meaning: 'seconds a delivery may stay unsettled before redelivery (default 30)' },
     { name: 'replicas', type: 'integer', min: 1, meaning: 'replicas of streams payq creates (default 1)' },
     { name: 'storage', type: 'enum', values: ['file', 'memory'], meaning: 'storage of streams payq creates (default file)' },
+    ...TLS_URL_PARAMS,
     { name: 'maxAgeHours', type: 'integer', min: 0, meaning: 'retention of streams payq creates, in hours (default 168)' },
   ],
 };
@@ -71,7 +73,7 @@ export function natsConfig(url: BrokerUrl): NatsConfig {
     user: token === undefined ? url.username : undefined,
     pass: token === undefined ? url.password : undefined,
     token,
-    tls: url.tls,
+    tls: tlsOptionsFromUrl(url),
     maxDeliver: intParam(url, 'maxDeliver', -1),
     ackWaitMs: intParam(url, 'ackWait', 30) * 1000,
     replicas: intParam(url, 'replicas', 1),

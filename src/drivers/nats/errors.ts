@@ -24,6 +24,7 @@ import {
   type PayqError,
 } from '../../errors.js';
 import { scrubClientError, scrubClientText, urlForErrors, type UrlForErrors } from '../../secrets.js';
+import { tlsProblem } from '../tls.js';
 
 export type NatsOperation = 'connect' | 'declare' | 'send' | 'subscribe' | 'dead-letter' | 'exists';
 
@@ -102,6 +103,8 @@ export function mapNatsError(err: unknown, ctx: NatsErrorContext): PayqError {
       hint: "the user needs publish/subscribe permissions on 'payq.>', '$JS.API.>', '$JS.ACK.>' and '_INBOX.>'",
     });
   }
+  const tls = ctx.operation === 'connect' ? tlsProblem(err, typeof ctx.url !== 'string' && (ctx.url as { tls?: boolean }).tls === true) : undefined;
+  if (tls) return new BrokerUnavailableError(text(tls.what), { cause: err, hint: tls.hint });
   if (has(err, ConnectionError, ClosedConnectionError, DrainingConnectionError)) {
     return new BrokerUnavailableError(text(`server unreachable while ${doing}`), {
       cause: err,

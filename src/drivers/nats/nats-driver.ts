@@ -127,7 +127,7 @@ class NatsDriver implements Driver {
       ...(config.user === undefined ? {} : { user: config.user }),
       ...(config.pass === undefined ? {} : { pass: config.pass }),
       ...(config.token === undefined ? {} : { token: config.token }),
-      ...(config.tls ? { tls: {} } : {}),
+      ...(config.tls ? { tls: { ...config.tls } } : {}),
       name: `payq (pid ${process.pid})`,
       timeout: config.connectTimeoutMs,
       maxReconnectAttempts: -1,

@@ -4,6 +4,7 @@
  * work with other clients work here; `exchange` is payq's own.
  */
 import { ConfigError } from '../../errors.js';
+import { TLS_URL_PARAMS } from '../tls.js';
 import type { BrokerUrl, DriverUrlSpec } from '../url.js';
 
 export interface RabbitMqConfig {
@@ -44,7 +45,8 @@ export const RABBITMQ_URL_SPEC: DriverUrlSpec = {
     { name: 'connection_timeout', type: 'integer', min: 100, max: 600_000, meaning: `TCP connect + handshake timeout in ms (default ${DEFAULTS.connectionTimeoutMs})` },
     { name: 'frame_max', type: 'integer', min: 4096, max: 0x7fffffff, meaning: `largest frame in bytes (default ${DEFAULTS.frameMax})` },
     { name: 'channel_max', type: 'integer', min: 0, max: 65535, meaning: 'most channels per connection (default 0: the server decides)' },
-    { name: 'tls', type: 'boolean', meaning: 'TLS with the system CAs (amqps:// always uses it)' },
+    { name: 'tls', type: 'boolean', meaning: 'TLS (amqps:// always uses it): the system CAs unless ca= says otherwise' },
+    ...TLS_URL_PARAMS,
   ],
 };
 

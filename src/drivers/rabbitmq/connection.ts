@@ -14,6 +14,7 @@ import { BrokerUnavailableError, PayqError } from '../../errors.js';
 import type { BrokerUrl } from '../url.js';
 import type { RabbitMqConfig } from './config.js';
 import { connectError, connectionLost } from './errors.js';
+import { tlsOptionsFromUrl } from '../tls.js';
 
 /**
  * amqplib 0.10 always sets the TLS server name (SNI) to the host, an IP address included, which
@@ -127,6 +128,7 @@ export class AmqpConnection {
       noDelay: true,
       // Shown in the management UI / rabbitmqctl list_connections: which payq process this is.
       clientProperties: { connection_name: `payq ${this.role} (pid ${process.pid})` },
+      ...tlsOptionsFromUrl(url),
     };
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;

@@ -13,6 +13,7 @@ import {
   messageOf,
 } from '../../errors.js';
 import { redactUrlsIn, scrubClientError, scrubClientText } from '../../secrets.js';
+import { tlsProblem } from '../tls.js';
 import type { BrokerUrl } from '../url.js';
 
 /** AMQP reply codes payq reacts to. */
@@ -85,10 +86,12 @@ export function connectError(err: unknown, url: BrokerUrl, vhost: string): PayqE
       hint: 'is RabbitMQ running and listening on that host and port?',
     });
   }
-  if (typeof code === 'string' && (code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS') || /CERT|SELF_SIGNED/.test(code))) {
+  const tls = tlsProblem(err, url.tls);
+  if (tls) return new BrokerUnavailableError(`${tls.what}: ${where} (${typeof code === 'string' ? code : text})`, { cause: err, hint: tls.hint });
+  if (typeof code === 'string' && (code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS'))) {
     return new BrokerUnavailableError(`TLS handshake with ${where} failed (${code})`, {
       cause: err,
-      hint: 'amqps:// needs the TLS port (5671 by default) and a certificate Node.js trusts (NODE_EXTRA_CA_CERTS)',
+      hint: 'amqps:// needs the TLS port (5671 by default); ?ca=FILE for a private CA',
     });
   }
   return new BrokerUnavailableError(`cannot connect to ${where}: ${text}`, { cause: err, retriable: true });
