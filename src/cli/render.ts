@@ -209,22 +209,26 @@ export function benchReportMarkdown(r: BenchReport, outcomes: AssertionOutcome[]
 }
 
 function formatDelta(row: ComparisonRow): string {
-  if (row.delta_pct === null) return row.current === row.baseline ? '0%' : row.current > row.baseline ? '+∞' : '-∞';
+  if (row.delta_pct === null) return row.change === 'same' ? '0%' : row.current > row.baseline ? '+∞' : '-∞';
+  if (row.change === 'same') return '0%';
   return `${row.delta_pct > 0 ? '+' : ''}${row.delta_pct}%`;
+}
+
+/** regression (worse beyond the threshold), worse (within it), better, or same (a 0% change). */
+function changeText(row: ComparisonRow, color: ChalkInstance): string {
+  if (row.regression) return color.red('regression');
+  return row.change === 'better' ? color.green('better') : row.change === 'worse' ? color.yellow('worse') : color.dim('same');
 }
 
 export function comparisonTable(rows: ComparisonRow[], color: ChalkInstance): string {
   const table = new Table({ head: ['figure', 'baseline', 'current', 'change', ''].map((h) => color.bold(h)), style: tableStyle(color) });
-  for (const row of rows) {
-    const improved = !row.regression && row.current !== row.baseline && (row.better === 'lower' ? row.current < row.baseline : row.current > row.baseline);
-    table.push([row.label, String(row.baseline), String(row.current), formatDelta(row), row.regression ? color.red('regression') : improved ? color.green('better') : '']);
-  }
+  for (const row of rows) table.push([row.label, String(row.baseline), String(row.current), formatDelta(row), changeText(row, color)]);
   return table.toString();
 }
 
 export function comparisonMarkdown(rows: ComparisonRow[]): string {
   return mdTable(
     ['figure', 'baseline', 'current', 'change', ''],
-    rows.map((r) => [r.label, String(r.baseline), String(r.current), formatDelta(r), r.regression ? '❌ regression' : '']),
+    rows.map((r) => [r.label, String(r.baseline), String(r.current), formatDelta(r), r.regression ? '❌ regression' : r.change]),
   );
 }
