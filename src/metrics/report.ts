@@ -14,6 +14,7 @@
  */
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
+import { aptMs, handlerTMs } from './apt.js';
 import type { AvailabilityWindows } from './availability.js';
 import { createLatencyHistogram, decodeHistogram, encodeHistogram, summarize, type LatencyHistogram, type LatencySummary } from './histogram.js';
 
@@ -229,15 +230,7 @@ const round = (n: number, digits: number) => {
 const perS = (n: number, s: number) => (s > 0 ? round(n / s, 1) : 0);
 const mbPerS = (bytes: number, s: number) => (s > 0 ? round(bytes / 1e6 / s, 3) : 0);
 const rate = (events: number, bytes: number, s: number) => ({ events, bytes, events_per_s: perS(events, s), mb_per_s: mbPerS(bytes, s) });
-const meanMs = (h: LatencyHistogram) => (h.totalCount === 0 ? 0 : round(h.mean / 1000, 4));
 const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
-
-/** APT = Σ tᵢ·cᵢ / Σ cᵢ, with tᵢ each histogram's mean and cᵢ its count (ms). */
-export function aptMs(histograms: LatencyHistogram[]): number {
-  const c = sum(histograms.map((h) => h.totalCount));
-  if (c === 0) return 0;
-  return round(sum(histograms.map((h) => (h.totalCount === 0 ? 0 : h.mean * h.totalCount))) / c / 1000, 4);
-}
 
 /**
  * A histogram's summary as any reader of the report gets it: from the encoded form (the exact
@@ -269,12 +262,12 @@ export function buildReport(data: RunData, meta: ReportMeta): Report {
     wallHistograms.push(wall.histogram);
     const p = processing.summary;
     handlers[name] = {
-      t_ms: meanMs(processing.histogram),
+      t_ms: handlerTMs(processing.histogram),
       count: st.processing.totalCount,
       p50_ms: p.p50_ms,
       p99_ms: p.p99_ms,
       max_ms: p.max_ms,
-      wall_t_ms: meanMs(wall.histogram),
+      wall_t_ms: handlerTMs(wall.histogram),
       received: st.received,
       redelivered: st.redelivered,
       attempts: st.attempts,

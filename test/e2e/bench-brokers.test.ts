@@ -73,6 +73,29 @@ describe('bench on RabbitMQ', async () => {
     }
   });
 
+  it.skipIf(!up)('payq worker and payq bench give the same apt_ms (and apt_wall_ms beside it) for the same scenario, events and seed', async () => {
+    const { scenario, file } = unique('bench-apt-3-to-1');
+    try {
+      const p = await runCli(['produce', '--broker', AMQP_URL, '--scenario', file, '--count', '80', '--seed', '9', '--json']);
+      expect(p.code, p.stderr).toBe(0);
+      const w = await runCli(['worker', '--broker', AMQP_URL, '--scenario', file, '--seed', '9', '--failures', 'off', '--idle-timeout', '2s', '--json']);
+      expect(w.code, w.stderr).toBe(0);
+      const worker = JSON.parse(w.stdout) as { totals: { apt_ms: number; apt_wall_ms: number; handled: number }; stages: { stage: string; t_ms: number }[] };
+      const b = await runCli(['bench', '--broker', 'memory://', '--scenario', file, '--count', '80', '--seed', '9', '--failures', 'off', '--warmup', '0', '--json']);
+      expect(b.code, b.stderr).toBe(0);
+      const report = JSON.parse(b.stdout) as Report;
+      expect(worker.totals.handled).toBe(80 + 240);
+      // Constant drawn times: one definition gives one figure, to the digit; the wall time differs.
+      expect(worker.totals.apt_ms).toBe(report.apt_ms);
+      for (const s of worker.stages) expect(s.t_ms, s.stage).toBe(report.handlers[s.stage]!.t_ms);
+      expect(within(report.apt_ms, 3.5, 1)).toBe(true);
+      expect(worker.totals.apt_wall_ms).toBeGreaterThan(0);
+      expect(report.apt_wall_ms).toBeGreaterThan(0);
+    } finally {
+      await deleteDestinations(AMQP_URL, scenario.destinations);
+    }
+  });
+
   it.skipIf(!up)('a queue purged mid-run shows as loss > 0 and the CLI exits 4', async () => {
     // The slow stage takes one message at a time, 20 ms each (50/s): its queue fills at 100 payments/s.
     const { scenario, file } = unique('bench-apt-equal', (t) => t.replace('{ distribution: constant, ms: 8 }', '{ distribution: constant, ms: 20 }'));

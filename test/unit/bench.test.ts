@@ -12,6 +12,12 @@ import type { Driver, OutgoingMessage } from '../../src/drivers/types.js';
 import { DeliveryError } from '../../src/errors.js';
 import { parseScenario, type Scenario } from '../../src/events/scenario.js';
 import { buildReport, mergeReports, parseReport, type Report } from '../../src/metrics/report.js';
+import { aptMs } from '../../src/metrics/apt.js';
+import { createLatencyHistogram, recordUs } from '../../src/metrics/histogram.js';
+import { produce } from '../../src/core/produce.js';
+import { generatedSource } from '../../src/core/sources.js';
+import { runWorker, type WorkerResult } from '../../src/core/worker.js';
+import { EventGenerator } from '../../src/events/generator.js';
 import { testReportSettings } from '../helpers/report.js';
 
 let instance = 0;
@@ -79,6 +85,58 @@ describe('bench APT (Σ tᵢ·cᵢ / Σ cᵢ)', () => {
     expect(Math.abs(r.apt_ms - weighted)).toBeLessThan(0.001);
     expect(r.payments).toMatchObject({ produced: 200, finished: 200 });
     expect(r.loss).toBe(0);
+  });
+});
+
+/** `payq worker` alone on memory://: the scenario's entry events produced first, then handled until idle. */
+async function workerAlone(scenario: Scenario, seed: number, payments: number, timeScale: number): Promise<WorkerResult> {
+  const driver = await createDriver(`memory://worker-apt-${instance++}?retain=1000000`);
+  await driver.connect();
+  try {
+    const generator = new EventGenerator({ scenario, seed, payments, lifecycle: false });
+    const produced = await produce(
+      { destination: scenario.destinationFor(scenario.entry), encode: { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: 'w' } },
+      { driver, source: generatedSource(generator), clock: systemClock },
+    );
+    expect(produced.acked).toBe(payments);
+    return await runWorker({ scenario, seed, timeScale, failures: false, idleTimeoutMs: 400 }, { driver, clock: systemClock });
+  } finally {
+    await driver.close();
+  }
+}
+
+describe('one APT: worker and bench (issue 11, defect 6)', () => {
+  it('the shared formula: Σ tᵢ·cᵢ / Σ cᵢ over the histograms given, empty ones ignored', () => {
+    const h = (us: number, n: number) => {
+      const x = createLatencyHistogram();
+      recordUs(x, us, n);
+      return x;
+    };
+    expect(aptMs([h(2000, 3), h(8000, 1)])).toBeCloseTo(3.5, 2);
+    expect(aptMs([h(2000, 1), h(8000, 1), createLatencyHistogram()])).toBeCloseTo(5, 2);
+    expect(aptMs([])).toBe(0);
+  });
+
+  it.each([
+    ['bench-apt-equal', 120, 1],
+    ['checkout', 150, 0.05],
+  ] as const)('%s: worker and bench report the same apt_ms for the same events and seed (processing time, not wall time)', async (name, payments, timeScale) => {
+    const scenario = scenarioFile(name);
+    const worked = await workerAlone(scenario, 9, payments, timeScale);
+    expect(worked.stopped_by).toBe('idle');
+    const benchReport = await bench({ scenario: scenarioFile(name), seed: 9, count: payments, timeScale, failures: false });
+    // The same events get the same drawn processing times in both: the same figure, exactly.
+    expect(worked.totals.apt_ms).toBe(benchReport.apt_ms);
+    expect(worked.totals.apt_ms).toBe(aptMs(Object.values(worked.measures).map((m) => m.planned)));
+    for (const s of worked.stages) {
+      expect(s.handled, s.stage).toBe(benchReport.handlers[s.stage]!.count);
+      expect(s.t_ms, s.stage).toBe(benchReport.handlers[s.stage]!.t_ms);
+    }
+    // The wall-time figure is there under its own name in both.
+    expect(worked.totals.apt_wall_ms).toBe(aptMs(Object.values(worked.histograms)));
+    expect(worked.totals.apt_wall_ms).toBeGreaterThan(0);
+    expect(benchReport.apt_wall_ms).toBeGreaterThan(0);
+    if (name === 'bench-apt-equal') expect(within(worked.totals.apt_ms, 5, 1)).toBe(true);
   });
 });
 
