@@ -64,6 +64,13 @@ export interface RunData {
     out_of_order: number;
     missing_steps: number;
     undecodable: number;
+    /**
+     * Acknowledged events of the run not consumed when an interrupted run ended (Ctrl-C): their
+     * fate is unknown, so they are not counted as lost (README "Loss probability").
+     */
+    in_flight?: number;
+    /** The same when the drain timed out: the run's backlog left on the broker. */
+    not_drained?: number;
   };
   payments: { finished: number; in_flight: number; stuck: number; by_class: Record<string, number> };
   dlq_by_reason: Record<string, number>;
@@ -171,14 +178,20 @@ export const reportSchema = z.strictObject({
     hops: z.record(z.string(), latencySummarySchema),
   }),
   /**
-   * 1 − consumed / acknowledged (0 when nothing was acknowledged). null in the report of one
-   * part of a run (role producer, worker or tracer): only the merged parts can tell.
+   * lost / (acknowledged − in_flight − not_drained): 1 − consumed / acknowledged over the events
+   * whose fate is known (0 when none is). null in the report of one part of a run (role producer,
+   * worker or tracer): only the merged parts can tell.
    */
   loss: fraction.nullable(),
   events: z.strictObject({
     acknowledged: count,
     consumed: count,
+    /** Acknowledged − consumed − in_flight − not_drained: what the drain proved missing. */
     lost: count.nullable(),
+    /** Acknowledged, not consumed when the run was interrupted: fate unknown, not lost. */
+    in_flight: count.default(0),
+    /** Acknowledged, not consumed when the drain timed out (the run's backlog): not lost. */
+    not_drained: count.default(0),
     unacknowledged: count,
     redelivered: count,
     duplicates: count,
@@ -303,7 +316,11 @@ export function buildReport(data: RunData, meta: ReportMeta): Report {
   const { acknowledged, consumed } = data.events;
   // A part of a run sees one side of the books only (a producer acknowledges, a worker consumes).
   const partial = meta.role === 'producer' || meta.role === 'worker' || meta.role === 'tracer';
-  const lost = partial ? null : Math.max(0, acknowledged - consumed);
+  // Only what the drain proved missing is lost; what was in flight or not drained is apart.
+  const inFlight = data.events.in_flight ?? 0;
+  const notDrained = data.events.not_drained ?? 0;
+  const known = Math.max(0, acknowledged - inFlight - notDrained);
+  const lost = partial ? null : Math.max(0, known - consumed);
   const dlqTotal = sum(Object.values(data.dlq_by_reason));
   const w = data.windows;
 
@@ -331,8 +348,8 @@ export function buildReport(data: RunData, meta: ReportMeta): Report {
       end_to_end: endToEnd.summary,
       hops,
     },
-    loss: lost === null ? null : acknowledged === 0 ? 0 : round(lost / acknowledged, 6),
-    events: { ...data.events, lost },
+    loss: lost === null ? null : known === 0 ? 0 : round(lost / known, 6),
+    events: { ...data.events, lost, in_flight: inFlight, not_drained: notDrained },
     availability: w.total === 0 ? 1 : round(w.available / w.total, 4),
     windows: { ...w },
     producers: { ...data.producers },
@@ -390,6 +407,8 @@ export function reportData(report: Report): RunData {
       out_of_order: report.events.out_of_order,
       missing_steps: report.events.missing_steps,
       undecodable: report.events.undecodable,
+      in_flight: report.events.in_flight,
+      not_drained: report.events.not_drained,
     },
     payments: {
       finished: report.payments.finished,

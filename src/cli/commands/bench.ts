@@ -180,12 +180,19 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.markdown !== undefined) writeOutput(o.markdown, benchReportMarkdown(report, outcomes));
   if (!(o.json && o.jsonFile === undefined)) out.block(benchReportText(report, out.color));
   if (outcomes.length > 0) out.block(assertionLines(outcomes, out.color));
-  if (result.drained === 'timeout' && report.payments.in_flight > 0) {
-    out.warn(`the drain timed out after ${o.drainTimeout / 1000} s with ${formatCount(report.payments.in_flight)} payments unfinished (raise --drain-timeout, or lower --rate)`);
+  const e = report.events;
+  if (result.drained === 'timeout' && o.role === 'all' && (e.not_drained > 0 || report.payments.in_flight > 0)) {
+    out.warn(
+      `the drain timed out after ${o.drainTimeout / 1000} s: ${formatCount(e.not_drained)} acknowledged events not drained (the run's backlog on the broker), ` +
+        `${formatCount(report.payments.in_flight)} payments unfinished; not counted as lost (raise --drain-timeout, or lower --rate)`,
+    );
   }
   if (report.errors.length > 0) out.warn(`errors during the run: ${report.errors[0]}`);
 
-  if (result.interrupted) throw new InterruptedError(`interrupted: the report covers the first ${report.elapsed_s} s`);
+  if (result.interrupted) {
+    const inFlight = e.in_flight > 0 ? `; ${formatCount(e.in_flight)} acknowledged events were in flight (not counted as lost)` : '';
+    throw new InterruptedError(`interrupted: the report covers the first ${report.elapsed_s} s${inFlight}`);
+  }
   const breaches = outcomes.filter((x) => !x.passed);
   const breachText = breaches.length > 0 ? `; also ${breaches.length} --assert breached` : '';
   if (o.role === 'worker' || o.role === 'tracer') {
@@ -194,7 +201,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   }
   if (report.loss !== null && report.loss > 0) {
     throw new DataError(
-      `${formatCount(report.events.lost ?? 0)} of ${formatCount(report.events.acknowledged)} acknowledged events were never consumed (loss ${report.loss})${breachText}`,
+      `${formatCount(e.lost ?? 0)} of ${formatCount(e.acknowledged - e.in_flight - e.not_drained)} acknowledged events were never consumed (loss ${report.loss})${breachText}`,
     );
   }
   if (report.producers.failed > 0 || report.events.unacknowledged > 0) {
