@@ -1,7 +1,7 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { z } from 'zod';
 import { BENCH_DEFAULTS, BENCH_ROLES, defaultMaxBacklog, runBench, type BenchProgress, type BenchResult } from '../../core/bench.js';
-import { systemClock } from '../../core/clock.js';
+import { parseDurationMs, systemClock } from '../../core/clock.js';
 import { createDriver } from '../../drivers/registry.js';
 import { parseBrokerUrl } from '../../drivers/url.js';
 import { DataError, InterruptedError, ThresholdError, UsageError } from '../../errors.js';
@@ -32,8 +32,15 @@ const nonNegativeNumber = z.union([z.number(), z.string()]).transform((v, ctx) =
   return n;
 });
 
-/** A duration that may be 0 (`--warmup 0`). */
-const durationOrZero = z.union([z.literal(0), z.literal('0'), durationSchema]).transform((v) => (v === '0' ? 0 : v));
+/** A duration that may be 0 (`--warmup 0`, `0s`); a config file gives seconds as a number. */
+const durationOrZero = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const ms = typeof v === 'number' ? v * 1000 : /^\s*0+\s*$/.test(v) ? 0 : parseDurationMs(v);
+  if (ms === undefined || !(ms >= 0) || !Number.isFinite(ms)) {
+    ctx.addIssue({ code: 'custom', message: `must be 0 or a duration such as 2s, 1m or 500ms (got '${v}')` });
+    return z.NEVER;
+  }
+  return ms;
+});
 
 const list = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : [v]));
 const fileName = z.string().min(1);
