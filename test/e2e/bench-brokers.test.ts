@@ -42,6 +42,12 @@ const settings = testReportSettings(AMQP_URL.replace(/:[^:@/]*@/, ':***@'));
 
 const within = (actual: number, expected: number, pct: number) => Math.abs(actual - expected) <= (expected * pct) / 100;
 
+/** Every line a table printed fits in 100 columns (issue 11, defect 13); colours are off here (NO_COLOR). */
+function expectLinesFit(text: string, what: string): void {
+  for (const line of text.split('\n')) if (/^[│┌├└]/.test(line)) expect([...line].length, `${what}: ${line}`).toBeLessThanOrEqual(100);
+  expect(text, what).toMatch(/^┌/m);
+}
+
 /** The slow variant of bench-apt-equal: its second stage takes one message at a time, 20 ms each (50/s). */
 const slow = (t: string) => t.replace('{ distribution: constant, ms: 8 }', '{ distribution: constant, ms: 20 }');
 
@@ -92,6 +98,24 @@ describe('bench on memory:// through the CLI', () => {
     // A CI job that wants a complete drain says so, and fails when it was not.
     const strict = await runCli(['report', json, '--assert', 'events.not_drained==0']);
     expect(strict.code, strict.stderr).toBe(5);
+  });
+
+  it('the tables of bench, report, report --compare and produce fit in 100 columns; a report against itself is "same"', async () => {
+    const { file } = unique('checkout');
+    const json = path.join(dir, 'width.json');
+    const b = await runCli(['bench', '--scenario', file, '--count', '100', '--warmup', '0', '--time-scale', '0.05', '--json', json]);
+    expect(b.code, b.stderr).toBe(0);
+    expectLinesFit(b.stderr, 'bench');
+    const r = await runCli(['report', json, '--compare', json]);
+    expect(r.code, r.stderr).toBe(0);
+    expectLinesFit(r.stderr, 'report --compare');
+    const comparison = r.stderr.slice(r.stderr.indexOf('compared with'));
+    const rows = comparison.split('\n').filter((l) => /^│ /.test(l) && !/│ figure/.test(l));
+    expect(rows.length).toBeGreaterThan(5);
+    for (const row of rows) expect(row, row).toMatch(/│ 0%\s+│ same\s+│$/);
+    const p = await runCli(['produce', '--broker', 'memory://', '--topic', `payments.${'order-placed-events-from-the-checkout-frontend.'.repeat(3)}v2`, '--count', '3']);
+    expect(p.code, p.stderr).toBe(0);
+    expectLinesFit(p.stderr, 'produce');
   });
 });
 
@@ -276,6 +300,9 @@ describe('bench on Kafka', async () => {
         { timeoutMs: 110_000 },
       );
       expect(r.code, r.stderr).toBe(0);
+      // The broker's API-version text wraps inside its row: the table still fits.
+      expectLinesFit(r.stderr, 'bench on Kafka');
+      expect(r.stderr).toMatch(/│ broker version +│ Kafka protocol/);
       const report = JSON.parse(readFileSync(json, 'utf8')) as Report;
       expect(reportSchema.safeParse(report).success).toBe(true);
       expect(report.settings).toMatchObject({ broker: KAFKA_URL, rate_per_s: 300 });

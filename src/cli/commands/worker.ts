@@ -1,4 +1,3 @@
-import Table from 'cli-table3';
 import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
@@ -11,7 +10,7 @@ import { brokerSchema, durationSchema, flagSchema, resolveOptions, wholeNumber }
 import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
-import { formatCount, formatRate } from '../render.js';
+import { fitTable, formatCount, formatRate } from '../render.js';
 
 const onOffSchema = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
   if (typeof v === 'boolean') return v;
@@ -156,10 +155,8 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
 }
 
 function stageTable(result: WorkerResult, color: ChalkInstance): string {
-  const table = new Table({
-    head: ['stage', 'handled', 'processing p50 / p99', 'attempts', 'retries', 'dead-lettered', 'undecodable', 'emitted'].map((h) => color.bold(h)),
-    style: { head: [], border: color.level > 0 ? ['grey'] : [] },
-  });
+  const head = ['stage', 'handled', 'processing p50 / p99', 'attempts', 'retries', 'dead-lettered', 'undecodable', 'emitted'].map((h) => color.bold(h));
+  const rows: string[][] = [];
   const row = (name: string, s: Omit<StageStats, 'stage' | 'destination' | 'group' | 't_ms'>) => [
     name,
     formatCount(s.handled),
@@ -170,7 +167,7 @@ function stageTable(result: WorkerResult, color: ChalkInstance): string {
     s.undecodable === 0 ? '0' : color.red(formatCount(s.undecodable)),
     formatCount(s.emitted),
   ];
-  for (const s of result.stages) table.push(row(s.stage, s));
-  if (result.stages.length > 1) table.push(row(color.bold('total'), result.totals));
-  return table.toString();
+  for (const s of result.stages) rows.push(row(s.stage, s));
+  if (result.stages.length > 1) rows.push(row(color.bold('total'), result.totals));
+  return fitTable(head, rows, color);
 }
