@@ -167,7 +167,7 @@ function summaryRows(r: BenchReport, color: ChalkInstance): [string, string][] {
       'loss',
       r.loss === null || e.lost === null
         ? `n/a: the report of one part (${r.role}) of a run; merge the parts' reports (${formatCount(e.acknowledged)} acknowledged · ${formatCount(e.consumed)} consumed here)`
-        : `${r.loss === 0 ? color.green('0') : color.red(formatPct(r.loss))} (${formatCount(e.lost)} of ${formatCount(e.acknowledged - e.in_flight - e.not_drained)} acknowledged events whose fate is known ${e.lost === 0 ? 'lost' : 'never consumed'})`,
+        : `${r.loss === 0 ? color.green('0') : color.red(formatPct(r.loss))} · ${e.lost === 0 ? 'none' : formatCount(e.lost)} of ${formatCount(e.acknowledged - e.in_flight - e.not_drained)} acknowledged events whose fate is known ${e.lost === 0 ? 'lost' : 'never consumed'}`,
     ],
     ...(e.in_flight > 0 ? [['in flight', color.yellow(`${formatCount(e.in_flight)} acknowledged events not yet consumed when interrupted (fate unknown, not lost)`)] as [string, string]] : []),
     ...(e.not_drained > 0 ? [['not drained', color.yellow(`${formatCount(e.not_drained)} acknowledged events still on the broker when the drain timed out (the backlog; not lost)`)] as [string, string]] : []),
