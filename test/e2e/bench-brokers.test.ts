@@ -349,6 +349,28 @@ describe('bench on Kafka', async () => {
     }
   });
 
+  it.skipIf(!up)('a drain cut short with a backlog on the broker: "not drained", exit 0 (not 4), loss 0', async () => {
+    const { scenario, file, groups } = unique('bench-apt-equal', slow);
+    const json = path.join(dir, 'kafka-not-drained.json');
+    try {
+      const r = await runCli(
+        ['bench', '--broker', KAFKA_URL, '--scenario', file, '--rate', '100', '--duration', '3s', '--warmup', '0', '--consumers', '1', '--partitions', '1', '--drain-timeout', '1s', '--json', json],
+        { timeoutMs: 110_000 },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/the drain timed out after 1 s: [1-9][\d,]* acknowledged events not drained/);
+      expect(r.stderr).not.toMatch(/never consumed|payq: error/);
+      const report = JSON.parse(readFileSync(json, 'utf8')) as Report;
+      expect(report.loss).toBe(0);
+      expect(report.events).toMatchObject({ lost: 0, in_flight: 0 });
+      expect(report.events.not_drained).toBeGreaterThan(0);
+      expect(report.events.consumed + report.events.not_drained).toBe(report.events.acknowledged);
+    } finally {
+      await sleep(200);
+      await deleteDestinations(KAFKA_URL, scenario.destinations, { groups });
+    }
+  });
+
   it.skipIf(!up)("a topic's records deleted mid-run show as loss > 0 and the CLI exits 4", async () => {
     // The slow stage takes one message at a time, 20 ms each (50/s): its topic fills at 100 payments/s.
     const { scenario, file, groups } = unique('bench-apt-equal', (t) => t.replace('{ distribution: constant, ms: 8 }', '{ distribution: constant, ms: 20 }'));
