@@ -216,6 +216,7 @@ const commands: CommandSpec[] = [
       "payq bench --broker kafka://127.0.0.1:9092 --rate 2000 --duration 60s --assert 'p99_ms<250' --assert loss==0",
       'payq bench --broker amqp://guest:guest@127.0.0.1:5672 --count 10000 --json report.json --markdown summary.md',
       "payq bench --time-scale 0 --failures off --duration 30s --assert 'throughput>=20k'   # the harness ceiling",
+      "payq bench --broker kafka://127.0.0.1:9092 --find-max --assert 'p99_ms<250' --assert loss==0 --duration 20s --json capacity.json",
       'payq bench --scenario ./my-pipeline.yaml --producers 4 --consumers 200 --warmup 10s',
     ],
     configure(cmd) {
@@ -240,6 +241,11 @@ const commands: CommandSpec[] = [
         .option('--idle-timeout <time>', 'worker and tracer parts: end once the run\'s events stopped coming for this long', '10s')
         .option('--start-timeout <time>', 'worker and tracer parts: give up when no event of the run arrived within this long', '5m')
         .option('--partitions <n>', 'partitions of the Kafka topics bench creates (default 6)')
+        .option('--find-max', 'capacity search: the highest --rate whose step meets every --assert (steps of --duration each)')
+        .option('--min-rate <n>', 'with --find-max: the first step\'s rate (payments/s)', '10')
+        .option('--max-rate <n>', 'with --find-max: never step above this rate (payments/s)')
+        .option('--precision <pct>', 'with --find-max: stop when the passing and failing rates are this close', '5%')
+        .option('--max-duration <time>', 'with --find-max: the whole search\'s time budget', '10m')
         .addOption(new Option('--size <bytes>', 'pad each produced body to at least this many bytes').hideHelp())
         .allowExcessArguments(true)
         .hook('preAction', (command) => {

@@ -312,3 +312,26 @@ export function comparisonMarkdown(rows: ComparisonRow[]): string {
     rows.map((r) => [r.label, String(r.baseline), String(r.current), formatDelta(r), r.regression ? '❌ regression' : r.change]),
   );
 }
+
+// ------------------------------------------------------------------------------------------------
+// bench --find-max: the steps and the capacity.
+
+export function capacityText(c: NonNullable<BenchReport['capacity']>, color: ChalkInstance): string {
+  const rows = c.steps.map((s) => [
+    String(s.index),
+    s.phase,
+    formatCount(s.rate_per_s),
+    formatCount(Math.round(s.achieved_per_s)),
+    formatCount(Math.round(s.events_per_s)),
+    String(s.p99_ms),
+    s.passed ? 'pass' : `fail: ${s.limit}`,
+  ]);
+  const table = fitTable(['step', 'phase', 'rate/s', 'achieved/s', 'events/s', 'p99 ms', 'verdict'], rows, color);
+  const slos = c.slos.join(', ');
+  if (c.payments_per_s === null) {
+    return `${table}\n${color.red.bold('capacity: none')} — even ${formatCount(c.min_rate_per_s)} payments/s breaks ${c.first_failure?.limit ?? 'an SLO'} (SLOs: ${slos})`;
+  }
+  const failure = c.first_failure ? ` · first failure at ${formatCount(c.first_failure.rate_per_s)}/s: ${c.first_failure.limit}` : '';
+  const why = c.bracketed ? `within ${+(c.precision * 100).toFixed(2)}%` : `not bracketed (${c.stopped_by}): a lower bound`;
+  return `${table}\n${color.green.bold(`capacity: ${formatCount(c.payments_per_s)} payments/s`)} (${formatCount(Math.round(c.events_per_s ?? 0))} events/s) meeting ${slos}, ${why}${failure}`;
+}

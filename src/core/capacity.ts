@@ -43,7 +43,7 @@ export interface CapacityOptions {
   maxDurationMs: number;
   /** Geometric growth of the search phase (default 2). */
   growth?: number;
-  /** A step kept up when achieved ≥ rate × (1 − keepUpTolerance) (default 0.05). */
+  /** A step kept up when achieved ≥ rate × (1 − keepUpTolerance) (default KEEP_UP_TOLERANCE). */
   keepUpTolerance?: number;
 }
 
@@ -59,6 +59,9 @@ export interface CapacityResult {
   steps: CapacityStep[];
 }
 
+/** A step kept up when it produced at least this much less than asked (5%). */
+export const KEEP_UP_TOLERANCE = 0.05;
+
 export type RunStep = (rate: number, phase: CapacityStep['phase']) => Promise<StepMeasurement>;
 
 /** The verdict of one step: passed only if it kept up, its backlog stayed bounded and every SLO held. */
@@ -73,7 +76,7 @@ const roundRate = (r: number) => (r >= 100 ? Math.round(r) : Math.round(r * 100)
 
 export async function findCapacity(runStep: RunStep, options: CapacityOptions, clock: Clock, signal?: AbortSignal): Promise<CapacityResult> {
   const growth = options.growth ?? 2;
-  const tolerance = options.keepUpTolerance ?? 0.05;
+  const tolerance = options.keepUpTolerance ?? KEEP_UP_TOLERANCE;
   const deadline = clock.nowUs() + options.maxDurationMs * 1000;
   const steps: CapacityStep[] = [];
   const run = async (rate: number, phase: CapacityStep['phase']): Promise<CapacityStep> => {

@@ -207,6 +207,35 @@ export const reportSchema = z.strictObject({
   payments: z.strictObject({ produced: count, finished: count, in_flight: count, stuck: count, by_class: z.record(z.string(), count) }),
   dlq: z.strictObject({ total: count, per_s: nonNegative, by_reason: z.record(z.string(), count) }),
   errors: z.array(z.string()),
+  /** bench --find-max: the capacity search that chose this run (README "Capacity search"). */
+  capacity: z
+    .strictObject({
+      /** The highest rate whose step met every SLO; null when even min_rate_per_s failed. */
+      payments_per_s: nonNegative.nullable(),
+      events_per_s: nonNegative.nullable(),
+      slos: z.array(z.string()),
+      min_rate_per_s: nonNegative,
+      max_rate_per_s: nonNegative.nullable(),
+      precision: nonNegative,
+      /** The bracket was narrowed to the precision and a confirming run passed. */
+      bracketed: z.boolean(),
+      stopped_by: z.enum(['precision', 'max-rate', 'max-duration', 'min-rate-failed', 'interrupted']),
+      /** The lowest failing rate above the capacity, and what limited it. */
+      first_failure: z.strictObject({ rate_per_s: nonNegative, limit: z.string() }).nullable(),
+      steps: z.array(
+        z.strictObject({
+          index: z.number().int().min(1),
+          phase: z.enum(['search', 'bisect', 'confirm']),
+          rate_per_s: nonNegative,
+          achieved_per_s: nonNegative,
+          events_per_s: nonNegative,
+          p99_ms: nonNegative,
+          passed: z.boolean(),
+          limit: z.string().nullable(),
+        }),
+      ),
+    })
+    .optional(),
   histograms: z.strictObject({
     publish: encoded,
     publish_delay: encoded.nullable(),
