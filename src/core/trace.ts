@@ -281,6 +281,11 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   let readyUs = startedUs;
   /** When the latest history event arrived (--from-beginning). */
   let lastHistoryUs: number | undefined;
+  /**
+   * History was caught up once: from then on an event without a publish time is taken as live
+   * (otherwise a steady stream of users' events would keep every timer off for good).
+   */
+  let caughtUp = false;
 
   // Trace needs no body field of events whose headers say everything (payq's own): their bodies
   // are not parsed. A payq event with a broken body still counts as an event here; the worker
@@ -340,7 +345,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
 
   const notMetReason = (p: PaymentState, how: string): string => {
     const missing = missingExpected(p);
-    return missing.length > 0 ? `${how} without ${missing.join(', ')}` : `${how}: reached ${options.expect!.join(', ')} later than ${options.withinMs! / 1000}s`;
+    return missing.length > 0 ? `${how} without ${missing.join(', ')}` : `reached ${options.expect!.join(', ')} later than ${options.withinMs! / 1000}s after its start`;
   };
 
   /**
@@ -401,7 +406,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     }
     counts.seen++;
     // Published before trace subscribed (or, reading history, of unknown age): history.
-    const fromHistory = options.fromBeginning && (e.publishedUs === undefined || e.publishedUs < readyUs);
+    const fromHistory = options.fromBeginning && (e.publishedUs === undefined ? !caughtUp : e.publishedUs < readyUs);
     if (fromHistory) {
       counts.from_history++;
       lastHistoryUs = nowUs;
@@ -515,14 +520,20 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   };
 
   /** Still reading history: a parent on another destination may be on its way. */
-  const readingHistory = (nowUs: number) => lastHistoryUs !== undefined && nowUs - lastHistoryUs < HISTORY_QUIET_MS * 1000;
+  const readingHistory = (nowUs: number): boolean => {
+    if (lastHistoryUs === undefined) return false;
+    if (nowUs - lastHistoryUs < HISTORY_QUIET_MS * 1000) return true;
+    caughtUp = true;
+    return false;
+  };
 
   /** Payments past --within, and payments without progress for --stuck-after. */
   const sweep = (nowUs: number, final: boolean) => {
     if (!final && readingHistory(nowUs)) return;
     for (const p of inFlight.values()) {
       if (expected && !p.judged && options.withinMs !== undefined && nowUs - startOf(p) > options.withinMs * 1000) {
-        judge(p, false, `did not reach ${missingExpected(p).join(', ')} within ${options.withinMs / 1000}s`);
+        const missing = missingExpected(p);
+        judge(p, false, missing.length > 0 ? `did not reach ${missing.join(', ')} within ${options.withinMs / 1000}s` : notMetReason(p, 'in time'));
       }
       // Inferred parents give no sibling counts, a dead letter's original or a child's parent may
       // be late: a settled payment is finished once it is quiet (missing parents count as missing steps).
