@@ -302,7 +302,9 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   };
 
   const issue = (p: PaymentState, reason: string): PaymentIssue => {
-    const last = p.events.at(-1);
+    // Its latest event on its own clock: history may bring a child before its parent.
+    let last: SeenEvent | undefined;
+    for (const e of p.events) if (!last || (e.publishedUs ?? e.seenUs) >= (last.publishedUs ?? last.seenUs)) last = e;
     return { payment_id: p.id, reason, last_type: last?.type, types: [...typesOf(p)], age_s: Math.round((clock.nowUs() - p.firstUs) / 1e5) / 10 };
   };
 
@@ -541,14 +543,17 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
         finish(p);
         continue;
       }
-      const idle = nowUs - p.lastUs > options.stuckAfterMs * 1000;
+      // Progress on the payment's own clock when it was read from history: one that stopped an
+      // hour ago is stuck as soon as history is read, as a live trace would have found it.
+      const progressUs = p.fromHistory && p.endUs !== undefined ? Math.min(p.endUs, p.lastUs) : p.lastUs;
+      const idle = nowUs - progressUs > options.stuckAfterMs * 1000;
       if (idle && !scenario && (!expected || p.judged)) {
         // Without a scenario nothing says a payment ended: a quiet one is simply done.
         finish(p);
       } else if (idle) {
         if (expected && !p.judged) judge(p, false, notMetReason(p, 'stuck'));
         stuckCount++;
-        if (stuck.length < MAX_LISTED) stuck.push(issue(p, `no progress for ${Math.round((nowUs - p.lastUs) / 1e6)}s`));
+        if (stuck.length < MAX_LISTED) stuck.push(issue(p, `no progress for ${Math.round((nowUs - progressUs) / 1e6)}s`));
         inFlight.delete(p.id);
       } else if (final && expected && !p.judged) {
         judge(p, false, notMetReason(p, 'unfinished when trace ended'));

@@ -43,11 +43,11 @@ function options(extra: Partial<TraceOptions>): TraceOptions {
  * A seeded lifecycle run written into the scenario's destinations as its workers would have, the
  * k-th event of each payment published `gapMs`·k after the payment's start, an hour ago.
  */
-async function history(seed: number, gapMs: number): Promise<{ driver: Driver; events: GeneratedEvent[] }> {
+async function history(seed: number, gapMs: number, keep: (e: GeneratedEvent) => boolean = () => true): Promise<{ driver: Driver; events: GeneratedEvent[] }> {
   const driver = await createDriver(`memory://verdict-${seed}-${Date.now()}?retain=100000`);
   await driver.connect();
   await driver.declare(checkout.destinations.map((name) => ({ name, deadLetter: true })));
-  const events = [...new EventGenerator({ scenario: checkout, seed, payments: PAYMENTS, lifecycle: true })];
+  const events = [...new EventGenerator({ scenario: checkout, seed, payments: PAYMENTS, lifecycle: true })].filter(keep);
   for (const e of events) {
     const timing = { publishedUs: String(BASE_US + e.sequence! * gapMs * 1000), startUs: String(BASE_US) };
     await driver.send(checkout.destinationFor(e.type), [toMessage(e, ENCODE, timing)]);
@@ -175,6 +175,24 @@ describe('trace --from-beginning', () => {
         // A child is published one or two events (5 or 10 ms) after its parent here.
         for (const hop of Object.values(r.latency.hops)) expect([5, 10]).toContain(Math.round(hop.max_ms));
       }
+    } finally {
+      await driver.close();
+    }
+  });
+
+  it('finds the payments that stopped long ago stuck, as a live trace would have', async () => {
+    // A quarter of the payments stopped after their second event (the capture stage was down).
+    const stopped = (e: GeneratedEvent) => parseInt(e.paymentId.slice(-2), 16) % 4 === 0;
+    const { driver, events } = await history(25, 5, (e) => !stopped(e) || e.sequence! < 2);
+    const authorised = new Set(events.filter((e) => stopped(e) && e.type === 'payment_authorized').map((e) => e.paymentId));
+    expect(authorised.size).toBeGreaterThan(40);
+    try {
+      const r = await trace(options({ stuckAfterMs: 30_000 }), { driver, clock: systemClock });
+      expect(r.payments).toMatchObject({ seen: PAYMENTS, finished: PAYMENTS - authorised.size, stuck: authorised.size, in_flight: 0 });
+      expect(r.stuck.every((s) => s.last_type === 'payment_authorized' && authorised.has(s.payment_id))).toBe(true);
+      expect(r.events).toMatchObject({ duplicates: 0, missing_steps: 0 });
+      const e = await trace(options({ expect: ['order_placed', 'order_completed|payment_declined'] }), { driver, clock: systemClock });
+      expect(e.expectation).toMatchObject({ failed: authorised.size, passed: PAYMENTS - authorised.size });
     } finally {
       await driver.close();
     }
