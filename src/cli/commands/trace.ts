@@ -128,7 +128,7 @@ function render(r: TraceResult, ctx: CommandContext, payment: string | undefined
   const rows: [string, string][] = [
     [
       'payments',
-      `${formatCount(r.payments.seen)} seen${r.events.correlated_by_key > 0 ? ` (${formatCount(r.events.correlated_by_key)} events tied by message key alone)` : ''} · ${formatCount(r.payments.finished)} finished · ${formatCount(r.payments.in_flight)} unfinished when trace ended`,
+      `${formatCount(r.payments.seen)} seen${r.events.correlated_by_key > 0 ? ' (by message key)' : ''} · ${formatCount(r.payments.finished)} finished · ${formatCount(r.payments.in_flight)} unfinished`,
     ],
     ['classes', classes || '-'],
     ['stuck', r.payments.stuck === 0 ? '0' : c.red(formatCount(r.payments.stuck))],
