@@ -91,7 +91,8 @@ const commands: CommandSpec[] = [
         .option('--idle-timeout <time>', 'stop after this long without a message (exit 0), e.g. 3s: lets CI finish')
         .option('--with-meta', 'NDJSON: wrap each body as {destination,key,partition,offset,redelivered,headers,event}')
         .option('--type-field <path>', 'body field with the event type, for events payq did not write (wins over headers)', 'event')
-        .option('--correlate <path>', 'body field with the payment/correlation id, for events payq did not write', 'payment_id')
+        .option('--correlate <paths>', 'body field with the payment/correlation id, for events payq did not write; per destination: orders=data.order_id,payments=data.order.id', 'payment_id')
+        .option('--time-field <path>', 'body field with the event\'s business time (ISO 8601, epoch s or ms), for events payq did not write', 'occurred_at')
         .addOption(new Option('--prefetch <n>', 'unacked messages held at once (default 500, at most --limit)').hideHelp());
       cmd.addHelpText(
         'after',
@@ -111,6 +112,7 @@ const commands: CommandSpec[] = [
       'payq trace --broker kafka://127.0.0.1:9092 --from-beginning --idle-timeout 10s --json',
       'payq trace --broker amqp://guest:guest@127.0.0.1:5672 --payment pay_7de73dd98817dded',
       'payq trace --broker kafka://127.0.0.1:9092 --topic orders --type-field event --correlate data.order_id --from-beginning --idle-timeout 5s',
+      'payq trace --broker kafka://127.0.0.1:9092 --topic orders --topic payments --correlate orders=data.order_id,payments=data.order.id --time-field data.at',
     ],
     configure(cmd) {
       cmd
@@ -126,7 +128,8 @@ const commands: CommandSpec[] = [
         .option('--start-timeout <time>', 'with --idle-timeout: how long to wait for the first event', '60s')
         .option('--duration <time>', 'end after this long')
         .option('--type-field <path>', 'body field with the event type, for events payq did not write', 'event')
-        .option('--correlate <path>', 'body field that ties a payment\'s events together', 'payment_id')
+        .option('--correlate <paths>', 'body field that ties a payment\'s events together; per destination: orders=data.order_id,payments=data.order.id', 'payment_id')
+        .option('--time-field <path>', 'body field with the event\'s business time (ISO 8601, epoch s or ms), shown in --payment timelines', 'occurred_at')
         .addOption(new Option('--until-finished <n>', 'end once this many payments finished').hideHelp());
     },
     load: () => import('./commands/trace.js'),
@@ -231,6 +234,7 @@ const commands: CommandSpec[] = [
         .option('--drain-timeout <time>', 'after producing, wait at most this long for the pipeline to finish', '30s')
         .option('--assert <expr>', "fail with exit 5 unless EXPR holds, e.g. 'p99_ms<250', loss==0, 'throughput>=1000', 'apt_ms<=20' (repeatable)", collect)
         .option('--markdown <file>', 'write the report as markdown (for $GITHUB_STEP_SUMMARY)')
+        .option('--html <file>', 'write the report as one self-contained HTML file with charts (opens offline)')
         .option('--run-id <id>', 'run id stamped on the measured events (default random; required with --role)')
         .option('--role <part>', 'run one part of the pipeline: producer, worker or tracer (default all, in this process)')
         .option('--idle-timeout <time>', 'worker and tracer parts: end once the run\'s events stopped coming for this long', '10s')
@@ -265,6 +269,7 @@ const commands: CommandSpec[] = [
       'payq report --merge producer.json worker-a.json worker-b.json tracer.json --json > merged.json',
       'payq report report.json --compare baseline.json --fail-on-regression 10',
       "payq report report.json --assert 'p99_ms<250' --markdown summary.md",
+      'payq report report.json --compare baseline.json --html report.html',
     ],
     configure(cmd) {
       cmd
@@ -275,6 +280,7 @@ const commands: CommandSpec[] = [
         .option('--threshold <pct>', 'with --compare: how much worse counts as a regression in the table (default 5)')
         .option('--assert <expr>', 'as payq bench --assert, on the (merged) report; exit 5 when breached (repeatable)', collect)
         .option('--markdown <file>', 'write the rendering as markdown')
+        .option('--html <file>', 'write the rendering as one self-contained HTML file with charts (opens offline)')
         .allowExcessArguments(true)
         .hook('preAction', (command) => {
           command.setOptionValueWithSource('files', [...command.args], 'cli');

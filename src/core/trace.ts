@@ -6,7 +6,7 @@
  * Returns a TraceResult; never prints.
  */
 import type { Delivery, Driver } from '../drivers/types.js';
-import { decodeEvent, getPath, type DecodeOptions } from '../events/decode.js';
+import { decodeEvent, type DecodeOptions } from '../events/decode.js';
 import { PayqHeader } from '../events/headers.js';
 import type { Scenario } from '../events/scenario.js';
 import { createLatencyHistogram, recordUs, summarize, type LatencyHistogram, type LatencySummary } from '../metrics/histogram.js';
@@ -60,6 +60,8 @@ export interface TraceProgress {
 
 export interface TimelineEntry {
   at: string;
+  /** The event's business time (CloudEvents time or --time-field), when it has one. */
+  occurred_at: string | null;
   offset_ms: number;
   destination: string;
   type: string;
@@ -396,7 +398,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   const onEvent = (d: Delivery, nowUs: number) => {
     const isDlq = d.destination.endsWith(DLQ_SUFFIX);
     const destination = isDlq ? d.destination.slice(0, -DLQ_SUFFIX.length) : d.destination;
-    const e = decodeEvent(d.value, d.headers, d.key, decode);
+    const e = decodeEvent(d.value, d.headers, d.key, decode, d.destination);
     if (e.problem !== undefined || e.type === undefined || e.paymentId === undefined) {
       counts.undecodable++;
       if (undecodableSamples.length < 10) undecodableSamples.push(`${d.destination}: ${e.problem ?? 'unreadable'}`);
@@ -413,14 +415,22 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       counts.from_history++;
       lastHistoryUs = nowUs;
     } else if (e.publishedUs !== undefined) recordUs(transit, nowUs - e.publishedUs);
-    if (d.headers['ce_subject'] === undefined && d.headers['cloudEvents_subject'] === undefined && e.paymentId === d.key && (e.body === undefined || getPath(e.body, options.decode.correlate) === undefined)) {
-      counts.correlated_by_key++;
-    }
+    if (e.paymentFromKey) counts.correlated_by_key++;
     const eventId = e.id ?? `${destination}:${d.partition ?? ''}:${d.offset ?? counts.seen}`;
     const atUs = e.publishedUs ?? nowUs;
     const onTimeline = (duplicate: boolean) => {
       if (timeline && e.paymentId === options.payment) {
-        timeline.push({ atUs, at: '', offset_ms: 0, destination: d.destination, type: e.type!, event_id: e.id, dead_lettered: isDlq, duplicate });
+        timeline.push({
+          atUs,
+          at: '',
+          occurred_at: e.occurredMs === undefined ? null : new Date(e.occurredMs).toISOString(),
+          offset_ms: 0,
+          destination: d.destination,
+          type: e.type!,
+          event_id: e.id,
+          dead_lettered: isDlq,
+          duplicate,
+        });
       }
     };
     let p = inFlight.get(e.paymentId);

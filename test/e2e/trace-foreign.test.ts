@@ -42,7 +42,7 @@ describe('trace on foreign events on Kafka', async () => {
       const byKey = await trace(keyed);
       expect(byKey.code, byKey.stderr).toBe(0);
       expect(byKey.stderr).toMatch(/payments\s+│ 3 seen \(by message key\) · 0 finished · 3 unfinished/);
-      expect(byKey.stderr).toMatch(/3 of 3 events carry no correlation id \(no ce_subject header, no 'payment_id' field\): they were tied into payments by their message key; --correlate FIELD names the field that does/);
+      expect(byKey.stderr).toMatch(/3 of 3 events carry no correlation id \(no CloudEvents subject, no 'payment_id' field\): they were tied into payments by their message key; --correlate FIELD names the field that does/);
       const json = JSON.parse((await trace(keyed, '--json')).stdout);
       expect(json.events).toMatchObject({ seen: 3, correlated_by_key: 3 });
 

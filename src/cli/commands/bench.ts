@@ -1,7 +1,7 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { z } from 'zod';
 import { BENCH_DEFAULTS, BENCH_ROLES, defaultMaxBacklog, runBench, type BenchProgress, type BenchResult } from '../../core/bench.js';
-import { systemClock } from '../../core/clock.js';
+import { parseDurationMs, systemClock } from '../../core/clock.js';
 import { createDriver } from '../../drivers/registry.js';
 import { parseBrokerUrl } from '../../drivers/url.js';
 import { DataError, InterruptedError, ThresholdError, UsageError } from '../../errors.js';
@@ -13,6 +13,7 @@ import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
 import { assertionLines, benchReportMarkdown, benchReportText, formatCount, formatRate } from '../render.js';
+import { renderHtmlReport } from '../html-report.js';
 import { writeOutput } from './report.js';
 
 const onOff = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
@@ -32,8 +33,15 @@ const nonNegativeNumber = z.union([z.number(), z.string()]).transform((v, ctx) =
   return n;
 });
 
-/** A duration that may be 0 (`--warmup 0`). */
-const durationOrZero = z.union([z.literal(0), z.literal('0'), durationSchema]).transform((v) => (v === '0' ? 0 : v));
+/** A duration that may be 0 (`--warmup 0`, `0s`); a config file gives seconds as a number. */
+const durationOrZero = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const ms = typeof v === 'number' ? v * 1000 : /^\s*0+\s*$/.test(v) ? 0 : parseDurationMs(v);
+  if (ms === undefined || !(ms >= 0) || !Number.isFinite(ms)) {
+    ctx.addIssue({ code: 'custom', message: `must be 0 or a duration such as 2s, 1m or 500ms (got '${v}')` });
+    return z.NEVER;
+  }
+  return ms;
+});
 
 const list = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : [v]));
 const fileName = z.string().min(1);
@@ -44,6 +52,7 @@ const benchSchema = z.strictObject({
   /** `--json FILE`: the positional after --json (see the command's preAction hook). */
   jsonFile: fileName.optional(),
   markdown: fileName.optional(),
+  html: fileName.optional(),
   assert: list.default([]),
   scenario: z.string().default('checkout'),
   duration: durationSchema.optional(),
@@ -178,14 +187,22 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.json && o.jsonFile === undefined) out.data(text);
   else if (o.jsonFile !== undefined) writeOutput(o.jsonFile, text);
   if (o.markdown !== undefined) writeOutput(o.markdown, benchReportMarkdown(report, outcomes));
+  if (o.html !== undefined) writeOutput(o.html, renderHtmlReport({ reports: [{ name: o.jsonFile ?? 'bench', report }], outcomes: [outcomes] }));
   if (!(o.json && o.jsonFile === undefined)) out.block(benchReportText(report, out.color));
   if (outcomes.length > 0) out.block(assertionLines(outcomes, out.color));
-  if (result.drained === 'timeout' && report.payments.in_flight > 0) {
-    out.warn(`the drain timed out after ${o.drainTimeout / 1000} s with ${formatCount(report.payments.in_flight)} payments unfinished (raise --drain-timeout, or lower --rate)`);
+  const e = report.events;
+  if (result.drained === 'timeout' && o.role === 'all' && (e.not_drained > 0 || report.payments.in_flight > 0)) {
+    out.warn(
+      `the drain timed out after ${o.drainTimeout / 1000} s: ${formatCount(e.not_drained)} acknowledged events not drained (the run's backlog on the broker), ` +
+        `${formatCount(report.payments.in_flight)} payments unfinished; not counted as lost (raise --drain-timeout, or lower --rate)`,
+    );
   }
   if (report.errors.length > 0) out.warn(`errors during the run: ${report.errors[0]}`);
 
-  if (result.interrupted) throw new InterruptedError(`interrupted: the report covers the first ${report.elapsed_s} s`);
+  if (result.interrupted) {
+    const inFlight = e.in_flight > 0 ? `; ${formatCount(e.in_flight)} acknowledged events were in flight (not counted as lost)` : '';
+    throw new InterruptedError(`interrupted: the report covers the first ${report.elapsed_s} s${inFlight}`);
+  }
   const breaches = outcomes.filter((x) => !x.passed);
   const breachText = breaches.length > 0 ? `; also ${breaches.length} --assert breached` : '';
   if (o.role === 'worker' || o.role === 'tracer') {
@@ -194,7 +211,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   }
   if (report.loss !== null && report.loss > 0) {
     throw new DataError(
-      `${formatCount(report.events.lost ?? 0)} of ${formatCount(report.events.acknowledged)} acknowledged events were never consumed (loss ${report.loss})${breachText}`,
+      `${formatCount(e.lost ?? 0)} of ${formatCount(e.acknowledged - e.in_flight - e.not_drained)} acknowledged events were never consumed (loss ${report.loss})${breachText}`,
     );
   }
   if (report.producers.failed > 0 || report.events.unacknowledged > 0) {

@@ -3,13 +3,12 @@ import { systemClock } from '../../core/clock.js';
 import { parseExpectation, producibleTypes, trace, unproducibleExpected, type PaymentIssue, type TraceResult } from '../../core/trace.js';
 import { createDriver } from '../../drivers/registry.js';
 import { DataError, InterruptedError, UsageError } from '../../errors.js';
+import { checkCorrelateDestinations, decodeOptionsOf } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
-import { brokerSchema, destinationSchema, durationSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
+import { brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
 import type { CommandContext } from '../program.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, keyValueTable, issuesTable } from '../render.js';
-
-const fieldPath = z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or data.order_id');
 
 const traceSchema = z.strictObject({
   broker: brokerSchema.optional(),
@@ -29,8 +28,9 @@ const traceSchema = z.strictObject({
   startTimeout: durationSchema.default(60_000),
   duration: durationSchema.optional(),
   untilFinished: wholeNumber(1).optional(),
-  typeField: fieldPath.default('event'),
-  correlate: fieldPath.default('payment_id'),
+  typeField: fieldPathSchema.optional(),
+  correlate: correlateSchema.optional(),
+  timeField: fieldPathSchema.optional(),
 });
 
 export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
@@ -61,7 +61,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const destinations = o.topic.length > 0 ? o.topic : scenario!.destinations;
   // With --expect and no end condition, end once the pipeline has been quiet for a while.
   const idleTimeoutMs = o.idleTimeout ?? (o.expect && o.duration === undefined ? Math.max(5_000, (o.within ?? 0) + 1_000) : undefined);
-  const plainEvents = o.typeField !== 'event' || o.correlate !== 'payment_id';
+  if (o.correlate) checkCorrelateDestinations(o.correlate, destinations);
 
   const out = ctx.out;
   const driver = await createDriver(o.broker);
@@ -73,7 +73,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
       {
         scenario,
         destinations,
-        decode: { typeField: o.typeField, correlate: o.correlate, preferBody: plainEvents },
+        decode: decodeOptionsOf(o),
         stuckAfterMs: o.stuckAfter,
         expect: o.expect,
         withinMs: o.within,
@@ -103,7 +103,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   else render(result, ctx, o.payment);
   if (result.events.correlated_by_key > 0) {
     out.warn(
-      `${formatCount(result.events.correlated_by_key)} of ${formatCount(result.events.seen)} events carry no correlation id (no ce_subject header, no '${o.correlate}' field): they were tied into payments by their message key; --correlate FIELD names the field that does`,
+      `${formatCount(result.events.correlated_by_key)} of ${formatCount(result.events.seen)} events carry no correlation id (no CloudEvents subject, no '${decodeOptionsOf(o).correlate}' field): they were tied into payments by their message key; --correlate FIELD names the field that does`,
     );
   }
   if (result.events.undecodable > 0) {
@@ -152,7 +152,7 @@ function render(r: TraceResult, ctx: CommandContext, payment: string | undefined
     else
       ctx.out.block(
         keyValueTable(
-          r.timeline.map((t) => [`+${t.offset_ms} ms`, `${t.type}${t.dead_lettered ? c.red(' (dead-lettered)') : ''}${t.duplicate ? c.yellow(' (duplicate)') : ''} on ${t.destination}`]),
+          r.timeline.map((t) => [`+${t.offset_ms} ms`, `${t.type}${t.dead_lettered ? c.red(' (dead-lettered)') : ''}${t.duplicate ? c.yellow(' (duplicate)') : ''} on ${t.destination}${t.occurred_at ? `, occurred ${t.occurred_at}` : ''}`]),
           c,
         ),
       );
