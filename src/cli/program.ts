@@ -108,7 +108,7 @@ const commands: CommandSpec[] = [
     name: 'trace',
     summary: 'follow payments across the pipeline: timelines, latency, completeness; --expect for CI',
     examples: [
-      'payq trace --broker kafka://127.0.0.1:9092 --expect order_placed,order_completed --within 60s',
+      "payq trace --broker kafka://127.0.0.1:9092 --expect 'order_placed,order_completed|payment_declined' --within 60s",
       'payq trace --broker kafka://127.0.0.1:9092 --from-beginning --idle-timeout 10s --json',
       'payq trace --broker amqp://guest:guest@127.0.0.1:5672 --payment pay_7de73dd98817dded',
       'payq trace --broker kafka://127.0.0.1:9092 --topic orders --type-field event --correlate data.order_id --from-beginning --idle-timeout 5s',
@@ -120,8 +120,8 @@ const commands: CommandSpec[] = [
         .option('--topic <name>', 'a destination to tap instead of the scenario\'s (repeatable)', collect)
         .option('--from-beginning', 'read history too (Kafka; RabbitMQ taps see new messages only)')
         .option('--stuck-after <time>', 'a payment with no new event for this long is stuck', '30s')
-        .option('--expect <types>', 'event types every payment must reach (comma-separated); exit 4 when one does not')
-        .option('--within <time>', 'with --expect: measured from the payment\'s first event')
+        .option('--expect <types>', 'event types every payment must reach (comma-separated; A|B: either); exit 4 when one does not')
+        .option('--within <time>', 'with --expect: measured from the payment\'s start, on its events\' publish times')
         .option('--payment <id>', 'print the timeline of this payment')
         .option('--run-id <id>', 'only events of this run (payq-run-id)')
         .option('--idle-timeout <time>', 'end after this long without events (default with --expect: 5s)')

@@ -43,6 +43,8 @@ export interface ReceivedEvent {
   type: string | undefined;
   /** The payment (correlation id). */
   paymentId: string | undefined;
+  /** It came from the message key alone: no subject, no correlation field (trace says so). */
+  paymentFromKey: boolean;
   sequence: number | undefined;
   parentId: string | undefined;
   /** How many events were emitted together with this one (payq-siblings). */
@@ -291,6 +293,7 @@ export function decodeEvent(
   // A structured envelope wraps the payload: payq's default field is looked for inside `data` too.
   const dataPayment = structured && !options.preferBody ? scalar(getPath(data, correlate)) : undefined;
   const paymentId = options.preferBody ? first(bodyPayment, ceSubject, key) : first(ceSubject, bodyPayment, dataPayment, key);
+  const paymentFromKey = key !== undefined && first(ceSubject, bodyPayment, dataPayment) === undefined;
 
   const id = first(ce.id, scalar(envelope?.['id']), body && !structured ? scalar(body['id']) : undefined);
 
@@ -306,6 +309,7 @@ export function decodeEvent(
     id,
     type,
     paymentId,
+    paymentFromKey,
     sequence: typeof seq === 'number' ? seq : undefined,
     parentId: headers[PayqHeader.parentId],
     siblings: num(headers[PayqHeader.siblings]),

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
-import { trace, type PaymentIssue, type TraceResult } from '../../core/trace.js';
+import { parseExpectation, producibleTypes, trace, unproducibleExpected, type PaymentIssue, type TraceResult } from '../../core/trace.js';
 import { createDriver } from '../../drivers/registry.js';
 import { DataError, InterruptedError, UsageError } from '../../errors.js';
 import { checkCorrelateDestinations, decodeOptionsOf } from '../../events/decode.js';
@@ -46,8 +46,18 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   }
   if (o.within !== undefined && !o.expect) throw new UsageError('--within goes with --expect');
   if (o.expect && o.expect.length === 0) throw new UsageError('--expect needs at least one event type');
+  if (o.expect && parseExpectation(o.expect).some((alts) => alts.some((t) => t === ''))) {
+    throw new UsageError(`--expect '${o.expect.join(',')}': an empty event type (expected TYPE,TYPE or TYPE|TYPE for alternatives)`);
+  }
   // Own events on own topics need no scenario; otherwise the scenario names the destinations.
   const scenario = o.scenario !== undefined || o.topic.length === 0 ? loadScenario(o.scenario ?? 'checkout') : undefined;
+  // An expectation the scenario can never meet would fail every payment, or worse pass unchecked.
+  const unproducible = scenario && o.expect ? unproducibleExpected(scenario, o.expect) : [];
+  if (scenario && unproducible.length > 0) {
+    throw new UsageError(
+      `--expect: scenario ${scenario.name} never produces ${unproducible.map((t) => `'${t}'`).join(', ')}; its event types are ${producibleTypes(scenario).join(', ')}`,
+    );
+  }
   const destinations = o.topic.length > 0 ? o.topic : scenario!.destinations;
   // With --expect and no end condition, end once the pipeline has been quiet for a while.
   const idleTimeoutMs = o.idleTimeout ?? (o.expect && o.duration === undefined ? Math.max(5_000, (o.within ?? 0) + 1_000) : undefined);
@@ -91,11 +101,19 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const { histograms: _h, ...report } = result;
   if (o.json) out.data(`${JSON.stringify({ schema: 'payq.trace/v1', broker: o.broker.redacted, destinations, scenario: scenario?.name ?? null, ...report }, null, 2)}\n`);
   else render(result, ctx, o.payment);
+  if (result.events.correlated_by_key > 0) {
+    out.warn(
+      `${formatCount(result.events.correlated_by_key)} of ${formatCount(result.events.seen)} events carry no correlation id (no CloudEvents subject, no '${decodeOptionsOf(o).correlate}' field): they were tied into payments by their message key; --correlate FIELD names the field that does`,
+    );
+  }
   if (result.events.undecodable > 0) {
     out.warn(`${formatCount(result.events.undecodable)} messages could not be read as events (left where they are): ${result.undecodable_samples[0]}`);
   }
   if (result.interrupted) throw new InterruptedError(`interrupted after ${formatCount(result.events.seen)} events`);
   if (result.expectation?.no_events) throw new DataError(`--expect: no events were seen on ${destinations.join(', ')}`);
+  if (o.payment !== undefined && (result.timeline ?? []).length === 0) {
+    throw new DataError(`--payment ${o.payment}: no event of this payment was seen on ${destinations.join(', ')}`);
+  }
   if (result.expectation && result.expectation.failed > 0) {
     const e = result.expectation;
     throw new DataError(`${formatCount(e.failed)} of ${formatCount(e.passed + e.failed)} payments did not meet --expect ${e.types.join(',')}${e.within_ms ? ` within ${e.within_ms / 1000}s` : ''}`);
@@ -108,13 +126,18 @@ function render(r: TraceResult, ctx: CommandContext, payment: string | undefined
     .map(([k, v]) => `${k} ${formatCount(v)}`)
     .join(' · ');
   const rows: [string, string][] = [
-    ['payments', `${formatCount(r.payments.seen)} seen · ${formatCount(r.payments.finished)} finished · ${formatCount(r.payments.in_flight)} in flight`],
+    [
+      'payments',
+      `${formatCount(r.payments.seen)} seen${r.events.correlated_by_key > 0 ? ' (by message key)' : ''} · ${formatCount(r.payments.finished)} finished · ${formatCount(r.payments.in_flight)} unfinished`,
+    ],
     ['classes', classes || '-'],
     ['stuck', r.payments.stuck === 0 ? '0' : c.red(formatCount(r.payments.stuck))],
     ['events', `${formatCount(r.events.seen)} seen · ${formatCount(r.events.duplicates)} duplicates · ${formatCount(r.events.out_of_order)} out of order · ${formatCount(r.events.missing_steps)} missing steps`],
     ['transit latency', formatLatency(r.latency.transit)],
     ['end-to-end latency', formatLatency(r.latency.end_to_end)],
   ];
+  // History was read, not watched: its events have no transit (their other figures come from their own timestamps).
+  if (r.events.from_history > 0) rows.splice(5, 0, ['from history', `${formatCount(r.events.from_history)} events, published before trace started: not in transit`]);
   for (const [stage, s] of Object.entries(r.latency.hops)) rows.push([`hop ${stage}`, formatLatency(s)]);
   if (r.expectation) {
     const e = r.expectation;
