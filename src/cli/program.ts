@@ -246,6 +246,9 @@ const commands: CommandSpec[] = [
         .option('--max-rate <n>', 'with --find-max: never step above this rate (payments/s)')
         .option('--precision <pct>', 'with --find-max: stop when the passing and failing rates are this close', '5%')
         .option('--max-duration <time>', 'with --find-max: the whole search\'s time budget', '10m')
+        .option('--metrics-port <n>', 'serve live OpenMetrics on http://127.0.0.1:N/metrics while running (0: any free port)')
+        .option('--metrics-host <addr>', 'with --metrics-port: the address to listen on', '127.0.0.1')
+        .option('--metrics-linger <time>', 'with --metrics-port: keep serving the final figures this long after the run', '0s')
         .addOption(new Option('--size <bytes>', 'pad each produced body to at least this many bytes').hideHelp())
         .allowExcessArguments(true)
         .hook('preAction', (command) => {

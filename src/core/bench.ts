@@ -29,7 +29,7 @@ import { MeteredDriver } from './bench-driver.js';
 import type { Clock } from './clock.js';
 import { produce, type ProduceResult } from './produce.js';
 import { generatedSource, type EventSource } from './sources.js';
-import { trace, type TraceResult } from './trace.js';
+import { trace, type TraceDeps, type TraceResult } from './trace.js';
 import { runWorker, WORKER_DEFAULTS, type WorkerResult } from './worker.js';
 
 export interface BenchOptions {
@@ -111,6 +111,8 @@ export interface BenchDeps {
   clock: Clock;
   signal?: AbortSignal | undefined;
   onProgress?: ((p: BenchProgress) => void) | undefined;
+  /** The tracer's live histograms, for --metrics-port. */
+  onHistograms?: TraceDeps['onHistograms'];
 }
 
 export interface BenchResult {
@@ -244,6 +246,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
         clock,
         signal: tracing.signal,
         onReady: traceReady.call,
+        onHistograms: deps.onHistograms,
         onProgress: (p) => {
           traceFinished = p.finished;
           traceEvents = p.events;

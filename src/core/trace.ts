@@ -49,6 +49,13 @@ export interface TraceDeps {
   onProgress?: ((p: TraceProgress) => void) | undefined;
   /** Called once the taps are subscribed: events published from now on will be seen. */
   onReady?: (() => void) | undefined;
+  /** Hands out the live latency histograms once (for --metrics-port); read them, never write. */
+  onHistograms?: ((h: LiveTraceHistograms) => void) | undefined;
+}
+
+export interface LiveTraceHistograms {
+  endToEnd: LatencyHistogram;
+  hops: ReadonlyMap<string, LatencyHistogram>;
 }
 
 export interface TraceProgress {
@@ -267,6 +274,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   const transit = createLatencyHistogram();
   const endToEnd = createLatencyHistogram();
   const hops = new Map<string, LatencyHistogram>();
+  deps.onHistograms?.({ endToEnd, hops });
   const stuck: PaymentIssue[] = [];
   const expectFailures: PaymentIssue[] = [];
   const undecodableSamples: string[] = [];
