@@ -110,8 +110,9 @@ function overTime(report: Report): string {
     yLabel: 'ms',
     series: [seriesFrom(ts, 'e2e_p50_ms', 'p50'), seriesFrom(ts, 'e2e_p99_ms', 'p99')],
   });
-  const backlog = lineChart({ title: 'Backlog and availability', xLabel: 'seconds since start', yLabel: 'events in flight', series: [seriesFrom(ts, 'backlog', 'backlog')] });
-  return rates + latency + backlog;
+  const backlog = lineChart({ title: 'Backlog over time', xLabel: 'seconds since start', yLabel: 'events sent, not yet consumed', series: [seriesFrom(ts, 'backlog', 'backlog')] });
+  const availability = lineChart({ title: 'Availability over time', xLabel: 'seconds since start', yLabel: 'share of windows', series: [seriesFrom(ts, 'availability', 'availability')] });
+  return rates + latency + `<div class="pair">${backlog}${availability}</div>`;
 }
 
 function distribution(report: Report, baseline: Report | undefined): string {

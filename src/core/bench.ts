@@ -31,6 +31,7 @@ import { produce, type ProduceResult } from './produce.js';
 import { generatedSource, type EventSource } from './sources.js';
 import { trace, type TraceDeps, type TraceResult } from './trace.js';
 import { runWorker, WORKER_DEFAULTS, type WorkerResult } from './worker.js';
+import { TimeSeriesRecorder } from '../metrics/timeseries.js';
 
 export interface BenchOptions {
   scenario: Scenario;
@@ -198,6 +199,8 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   deps.signal?.addEventListener('abort', stopAll, { once: true });
 
   let phase: BenchPhase = 'starting';
+  const series = new TimeSeriesRecorder();
+  let liveEndToEnd: LatencyHistogram | undefined;
   let traceFinished = 0;
   let traceEvents = 0;
   let workerInFlight = 0;
@@ -246,7 +249,10 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
         clock,
         signal: tracing.signal,
         onReady: traceReady.call,
-        onHistograms: deps.onHistograms,
+        onHistograms: (h) => {
+          liveEndToEnd = h.endToEnd;
+          deps.onHistograms?.(h);
+        },
         onProgress: (p) => {
           traceFinished = p.finished;
           traceEvents = p.events;
@@ -318,7 +324,20 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     throw err;
   }
 
-  const progressTimer = setInterval(report, PROGRESS_MS);
+  // The time series: sampled with the progress, during the measured run and its drain only.
+  let sampledUs = 0;
+  const sampleSeries = (force = false) => {
+    if (phase !== 'measure' && phase !== 'drain') return;
+    // Four samples a second are plenty for per-second points (each copies a histogram).
+    if (!force && clock.nowUs() - sampledUs < 250_000) return;
+    sampledUs = clock.nowUs();
+    const counts = { sent: driver.run.sent, acknowledged: driver.run.acknowledged, consumed: driver.run.consumed, completed: traceFinished, backlog: driver.backlog };
+    series.sample(clock.nowUs(), counts, liveEndToEnd);
+  };
+  const progressTimer = setInterval(() => {
+    report();
+    sampleSeries();
+  }, PROGRESS_MS);
   let brokerVersion: string | undefined;
   try {
     brokerVersion = await driver.brokerVersion();
@@ -435,6 +454,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   measureEndUs ??= clock.nowUs();
   clearInterval(progressTimer);
   report();
+  sampleSeries(true);
 
   stopAll();
   const [traced, worked] = await Promise.all([traceRun, workerRun]);
@@ -442,6 +462,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   deps.signal?.removeEventListener('abort', stopAll);
 
   const windows = driver.windows(measureEndUs);
+  const timeseries = series.finish((second) => driver.availability.availableAt(second * 1e6 + 500_000));
   const stages: Record<string, StageData> = {};
   for (const s of worked?.stages ?? []) {
     const m = worked!.measures[s.stage]!;
@@ -503,6 +524,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
       end_to_end: traced?.histograms.endToEnd ?? createLatencyHistogram(),
     },
     errors,
+    ...(timeseries ? { timeseries } : {}),
   };
   return {
     data,

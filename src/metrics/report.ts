@@ -17,6 +17,7 @@ import { ConfigError } from '../errors.js';
 import { aptMs, handlerTMs } from './apt.js';
 import type { AvailabilityWindows } from './availability.js';
 import { createLatencyHistogram, decodeHistogram, encodeHistogram, summarize, type LatencyHistogram, type LatencySummary } from './histogram.js';
+import type { TimeSeries } from './timeseries.js';
 
 export const REPORT_SCHEMA = 'payq.report/v1';
 
@@ -82,6 +83,8 @@ export interface RunData {
     end_to_end: LatencyHistogram;
   };
   errors: string[];
+  /** Per second of the measured run (absent in reports of older payq versions). */
+  timeseries?: TimeSeries;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -207,6 +210,23 @@ export const reportSchema = z.strictObject({
   payments: z.strictObject({ produced: count, finished: count, in_flight: count, stuck: count, by_class: z.record(z.string(), count) }),
   dlq: z.strictObject({ total: count, per_s: nonNegative, by_reason: z.record(z.string(), count) }),
   errors: z.array(z.string()),
+  /** Per second of the measured run (README "JSON report"); absent from older reports. */
+  timeseries: z
+    .strictObject({
+      start_epoch_s: nonNegative,
+      interval_s: z.number().positive(),
+      t_s: z.array(nonNegative),
+      sent_per_s: z.array(nonNegative),
+      acknowledged_per_s: z.array(nonNegative),
+      consumed_per_s: z.array(nonNegative),
+      completed_per_s: z.array(nonNegative),
+      backlog: z.array(z.number()),
+      availability: z.array(fraction.nullable()),
+      e2e_p50_ms: z.array(nonNegative.nullable()),
+      e2e_p99_ms: z.array(nonNegative.nullable()),
+      e2e: z.array(encoded.nullable()),
+    })
+    .optional(),
   /** bench --find-max: the capacity search that chose this run (README "Capacity search"). */
   capacity: z
     .strictObject({
@@ -386,6 +406,7 @@ export function buildReport(data: RunData, meta: ReportMeta): Report {
     payments: { produced: data.producers.acked, ...data.payments, by_class: { ...data.payments.by_class } },
     dlq: { total: dlqTotal, per_s: perS(dlqTotal, s), by_reason: { ...data.dlq_by_reason } },
     errors: [...data.errors],
+    ...(data.timeseries ? { timeseries: data.timeseries } : {}),
     histograms: {
       publish: publish.encoded,
       publish_delay: publishDelay ? publishDelay.encoded : null,
