@@ -232,12 +232,47 @@ function headline(report: Report, list: AssertionOutcome[] | undefined): string 
   );
 }
 
+function capacity(report: Report): string {
+  const c = report.capacity;
+  if (!c) return '';
+  const steps = [...c.steps].sort((a, b) => a.rate_per_s - b.rate_per_s);
+  const marks = c.payments_per_s === null ? [] : [{ at: c.payments_per_s, label: `capacity ${num(c.payments_per_s)}/s` }];
+  // An SLO on the end-to-end p99 is drawn as a line.
+  const slo = c.slos.map((t) => /^\s*p99_ms\s*<=?\s*(\d+(?:\.\d+)?)\s*$/.exec(t)).find((m) => m !== null);
+  const p99 = lineChart({
+    title: 'Capacity: end-to-end p99 by rate',
+    xLabel: 'intended rate (payments/s)',
+    yLabel: 'p99 ms (log)',
+    series: [{ name: 'p99 at each step', points: steps.map((s) => [s.rate_per_s, s.p99_ms]) }],
+    yLog: true,
+    hLines: slo ? [{ at: Number(slo[1]), label: `SLO ${slo[0]!.trim()}` }] : [],
+    vLines: marks,
+  });
+  const achieved = lineChart({
+    title: 'Capacity: achieved rate by intended rate',
+    xLabel: 'intended rate (payments/s)',
+    yLabel: 'achieved payments/s',
+    series: [
+      { name: 'achieved', points: steps.map((s) => [s.rate_per_s, s.achieved_per_s]) },
+      { name: 'intended', points: steps.map((s) => [s.rate_per_s, s.rate_per_s]), dashed: true },
+    ],
+    vLines: marks,
+  });
+  const verdict =
+    c.payments_per_s === null
+      ? `No capacity: even ${num(c.min_rate_per_s)} payments/s breaks ${esc(c.first_failure?.limit ?? 'an SLO')}.`
+      : `Capacity <strong>${num(c.payments_per_s)} payments/s</strong> (${num(c.events_per_s ?? 0, 1)} events/s) meeting ${esc(c.slos.join(', '))}, ${c.bracketed ? `within ${+(c.precision * 100).toFixed(2)}%` : `not bracketed (${esc(c.stopped_by)}): a lower bound`}${c.first_failure ? `; first failure at ${num(c.first_failure.rate_per_s)}/s: ${esc(c.first_failure.limit)}` : ''}.`;
+  const rows = c.steps.map((s) => [s.index, s.phase, num(s.rate_per_s), num(s.achieved_per_s, 1), num(s.events_per_s, 1), num(s.p99_ms), s.passed ? 'pass' : `fail: ${s.limit}`]);
+  return `<h3>Capacity search</h3><p>${verdict}</p><div class="pair">${p99}${achieved}</div>${table(['step', 'phase', 'rate/s', 'achieved/s', 'events/s', 'p99 ms', 'verdict'], rows, 'numbers')}`;
+}
+
 function reportSection(name: string, report: Report, baseline: Report | undefined, list: AssertionOutcome[] | undefined): string {
   return (
     `<section class="report" data-report="${esc(name)}">` +
     `<h2>${esc(report.settings.scenario)} on ${esc(report.settings.broker)} <span class="sub">${esc(name)}</span></h2>` +
     headline(report, list) +
     assertions(list) +
+    capacity(report) +
     `<h3>Over time</h3>${overTime(report)}` +
     `<h3>Latency distribution</h3>${distribution(report, baseline)}${latencyTable(report)}` +
     `<h3>APT and handlers</h3>${apt(report)}` +

@@ -45,4 +45,29 @@ describe('HTML report', () => {
     expect(html).not.toMatch(/<link|\ssrc=/);
     expect(html).toMatch(/Content-Security-Policy" content="default-src 'none'/);
   });
+
+  it('draws the capacity curve of a --find-max report: p99 and achieved by rate, the SLO and the capacity marked', () => {
+    const report = parseReport(readFileSync('fixtures/reports/html-sample.json', 'utf8'), 'fixture');
+    const steps = [100, 200, 400, 300, 350, 350].map((rate, i) => ({
+      index: i + 1,
+      phase: (i < 3 ? 'search' : i < 5 ? 'bisect' : 'confirm') as 'search' | 'bisect' | 'confirm',
+      rate_per_s: rate,
+      achieved_per_s: Math.min(rate, 380),
+      events_per_s: rate * 3.8,
+      p99_ms: rate >= 400 ? 900 : 100 + rate / 10,
+      passed: rate < 400,
+      limit: rate < 400 ? null : 'p99_ms<250',
+    }));
+    report.capacity = { payments_per_s: 350, events_per_s: 1330, slos: ['p99_ms<250'], min_rate_per_s: 100, max_rate_per_s: null, precision: 0.05, bracketed: true, stopped_by: 'precision', first_failure: { rate_per_s: 400, limit: 'p99_ms<250' }, steps };
+    const html = renderHtmlReport({ reports: [{ name: 'cap.json', report }] });
+    expect(html).toContain('aria-label="Capacity: end-to-end p99 by rate"');
+    expect(html).toContain('aria-label="Capacity: achieved rate by intended rate"');
+    expect(html).toContain('SLO p99_ms&lt;250');
+    expect(html).toContain('capacity 350/s');
+    expect(html).toContain('Capacity <strong>350 payments/s</strong>');
+    // Every step is a row, the failing one with its limit.
+    expect(html.match(/<td>fail: p99_ms&lt;250<\/td>/g)).toHaveLength(1);
+    const none = renderHtmlReport({ reports: [{ name: 'cap.json', report: { ...report, capacity: { ...report.capacity, payments_per_s: null, events_per_s: null } } }] });
+    expect(none).toContain('No capacity: even 100 payments/s breaks p99_ms&lt;250');
+  });
 });
