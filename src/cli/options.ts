@@ -10,6 +10,7 @@ import { ConfigError, UsageError } from '../errors.js';
 import { parseBrokerUrl, type BrokerUrl } from '../drivers/url.js';
 import { parseDurationMs } from '../core/clock.js';
 import { parseCorrelate, parseFieldPath, type CorrelateSpec } from '../events/decode.js';
+import { passwordSource, withPassword } from './credentials.js';
 
 type Raw = string | number | boolean;
 
@@ -167,6 +168,12 @@ export function resolveOptions<S extends z.ZodObject>(schema: S, input: ResolveI
     origin[key] = flagName(key);
   }
 
+  // A password from --password-file / PAYQ_PASSWORD goes into the URL before it is parsed.
+  if (keys.includes('broker') && typeof merged['broker'] === 'string') {
+    merged['broker'] = withPassword(merged['broker'], passwordSource(input.flags, env));
+  } else if (keys.includes('broker') && typeof input.flags['passwordFile'] === 'string') {
+    throw new UsageError('--password-file goes with a --broker URL that names a user');
+  }
   const result = schema.safeParse(merged);
   if (!result.success) {
     const issue = result.error.issues[0]!;

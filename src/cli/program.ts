@@ -323,6 +323,7 @@ export function buildProgram(ctx: CommandContext, done: (work: Promise<void>) =>
     .option('-v, --verbose', 'more detail on stderr')
     .option('--debug', 'show stack traces of errors')
     .option('--config <file>', 'options from a YAML/JSON file (default $PAYQ_CONFIG)')
+    .option('--password-file <file>', "the broker password for the URL's user, from a file only you can read (or $PAYQ_PASSWORD_FILE, $PAYQ_PASSWORD)")
     .exitOverride()
     .configureOutput(commanderOutput)
     .addHelpText(

@@ -51,7 +51,7 @@ function run(c: BadInput, dir: string): Promise<Run> {
   const sub = (s: string) => s.replaceAll('{dir}', dir).replaceAll('{fixtures}', FIXTURES);
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...c.args.map(sub)], {
-      env: { ...process.env, CI: 'true', NO_COLOR: '1', ...c.env },
+      env: { ...process.env, CI: 'true', NO_COLOR: '1', ...Object.fromEntries(Object.entries(c.env ?? {}).map(([k, v]) => [k, sub(v)])) },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     let stdout = '';
