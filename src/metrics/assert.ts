@@ -178,6 +178,8 @@ export interface BenchReportShape {
   withRate: boolean;
   /** A part of a run (`--role producer|worker|tracer`): loss and events.lost are null. */
   partial: boolean;
+  /** The optional sections this report will have (e.g. `capacity` with --find-max). */
+  sections?: readonly string[];
   what: string;
 }
 
@@ -192,6 +194,8 @@ export function benchReportKeys(shape: BenchReportShape): ReportKeys {
   const numbers: string[] = [];
   const nulls: string[] = [];
   const walk = (schema: z.ZodType, path: string, isNull: boolean) => {
+    // An optional section is there only when the run will write it.
+    if (schema instanceof z.ZodOptional && !(shape.sections ?? []).includes(path)) return;
     const s = unwrap(schema);
     const into = (p: string) => (path === '' ? p : `${path}.${p}`);
     if (s instanceof z.ZodNumber) (isNull ? nulls : numbers).push(path);

@@ -321,6 +321,9 @@ describe('--assert keys are checked before anything runs', () => {
     expect(() => check(['lost==0'], benchReportKeys({ ...checkout, partial: true }))).toThrow(/events.lost is null/);
     expect(() => check(['latency.publish_delay.p99_ms<5'], benchReportKeys(checkout))).toThrow(expect.objectContaining({ hint: expect.stringMatching(/--rate/) }));
     check(['latency.publish_delay.p99_ms<5', 'latency.publish_from_intended.max_ms<5'], benchReportKeys({ ...checkout, withRate: true }));
+    // An optional section only when the run writes it (capacity: bench --find-max).
+    expect(() => check(['capacity.min_rate_per_s>=1'], benchReportKeys(checkout))).toThrow(/has no key capacity\.min_rate_per_s/);
+    check(['capacity.min_rate_per_s>=1'], benchReportKeys({ ...checkout, sections: ['capacity'] }));
   });
 
   it('checks a saved report against its own keys', () => {

@@ -140,6 +140,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
       deadLetterReasons: DEAD_LETTER_REASONS,
       withRate: (o.rate !== undefined || o.findMax) && (o.role === 'all' || o.role === 'producer'),
       partial: o.role !== 'all',
+      sections: o.findMax ? ['capacity'] : [],
       what: `the report of scenario ${scenario.name}${o.role === 'all' ? '' : ` (role ${o.role})`}`,
     }),
   );
