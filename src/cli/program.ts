@@ -284,6 +284,7 @@ const commands: CommandSpec[] = [
       cmd
         .usage('[options] FILE...')
         .option('--merge', 'combine the reports into one: counts and histograms add, percentiles recomputed')
+        .option('--allow-mixed', 'with --merge: also merge reports of different runs, brokers or scenarios (a warning each)')
         .option('--compare <baseline>', 'show each headline figure against this baseline report, with regressions flagged')
         .option('--fail-on-regression <pct>', 'with --compare: exit 5 when a figure got worse by more than pct percent')
         .option('--threshold <pct>', 'with --compare: how much worse counts as a regression in the table (default 5)')

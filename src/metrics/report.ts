@@ -5,13 +5,14 @@
  * A report is built in one place (`buildReport`) from raw run data — counts and histograms — and
  * every derived figure (rates, percentiles, APT, loss, availability) is computed there. A report
  * keeps the raw counts and every histogram (compressed base64), so `reportData` gets the raw run
- * data back; merging adds the raw data and builds again. Merged figures are therefore exactly the
- * figures of one run over the combined samples (percentiles within HdrHistogram's 3 significant
- * digits, the same as any single report).
+ * data back; merging (merge.ts) adds the raw data and builds again. Merged figures are therefore
+ * exactly the figures of one run over the combined samples (percentiles within HdrHistogram's 3
+ * significant digits, the same as any single report).
  *
  * Keys are stable and carry their unit (`_ms`, `_s`, `_per_s`, `mb_per_s`, `bytes`); counts have
  * no suffix; `loss` and `availability` are fractions from 0 to 1.
  */
+import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { aptMs, handlerTMs } from './apt.js';
@@ -140,6 +141,13 @@ export const reportSchema = z.strictObject({
   role: z.enum([...ROLES, 'merged']),
   /** How many reports were merged into this one (1 for a plain run). */
   merged_from: z.number().int().min(1),
+  /**
+   * This report's own id, random: one per report bench writes, so the parts of one run (same
+   * run_id) stay apart. Absent in a merged report, and in reports written before it existed.
+   */
+  part_id: z.string().min(1).optional(),
+  /** A merged report: the ids of the parts it covers (merge.ts `reportParts`), so none is merged twice. */
+  parts: z.array(z.string().min(1)).min(1).optional(),
   settings: z.strictObject({
     broker: z.string(),
     broker_version: z.string().nullable(),
@@ -275,7 +283,16 @@ export interface ReportMeta {
   run_id: string;
   role: ReportRole;
   merged_from?: number;
+  /** Default: a new random id. */
+  part_id?: string;
+  /** A merged report's parts (then it has no part_id). */
+  parts?: string[];
   settings: ReportSettings;
+}
+
+/** A new part id: random, 12 hex digits. */
+export function newPartId(): string {
+  return randomBytes(6).toString('hex');
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -378,6 +395,7 @@ export function buildReport(data: RunData, meta: ReportMeta): Report {
     run_id: meta.run_id,
     role: meta.role,
     merged_from: meta.merged_from ?? 1,
+    ...(meta.parts === undefined ? { part_id: meta.part_id ?? newPartId() } : { parts: [...meta.parts] }),
     settings: meta.settings,
     elapsed_s: round(s, 3),
     apt_ms: aptMs(processingHistograms),
@@ -476,100 +494,6 @@ export function reportData(report: Report): RunData {
     },
     errors: [...report.errors],
   };
-}
-
-function addCounts<T extends Record<string, number>>(into: T, from: T): void {
-  for (const [k, v] of Object.entries(from)) (into as Record<string, number>)[k] = ((into as Record<string, number>)[k] ?? 0) + v;
-}
-
-function addHistogram(into: LatencyHistogram | undefined, from: LatencyHistogram | undefined): LatencyHistogram | undefined {
-  if (from === undefined) return into;
-  const out = into ?? createLatencyHistogram();
-  out.add(from);
-  return out;
-}
-
-/**
- * Adds run data: counts add, histograms add, the window is the longest one (the reports are
- * taken to cover the same time, as the machines of one run do), and windows add.
- */
-export function mergeData(parts: RunData[]): RunData {
-  if (parts.length === 0) throw new RangeError('nothing to merge');
-  const [first, ...rest] = parts;
-  const out = reportData(buildReport(first!, { run_id: '', role: 'all', settings: placeholderSettings() }));
-  for (const p of rest) {
-    out.elapsed_s = Math.max(out.elapsed_s, p.elapsed_s);
-    addCounts(out.producers, p.producers);
-    for (const [name, st] of Object.entries(p.stages)) {
-      const into = out.stages[name];
-      if (!into) {
-        out.stages[name] = { ...st, processing: addHistogram(undefined, st.processing)!, wall: addHistogram(undefined, st.wall)!, delivery: addHistogram(undefined, st.delivery)! };
-        continue;
-      }
-      const { processing, wall, delivery, ...counts } = st;
-      const { processing: ip, wall: iw, delivery: id, ...intoCounts } = into;
-      addCounts(intoCounts, counts);
-      out.stages[name] = { ...intoCounts, processing: addHistogram(ip, processing)!, wall: addHistogram(iw, wall)!, delivery: addHistogram(id, delivery)! };
-    }
-    if (out.sink.destination !== p.sink.destination && p.sink.consumed > 0 && out.sink.consumed === 0) out.sink.destination = p.sink.destination;
-    out.sink.consumed += p.sink.consumed;
-    out.sink.bytes += p.sink.bytes;
-    out.sink.delivery.add(p.sink.delivery);
-    addCounts(out.events, p.events);
-    out.payments.finished += p.payments.finished;
-    out.payments.in_flight += p.payments.in_flight;
-    out.payments.stuck += p.payments.stuck;
-    addCounts(out.payments.by_class, p.payments.by_class);
-    addCounts(out.dlq_by_reason, p.dlq_by_reason);
-    out.windows.total += p.windows.total;
-    out.windows.available += p.windows.available;
-    out.latency.publish.add(p.latency.publish);
-    out.latency.publish_delay = addHistogram(out.latency.publish_delay, p.latency.publish_delay);
-    out.latency.publish_from_intended = addHistogram(out.latency.publish_from_intended, p.latency.publish_from_intended);
-    out.latency.end_to_end.add(p.latency.end_to_end);
-    for (const e of p.errors) if (!out.errors.includes(e) && out.errors.length < 10) out.errors.push(e);
-  }
-  return out;
-}
-
-function placeholderSettings(): ReportSettings {
-  return {
-    broker: '',
-    broker_version: null,
-    scenario: '',
-    seed: 0,
-    rate_per_s: null,
-    duration_s: null,
-    count: null,
-    warmup_s: 0,
-    producers: 0,
-    consumers: 0,
-    max_backlog: null,
-    time_scale: 0,
-    failures: false,
-    payq_version: '',
-    node_version: '',
-    started_at: '',
-  };
-}
-
-/**
- * Merges reports exactly: from their raw counts and histograms. The settings are the first
- * report's; the run id and role are kept when all reports agree.
- */
-export function mergeReports(reports: Report[]): Report {
-  if (reports.length === 0) throw new RangeError('nothing to merge');
-  const data = mergeData(reports.map(reportData));
-  const first = reports[0]!;
-  const same = <T>(pick: (r: Report) => T): boolean => reports.every((r) => pick(r) === pick(first));
-  const settings = { ...first.settings };
-  if (!same((r) => r.settings.broker)) settings.broker = [...new Set(reports.map((r) => r.settings.broker))].join(', ');
-  return buildReport(data, {
-    run_id: same((r) => r.run_id) ? first.run_id : [...new Set(reports.map((r) => r.run_id))].join('+'),
-    role: 'merged',
-    merged_from: reports.reduce((n, r) => n + r.merged_from, 0),
-    settings,
-  });
 }
 
 /** Parses and validates a report (text of a `--json` file); a ConfigError names what is wrong. */

@@ -1,16 +1,19 @@
 /**
  * The report model without a broker: merging is exact (two reports merged equal one report over
- * the combined samples), reports survive JSON and validate against the schema, assertions parse
- * and evaluate as documented, comparisons flag regressions, and availability windows count right.
+ * the combined samples) and never counts a part twice, reports survive JSON and validate against
+ * the schema, assertions parse, are checked against the keys a report has and evaluate as
+ * documented (at their boundaries too), comparisons flag regressions, and availability windows
+ * count right.
  */
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
 import { Prng } from '../../src/events/prng.js';
 import { AvailabilityTracker } from '../../src/metrics/availability.js';
-import { evaluateAssertions, parseAssertion, schemaKind } from '../../src/metrics/assert.js';
+import { benchReportKeys, checkAssertionKeys, evaluateAssertions, parseAssertion, reportKeys, schemaKind } from '../../src/metrics/assert.js';
 import { compareReports } from '../../src/metrics/compare.js';
 import { createLatencyHistogram, recordUs, type LatencyHistogram } from '../../src/metrics/histogram.js';
-import { buildReport, mergeReports, parseReport, reportSchema, type Report, type RunData } from '../../src/metrics/report.js';
+import { mergeData, mergeNamedReports, mergeReports, reportParts } from '../../src/metrics/merge.js';
+import { buildReport, parseReport, reportSchema, type Report, type RunData } from '../../src/metrics/report.js';
 
 const settings: Report['settings'] = {
   broker: 'kafka://127.0.0.1:9092',
@@ -111,9 +114,15 @@ function runData(s: Samples, windows: { total: number; available: number }, lost
 }
 
 /** A report without what legitimately differs between a merged and a single report. */
-function figures(r: Report): Omit<Report, 'histograms' | 'run_id' | 'role' | 'merged_from' | 'settings'> {
-  const { histograms: _h, run_id: _r, role: _o, merged_from: _m, settings: _s, ...rest } = r;
+function figures(r: Report): Omit<Report, 'histograms' | 'run_id' | 'role' | 'merged_from' | 'settings' | 'part_id' | 'parts'> {
+  const { histograms: _h, run_id: _r, role: _o, merged_from: _m, settings: _s, part_id: _p, parts: _ps, ...rest } = r;
   return rest;
+}
+
+/** A report as a file written before part ids existed has it. */
+function legacy(r: Report): Report {
+  const { part_id: _p, parts: _ps, ...rest } = structuredClone(r);
+  return parseReport(JSON.stringify(rest), 'legacy.json');
 }
 
 describe('report merge', () => {
@@ -158,6 +167,104 @@ describe('report merge', () => {
   });
 });
 
+describe('report merge never counts a part twice', () => {
+  const a = drawn(21, 600);
+  const b = drawn(22, 500);
+  const c = drawn(23, 400);
+  const part = (x: Samples, run = 'run-1', over: Partial<Report['settings']> = {}) =>
+    parseReport(JSON.stringify(buildReport(runData(x, { total: 30, available: 30 }, 1), { run_id: run, role: 'all', settings: { ...settings, ...over } })), 'x.json');
+  const A = part(a);
+  const B = part(b);
+  const C = part(c);
+  const refused = (inputs: Report[], pattern: RegExp, allowMixed = false) => {
+    expect(() => mergeReports(inputs, { allowMixed })).toThrow(UsageError);
+    expect(() => mergeReports(inputs, { allowMixed })).toThrow(pattern);
+  };
+
+  it('every report gets its own random part id; a merged report lists its parts instead', () => {
+    expect(A.part_id).toMatch(/^[0-9a-f]{12}$/);
+    expect(new Set([A.part_id, B.part_id, C.part_id]).size).toBe(3);
+    const m = mergeReports([A, B]);
+    expect(m.part_id).toBeUndefined();
+    expect(m.parts).toEqual([A.part_id, B.part_id]);
+    expect(reportParts(mergeReports([m, C]))).toEqual([A.part_id, B.part_id, C.part_id]);
+  });
+
+  it('refuses the same report twice, a report and its copy, a merged report and one of its parts', () => {
+    refused([A, A], /count it twice/);
+    refused([A, structuredClone(A)], /count it twice/);
+    refused([A, B, parseReport(JSON.stringify(A, null, 1), 'copy.json')], /count it twice/);
+    const m = mergeReports([A, B]);
+    refused([m, B], /merged from 2 parts.*part .* of run run-1.*count it twice|count it twice/);
+    refused([C, m, A], /count it twice/);
+    refused([m, parseReport(JSON.stringify(m), 'copy.json')], /count it twice/);
+    // --allow-mixed does not let a part in twice.
+    refused([A, A], /count it twice/, true);
+    expect(() => mergeNamedReports([{ report: A, origin: 'a.json' }, { report: A, origin: 'a.json' }])).toThrow(/a\.json is given twice/);
+  });
+
+  it('identifies a report written before part ids by its measurements, however it is formatted', () => {
+    const oldA = legacy(A);
+    const oldB = legacy(B);
+    expect(oldA.part_id).toBeUndefined();
+    expect(reportParts(oldA)[0]).toMatch(/^sha256:/);
+    // A copy with keys in another order and other settings: the same measurements.
+    const reverse = (v: unknown): unknown =>
+      v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).reverse().map(([k, x]) => [k, reverse(x)])) : v;
+    const reordered = reverse(oldA) as Report;
+    expect(JSON.stringify(reordered)).not.toBe(JSON.stringify(oldA));
+    expect(reportParts(parseReport(JSON.stringify({ ...reordered, settings: { ...oldA.settings, started_at: 'x' } }), 'r.json'))).toEqual(reportParts(oldA));
+    refused([oldA, parseReport(JSON.stringify(reordered), 'r.json')], /same measurements.*count it twice/);
+    const m = mergeReports([oldA, oldB]);
+    expect(m.parts).toEqual([...reportParts(oldA), ...reportParts(oldB)]);
+    refused([m, oldB], /count it twice/);
+    expect(mergeReports([oldA, oldB]).events.acknowledged).toBe(A.events.acknowledged + B.events.acknowledged);
+  });
+
+  it('refuses reports of different runs, brokers or scenarios unless allowed, and then warns', () => {
+    const otherRun = part(c, 'run-2');
+    const kafka = part(c, 'run-1', { broker: 'memory://' });
+    const otherScenario = part(c, 'run-1', { scenario: 'bench-apt-equal' });
+    refused([A, otherRun], /different runs \(report 1: run run-1 · report 2: run run-2\)/);
+    refused([A, kafka], /different brokers.*kafka:\/\/127\.0\.0\.1:9092.*memory:\/\//);
+    refused([A, otherScenario], /different scenarios.*checkout.*bench-apt-equal/);
+    for (const [other, what] of [[otherRun, 'runs'], [kafka, 'brokers'], [otherScenario, 'scenarios']] as const) {
+      const r = mergeNamedReports([{ report: A, origin: 'a.json' }, { report: other, origin: 'b.json' }], { allowMixed: true });
+      expect(r.warnings).toHaveLength(1);
+      expect(r.warnings[0]).toContain(`different ${what}`);
+      expect(r.report.events.acknowledged).toBe(A.events.acknowledged + other.events.acknowledged);
+    }
+    const mixed = mergeReports([A, kafka, otherScenario], { allowMixed: true });
+    expect(mixed.settings.broker).toBe('kafka://127.0.0.1:9092, memory://');
+    expect(mixed.settings.scenario).toBe('checkout, bench-apt-equal');
+  });
+
+  it('merges parts of one run without a warning, counts exact, and says what it merged', () => {
+    const r = mergeNamedReports([{ report: A, origin: 'a.json' }, { report: B, origin: 'b.json' }, { report: C, origin: 'c.json' }]);
+    expect(r.warnings).toEqual([]);
+    expect(r.summary).toBe('merged 3 parts from 3 reports: run run-1 · kafka://127.0.0.1:9092 · scenario checkout');
+    const m = r.report;
+    const total = (pick: (x: Report) => number) => pick(A) + pick(B) + pick(C);
+    expect(m.events.acknowledged).toBe(total((x) => x.events.acknowledged));
+    expect(m.producers.sent).toBe(total((x) => x.producers.sent));
+    expect(m.handlers['payment-service']!.count).toBe(total((x) => x.handlers['payment-service']!.count));
+    expect(m.latency.end_to_end.count).toBe(total((x) => x.latency.end_to_end.count));
+    expect(m.payments.by_class).toEqual({ completed: total((x) => x.payments.by_class['completed']!), declined: 18 });
+    expect(m.run_id).toBe('run-1');
+    expect(m.merged_from).toBe(3);
+  });
+
+  it('copies the data it merges: no input changes', () => {
+    const d1 = runData(a, { total: 3, available: 3 }, 0);
+    const d2 = runData(b, { total: 3, available: 2 }, 0);
+    const before = [d1.latency.end_to_end.totalCount, d1.stages['payment-service']!.processing.totalCount, d1.sink.delivery.totalCount, d1.events.acknowledged];
+    const m = mergeData([d1, d2]);
+    expect(m.latency.end_to_end.totalCount).toBe(a.e2e.length + b.e2e.length);
+    expect([d1.latency.end_to_end.totalCount, d1.stages['payment-service']!.processing.totalCount, d1.sink.delivery.totalCount, d1.events.acknowledged]).toEqual(before);
+    expect(d2.latency.end_to_end.totalCount).toBe(b.e2e.length);
+  });
+});
+
 describe('--assert', () => {
   const report = buildReport(runData(drawn(5, 1000), { total: 10, available: 10 }, 0), { run_id: 'r', role: 'all', settings });
 
@@ -190,6 +297,87 @@ describe('--assert', () => {
     ]);
     expect(out.map((o) => o.passed)).toEqual([true, false, true, true, false]);
     expect(out[4]!.actual).toBeUndefined();
+  });
+});
+
+describe('--assert keys are checked before anything runs', () => {
+  const checkout = { stages: ['payment-service', 'capture-service'], deadLetterReasons: ['permanent-failure', 'retries-exhausted'], withRate: false, partial: false, what: 'the report of scenario checkout' };
+  const check = (texts: string[], keys: Parameters<typeof checkAssertionKeys>[1]) => checkAssertionKeys(texts.map(parseAssertion), keys);
+
+  it('refuses handlers, hops and reasons the scenario does not have, naming the known ones', () => {
+    const keys = benchReportKeys(checkout);
+    for (const bad of ['handlers.nosuch.t_ms<5', 'latency.hops.nosuch.p99_ms<5', 'dlq.by_reason.nosuch==0', 'handlers.refund-service.count>0']) {
+      expect(() => check([bad], keys), bad).toThrow(UsageError);
+      expect(() => check([bad], keys), bad).toThrow(/the report of scenario checkout has no key/);
+    }
+    expect(() => check(['handlers.nosuch.t_ms<5'], keys)).toThrow(expect.objectContaining({ hint: 'known: handlers.payment-service.t_ms, handlers.capture-service.t_ms' }));
+    // The one bad assertion among good ones is found.
+    expect(() => check(['p99_ms<250', 'loss==0', 'handlers.nosuch.t_ms<5'], keys)).toThrow(/nosuch/);
+    check(['p99_ms<250', 'loss==0', 'apt_ms<=20', 'throughput>=1', 'handlers.payment-service.t_ms<9', 'latency.hops.sink.p99_ms<9', 'latency.hops.capture-service.p50_ms<9', 'dlq.by_reason.permanent-failure<=3', 'payments.by_class.completed>0', 'settings.seed>=0'], keys);
+  });
+
+  it('refuses figures that will be null: loss in a part, publish delays without a rate', () => {
+    expect(() => check(['loss==0'], benchReportKeys({ ...checkout, partial: true }))).toThrow(/loss is null in the report of scenario checkout/);
+    expect(() => check(['lost==0'], benchReportKeys({ ...checkout, partial: true }))).toThrow(/events.lost is null/);
+    expect(() => check(['latency.publish_delay.p99_ms<5'], benchReportKeys(checkout))).toThrow(expect.objectContaining({ hint: expect.stringMatching(/--rate/) }));
+    check(['latency.publish_delay.p99_ms<5', 'latency.publish_from_intended.max_ms<5'], benchReportKeys({ ...checkout, withRate: true }));
+    // An optional section only when the run writes it (capacity: bench --find-max).
+    expect(() => check(['capacity.min_rate_per_s>=1'], benchReportKeys(checkout))).toThrow(/has no key capacity\.min_rate_per_s/);
+    check(['capacity.min_rate_per_s>=1'], benchReportKeys({ ...checkout, sections: ['capacity'] }));
+  });
+
+  it('checks a saved report against its own keys', () => {
+    const r = buildReport(runData(drawn(5, 300), { total: 10, available: 10 }, 0), { run_id: 'r', role: 'all', settings });
+    const keys = reportKeys(r, 'a.json');
+    check(['p99_ms<250', 'handlers.capture-service.t_ms<9', 'latency.publish_delay.p99_ms<9'], keys);
+    expect(() => check(['handlers.refund-service.t_ms<9'], keys)).toThrow(/a\.json has no key handlers\.refund-service\.t_ms/);
+    expect(() => check(['histograms.publish<1'], keys)).toThrow(UsageError);
+    const producer = buildReport(runData(drawn(5, 300), { total: 10, available: 10 }, 0), { run_id: 'r', role: 'producer', settings });
+    expect(() => check(['loss==0'], reportKeys(producer, 'p.json'))).toThrow(/loss is null in p\.json/);
+    // The keys of a real report are the keys bench expects of its scenario (no more, no fewer).
+    const expected = benchReportKeys({ ...checkout, deadLetterReasons: ['permanent-failure', 'retries-exhausted'], withRate: true });
+    const comparable = (k: string) => !k.startsWith('payments.by_class.') && !k.startsWith('settings.');
+    expect(new Set(keys.numbers.filter(comparable))).toEqual(new Set(expected.numbers.filter(comparable)));
+  });
+});
+
+describe('--assert never passes a breach (values exactly at the threshold)', () => {
+  const r = buildReport(runData(drawn(9, 800), { total: 10, available: 10 }, 2), { run_id: 'r', role: 'all', settings });
+  const passed = (text: string) => evaluateAssertions(r, [parseAssertion(text)])[0]!.passed;
+  const metrics: Array<[string, number]> = [
+    ['p99_ms', r.latency.end_to_end.p99_ms],
+    ['loss', r.loss!],
+    ['throughput', r.throughput.events_per_s],
+    ['handlers.payment-service.t_ms', r.handlers['payment-service']!.t_ms],
+    ['apt_ms', r.apt_ms],
+    ['dlq', r.dlq.total],
+  ];
+
+  it.each(metrics)('%s at its value %d', (key, v) => {
+    expect(v).toBeGreaterThan(0); // a boundary at 0 would not tell < from <=
+    expect(passed(`${key}<${v}`)).toBe(false);
+    expect(passed(`${key}>${v}`)).toBe(false);
+    expect(passed(`${key}!=${v}`)).toBe(false);
+    expect(passed(`${key}<=${v}`)).toBe(true);
+    expect(passed(`${key}>=${v}`)).toBe(true);
+    expect(passed(`${key}==${v}`)).toBe(true);
+    // Just across the boundary.
+    const below = v * (1 - 1e-9);
+    const above = v * (1 + 1e-9);
+    expect(passed(`${key}<=${below}`)).toBe(false);
+    expect(passed(`${key}>=${above}`)).toBe(false);
+    expect(passed(`${key}==${above}`)).toBe(false);
+    expect(passed(`${key}<${above}`)).toBe(true);
+  });
+
+  it('a merge of passing parts can breach', () => {
+    const a = buildReport(runData(drawn(31, 500), { total: 10, available: 10 }, 1), { run_id: 'r', role: 'all', settings });
+    const b = buildReport(runData(drawn(32, 500), { total: 10, available: 10 }, 1), { run_id: 'r', role: 'all', settings });
+    const m = mergeReports([a, b]);
+    const asserts = [`dlq<=${Math.max(a.dlq.total, b.dlq.total)}`, `lost<=1`, `throughput<=${Math.max(a.throughput.events_per_s, b.throughput.events_per_s)}`].map(parseAssertion);
+    expect(evaluateAssertions(a, asserts).every((o) => o.passed)).toBe(true);
+    expect(evaluateAssertions(b, asserts).every((o) => o.passed)).toBe(true);
+    expect(evaluateAssertions(m, asserts).map((o) => o.passed)).toEqual([false, false, false]);
   });
 });
 

@@ -7,7 +7,8 @@ import { createDriver } from '../../drivers/registry.js';
 import { parseBrokerUrl } from '../../drivers/url.js';
 import { DataError, InterruptedError, ThresholdError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
-import { evaluateAssertions, parseAssertion, type AssertionOutcome } from '../../metrics/assert.js';
+import { DEAD_LETTER_REASONS } from '../../core/worker.js';
+import { benchReportKeys, checkAssertionKeys, evaluateAssertions, parseAssertion, type AssertionOutcome } from '../../metrics/assert.js';
 import { buildReport, type Report } from '../../metrics/report.js';
 import { brokerSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
 import type { CommandContext } from '../program.js';
@@ -17,7 +18,7 @@ import { assertionLines, benchReportMarkdown, benchReportText, capacityText, for
 import { renderHtmlReport } from '../html-report.js';
 import { LiveBenchMetrics } from '../live-metrics.js';
 import { startMetricsServer } from '../metrics-server.js';
-import { writeOutput } from './report.js';
+import { checkWritable, saveOutput, writeOutput } from './report.js';
 
 const onOff = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
   if (typeof v === 'boolean') return v;
@@ -132,6 +133,20 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     if (o.role !== 'all') throw new UsageError('--find-max runs the whole pipeline in this process: leave out --role');
     if (o.maxRate !== undefined && o.maxRate < o.minRate) throw new UsageError(`--max-rate ${o.maxRate} is below --min-rate ${o.minRate}`);
   }
+  checkAssertionKeys(
+    assertions,
+    benchReportKeys({
+      stages: scenario.stages.map((s) => s.name),
+      deadLetterReasons: DEAD_LETTER_REASONS,
+      withRate: (o.rate !== undefined || o.findMax) && (o.role === 'all' || o.role === 'producer'),
+      partial: o.role !== 'all',
+      sections: o.findMax ? ['capacity'] : [],
+      what: `the report of scenario ${scenario.name}${o.role === 'all' ? '' : ` (role ${o.role})`}`,
+    }),
+  );
+  if (o.jsonFile !== undefined) checkWritable(o.jsonFile, '--json');
+  if (o.markdown !== undefined) checkWritable(o.markdown, '--markdown');
+  if (o.html !== undefined) checkWritable(o.html, '--html');
   const broker = o.broker ?? parseBrokerUrl('memory://');
   const seed = o.seed ?? randomInt(0, 2 ** 31);
   const runId = o.runId ?? randomBytes(6).toString('hex');
@@ -284,8 +299,11 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
 
     const text = `${JSON.stringify(report, null, 2)}\n`;
     if (o.json && o.jsonFile === undefined) out.data(text);
-    else if (o.jsonFile !== undefined) writeOutput(o.jsonFile, text);
-    if (o.markdown !== undefined) writeOutput(o.markdown, benchReportMarkdown(report, outcomes));
+    // Checked before the run; should a write fail anyway, the report is printed, never lost.
+    const unwritten = [
+      o.jsonFile === undefined ? undefined : saveOutput(o.jsonFile, text, out, 'stdout'),
+      o.markdown === undefined ? undefined : saveOutput(o.markdown, benchReportMarkdown(report, outcomes), out, 'stderr'),
+    ].find((e) => e !== undefined);
     if (o.html !== undefined) writeOutput(o.html, renderHtmlReport({ reports: [{ name: o.jsonFile ?? 'bench', report }], outcomes: [outcomes] }));
     if (!(o.json && o.jsonFile === undefined)) out.block(benchReportText(report, out.color));
     if (outcomes.length > 0) out.block(assertionLines(outcomes, out.color));
@@ -296,6 +314,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
       if (search.capacity === null) {
         throw new ThresholdError(`no capacity: even --min-rate ${formatCount(o.minRate)} payments/s breaks ${search.firstFailure?.limit ?? 'an SLO'}`);
       }
+      if (unwritten) throw unwritten;
       return;
     }
     const e = report.events;
@@ -328,6 +347,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     if (breaches.length > 0) {
       throw new ThresholdError(`${breaches.length} of ${outcomes.length} --assert breached: ${breaches.map((b) => b.assertion.text).join(', ')}`);
     }
+    if (unwritten) throw unwritten;
     out.verbose(`bench: ${formatRate(report.throughput.events_per_s)} events/s, APT ${report.apt_ms} ms`);
   } finally {
     if (metrics) {
