@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { UsageError } from '../errors.js';
 import { createLatencyHistogram, type LatencyHistogram } from './histogram.js';
 import { buildReport, reportData, type Report, type RunData, type StageData } from './report.js';
+import { mergeTimeSeries } from './timeseries.js';
 
 const copyHistogram = (h: LatencyHistogram): LatencyHistogram => {
   const out = createLatencyHistogram();
@@ -106,6 +107,10 @@ export function mergeData(parts: RunData[]): RunData {
   const [first, ...rest] = parts;
   const out = copyData(first!);
   for (const p of rest) addData(out, p);
+  // Series line up on epoch seconds: rates add per point, each point's histogram merges.
+  const series = mergeTimeSeries(parts.map((p) => p.timeseries));
+  if (series) out.timeseries = series;
+  else delete out.timeseries;
   return out;
 }
 

@@ -493,6 +493,7 @@ export function reportData(report: Report): RunData {
       end_to_end: dec(h.end_to_end),
     },
     errors: [...report.errors],
+    ...(report.timeseries ? { timeseries: report.timeseries } : {}),
   };
 }
 
