@@ -119,11 +119,11 @@ function inLast(samples, endT, total, seconds) {
 
 /**
  * Runs a command to its end (one at a time: the whole CPU comes from cutime). stdin: a file path
- * or undefined; stdout is kept unless `discard`. The child's and the broker's CPU are also sampled
+ * or undefined; stdout is kept unless `discard` (or only its lines counted: `countLines`). The child's and the broker's CPU are also sampled
  * every 50 ms, so that the CPU of the run itself (the last `seconds` of the child's life: its
  * measured send or receive time, start-up left out) can be told apart from start-up.
  */
-export function runChild(cmd, args, { broker, stdinFile, discard = false, env } = {}) {
+export function runChild(cmd, args, { broker, stdinFile, discard = false, countLines = false, env } = {}) {
   return new Promise((resolve, reject) => {
     const bpid = brokerPid(broker);
     const cpu0 = childrenCpuS();
@@ -143,7 +143,12 @@ export function runChild(cmd, args, { broker, stdinFile, discard = false, env } 
     }, 50);
     let stdout = '';
     let stderr = '';
-    child.stdout?.setEncoding('utf8').on('data', (d) => (stdout += d));
+    let lines = 0;
+    if (countLines) {
+      child.stdout.on('data', (d) => {
+        for (let i = d.indexOf(10); i !== -1; i = d.indexOf(10, i + 1)) lines++;
+      });
+    } else child.stdout?.setEncoding('utf8').on('data', (d) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d) => (stderr = (stderr + d).slice(-20_000)));
     child.on('error', (err) => {
       clearInterval(sample);
@@ -159,6 +164,7 @@ export function runChild(cmd, args, { broker, stdinFile, discard = false, env } 
         status,
         stdout,
         stderr,
+        lines,
         wallS,
         cpuS,
         brokerCpuS,
