@@ -25,7 +25,7 @@ import amqplib from 'amqplib';
 import { Kafka, logLevel } from 'kafkajs';
 import { KAFKA_TUNING, kafkaConfigFromUrl } from '../dist/drivers/kafka/config.js';
 import { parseBrokerUrl } from '../dist/drivers/url.js';
-import { alternate, BIN, COUNT, CPU_NOTE, hasCommand, inProcess, kafkaHostPort, lastNumberAfter, peerClasspath, printTable, REPEAT, runChild, URLS } from './bench-peers.js';
+import { alternate, BIN, onInterrupt, COUNT, CPU_NOTE, hasCommand, inProcess, kafkaHostPort, lastNumberAfter, peerClasspath, printTable, REPEAT, runChild, URLS } from './bench-peers.js';
 
 const BROKERS = (process.env.PAYQ_BENCH_BROKERS ?? 'kafka,amqp').split(',');
 const SEED = 99;
@@ -67,10 +67,12 @@ async function kafkaSides(url) {
     return g;
   };
   const cleanup = async () => {
+    onInterrupt(undefined);
     await admin.deleteGroups(groups).catch(() => undefined);
     await admin.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => undefined);
     await admin.disconnect();
   };
+  onInterrupt(cleanup);
   try {
     await fill(url, topic);
   } catch (err) {
@@ -207,12 +209,14 @@ async function amqpSides(url) {
     },
   });
   const cleanup = async () => {
+    onInterrupt(undefined);
     for (const name of created) {
       await admin.deleteQueue(name).catch(() => undefined);
       await admin.deleteQueue(`${name}.dlq`).catch(() => undefined);
     }
     await conn.close().catch(() => undefined);
   };
+  onInterrupt(cleanup);
   return { sides, cleanup };
 }
 

@@ -105,6 +105,28 @@ export function brokerPid(broker) {
   return undefined;
 }
 
+/**
+ * Interrupted (Ctrl-C, SIGTERM): stop the running child and delete what the run created before
+ * exiting. The broker's side builders register their cleanup here as soon as they create anything.
+ */
+let interruptCleanup;
+let runningChild;
+export function onInterrupt(cleanup) {
+  interruptCleanup = cleanup;
+}
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    console.error(`\n${signal}: stopping; deleting the topics, queues and groups this run created…`);
+    runningChild?.kill('SIGTERM');
+    const cleanup = interruptCleanup;
+    interruptCleanup = undefined;
+    Promise.resolve()
+      .then(() => cleanup?.())
+      .catch(() => undefined)
+      .finally(() => process.exit(130));
+  });
+}
+
 /** CPU seconds spent in the last `seconds` of a timeline of [t, cpu] samples ending at total. */
 function inLast(samples, endT, total, seconds) {
   const from = endT - seconds;
@@ -132,6 +154,7 @@ export function runChild(cmd, args, { broker, stdinFile, discard = false, countL
     const stdin = stdinFile ? fs.openSync(stdinFile, 'r') : 'ignore';
     const child = spawn(cmd, args, { stdio: [stdin, discard ? 'ignore' : 'pipe', 'pipe'], env: { ...process.env, CI: 'true', ...env } });
     if (typeof stdin === 'number') fs.closeSync(stdin);
+    runningChild = child;
     const own = [];
     const brk = [];
     const sample = setInterval(() => {
@@ -156,6 +179,7 @@ export function runChild(cmd, args, { broker, stdinFile, discard = false, countL
     });
     child.on('close', (status) => {
       clearInterval(sample);
+      runningChild = undefined;
       const wallS = (performance.now() - t0) / 1000;
       const b1 = pidCpuS(bpid);
       const cpuS = childrenCpuS() - cpu0;
@@ -274,7 +298,7 @@ export function printTable(title, rows) {
   console.log(`\n${title}`);
   console.log(line(header));
   for (const b of body) console.log(b[2] === '' ? `${String(b[0]).padEnd(widths[0])}  ${b[1]}` : line(b));
-  for (const r of rows) if (r.note) console.log(`  ${r.side}: ${r.note}`);
+  for (const r of rows) if (r.note && !r.skipped) console.log(`  ${r.side}: ${r.note}`);
 }
 
 /** The last number after `label` in text (e.g. a tool's closing summary line). */

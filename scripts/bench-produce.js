@@ -36,7 +36,7 @@ import { parseBrokerUrl } from '../dist/drivers/url.js';
 import { toMessage } from '../dist/events/codec.js';
 import { EventGenerator } from '../dist/events/generator.js';
 import { loadScenario } from '../dist/events/scenario.js';
-import { alternate, BIN, CPU_NOTE, COUNT, hasCommand, inProcess, kafkaHostPort, lastNumberAfter, median, peerClasspath, printTable, REPEAT, runChild, URLS } from './bench-peers.js';
+import { alternate, BIN, onInterrupt, CPU_NOTE, COUNT, hasCommand, inProcess, kafkaHostPort, lastNumberAfter, median, peerClasspath, printTable, REPEAT, runChild, URLS } from './bench-peers.js';
 
 const BROKERS = (process.env.PAYQ_BENCH_BROKERS ?? 'memory,kafka,amqp').split(',');
 const ALL_URLS = { memory: 'memory://', ...URLS };
@@ -88,14 +88,15 @@ function prepared(binding) {
 /** Mean bytes per event: body alone, and key + body + header names and values (what a Kafka record carries). */
 function meanBytes(events) {
   let body = 0;
-  let record = 0;
+  let key = 0;
+  let headerBytes = 0;
   for (const e of events) {
-    const b = Buffer.byteLength(e.body);
-    body += b;
-    record += b + Buffer.byteLength(e.key ?? '');
-    for (const [k, v] of Object.entries(e.headers)) record += Buffer.byteLength(k) + Buffer.byteLength(v);
+    body += Buffer.byteLength(e.body);
+    key += Buffer.byteLength(e.key ?? '');
+    for (const [k, v] of Object.entries(e.headers)) headerBytes += Buffer.byteLength(k) + Buffer.byteLength(v);
   }
-  return { body: Math.round(body / events.length), record: Math.round(record / events.length), headers: Object.keys(events[0].headers).length };
+  const mean = (n) => Math.round(n / events.length);
+  return { body: mean(body), key: mean(key), headerBytes: mean(headerBytes), record: mean(body + key + headerBytes), headers: Object.keys(events[0].headers).length };
 }
 
 /** Runs `sendBatch` over the events with `inFlight` batches at once; resolves to the count sent. */
@@ -250,10 +251,12 @@ async function kafkaSides(url, caps, created) {
     },
   });
   const cleanup = async () => {
+    onInterrupt(undefined);
     if (input) fs.rmSync(input, { force: true });
     await admin.deleteTopics({ topics: created }).catch(() => undefined);
     await admin.disconnect();
   };
+  onInterrupt(cleanup);
   return { sides, cleanup, bytes };
 }
 
@@ -343,6 +346,7 @@ async function amqpSides(url, caps, created) {
     });
   }
   const cleanup = async () => {
+    onInterrupt(undefined);
     for (const name of created) {
       if (name.startsWith('exchange:')) await admin.deleteExchange(name.slice('exchange:'.length)).catch(() => undefined);
       else {
@@ -352,6 +356,7 @@ async function amqpSides(url, caps, created) {
     }
     await conn.close().catch(() => undefined);
   };
+  onInterrupt(cleanup);
   return { sides, cleanup, bytes };
 }
 
@@ -371,7 +376,7 @@ async function brokerRows(name) {
   console.error(`${name}: ${sides.length} sides × ${REPEAT} rounds of ${COUNT.toLocaleString('en-US')} events…`);
   try {
     const rows = await alternate(sides, COUNT);
-    return { broker: name, batch: caps.sendBatchSize, in_flight: caps.sendMaxInFlight, ...(bytes ? { mean_body_bytes: bytes.body, mean_record_bytes: bytes.record, headers: bytes.headers } : {}), sides: rows };
+    return { broker: name, batch: caps.sendBatchSize, in_flight: caps.sendMaxInFlight, ...(bytes ? { mean_body_bytes: bytes.body, mean_key_bytes: bytes.key, mean_header_bytes: bytes.headerBytes, mean_record_bytes: bytes.record, headers: bytes.headers } : {}), sides: rows };
   } finally {
     await cleanup();
   }
@@ -390,7 +395,10 @@ for (const b of BROKERS) {
     console.log(`\n${b}: ${res.error}`);
     continue;
   }
-  const bytes = res.mean_body_bytes === undefined ? '' : `, mean body ${res.mean_body_bytes} B, mean record ${res.mean_record_bytes} B (key + body + ${res.headers} headers)`;
+  const bytes =
+    res.mean_body_bytes === undefined
+      ? ''
+      : `; per event: body ${res.mean_body_bytes} B, key ${res.mean_key_bytes} B, ${res.headers} headers of ${res.mean_header_bytes} B (names + values)${b === 'kafka' ? `, ${res.mean_record_bytes} B a record` : ''}, means`;
   printTable(`${b} produce, ${COUNT.toLocaleString('en-US')} events, median of ${REPEAT} (payq: batch ${res.batch} × ${res.in_flight} in flight${bytes})`, res.sides);
 }
 console.log(CPU_NOTE);
