@@ -25,7 +25,7 @@ import amqplib from 'amqplib';
 import { Kafka, logLevel } from 'kafkajs';
 import { KAFKA_TUNING, kafkaConfigFromUrl } from '../dist/drivers/kafka/config.js';
 import { parseBrokerUrl } from '../dist/drivers/url.js';
-import { alternate, BIN, onInterrupt, COUNT, CPU_NOTE, hasCommand, inProcess, kafkaHostPort, lastNumberAfter, peerClasspath, printTable, REPEAT, runChild, URLS } from './bench-peers.js';
+import { alternate, BIN, onInterrupt, COUNT, CPU_NOTE, deleteTopics, hasCommand, inProcess, kafkaHostPort, lastNumberAfter, peerClasspath, printTable, REPEAT, runChild, URLS } from './bench-peers.js';
 
 const BROKERS = (process.env.PAYQ_BENCH_BROKERS ?? 'kafka,amqp').split(',');
 const SEED = 99;
@@ -69,7 +69,7 @@ async function kafkaSides(url) {
   const cleanup = async () => {
     onInterrupt(undefined);
     await admin.deleteGroups(groups).catch(() => undefined);
-    await admin.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => undefined);
+    await deleteTopics(admin, [topic, `${topic}.dlq`]);
     await admin.disconnect();
   };
   onInterrupt(cleanup);

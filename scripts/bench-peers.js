@@ -274,7 +274,16 @@ export async function alternate(sides, count) {
 }
 
 export const CPU_NOTE =
-  '\nCPU as % of one core over the run (count / events/s, the end of a process\'s life: start-up left out); µs CPU/event likewise (with start-up in the JSON); in-process bare loops: the loop alone';
+  '\nCPU as % of one core over the run (count / events/s, the end of a process\'s life: start-up left out); µs CPU/event likewise (with start-up in the JSON); in-process bare loops: the loop alone. ' +
+  'The broker\'s CPU includes whatever else uses it meanwhile.';
+
+/** Deletes Kafka topics, one by one if the whole request fails (say, one of them was never created). */
+export async function deleteTopics(admin, topics) {
+  if (topics.length === 0) return;
+  await admin.deleteTopics({ topics }).catch(async () => {
+    for (const topic of topics) await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
+  });
+}
 
 const fmt = (n) => (n === null || n === undefined ? '–' : Math.round(n).toLocaleString('en-US'));
 

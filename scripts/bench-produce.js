@@ -36,7 +36,7 @@ import { parseBrokerUrl } from '../dist/drivers/url.js';
 import { toMessage } from '../dist/events/codec.js';
 import { EventGenerator } from '../dist/events/generator.js';
 import { loadScenario } from '../dist/events/scenario.js';
-import { alternate, BIN, onInterrupt, CPU_NOTE, COUNT, hasCommand, inProcess, kafkaHostPort, lastNumberAfter, median, peerClasspath, printTable, REPEAT, runChild, URLS } from './bench-peers.js';
+import { alternate, BIN, onInterrupt, CPU_NOTE, COUNT, deleteTopics, hasCommand, inProcess, kafkaHostPort, lastNumberAfter, median, peerClasspath, printTable, REPEAT, runChild, URLS } from './bench-peers.js';
 
 const BROKERS = (process.env.PAYQ_BENCH_BROKERS ?? 'memory,kafka,amqp').split(',');
 const ALL_URLS = { memory: 'memory://', ...URLS };
@@ -253,7 +253,7 @@ async function kafkaSides(url, caps, created) {
   const cleanup = async () => {
     onInterrupt(undefined);
     if (input) fs.rmSync(input, { force: true });
-    await admin.deleteTopics({ topics: created }).catch(() => undefined);
+    await deleteTopics(admin, created);
     await admin.disconnect();
   };
   onInterrupt(cleanup);
