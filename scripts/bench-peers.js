@@ -19,6 +19,10 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const BIN = path.join(ROOT, 'bin/payq.js');
 export const COUNT = Number(process.env.PAYQ_BENCH_COUNT ?? 200_000);
 export const REPEAT = Number(process.env.PAYQ_BENCH_REPEAT ?? 3);
+if (!Number.isInteger(COUNT) || COUNT < 1 || !Number.isInteger(REPEAT) || REPEAT < 1) {
+  console.error('bench: PAYQ_BENCH_COUNT and PAYQ_BENCH_REPEAT must be whole numbers of at least 1');
+  process.exit(2);
+}
 export const URLS = {
   kafka: process.env.PAYQ_TEST_KAFKA ?? 'kafka://127.0.0.1:9092',
   amqp: process.env.PAYQ_TEST_AMQP ?? 'amqp://guest:guest@127.0.0.1:5672',

@@ -309,6 +309,8 @@ async function amqpSides(url, caps, created) {
       }),
     );
     await c.close();
+    const { messageCount } = await admin.checkQueue(name);
+    if (messageCount !== COUNT) throw new Error(`the amqplib loop left ${messageCount} of ${COUNT} messages in ${name}`);
     return r;
   };
 
