@@ -23,7 +23,7 @@ export const KAFKA_TUNING = {
   /**
    * Measured with 200 000 × ~500 B (key + 5 headers) to a 6-partition topic on the local broker
    * (2 cores shared with the broker): every setting from 250 to 2000 per batch and 4 to 16 in
-   * flight lands on the same ~35-44k events/s plateau, bounded by kafkajs' encoder (CPU); a bare
+   * flight lands on the same plateau (now 5-11k events/s with payq's 12 headers, ~690 B a record: npm run bench:produce, 2026-12), bounded by kafkajs' encoder (CPU); a bare
    * kafkajs loop does the same. The smallest setting on the plateau keeps publish latency and
    * memory low; 4 × 500 in flight still covers a few ms of network round trip.
    */
