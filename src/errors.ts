@@ -1,6 +1,6 @@
 /**
  * The one error hierarchy. Every failure that reaches the CLI is a PayqError carrying the exit
- * code of PRODUCT.md §6; drivers map their client's errors into these classes, and the CLI entry
+ * code of README "Exit codes"; drivers map their client's errors into these classes, and the CLI entry
  * is the only place that turns one into a process exit.
  */
 

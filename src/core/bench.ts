@@ -1,5 +1,5 @@
 /**
- * `bench`: the whole pipeline in one process on one driver (PRODUCT.md §3): producers (open loop
+ * `bench`: the whole pipeline in one process on one driver (README "`payq bench`"): producers (open loop
  * at a rate, or flat out with a bounded backlog), the scenario's workers and a tracer, plus a sink
  * consumer that takes the events no stage consumes. Returns the run's raw data (metrics/report.ts
  * derives every figure from it); never prints.

@@ -1,5 +1,5 @@
 /**
- * `worker`: runs a scenario's handler stages against a broker (PRODUCT.md §3). Each stage consumes
+ * `worker`: runs a scenario's handler stages against a broker (README "`payq worker`"). Each stage consumes
  * its destination in the group `payq-worker.<scenario>.<stage>`, spends the sampled processing
  * time, fails and retries as configured, emits its next events and dead-letters what it gives up
  * on. Runs until the abort signal (then `interrupted`), a duration, or an idle timeout; closing

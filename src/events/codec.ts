@@ -77,11 +77,6 @@ export function toMessage(event: GeneratedEvent, ctx: EncodeContext, timing: Eve
   };
 }
 
-/** The CloudEvents type of a received message, in either binding. */
-export function ceType(headers: Headers): string | undefined {
-  return headers['ce_type'] ?? headers['cloudEvents_type'];
-}
-
 /** The CloudEvents id of a received message, in either binding. */
 export function ceId(headers: Headers): string | undefined {
   return headers['ce_id'] ?? headers['cloudEvents_id'];

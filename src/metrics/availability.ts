@@ -1,5 +1,5 @@
 /**
- * Availability (PRODUCT.md §5): the share of the run's one-second windows in which the broker
+ * Availability (README "Metrics"): the share of the run's one-second windows in which the broker
  * accepted sends. A window is available when no send failed in it and either a send was
  * acknowledged in it or no send was waiting on the broker during it (an idle producer is not an
  * outage; a send that hangs through a whole window is). Fed by bench's metered driver.
