@@ -82,8 +82,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   // would also crash the process with a stack trace.
   const ignoreStdoutError = () => undefined;
   process.stdout.on('error', ignoreStdoutError);
-  let result: ConsumeResult | undefined;
-  let stdoutClosed = false;
+  let result: ConsumeResult;
   try {
     await driver.connect();
     if (scenario) await driver.declare(destinations.map((name) => ({ name, partitions: 6, deadLetter: true })));
@@ -104,18 +103,17 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
         prefetch: o.prefetch,
         decode,
       },
-      { driver, signal: ctx.signal, onReady, onMessages: (messages) => writer.write(messages) },
+      {
+        driver,
+        signal: ctx.signal,
+        onReady,
+        onMessages: (messages) => writer.write(messages),
+        isOutputClosed: (err) => (err as NodeJS.ErrnoException | undefined)?.code === 'EPIPE',
+      },
     );
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err;
-    stdoutClosed = true;
   } finally {
     process.stdout.off('error', ignoreStdoutError);
     await driver.close();
-  }
-  if (stdoutClosed || result === undefined) {
-    out.verbose('stdout was closed by its reader: stopped; the messages not written were given back');
-    return;
   }
 
   const summary = `consumed ${formatCount(result.consumed)}, printed ${formatCount(result.printed)}`;
@@ -152,7 +150,8 @@ function summaryTable(r: ConsumeResult, s: SummaryContext, c: ChalkInstance): st
     s.typed ? `${type} ${formatCount(n.consumed)} (${formatCount(n.printed)} printed)` : `${type} ${formatCount(n.consumed)}`,
   );
   if (types.length > 0) rows.push(['by type', types.join('\n')]);
-  rows.push(['ended', r.ended_by === 'limit' ? 'limit reached' : r.ended_by === 'idle' ? 'idle timeout' : r.ended_by]);
+  const ended = { limit: 'limit reached', idle: 'idle timeout', 'output-closed': 'stdout closed by its reader (the batch it refused was given back)' };
+  rows.push(['ended', ended[r.ended_by as keyof typeof ended] ?? r.ended_by]);
   rows.push(['elapsed', `${r.elapsed_s} s`]);
   return keyValueTable(rows, c);
 }
