@@ -5,6 +5,7 @@ import type { LatencySummary } from '../metrics/histogram.js';
 import type { AssertionOutcome } from '../metrics/assert.js';
 import type { ComparisonRow } from '../metrics/compare.js';
 import type { Report as BenchReport } from '../metrics/report.js';
+import { countOf } from '../text.js';
 
 export function keyValueTable(rows: [string, string][], color: ChalkInstance): string {
   const table = new Table({ style: { head: [], border: color.level > 0 ? ['grey'] : [] } });
@@ -81,10 +82,10 @@ function summaryRows(r: BenchReport, color: ChalkInstance): [string, string][] {
     .join(' · ');
   const load =
     s.rate_per_s === null ? `flat out${s.max_backlog === null ? '' : ` (backlog ≤ ${formatCount(s.max_backlog)} events)`}` : `${formatCount(s.rate_per_s)} payments/s (open loop)`;
-  const window = s.count === null ? `${s.duration_s ?? '-'} s` : `${formatCount(s.count)} payments`;
+  const window = s.count === null ? `${s.duration_s ?? '-'} s` : countOf(s.count, 'payment');
   return [
     ['broker', `${s.broker}${s.broker_version ? color.dim(` (${s.broker_version})`) : ''}`],
-    ['scenario', `${s.scenario} · seed ${s.seed} · run ${r.run_id}${r.merged_from > 1 ? ` · merged from ${r.merged_from} reports` : ''}`],
+    ['scenario', `${s.scenario} · seed ${s.seed} · run ${r.run_id}${r.merged_from > 1 ? ` · merged from ${countOf(r.merged_from, 'report')}` : ''}`],
     ['load', `${load} · ${window} after ${s.warmup_s} s warm-up · ${s.producers} producer(s) · ${s.consumers} per stage`],
     ['measured', `${r.elapsed_s} s`],
     ['APT', `${color.bold(`${r.apt_ms} ms`)}${r.apt_wall_ms > 0 ? color.dim(` (wall ${r.apt_wall_ms} ms)`) : ''}`],
@@ -152,7 +153,7 @@ export function benchReportText(r: BenchReport, color: ChalkInstance): string {
     keyValueTable(summaryRows(r, color), color),
     handlersTable(r, color),
     latencyTable(r, color),
-    latencyChart(`end-to-end latency (${formatCount(r.latency.end_to_end.count)} payments)`, r.latency.end_to_end, color),
+    latencyChart(`end-to-end latency (${countOf(r.latency.end_to_end.count, 'payment')})`, r.latency.end_to_end, color),
   ].join('\n');
 }
 

@@ -13,6 +13,7 @@ import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
 import { assertionLines, benchReportMarkdown, benchReportText, formatCount, formatRate } from '../render.js';
+import { countOf } from '../../text.js';
 import { writeOutput } from './report.js';
 
 const onOff = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
@@ -181,7 +182,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (!(o.json && o.jsonFile === undefined)) out.block(benchReportText(report, out.color));
   if (outcomes.length > 0) out.block(assertionLines(outcomes, out.color));
   if (result.drained === 'timeout' && report.payments.in_flight > 0) {
-    out.warn(`the drain timed out after ${o.drainTimeout / 1000} s with ${formatCount(report.payments.in_flight)} payments unfinished (raise --drain-timeout, or lower --rate)`);
+    out.warn(`the drain timed out after ${o.drainTimeout / 1000} s with ${countOf(report.payments.in_flight, 'payment')} unfinished (raise --drain-timeout, or lower --rate)`);
   }
   if (report.errors.length > 0) out.warn(`errors during the run: ${report.errors[0]}`);
 
@@ -198,7 +199,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     );
   }
   if (report.producers.failed > 0 || report.events.unacknowledged > 0) {
-    throw new DataError(`${formatCount(report.events.unacknowledged)} sends were not acknowledged by the broker${breachText}`);
+    throw new DataError(`${countOf(report.events.unacknowledged, 'send')} ${report.events.unacknowledged === 1 ? 'was' : 'were'} not acknowledged by the broker${breachText}`);
   }
   if (breaches.length > 0) {
     throw new ThresholdError(`${breaches.length} of ${outcomes.length} --assert breached: ${breaches.map((b) => b.assertion.text).join(', ')}`);

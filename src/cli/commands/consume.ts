@@ -11,6 +11,7 @@ import { brokerSchema, destinationSchema, durationSchema, flagSchema, resolveOpt
 import type { Output } from '../output.js';
 import type { CommandContext } from '../program.js';
 import { formatCount, keyValueTable } from '../render.js';
+import { countOf } from '../../text.js';
 
 const fieldPath = z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or data.order_id');
 
@@ -236,7 +237,7 @@ export function prettyLine(m: ConsumedMessage, o: LineOptions, c: ChalkInstance)
   const destWidth = Math.min(40, Math.max(...o.destinations.map((d) => d.length)));
   const parts = [c.dim(eventTime(m)), c.cyan(m.destination.padEnd(destWidth))];
   if (m.problem !== undefined) {
-    const preview = m.problem.includes('UTF-8') ? `${m.value.length} bytes` : JSON.stringify(m.value.toString('utf8').slice(0, 60));
+    const preview = m.problem.includes('UTF-8') ? countOf(m.value.length, 'byte') : JSON.stringify(m.value.toString('utf8').slice(0, 60));
     parts.push(c.yellow(`${m.problem}: ${preview}`));
   } else {
     parts.push(c.bold((m.event.type ?? '(no type)').padEnd(20)), (m.event.paymentId ?? '-').padEnd(22));
@@ -270,7 +271,7 @@ class LineWriter {
     this.problems++;
     if (this.problems > MAX_PROBLEM_WARNINGS) return;
     const where = m.partition !== undefined ? `${m.destination}[${m.partition}]@${m.offset}` : m.destination;
-    this.out.warn(`${where}: ${m.problem} (${m.value.length} bytes); printed as a problem line, not dropped`);
+    this.out.warn(`${where}: ${m.problem} (${countOf(m.value.length, 'byte')}); printed as a problem line, not dropped`);
     if (this.problems === MAX_PROBLEM_WARNINGS) this.out.warn('further messages that are not JSON are counted in the summary, not warned about');
   }
 }

@@ -190,7 +190,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (result.interrupted) throw new InterruptedError(`interrupted: ${formatCount(result.acked)} of ${formatCount(result.sent)} sent events acknowledged`);
   if (result.failed > 0 || result.stopped_early) {
     throw new DataError(
-      `${formatCount(result.failed)} of ${formatCount(result.sent)} events were not acknowledged${result.stopped_early ? '; stopped early' : ''}: ${result.errors[0] ?? 'unknown error'}`,
+      `${formatCount(result.failed)} of ${countOf(result.sent, 'event')} ${result.failed === 1 ? 'was' : 'were'} not acknowledged${result.stopped_early ? '; stopped early' : ''}: ${result.errors[0] ?? 'unknown error'}`,
     );
   }
 }

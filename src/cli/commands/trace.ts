@@ -8,6 +8,7 @@ import { brokerSchema, destinationSchema, durationSchema, flagSchema, resolveOpt
 import type { CommandContext } from '../program.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, keyValueTable, issuesTable } from '../render.js';
+import { countOf } from '../../text.js';
 
 const fieldPath = z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or data.order_id');
 
@@ -55,7 +56,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
 
   const out = ctx.out;
   const driver = await createDriver(o.broker);
-  const progress = await startProgress(out, `tapping ${destinations.length} destinations on ${o.broker.redacted}`);
+  const progress = await startProgress(out, `tapping ${countOf(destinations.length, 'destination')} on ${o.broker.redacted}`);
   let result: TraceResult;
   try {
     await driver.connect();
@@ -92,13 +93,13 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.json) out.data(`${JSON.stringify({ schema: 'payq.trace/v1', broker: o.broker.redacted, destinations, scenario: scenario?.name ?? null, ...report }, null, 2)}\n`);
   else render(result, ctx, o.payment);
   if (result.events.undecodable > 0) {
-    out.warn(`${formatCount(result.events.undecodable)} messages could not be read as events (left where they are): ${result.undecodable_samples[0]}`);
+    out.warn(`${countOf(result.events.undecodable, 'message')} could not be read as events (left where they are): ${result.undecodable_samples[0]}`);
   }
-  if (result.interrupted) throw new InterruptedError(`interrupted after ${formatCount(result.events.seen)} events`);
+  if (result.interrupted) throw new InterruptedError(`interrupted after ${countOf(result.events.seen, 'event')}`);
   if (result.expectation?.no_events) throw new DataError(`--expect: no events were seen on ${destinations.join(', ')}`);
   if (result.expectation && result.expectation.failed > 0) {
     const e = result.expectation;
-    throw new DataError(`${formatCount(e.failed)} of ${formatCount(e.passed + e.failed)} payments did not meet --expect ${e.types.join(',')}${e.within_ms ? ` within ${e.within_ms / 1000}s` : ''}`);
+    throw new DataError(`${formatCount(e.failed)} of ${countOf(e.passed + e.failed, 'payment')} did not meet --expect ${e.types.join(',')}${e.within_ms ? ` within ${e.within_ms / 1000}s` : ''}`);
   }
 }
 
