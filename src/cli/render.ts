@@ -81,7 +81,7 @@ function summaryRows(r: BenchReport, color: ChalkInstance): [string, string][] {
     .map(([k, n]) => `${k} ${formatCount(n)}`)
     .join(' · ');
   const load =
-    s.rate_per_s === null ? `flat out${s.max_backlog === null ? '' : ` (backlog ≤ ${formatCount(s.max_backlog)} events)`}` : `${formatCount(s.rate_per_s)} payments/s (open loop)`;
+    s.rate_per_s === null ? `flat out${s.max_backlog === null ? '' : ` (backlog ≤ ${countOf(s.max_backlog, 'event')})`}` : `${formatCount(s.rate_per_s)} payments/s (open loop)`;
   const window = s.count === null ? `${s.duration_s ?? '-'} s` : countOf(s.count, 'payment');
   return [
     ['broker', `${s.broker}${s.broker_version ? color.dim(` (${s.broker_version})`) : ''}`],

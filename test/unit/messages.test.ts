@@ -56,3 +56,19 @@ describe('scenario probability messages have no float noise', () => {
     expect(() => parseScenario(scenario([1], '{ transient: 0.7, permanent: 0.6 }'), 'sums.yaml')).toThrow(/transient \+ permanent is 1\.3, more than 1$/);
   });
 });
+
+describe('no count is printed with a fixed plural', () => {
+  it('src has no `${formatCount(n)} messages`-style template: countOf agrees with the count', async () => {
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const files = (readdirSync('src', { recursive: true }) as string[]).filter((f) => f.endsWith('.ts')).map((f) => `src/${f}`);
+    // A count, then a fixed plural noun (not a unit such as events/s). `a · b · c events` lists share one noun.
+    const fixedPlural = /(?<!· )\$\{(?:formatCount|[\w.]+\.toLocaleString)\((?:[^()]|\([^()]*\))*\)\} ?(messages|events|payments|lines|destinations|reports|stages|handlers|sends)\b(?!\/)/;
+    const found = files.flatMap((f) =>
+      readFileSync(f, 'utf8')
+        .split('\n')
+        .map((line, i) => `${f}:${i + 1}: ${line.trim()}`)
+        .filter((line) => fixedPlural.test(line)),
+    );
+    expect(found).toEqual([]);
+  });
+});

@@ -72,7 +72,7 @@ function progressText(p: BenchProgress): string {
   if (p.phase === 'starting') return 'starting the pipeline';
   if (p.phase === 'warmup') return `warming up · ${s} s`;
   if (p.phase === 'waiting') return `waiting for the run's events · ${s} s`;
-  const what = `${formatCount(p.produced)} payments produced · ${formatCount(p.finished)} finished · ${formatCount(p.backlog)} events waiting`;
+  const what = `${countOf(p.produced, 'payment')} produced · ${formatCount(p.finished)} finished · ${countOf(p.backlog, 'event')} waiting`;
   return p.phase === 'drain' ? `draining · ${what}` : `${s} s · ${what}`;
 }
 

@@ -81,7 +81,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
         clock: systemClock,
         signal: ctx.signal,
         onReady: () => out.verbose(`trace: watching ${destinations.join(', ')}`),
-        onProgress: (p) => progress.update(`${formatCount(p.events)} events · ${formatCount(p.finished)} payments finished · ${formatCount(p.inFlight)} in flight`),
+        onProgress: (p) => progress.update(`${countOf(p.events, 'event')} · ${countOf(p.finished, 'payment')} finished · ${formatCount(p.inFlight)} in flight`),
       },
     );
   } finally {
