@@ -99,40 +99,44 @@ function scalar(v: unknown): string | undefined {
 
 /** A line longer than this is not kept in memory: its length alone makes it an error. */
 const MAX_LINE_BYTES = MAX_FILE_EVENT_BYTES + 4096;
+const TOO_LONG = Symbol('line too long');
 
 /**
  * The input's lines as bytes (so invalid UTF-8 is seen, not replaced), without the line break.
- * A line over MAX_LINE_BYTES comes as its length only: memory stays bounded by one line.
+ * A line over MAX_LINE_BYTES comes as TOO_LONG as soon as it is that long, and the rest of it is
+ * skipped: memory stays bounded by one line, and an endless line (`/dev/zero`) ends at once.
  */
-async function* rawLines(input: AsyncIterable<Buffer | string>, name: string): AsyncGenerator<Buffer | number> {
+async function* rawLines(input: AsyncIterable<Buffer | string>, name: string): AsyncGenerator<Buffer | typeof TOO_LONG> {
   let parts: Buffer[] = [];
   let length = 0;
-  const add = (b: Buffer) => {
-    length += b.length;
-    if (length > MAX_LINE_BYTES) parts = [];
-    else if (b.length > 0) parts.push(b);
-  };
-  const take = (): Buffer | number => {
-    const line: Buffer | number = length > MAX_LINE_BYTES ? length : Buffer.concat(parts, length);
-    parts = [];
-    length = 0;
-    return line;
-  };
+  let skipping = false;
   try {
     for await (const data of input) {
       const chunk = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
       let start = 0;
-      for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
-        add(chunk.subarray(start, nl));
+      while (start <= chunk.length) {
+        const nl = chunk.indexOf(10, start);
+        const end = nl === -1 ? chunk.length : nl;
+        if (!skipping) {
+          length += end - start;
+          if (length > MAX_LINE_BYTES) {
+            parts = [];
+            skipping = true;
+            yield TOO_LONG;
+          } else if (end > start) parts.push(chunk.subarray(start, end));
+        }
+        if (nl === -1) break;
+        if (!skipping) yield Buffer.concat(parts, length);
+        parts = [];
+        length = 0;
+        skipping = false;
         start = nl + 1;
-        yield take();
       }
-      add(chunk.subarray(start));
     }
   } catch (err) {
     throw new ConfigError(`cannot read ${name}: ${readError(err)}`, { cause: err });
   }
-  if (length > 0) yield take();
+  if (length > 0 && !skipping) yield Buffer.concat(parts, length);
 }
 
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
@@ -150,12 +154,10 @@ interface CheckedLine {
 }
 
 /** One line checked: undefined for a blank line; a ConfigError naming `where` when it is bad. */
-function checkLine(raw: Buffer | number, lineNo: number, where: string, typeField: string): CheckedLine | undefined {
+function checkLine(raw: Buffer | typeof TOO_LONG, lineNo: number, where: string, typeField: string): CheckedLine | undefined {
   const bad = (problem: string) => new BadLineError(`${where}: ${problem}`, lineNo);
-  if (typeof raw === 'number' || raw.length > MAX_FILE_EVENT_BYTES) {
-    const mb = ((typeof raw === 'number' ? raw : raw.length) / 1e6).toFixed(1);
-    throw bad(`the line is ${mb} MB; payq sends events of at most 1 MiB`);
-  }
+  if (raw === TOO_LONG) throw bad('the line is longer than 1 MiB; payq sends events of at most 1 MiB');
+  if (raw.length > MAX_FILE_EVENT_BYTES) throw bad(`the line is ${(raw.length / 1e6).toFixed(1)} MB; payq sends events of at most 1 MiB`);
   // A UTF-8 byte order mark (Windows editors) is not part of the first event.
   const bytes = lineNo === 1 && raw.subarray(0, 3).equals(BOM) ? raw.subarray(3) : raw;
   if (!isUtf8(bytes)) throw bad(`not valid UTF-8 (NDJSON is UTF-8 text)`);

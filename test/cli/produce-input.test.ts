@@ -28,7 +28,7 @@ describe('produce --from-file: input problems are exit 2, one line, before anyth
     ['a number line', [event(1), event(2), '42'].join('\n'), /:3: not a JSON object \(got a number\)/],
     ['a line without the type field', [event(1), '{"type":"x"}'].join('\n'), /:2: no event type in field 'event'/],
     ['invalid UTF-8', Buffer.concat([Buffer.from(`${event(1)}\n{"event":"a","x":"`), Buffer.from([0xc3, 0x28]), Buffer.from('"}\n')]), /:2: not valid UTF-8/],
-    ['a line over 1 MiB', `${event(1)}\n{"event":"a","pad":"${'x'.repeat(1_100_000)}"}\n`, /:2: the line is 1\.1 MB; payq sends events of at most 1 MiB/],
+    ['a line over 1 MiB', `${event(1)}\n{"event":"a","pad":"${'x'.repeat(1_100_000)}"}\n`, /:2: the line is longer than 1 MiB; payq sends events of at most 1 MiB/],
   ])('%s', async (name, content, pattern) => {
     const p = file(name === 'a bad line 2 of 3' ? 'bad-2.ndjson' : `${name.replaceAll(' ', '-')}.ndjson`, content);
     // No broker listens on port 1: an error about the file proves it came before connecting.
@@ -48,6 +48,12 @@ describe('produce --from-file: input problems are exit 2, one line, before anyth
       expect(r.code, r.stderr).toBe(2);
       expectOneErrorLine(r.stderr, pattern);
     }
+  });
+
+  it('an endless line (/dev/zero) ends at once as too long, not after reading for ever', async () => {
+    const r = await runCli(['produce', '--dry-run', '--from-file', '/dev/zero'], { timeoutMs: 60_000 });
+    expect(r.code, r.stderr).toBe(2);
+    expectOneErrorLine(r.stderr, /^payq: error: \/dev\/zero:1: the line is longer than 1 MiB.*; nothing was sent$/);
   });
 
   it('--skip-lines needs --from-file, and --size does not apply to it', async () => {
