@@ -134,6 +134,8 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     await driver.close();
   }
 
+  // A stream whose first event was bad sent nothing: one error line, as for a file.
+  if (fileSource?.failure && result.sent === 0) throw stoppedAt(fileSource, 'nothing sent');
   const summary = {
     schema: 'payq.produce/v1',
     broker: o.broker.redacted,
