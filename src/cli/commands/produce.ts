@@ -6,7 +6,7 @@ import { generatedSource, ndjsonInputKind, ndjsonSource, validateNdjsonFile, typ
 import { threadedSource } from '../../core/threaded-source.js';
 import { createDriver } from '../../drivers/registry.js';
 import { ConfigError, DataError, InterruptedError, UsageError } from '../../errors.js';
-import { EventGenerator } from '../../events/generator.js';
+import { EventGenerator, type GeneratedEvent } from '../../events/generator.js';
 import { loadScenario } from '../../events/scenario.js';
 import { brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
 import type { CommandContext } from '../program.js';
@@ -95,6 +95,13 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   }
 
   if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER (memory:// runs in this process)');
+  // A stream is checked as it goes, but its first event is read before connecting: input that is
+  // not NDJSON at all is refused before anything is created or sent.
+  let firstEvents: GeneratedEvent[] = [];
+  if (fileSource) {
+    firstEvents = await fileSource.pull(1);
+    if (fileSource.failure) throw stoppedAt(fileSource, 'nothing sent');
+  }
   // memory:// lives in this process and nothing here reads what is produced: keeping it would
   // only grow memory with --count or --duration. ?maxLength=N in the URL keeps the last N.
   const brokerUrl =
@@ -104,7 +111,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   // Generated events come from a generator thread, so this one only sends. It starts now, while
   // the connection is made, and ends with produce (or below, if connecting fails).
-  const source: EventSource = fileSource ?? threadedSource(generator);
+  const source: EventSource = fileSource ? withFirst(firstEvents, fileSource) : threadedSource(generator);
   let result: ProduceResult;
   try {
     await driver.connect();
@@ -206,4 +213,21 @@ function stoppedAt(source: NdjsonSource, done: string): ConfigError {
   if (source.payments === 0) return new ConfigError(`${failure.message}; nothing was sent`, { cause: failure });
   const resume = `fix line ${failure.line} and resume with --skip-lines ${failure.line - 1}`;
   return new ConfigError(`${failure.message}; stopped there: ${done}, up to line ${source.lastLine}; ${resume}`, { cause: failure });
+}
+
+/** `source`, with the events already pulled from it handed out first. */
+function withFirst(first: GeneratedEvent[], source: EventSource): EventSource {
+  let pending = first;
+  return {
+    pull(max) {
+      if (pending.length === 0) return source.pull(max);
+      const out = pending.slice(0, max);
+      pending = pending.slice(max);
+      return out;
+    },
+    get payments() {
+      return source.payments;
+    },
+    close: () => source.close?.(),
+  };
 }
