@@ -106,13 +106,15 @@ const TOO_LONG = Symbol('line too long');
  * A line over MAX_LINE_BYTES comes as TOO_LONG as soon as it is that long, and the rest of it is
  * skipped: memory stays bounded by one line, and an endless line (`/dev/zero`) ends at once.
  */
-async function* rawLines(input: AsyncIterable<Buffer | string>, name: string): AsyncGenerator<Buffer | typeof TOO_LONG> {
+async function* rawLines(input: AsyncIterable<Buffer | string>, name: string): AsyncGenerator<Array<Buffer | typeof TOO_LONG>> {
   let parts: Buffer[] = [];
   let length = 0;
   let skipping = false;
   try {
     for await (const data of input) {
       const chunk = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+      // The lines completed by this chunk, handed out together: one await per chunk, not per line.
+      const lines: Array<Buffer | typeof TOO_LONG> = [];
       let start = 0;
       while (start <= chunk.length) {
         const nl = chunk.indexOf(10, start);
@@ -122,21 +124,22 @@ async function* rawLines(input: AsyncIterable<Buffer | string>, name: string): A
           if (length > MAX_LINE_BYTES) {
             parts = [];
             skipping = true;
-            yield TOO_LONG;
+            lines.push(TOO_LONG);
           } else if (end > start) parts.push(chunk.subarray(start, end));
         }
         if (nl === -1) break;
-        if (!skipping) yield Buffer.concat(parts, length);
+        if (!skipping) lines.push(Buffer.concat(parts, length));
         parts = [];
         length = 0;
         skipping = false;
         start = nl + 1;
       }
+      if (lines.length > 0) yield lines;
     }
   } catch (err) {
     throw new ConfigError(`cannot read ${name}: ${readError(err)}`, { cause: err });
   }
-  if (length > 0 && !skipping) yield Buffer.concat(parts, length);
+  if (length > 0 && !skipping) yield [Buffer.concat(parts, length)];
 }
 
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
@@ -180,27 +183,43 @@ interface NumberedEvent {
   checked: CheckedLine;
 }
 
-/** The input's events with their line numbers, after `skipLines`, up to `maxEvents`. */
-async function* numberedEvents(options: NdjsonSourceOptions, input: AsyncIterable<Buffer | string>): AsyncGenerator<NumberedEvent> {
+/**
+ * The input's events with their line numbers, after `skipLines`, up to `maxEvents`, a chunk at
+ * a time. A bad line throws, after the good events before it were handed out.
+ */
+async function* numberedEvents(options: NdjsonSourceOptions, input: AsyncIterable<Buffer | string>): AsyncGenerator<NumberedEvent[]> {
   const name = options.file === '-' ? 'stdin' : options.file;
   const skip = options.skipLines ?? 0;
   const max = options.maxEvents ?? Infinity;
   if (max <= 0) return;
   let lineNo = 0;
   let events = 0;
-  for await (const raw of rawLines(input, name)) {
-    lineNo++;
-    if (lineNo <= skip) continue;
-    const checked = checkLine(raw, lineNo, `${name}:${lineNo}`, options.typeField);
-    if (checked === undefined) continue;
-    yield { lineNo, checked };
-    if (++events >= max) return;
+  for await (const lines of rawLines(input, name)) {
+    const batch: NumberedEvent[] = [];
+    for (const raw of lines) {
+      lineNo++;
+      if (lineNo <= skip) continue;
+      let checked: CheckedLine | undefined;
+      try {
+        checked = checkLine(raw, lineNo, `${name}:${lineNo}`, options.typeField);
+      } catch (err) {
+        if (batch.length > 0) yield batch;
+        throw err;
+      }
+      if (checked === undefined) continue;
+      batch.push({ lineNo, checked });
+      if (++events >= max) {
+        yield batch;
+        return;
+      }
+    }
+    if (batch.length > 0) yield batch;
   }
 }
 
 function openInput(options: NdjsonSourceOptions): Readable {
   if (options.file === '-') return options.stdin ?? process.stdin;
-  return createReadStream(options.file, { highWaterMark: 1024 * 1024 });
+  return createReadStream(options.file, { highWaterMark: 256 * 1024 });
 }
 
 /**
@@ -212,9 +231,9 @@ export async function validateNdjsonFile(options: NdjsonSourceOptions): Promise<
   let events = 0;
   let lastLine = 0;
   try {
-    for await (const e of numberedEvents(options, input)) {
-      events++;
-      lastLine = e.lineNo;
+    for await (const batch of numberedEvents(options, input)) {
+      events += batch.length;
+      lastLine = batch[batch.length - 1]!.lineNo;
     }
   } finally {
     input.destroy();
@@ -235,6 +254,8 @@ export function ndjsonSource(options: NdjsonSourceOptions): NdjsonSource {
   let lastLine = 0;
   let done = false;
   let failure: BadLineError | undefined;
+  let buffered: NumberedEvent[] = [];
+  let next = 0;
 
   const toEvent = ({ checked }: NumberedEvent): GeneratedEvent => {
     const { body, text, type } = checked;
@@ -261,23 +282,30 @@ export function ndjsonSource(options: NdjsonSourceOptions): NdjsonSource {
   return {
     async pull(max) {
       const out: GeneratedEvent[] = [];
-      while (!done && out.length < max) {
-        let next: IteratorResult<NumberedEvent>;
+      while (out.length < max) {
+        if (next < buffered.length) {
+          const e = buffered[next++]!;
+          out.push(toEvent(e));
+          lastLine = e.lineNo;
+          count++;
+          continue;
+        }
+        if (done) break;
+        let got: IteratorResult<NumberedEvent[]>;
         try {
-          next = await events.next();
+          got = await events.next();
         } catch (err) {
           done = true;
           if (!(err instanceof BadLineError)) throw err;
           failure = err;
           break;
         }
-        if (next.done) {
+        if (got.done) {
           done = true;
           break;
         }
-        out.push(toEvent(next.value));
-        lastLine = next.value.lineNo;
-        count++;
+        buffered = got.value;
+        next = 0;
       }
       return out;
     },
