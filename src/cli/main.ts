@@ -61,10 +61,9 @@ async function main(argv: string[]): Promise<ExitCode> {
   // A closed stdout (`payq … | head -1`) is the reader's normal end, not an interrupt: it must
   // not abort the command as Ctrl-C does (which reports "interrupted", exit 130). The write that
   // failed rejects where it was awaited (consume gives that batch back unacked and ends, exit 0);
-  // this listener only keeps the stream's 'error' event from crashing the process.
-  process.stdout.on('error', (err) => {
-    if (!isClosedPipe(err)) throw err;
-  });
+  // this listener only keeps the stream's 'error' event from crashing the process with a stack
+  // trace (any other write error also rejects the write that awaited it).
+  process.stdout.on('error', () => undefined);
 
   const ctx: CommandContext = { out, signal: controller.signal, env: process.env, stdin: process.stdin };
   let work: Promise<void> | undefined;
