@@ -11,8 +11,11 @@
  *
  * The end: once the producers are done, bench drains: it waits until trace has seen every
  * measured payment finish and every acknowledged event of the run was consumed, or until the
- * pipeline has been quiet for `quietMs` (nothing sent, delivered or in a handler: what is missing
- * by then is lost), or `drainTimeoutMs`.
+ * pipeline has been quiet for `quietMs` (every consumer subscribed and idle, nothing sent,
+ * delivered or in a handler: what the readers did not get by then the broker no longer holds, and
+ * is lost), or `drainTimeoutMs`. Acknowledged events not consumed when the drain timed out are
+ * `not_drained`, and when the signal interrupted the run `in_flight`: their fate is unknown, so
+ * they are never counted as lost (README "Loss probability").
  */
 import type { Driver, Subscription } from '../drivers/types.js';
 import { InterruptedError } from '../errors.js';
@@ -457,6 +460,8 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     };
   }
   const withRate = options.rate !== undefined && has.producers;
+  // A part's books are one side only (merge decides); one process knows what it did not drain.
+  const unconsumed = role === 'all' ? Math.max(0, driver.run.acknowledged - driver.run.consumed) : 0;
   const errors = [...new Set([...produced.flatMap((p) => p.errors), ...(worked?.errors ?? [])])].slice(0, 10);
   const data: RunData = {
     elapsed_s: Math.max(0.001, (measureEndUs - measureStartUs) / 1e6),
@@ -477,6 +482,8 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
       out_of_order: traced?.events.out_of_order ?? 0,
       missing_steps: traced?.events.missing_steps ?? 0,
       undecodable: traced?.events.undecodable ?? 0,
+      in_flight: drained === 'interrupted' ? unconsumed : 0,
+      not_drained: drained === 'timeout' ? unconsumed : 0,
     },
     payments: {
       finished: traced?.payments.finished ?? 0,
