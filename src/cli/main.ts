@@ -58,10 +58,12 @@ async function main(argv: string[]): Promise<ExitCode> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  // A closed stdout (EPIPE) must not crash with an unhandled 'error' event: stop the command.
-  process.stdout.on('error', (err) => {
-    if (isClosedPipe(err)) controller.abort();
-  });
+  // A closed stdout (`payq … | head -1`) is the reader's normal end, not an interrupt: it must
+  // not abort the command as Ctrl-C does (which reports "interrupted", exit 130). The write that
+  // failed rejects where it was awaited (consume gives that batch back unacked and ends, exit 0);
+  // this listener only keeps the stream's 'error' event from crashing the process with a stack
+  // trace (any other write error also rejects the write that awaited it).
+  process.stdout.on('error', () => undefined);
 
   const ctx: CommandContext = { out, signal: controller.signal, env: process.env, stdin: process.stdin };
   let work: Promise<void> | undefined;

@@ -39,10 +39,14 @@ export const rateSchema = z.union([z.number(), z.string()]).transform((v, ctx) =
   return n;
 });
 
+/** The longest duration a timer can wait (2^31 - 1 ms, about 596 h): longer ones fire at once. */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
 /** `30s`, `5m`, `250ms`, `1h` or seconds → milliseconds. */
 export const durationSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const ms = typeof v === 'number' ? v * 1000 : parseDurationMs(v);
   if (ms === undefined || !(ms > 0)) return addIssue(ctx, `must be a duration such as 30s, 5m or 250ms (got '${v}')`);
+  if (ms > MAX_DURATION_MS) return addIssue(ctx, `must be a duration of at most 596h (got '${v}')`);
   return ms;
 });
 
@@ -92,7 +96,8 @@ export interface GlobalFlags {
 }
 
 const envName = (key: string) => `PAYQ_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
-const flagName = (key: string) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+// `jsonFile` is bench's `--json FILE` (the file given after the --json flag).
+const flagName = (key: string) => (key === 'jsonFile' ? '--json FILE' : `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
 
 function readConfigFile(file: string): Record<string, unknown> {
   let text: string;
@@ -179,7 +184,53 @@ export function resolveOptions<S extends z.ZodObject>(schema: S, input: ResolveI
     const issue = result.error.issues[0]!;
     const key = String(issue.path[0] ?? '');
     const where = origin[key] ?? flagName(key);
-    throw new UsageError(`${where}: ${issue.message}`);
+    throw new UsageError(`${where}: ${issueText(issue, key, merged[key])}`);
   }
   return result.data;
+}
+
+type Issue = z.core.$ZodIssue;
+
+/** zod's own wording ("Invalid input", "Too small: …"), which says nothing about the flag. */
+const ZOD_DEFAULT = /^(Invalid|Too small|Too big)\b/;
+
+/** The issues under a union, flattened: each alternative's reasons. */
+function leaves(issue: Issue): Issue[] {
+  return issue.code === 'invalid_union' ? issue.errors.flat().flatMap(leaves) : [issue];
+}
+
+function expectedText(issue: Issue): string {
+  if (!ZOD_DEFAULT.test(issue.message)) return issue.message;
+  switch (issue.code) {
+    case 'invalid_value':
+      return issue.values.length === 1 ? `must be ${JSON.stringify(issue.values[0])}` : `must be one of ${issue.values.map((v) => String(v)).join(', ')}`;
+    case 'too_small':
+      if (issue.origin === 'string') return Number(issue.minimum) <= 1 ? 'must not be empty' : `must be at least ${issue.minimum} characters`;
+      return issue.origin === 'array' ? `needs at least ${issue.minimum}` : `must be at least ${issue.minimum}`;
+    case 'too_big':
+      return issue.origin === 'string' ? `must be at most ${issue.maximum} characters` : `must be at most ${issue.maximum}`;
+    case 'invalid_type':
+      return `must be ${issue.expected === 'array' ? 'a list' : issue.expected === 'object' ? 'a mapping' : `a ${issue.expected}`}`;
+    case 'invalid_format':
+      return `must match ${'pattern' in issue ? String(issue.pattern) : issue.format}`;
+    default:
+      return 'is not valid';
+  }
+}
+
+/** What a bad value should have been, and what it was (never for --broker: a URL may hold a password). */
+function issueText(issue: Issue, key: string, value: unknown): string {
+  const reasons = leaves(issue);
+  // A union (`0` or a duration): the alternative that explains itself, else all the values it takes.
+  const own = reasons.find((r) => !ZOD_DEFAULT.test(r.message));
+  const values = reasons.every((r) => r.code === 'invalid_value') ? reasons.flatMap((r) => (r.code === 'invalid_value' ? r.values : [])) : undefined;
+  let text =
+    own?.message ?? (values ? `must be one of ${values.map((v) => String(v)).join(', ')}` : expectedText(reasons[0] ?? issue));
+  if (!/\(got /.test(text) && key !== 'broker') {
+    const item = Array.isArray(value) && typeof issue.path[1] === 'number' ? value[issue.path[1]] : value;
+    const shown = typeof item === 'string' ? item : JSON.stringify(item) ?? String(item);
+    // Unless the message already quotes the value ("'.x' is not a field path").
+    if (!text.includes(`'${shown}'`)) text += ` (got '${shown.length > 60 ? `${shown.slice(0, 57)}...` : shown}')`;
+  }
+  return text;
 }

@@ -44,7 +44,7 @@ const commands: CommandSpec[] = [
     configure(cmd) {
       cmd
         .option('--topic <name>', 'destination: Kafka topic, RabbitMQ queue (declared if missing); default: the scenario entry stage')
-        .option('--count <n>', 'payments to generate (default 1000 unless --duration)')
+        .option('--count <n>', 'payments to generate (default 1000 unless --duration); with --from-file: send the first n events')
         .option('--duration <time>', 'keep producing this long, e.g. 30s, 5m')
         .option('--rate <n>', 'events per second, open loop (sends at their intended times); default flat out')
         .option('--seed <n>', 'seed for byte-identical streams (default: random, printed in the summary)')
@@ -52,6 +52,7 @@ const commands: CommandSpec[] = [
         .option('--lifecycle', "every event of each payment, in order, interleaved across payments (default: each payment's entry event)")
         .option('--from-file <file>', "send your own events: NDJSON, one JSON object per line; '-' reads stdin")
         .option('--type-field <path>', 'with --from-file: body field holding the event type', 'event')
+        .option('--skip-lines <n>', 'with --from-file: skip the first n lines (sent by an earlier run that stopped at a bad line)')
         .option('--size <bytes>', 'pad each body to at least this many bytes')
         .option('--partitions <n>', 'partitions when the topic is created (Kafka)')
         .option('--dry-run', 'print the events as NDJSON on stdout and send nothing')

@@ -6,6 +6,7 @@ import type { LatencySummary } from '../metrics/histogram.js';
 import type { AssertionOutcome } from '../metrics/assert.js';
 import type { ComparisonRow } from '../metrics/compare.js';
 import type { Report as BenchReport } from '../metrics/report.js';
+import { countOf } from '../text.js';
 
 /** Every table payq prints fits in this many columns: long values wrap inside their cell. */
 export const TABLE_WIDTH = 100;
@@ -151,8 +152,8 @@ function summaryRows(r: BenchReport, color: ChalkInstance): [string, string][] {
     .map(([k, n]) => `${k} ${formatCount(n)}`)
     .join(' · ');
   const load =
-    s.rate_per_s === null ? `flat out${s.max_backlog === null ? '' : ` (backlog ≤ ${formatCount(s.max_backlog)} events)`}` : `${formatCount(s.rate_per_s)} payments/s (open loop)`;
-  const window = s.count === null ? `${s.duration_s ?? '-'} s` : `${formatCount(s.count)} payments`;
+    s.rate_per_s === null ? `flat out${s.max_backlog === null ? '' : ` (backlog ≤ ${countOf(s.max_backlog, 'event')})`}` : `${formatCount(s.rate_per_s)} payments/s (open loop)`;
+  const window = s.count === null ? `${s.duration_s ?? '-'} s` : countOf(s.count, 'payment');
   return [
     ['broker', s.broker],
     ...(s.broker_version ? [['broker version', color.dim(s.broker_version)] as [string, string]] : []),
@@ -230,7 +231,7 @@ export function benchReportText(r: BenchReport, color: ChalkInstance): string {
     keyValueTable(summaryRows(r, color), color),
     handlersTable(r, color),
     latencyTable(r, color),
-    latencyChart(`end-to-end latency (${formatCount(r.latency.end_to_end.count)} payments)`, r.latency.end_to_end, color),
+    latencyChart(`end-to-end latency (${countOf(r.latency.end_to_end.count, 'payment')})`, r.latency.end_to_end, color),
   ].join('\n');
 }
 

@@ -54,9 +54,14 @@ export interface ConsumeDeps {
   clock?: Clock | undefined;
   /** Subscribed: from now on nothing published is missed (a tap sees what is published after this). */
   onReady?: (() => void) | undefined;
+  /**
+   * True for an `onMessages` failure that is the reader leaving (stdout closed: `| head -1`):
+   * consume then ends normally ('output-closed'), the batch given back, instead of throwing.
+   */
+  isOutputClosed?: ((err: unknown) => boolean) | undefined;
 }
 
-export type ConsumeEnd = 'limit' | 'idle' | 'interrupted' | 'failed';
+export type ConsumeEnd = 'limit' | 'idle' | 'interrupted' | 'output-closed' | 'failed';
 
 export interface TypeCount {
   consumed: number;
@@ -181,7 +186,7 @@ export async function consume(options: ConsumeOptions, deps: ConsumeDeps): Promi
         if (show.length > 0) await deps.onMessages(show);
       } catch (err) {
         giveBack(deliveries);
-        requestStop('failed', err);
+        requestStop(deps.isOutputClosed?.(err) ? 'output-closed' : 'failed', err);
         return;
       }
       // Counted only now: what could not be written was not consumed.

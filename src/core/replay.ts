@@ -233,6 +233,9 @@ class ReplayRun {
   /** Kafka partitions (`dlq\0partition`) in which this run met its own left-behind copies. */
   private readonly wrapped = new Set<string>();
   private readonly originChecks = new Map<string, Promise<boolean>>();
+  /** Messages read per DLQ, and each record's place in that order: a position where there is no offset. */
+  private readonly readFrom = new Map<string, number>();
+  private readonly positions = new WeakMap<ReplayMessage, number>();
   private readonly parkingDeclared = new Map<string, Promise<void>>();
   private limiter: RateLimiter | undefined;
   /** Acting on a message decided to replay or park it (counts against --limit). */
@@ -347,6 +350,9 @@ class ReplayRun {
       destination: undefined,
       problem: undefined,
     };
+    const position = (this.readFrom.get(d.destination) ?? 0) + 1;
+    this.readFrom.set(d.destination, position);
+    this.positions.set(record, position);
     const mismatch = filterMismatch(options.filter, {
       type: event.type,
       reason: info.reason,
@@ -474,8 +480,12 @@ class ReplayRun {
   private problem(record: ReplayMessage, parked: boolean): void {
     this.problemCount++;
     if (this.problems.length >= MAX_PROBLEM_LINES) return;
-    const where = `${record.dlq}${record.partition === undefined ? '' : `[${record.partition}]`}${record.offset === undefined ? '' : `@${record.offset}`}`;
-    const what = record.event_id !== undefined ? `event ${record.event_id}` : record.key !== undefined ? `message with key ${record.key}` : 'a message without id or key';
+    // Kafka: partition and offset; elsewhere the message's place in the order read from its DLQ.
+    const where =
+      record.offset === undefined
+        ? `${record.dlq} #${this.positions.get(record) ?? '?'}`
+        : `${record.dlq}${record.partition === undefined ? '' : `[${record.partition}]`}@${record.offset}`;
+    const what = record.event_id !== undefined ? `event ${record.event_id}` : record.key !== undefined && record.key !== '' ? `message with key ${record.key}` : 'a message without id or key';
     const would = this.options.dryRun ? 'would be ' : '';
     const fate = parked ? `${would}parked in ${record.destination}` : this.options.dryRun ? 'would stay in the DLQ' : 'left in the DLQ';
     this.problems.push(`${where} ${what}: ${record.problem}; ${fate}`);

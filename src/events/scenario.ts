@@ -10,6 +10,7 @@ import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { isKnownCurrency } from './currencies.js';
+import { formatNumber } from '../text.js';
 
 const eventName = z
   .string()
@@ -189,13 +190,13 @@ function buildScenario(config: ScenarioConfig, origin: string, lineAt: (p: Prope
     if (s.processing.distribution === 'uniform' && s.processing.min_ms > s.processing.max_ms) {
       fail(['stages', i, 'processing'], 'min_ms is above max_ms');
     }
-    if (s.failures.transient + s.failures.permanent > 1) fail(['stages', i, 'failures'], 'transient + permanent exceeds 1');
+    if (s.failures.transient + s.failures.permanent > 1) fail(['stages', i, 'failures'], `transient + permanent is ${formatNumber(s.failures.transient + s.failures.permanent)}, more than 1`);
     const outcomes = s.emits.map((e) => ({ events: 'event' in e ? [e.event] : e.events }));
     let total = 0;
     const outcomeCumulative = s.emits.map((e) => (total += e.p));
-    if (total > 1 + 1e-9) fail(['stages', i, 'emits'], `probabilities add up to ${total}, more than 1`);
+    if (total > 1 + 1e-9) fail(['stages', i, 'emits'], `probabilities add up to ${formatNumber(total)}, more than 1`);
     // A payment that silently ends would look stuck to trace: outcomes must cover every case.
-    if (s.emits.length > 0 && total < 1 - 1e-9) fail(['stages', i, 'emits'], `probabilities add up to ${total}; they must add up to 1`);
+    if (s.emits.length > 0 && total < 1 - 1e-9) fail(['stages', i, 'emits'], `probabilities add up to ${formatNumber(total)}; they must add up to 1`);
     const stageValue: Stage = {
       ...s,
       destination: s.destination ?? `${config.name}.${s.name}`,

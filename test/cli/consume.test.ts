@@ -5,12 +5,13 @@
  * Every run ends by itself (--limit / --idle-timeout); no assertion depends on timing.
  */
 import amqplib from 'amqplib';
+import { spawn } from 'node:child_process';
 import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
 import { createTopicsAndWait } from '../helpers/kafka.js';
-import { runCli, expectOneErrorLine } from '../helpers/cli.js';
+import { BIN, runCli, expectOneErrorLine } from '../helpers/cli.js';
 import { startCli } from '../helpers/spawn.js';
 
 const lines = (stdout: string): string[] => stdout.split('\n').filter((l) => l !== '');
@@ -248,5 +249,62 @@ describe('payq consume on RabbitMQ', async () => {
     // The queue's own consumers still get every message.
     const group = await runCli(['consume', '--broker', AMQP_URL, '--topic', queue, '--group', 'g', ...IDLE, '--json']);
     expect(lines(group.stdout)).toEqual(expected);
+  });
+});
+
+/** consume with its stdout read by a reader that leaves after `closeAfter` bytes (`| head -c N`). */
+function consumeIntoClosingPipe(args: string[], closeAfter: number): Promise<{ code: number | null; stderr: string; received: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, 'consume', ...args], { env: { ...process.env, CI: 'true', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let received = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      received += d.toString('utf8');
+      if (Buffer.byteLength(received) >= closeAfter) child.stdout.destroy();
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 100_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr, received });
+    });
+  });
+}
+
+describe('payq consume into a pipe its reader closes (| head -1)', async () => {
+  const up = await brokerAvailable(AMQP_URL);
+  const queues: string[] = [];
+  afterAll(async () => {
+    if (up) await deleteDestinations(AMQP_URL, queues);
+  });
+
+  async function depth(queue: string): Promise<number> {
+    const conn = await amqplib.connect(AMQP_URL);
+    try {
+      return (await (await conn.createChannel()).checkQueue(queue)).messageCount;
+    } finally {
+      await conn.close();
+    }
+  }
+
+  it.skipIf(!up)('is a normal end: exit 0, no "interrupted", and only what was written to stdout is acked', { timeout: 300_000 }, async () => {
+    const queue = uniqueName('consume-pipe');
+    queues.push(queue);
+    const total = 3000;
+    await produce(AMQP_URL, queue, ['--count', String(total), '--seed', '11']);
+    let left = total;
+    for (const closeAfter of [1, 200, 20_000]) {
+      const r = await consumeIntoClosingPipe(['--broker', AMQP_URL, '--topic', queue, '--group', 'pipe', '--idle-timeout', '5s', '--json'], closeAfter);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).not.toMatch(/interrupted|payq: error/);
+      expect(r.stderr).toMatch(/stdout closed by its reader/);
+      const printed = Number(/printed\s+│\s+([\d,]+)/.exec(r.stderr)?.[1]?.replaceAll(',', '') ?? NaN);
+      // The reader saw at most what payq wrote; every message acked was written, the rest is back.
+      expect(lines(r.received).length).toBeLessThanOrEqual(printed + 1);
+      expect(await depth(queue)).toBe(left - printed);
+      left -= printed;
+    }
+    expect(left).toBeGreaterThan(0);
   });
 });

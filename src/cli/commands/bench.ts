@@ -10,7 +10,7 @@ import { loadScenario } from '../../events/scenario.js';
 import { DEAD_LETTER_REASONS } from '../../core/worker.js';
 import { benchReportKeys, checkAssertionKeys, evaluateAssertions, parseAssertion, type AssertionOutcome } from '../../metrics/assert.js';
 import { buildReport, type Report } from '../../metrics/report.js';
-import { brokerSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
+import { MAX_DURATION_MS, brokerSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
 import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
@@ -18,6 +18,7 @@ import { assertionLines, benchReportMarkdown, benchReportText, capacityText, for
 import { renderHtmlReport } from '../html-report.js';
 import { LiveBenchMetrics } from '../live-metrics.js';
 import { startMetricsServer } from '../metrics-server.js';
+import { countOf } from '../../text.js';
 import { checkWritable, saveOutput, writeOutput } from './report.js';
 
 const onOff = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
@@ -42,6 +43,10 @@ const durationOrZero = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const ms = typeof v === 'number' ? v * 1000 : /^\s*0+\s*$/.test(v) ? 0 : parseDurationMs(v);
   if (ms === undefined || !(ms >= 0) || !Number.isFinite(ms)) {
     ctx.addIssue({ code: 'custom', message: `must be 0 or a duration such as 2s, 1m or 500ms (got '${v}')` });
+    return z.NEVER;
+  }
+  if (ms > MAX_DURATION_MS) {
+    ctx.addIssue({ code: 'custom', message: `must be a duration of at most 596h (got '${v}')` });
     return z.NEVER;
   }
   return ms;
@@ -102,7 +107,7 @@ function progressText(p: BenchProgress): string {
   if (p.phase === 'starting') return 'starting the pipeline';
   if (p.phase === 'warmup') return `warming up · ${s} s`;
   if (p.phase === 'waiting') return `waiting for the run's events · ${s} s`;
-  const what = `${formatCount(p.produced)} payments produced · ${formatCount(p.finished)} finished · ${formatCount(p.backlog)} events waiting`;
+  const what = `${countOf(p.produced, 'payment')} produced · ${formatCount(p.finished)} finished · ${countOf(p.backlog, 'event')} waiting`;
   return p.phase === 'drain' ? `draining · ${what}` : `${s} s · ${what}`;
 }
 
@@ -320,14 +325,14 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     const e = report.events;
     if (result.drained === 'timeout' && o.role === 'all' && (e.not_drained > 0 || report.payments.in_flight > 0)) {
       out.warn(
-        `the drain timed out after ${o.drainTimeout / 1000} s: ${formatCount(e.not_drained)} acknowledged events not drained (the run's backlog on the broker), ` +
-          `${formatCount(report.payments.in_flight)} payments unfinished; not counted as lost (raise --drain-timeout, or lower --rate)`,
+        `the drain timed out after ${o.drainTimeout / 1000} s: ${countOf(e.not_drained, 'acknowledged event')} not drained (the run's backlog on the broker), ` +
+          `${countOf(report.payments.in_flight, 'payment')} unfinished; not counted as lost (raise --drain-timeout, or lower --rate)`,
       );
     }
     if (report.errors.length > 0) out.warn(`errors during the run: ${report.errors[0]}`);
 
     if (result.interrupted) {
-      const inFlight = e.in_flight > 0 ? `; ${formatCount(e.in_flight)} acknowledged events were in flight (not counted as lost)` : '';
+      const inFlight = e.in_flight > 0 ? `; ${countOf(e.in_flight, 'acknowledged event')} ${e.in_flight === 1 ? 'was' : 'were'} in flight (not counted as lost)` : '';
       throw new InterruptedError(`interrupted: the report covers the first ${report.elapsed_s} s${inFlight}`);
     }
     const breaches = outcomes.filter((x) => !x.passed);
@@ -342,7 +347,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
       );
     }
     if (report.producers.failed > 0 || report.events.unacknowledged > 0) {
-      throw new DataError(`${formatCount(report.events.unacknowledged)} sends were not acknowledged by the broker${breachText}`);
+      throw new DataError(`${countOf(report.events.unacknowledged, 'send')} ${report.events.unacknowledged === 1 ? 'was' : 'were'} not acknowledged by the broker${breachText}`);
     }
     if (breaches.length > 0) {
       throw new ThresholdError(`${breaches.length} of ${outcomes.length} --assert breached: ${breaches.map((b) => b.assertion.text).join(', ')}`);

@@ -11,6 +11,7 @@ import { brokerSchema, correlateSchema, destinationSchema, durationSchema, field
 import type { Output } from '../output.js';
 import type { CommandContext } from '../program.js';
 import { formatCount, keyValueTable } from '../render.js';
+import { countOf } from '../../text.js';
 
 /** A repeatable flag whose values may also be comma-separated (`--type a,b --type c`). */
 function listOf(item: z.ZodString) {
@@ -78,8 +79,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   // would also crash the process with a stack trace.
   const ignoreStdoutError = () => undefined;
   process.stdout.on('error', ignoreStdoutError);
-  let result: ConsumeResult | undefined;
-  let stdoutClosed = false;
+  let result: ConsumeResult;
   try {
     await driver.connect();
     if (scenario) await driver.declare(destinations.map((name) => ({ name, partitions: 6, deadLetter: true })));
@@ -100,18 +100,17 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
         prefetch: o.prefetch,
         decode,
       },
-      { driver, signal: ctx.signal, onReady, onMessages: (messages) => writer.write(messages) },
+      {
+        driver,
+        signal: ctx.signal,
+        onReady,
+        onMessages: (messages) => writer.write(messages),
+        isOutputClosed: (err) => (err as NodeJS.ErrnoException | undefined)?.code === 'EPIPE',
+      },
     );
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err;
-    stdoutClosed = true;
   } finally {
     process.stdout.off('error', ignoreStdoutError);
     await driver.close();
-  }
-  if (stdoutClosed || result === undefined) {
-    out.verbose('stdout was closed by its reader: stopped; the messages not written were given back');
-    return;
   }
 
   const summary = `consumed ${formatCount(result.consumed)}, printed ${formatCount(result.printed)}`;
@@ -148,7 +147,8 @@ function summaryTable(r: ConsumeResult, s: SummaryContext, c: ChalkInstance): st
     s.typed ? `${type} ${formatCount(n.consumed)} (${formatCount(n.printed)} printed)` : `${type} ${formatCount(n.consumed)}`,
   );
   if (types.length > 0) rows.push(['by type', types.join('\n')]);
-  rows.push(['ended', r.ended_by === 'limit' ? 'limit reached' : r.ended_by === 'idle' ? 'idle timeout' : r.ended_by]);
+  const ended = { limit: 'limit reached', idle: 'idle timeout', 'output-closed': 'stdout closed by its reader (the batch it refused was given back)' };
+  rows.push(['ended', ended[r.ended_by as keyof typeof ended] ?? r.ended_by]);
   rows.push(['elapsed', `${r.elapsed_s} s`]);
   return keyValueTable(rows, c);
 }
@@ -231,7 +231,7 @@ export function prettyLine(m: ConsumedMessage, o: LineOptions, c: ChalkInstance)
   const destWidth = Math.min(40, Math.max(...o.destinations.map((d) => d.length)));
   const parts = [c.dim(eventTime(m)), c.cyan(m.destination.padEnd(destWidth))];
   if (m.problem !== undefined) {
-    const preview = m.problem.includes('UTF-8') ? `${m.value.length} bytes` : JSON.stringify(m.value.toString('utf8').slice(0, 60));
+    const preview = m.problem.includes('UTF-8') ? countOf(m.value.length, 'byte') : JSON.stringify(m.value.toString('utf8').slice(0, 60));
     parts.push(c.yellow(`${m.problem}: ${preview}`));
   } else {
     parts.push(c.bold((m.event.type ?? '(no type)').padEnd(20)), (m.event.paymentId ?? '-').padEnd(22));
@@ -265,7 +265,7 @@ class LineWriter {
     this.problems++;
     if (this.problems > MAX_PROBLEM_WARNINGS) return;
     const where = m.partition !== undefined ? `${m.destination}[${m.partition}]@${m.offset}` : m.destination;
-    this.out.warn(`${where}: ${m.problem} (${m.value.length} bytes); printed as a problem line, not dropped`);
+    this.out.warn(`${where}: ${m.problem} (${countOf(m.value.length, 'byte')}); printed as a problem line, not dropped`);
     if (this.problems === MAX_PROBLEM_WARNINGS) this.out.warn('further messages that are not JSON are counted in the summary, not warned about');
   }
 }

@@ -2,17 +2,18 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
 import { produce, type ProduceResult } from '../../core/produce.js';
-import { generatedSource, ndjsonSource, type EventSource } from '../../core/sources.js';
+import { generatedSource, ndjsonInputKind, ndjsonSource, validateNdjsonFile, type EventSource, type NdjsonSource } from '../../core/sources.js';
 import { threadedSource } from '../../core/threaded-source.js';
 import { createDriver } from '../../drivers/registry.js';
-import { DataError, InterruptedError, UsageError } from '../../errors.js';
-import { EventGenerator } from '../../events/generator.js';
+import { ConfigError, DataError, InterruptedError, UsageError } from '../../errors.js';
+import { EventGenerator, type GeneratedEvent } from '../../events/generator.js';
 import { loadScenario } from '../../events/scenario.js';
 import { brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
 import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, formatRate, keyValueTable } from '../render.js';
+import { countOf } from '../../text.js';
 
 const produceSchema = z.strictObject({
   broker: brokerSchema.optional(),
@@ -24,7 +25,8 @@ const produceSchema = z.strictObject({
   seed: wholeNumber(0).optional(),
   scenario: z.string().default('checkout'),
   lifecycle: flagSchema.default(false),
-  fromFile: z.string().min(1).optional(),
+  fromFile: z.string().min(1, "must be a file name, or '-' for stdin").optional(),
+  skipLines: wholeNumber(0).optional(),
   typeField: z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or meta.type').default('event'),
   size: wholeNumber(0, 1024 * 1024).default(0),
   partitions: wholeNumber(1, 10_000).default(6),
@@ -46,6 +48,8 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   });
   if (o.count !== undefined && o.duration !== undefined) throw new UsageError('--count and --duration exclude each other');
   if (o.fromFile !== undefined && o.lifecycle) throw new UsageError('--lifecycle generates events; it does not apply to --from-file');
+  if (o.fromFile !== undefined && o.size > 0) throw new UsageError('--size pads generated events; it does not apply to --from-file (your bodies are sent as written)');
+  if (o.skipLines !== undefined && o.fromFile === undefined) throw new UsageError('--skip-lines applies to --from-file only');
   const seed = o.seed ?? randomInt(0, 2 ** 31);
   const scenario = loadScenario(o.scenario);
   const payments = o.count ?? (o.duration !== undefined ? Infinity : DEFAULT_COUNT);
@@ -53,23 +57,51 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const out = ctx.out;
 
   const generator = { scenario, seed, payments, lifecycle: o.lifecycle, size: o.size };
-  const fileSource: EventSource | undefined =
-    o.fromFile !== undefined ? ndjsonSource({ file: o.fromFile, stdin: ctx.stdin as NodeJS.ReadStream, typeField: o.typeField, seed }) : undefined;
+  // Users' NDJSON (README, produce): a regular file is checked whole before anything is sent, so
+  // a bad line sends nothing; stdin or a pipe streams, and a bad line stops it with what was sent.
+  let fileSource: NdjsonSource | undefined;
+  if (o.fromFile !== undefined) {
+    const input = {
+      file: o.fromFile,
+      stdin: ctx.stdin as NodeJS.ReadStream,
+      typeField: o.typeField,
+      seed,
+      skipLines: o.skipLines,
+      maxEvents: o.count,
+    };
+    if (ndjsonInputKind(o.fromFile) === 'file') {
+      const checked = await validateNdjsonFile(input).catch((err: unknown) => {
+        throw err instanceof ConfigError ? new ConfigError(`${err.message}; nothing was ${o.dryRun ? 'printed' : 'sent'}`, { cause: err }) : err;
+      });
+      out.verbose(`${o.fromFile}: ${countOf(checked.events, 'event')} checked, up to line ${checked.lastLine}`);
+    }
+    fileSource = ndjsonSource(input);
+  }
 
   if (o.dryRun) {
     const source = fileSource ?? generatedSource(new EventGenerator(generator));
     if (payments === Infinity && o.fromFile === undefined) throw new UsageError('--dry-run needs --count (it does not run for a duration)');
+    let printed = 0;
     for (;;) {
       const chunk = await source.pull(1000);
       if (chunk.length === 0) break;
       let text = '';
       for (const e of chunk) text += `${e.body}\n`;
       await out.dataAsync(text);
+      printed += chunk.length;
     }
+    if (fileSource?.failure) throw stoppedAt(fileSource, `${countOf(printed, 'event')} before it printed`);
     return;
   }
 
   if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER (memory:// runs in this process)');
+  // A stream is checked as it goes, but its first event is read before connecting: input that is
+  // not NDJSON at all is refused before anything is created or sent.
+  let firstEvents: GeneratedEvent[] = [];
+  if (fileSource) {
+    firstEvents = await fileSource.pull(1);
+    if (fileSource.failure) throw stoppedAt(fileSource, 'nothing sent');
+  }
   // memory:// lives in this process and nothing here reads what is produced: keeping it would
   // only grow memory with --count or --duration. ?maxLength=N in the URL keeps the last N.
   const brokerUrl =
@@ -79,7 +111,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   // Generated events come from a generator thread, so this one only sends. It starts now, while
   // the connection is made, and ends with produce (or below, if connecting fails).
-  const source = fileSource ?? threadedSource(generator);
+  const source: EventSource = fileSource ? withFirst(firstEvents, fileSource) : threadedSource(generator);
   let result: ProduceResult;
   try {
     await driver.connect();
@@ -109,6 +141,8 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     await driver.close();
   }
 
+  // A stream whose first event was bad sent nothing: one error line, as for a file.
+  if (fileSource?.failure && result.sent === 0) throw stoppedAt(fileSource, 'nothing sent');
   const summary = {
     schema: 'payq.produce/v1',
     broker: o.broker.redacted,
@@ -119,6 +153,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     run_id: runId,
     rate_per_s: o.rate ?? null,
     payments: result.payments,
+    last_line: fileSource ? fileSource.lastLine : null,
     sent: result.sent,
     acked: result.acked,
     failed: result.failed,
@@ -141,7 +176,8 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     ['broker', summary.broker],
     ['destination', topic],
     ['source', `${summary.source}${summary.scenario ? ` (${summary.scenario}, seed ${seed})` : ''}`],
-    ['payments', formatCount(result.payments)],
+    // A file's events are not payments payq generated: count them as what they are.
+    [fileSource ? 'events' : 'payments', formatCount(result.payments)],
     ['sent', formatCount(result.sent)],
     ['acked', result.acked === result.sent ? c.green(formatCount(result.acked)) : c.yellow(formatCount(result.acked))],
     ['failed', result.failed === 0 ? '0' : c.red(formatCount(result.failed))],
@@ -156,10 +192,42 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     out.verbose(`memory:// lives in this process and nothing reads it here: the events ${brokerUrl === o.broker ? 'are gone when it exits' : 'were dropped as they were acknowledged'}`);
   }
 
+  if (fileSource?.failure) {
+    const failed = result.failed > 0 ? `, ${formatCount(result.failed)} not acknowledged` : '';
+    throw stoppedAt(fileSource, `${countOf(result.sent, 'event')} before it sent (${formatCount(result.acked)} acknowledged${failed})`);
+  }
   if (result.interrupted) throw new InterruptedError(`interrupted: ${formatCount(result.acked)} of ${formatCount(result.sent)} sent events acknowledged`);
   if (result.failed > 0 || result.stopped_early) {
     throw new DataError(
-      `${formatCount(result.failed)} of ${formatCount(result.sent)} events were not acknowledged${result.stopped_early ? '; stopped early' : ''}: ${result.errors[0] ?? 'unknown error'}`,
+      `${formatCount(result.failed)} of ${countOf(result.sent, 'event')} ${result.failed === 1 ? 'was' : 'were'} not acknowledged${result.stopped_early ? '; stopped early' : ''}: ${result.errors[0] ?? 'unknown error'}`,
     );
   }
+}
+
+/**
+ * A bad line found after events went out (a stream cannot be checked first): what was done, and
+ * the flag that resumes after it once the line is fixed.
+ */
+function stoppedAt(source: NdjsonSource, done: string): ConfigError {
+  const failure = source.failure!;
+  if (source.payments === 0) return new ConfigError(`${failure.message}; nothing was sent`, { cause: failure });
+  const resume = `fix line ${failure.line} and resume with --skip-lines ${failure.line - 1}`;
+  return new ConfigError(`${failure.message}; stopped there: ${done}, up to line ${source.lastLine}; ${resume}`, { cause: failure });
+}
+
+/** `source`, with the events already pulled from it handed out first. */
+function withFirst(first: GeneratedEvent[], source: EventSource): EventSource {
+  let pending = first;
+  return {
+    pull(max) {
+      if (pending.length === 0) return source.pull(max);
+      const out = pending.slice(0, max);
+      pending = pending.slice(max);
+      return out;
+    },
+    get payments() {
+      return source.payments;
+    },
+    close: () => source.close?.(),
+  };
 }

@@ -11,6 +11,7 @@ import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
 import { fitTable, formatCount, formatRate } from '../render.js';
+import { countOf } from '../../text.js';
 
 const fieldPath = z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or data.order_id');
 
@@ -145,11 +146,11 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   }
   if (result.window_full) {
     out.warn(
-      `${o.dryRun ? 'the dry run looked at' : 'the run left'} ${formatCount(o.window)} messages in place and could not look further (--window); ` +
+      `${o.dryRun ? 'the dry run looked at' : 'the run left'} ${countOf(o.window, 'message')} in place and could not look further (--window); ` +
         (o.dryRun ? 'there may be more in the DLQ' : 'deal with those (--park-unresolved, --to, a --filter) and run again'),
     );
   }
-  if (result.errors.length > 0) out.warn(`${formatCount(result.failed)} messages could not be sent and stay in the DLQ: ${result.errors[0]}`);
+  if (result.errors.length > 0) out.warn(`${countOf(result.failed, 'message')} could not be sent and ${result.failed === 1 ? 'stays' : 'stay'} in the DLQ: ${result.errors[0]}`);
 
   if (result.interrupted) {
     throw new InterruptedError(`interrupted: ${formatCount(result.replayed)} replayed and ${formatCount(result.parked)} parked; the rest stay in the DLQ`);
@@ -160,7 +161,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
       !o.parkUnresolved && result.unresolved > 0 ? `${formatCount(result.unresolved)} without origin` : '',
       !o.parkUnresolved && result.invalid > 0 ? `${formatCount(result.invalid)} unreplayable` : '',
     ].filter(Boolean);
-    throw new DataError(`${formatCount(result.left)} messages were left in the DLQ (${parts.join(', ')})`, {
+    throw new DataError(`${countOf(result.left, 'message')} ${result.left === 1 ? 'was' : 'were'} left in the DLQ (${parts.join(', ')})`, {
       hint: result.failed > 0 ? 'run again once the broker accepts them' : 'see the lines above; --to DEST or --park-unresolved moves them on',
     });
   }

@@ -9,6 +9,7 @@ import { brokerSchema, correlateSchema, destinationSchema, durationSchema, field
 import type { CommandContext } from '../program.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, keyValueTable, issuesTable } from '../render.js';
+import { countOf } from '../../text.js';
 
 const traceSchema = z.strictObject({
   broker: brokerSchema.optional(),
@@ -65,7 +66,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
 
   const out = ctx.out;
   const driver = await createDriver(o.broker);
-  const progress = await startProgress(out, `tapping ${destinations.length} destinations on ${o.broker.redacted}`);
+  const progress = await startProgress(out, `tapping ${countOf(destinations.length, 'destination')} on ${o.broker.redacted}`);
   let result: TraceResult;
   try {
     await driver.connect();
@@ -90,7 +91,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
         clock: systemClock,
         signal: ctx.signal,
         onReady: () => out.verbose(`trace: watching ${destinations.join(', ')}`),
-        onProgress: (p) => progress.update(`${formatCount(p.events)} events · ${formatCount(p.finished)} payments finished · ${formatCount(p.inFlight)} in flight`),
+        onProgress: (p) => progress.update(`${countOf(p.events, 'event')} · ${countOf(p.finished, 'payment')} finished · ${formatCount(p.inFlight)} in flight`),
       },
     );
   } finally {
@@ -103,20 +104,20 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   else render(result, ctx, o.payment);
   if (result.events.correlated_by_key > 0) {
     out.warn(
-      `${formatCount(result.events.correlated_by_key)} of ${formatCount(result.events.seen)} events carry no correlation id (no CloudEvents subject, no '${decodeOptionsOf(o).correlate}' field): they were tied into payments by their message key; --correlate FIELD names the field that does`,
+      `${formatCount(result.events.correlated_by_key)} of ${countOf(result.events.seen, 'event')} carry no correlation id (no CloudEvents subject, no '${decodeOptionsOf(o).correlate}' field): they were tied into payments by their message key; --correlate FIELD names the field that does`,
     );
   }
   if (result.events.undecodable > 0) {
-    out.warn(`${formatCount(result.events.undecodable)} messages could not be read as events (left where they are): ${result.undecodable_samples[0]}`);
+    out.warn(`${countOf(result.events.undecodable, 'message')} could not be read as events (left where they are): ${result.undecodable_samples[0]}`);
   }
-  if (result.interrupted) throw new InterruptedError(`interrupted after ${formatCount(result.events.seen)} events`);
+  if (result.interrupted) throw new InterruptedError(`interrupted after ${countOf(result.events.seen, 'event')}`);
   if (result.expectation?.no_events) throw new DataError(`--expect: no events were seen on ${destinations.join(', ')}`);
   if (o.payment !== undefined && (result.timeline ?? []).length === 0) {
     throw new DataError(`--payment ${o.payment}: no event of this payment was seen on ${destinations.join(', ')}`);
   }
   if (result.expectation && result.expectation.failed > 0) {
     const e = result.expectation;
-    throw new DataError(`${formatCount(e.failed)} of ${formatCount(e.passed + e.failed)} payments did not meet --expect ${e.types.join(',')}${e.within_ms ? ` within ${e.within_ms / 1000}s` : ''}`);
+    throw new DataError(`${formatCount(e.failed)} of ${countOf(e.passed + e.failed, 'payment')} did not meet --expect ${e.types.join(',')}${e.within_ms ? ` within ${e.within_ms / 1000}s` : ''}`);
   }
 }
 
@@ -137,7 +138,7 @@ function render(r: TraceResult, ctx: CommandContext, payment: string | undefined
     ['end-to-end latency', formatLatency(r.latency.end_to_end)],
   ];
   // History was read, not watched: its events have no transit (their other figures come from their own timestamps).
-  if (r.events.from_history > 0) rows.splice(5, 0, ['from history', `${formatCount(r.events.from_history)} events, published before trace started: not in transit`]);
+  if (r.events.from_history > 0) rows.splice(5, 0, ['from history', `${countOf(r.events.from_history, 'event')}, published before trace started: not in transit`]);
   for (const [stage, s] of Object.entries(r.latency.hops)) rows.push([`hop ${stage}`, formatLatency(s)]);
   if (r.expectation) {
     const e = r.expectation;

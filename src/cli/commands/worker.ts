@@ -11,6 +11,7 @@ import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
 import { fitTable, formatCount, formatRate } from '../render.js';
+import { countOf } from '../../text.js';
 
 const onOffSchema = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
   if (typeof v === 'boolean') return v;
@@ -147,10 +148,10 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     );
   }
   if (result.error_count > 0) {
-    out.warn(`${formatCount(result.error_count)} sends or dead letters failed; their inputs were given back for redelivery: ${result.errors[0]}`);
+    out.warn(`${countOf(result.error_count, 'send or dead letter', 'sends or dead letters')} failed; their inputs were given back for redelivery: ${result.errors[0]}`);
   }
   if (result.interrupted) {
-    throw new InterruptedError(`interrupted: ${formatCount(result.totals.handled)} events handled; in-flight work drained`);
+    throw new InterruptedError(`interrupted: ${countOf(result.totals.handled, 'event')} handled; in-flight work drained`);
   }
 }
 
