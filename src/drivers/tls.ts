@@ -121,7 +121,8 @@ export function tlsProblem(err: unknown, tls: boolean): TlsProblem | undefined {
   if (tls && (codes.some((c) => NOT_TLS_CODES.has(c)) || /wrong version number|packet length too long|disconnected before secure TLS connection|does not support 'tls'/i.test(texts))) {
     return { kind: 'protocol', what: 'the server did not answer TLS on that port', hint: 'is this the TLS port? a plaintext listener takes the plain scheme (kafka://, amqp://, nats:// without tls=true)' };
   }
-  if (!tls && CLOSED_IN_HANDSHAKE.test(texts)) {
+  // A TLS listener answers a plaintext hello with an alert and a close, seen as either.
+  if (!tls && (CLOSED_IN_HANDSHAKE.test(texts) || codes.includes('ECONNRESET'))) {
     return {
       kind: 'protocol',
       what: 'the server closed the connection during the handshake (a TLS or SASL listener?)',

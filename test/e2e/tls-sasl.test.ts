@@ -127,6 +127,17 @@ describe.each(untrusted)('$name without ?ca=', (endpoint) => {
   });
 });
 
+describe.each(untrusted)('$name with ?insecure=true', (endpoint) => {
+  it('connects without checking the certificate, after a warning line that says so', async () => {
+    const url = `${endpoint.untrusted!}${endpoint.untrusted!.includes('?') ? '&' : '?'}insecure=true`;
+    const r = await runCli(['produce', '--broker', url, '--topic', uniqueName('insecure'), '--count', '3', '--json'], { timeoutMs: 60_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).acked).toBe(3);
+    expect(r.stderr).toMatch(/^warning: .*\?insecure=true — the broker's certificate is not verified/m);
+    expectNoSecrets(r.stdout + r.stderr);
+  });
+});
+
 describe.each(plaintextOnTls)('$name with a plaintext client', (endpoint) => {
   it('a plaintext client on the TLS port exits 3 with one line naming the protocol', async () => {
     const r = await runCli(['produce', '--broker', endpoint.plaintextOnTls!, '--count', '1'], { timeoutMs: 60_000 });

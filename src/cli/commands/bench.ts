@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { BENCH_DEFAULTS, BENCH_ROLES, defaultMaxBacklog, runBench, type BenchProgress, type BenchResult } from '../../core/bench.js';
 import { findCapacity, judgeStep, KEEP_UP_TOLERANCE, type CapacityResult } from '../../core/capacity.js';
 import { parseDurationMs, systemClock } from '../../core/clock.js';
-import { createDriver } from '../../drivers/registry.js';
+import { openDriver } from '../connect.js';
 import { parseBrokerUrl } from '../../drivers/url.js';
 import { DataError, InterruptedError, ThresholdError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
@@ -166,7 +166,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (!o.broker) out.info('no --broker and no PAYQ_BROKER: running on memory:// (the in-process broker)');
 
   try {
-    const driver = await createDriver(broker);
+    const driver = await openDriver(broker, ctx.out);
     const progress = await startProgress(out, `connecting to ${broker.redacted}`);
     let announced = false;
     /** One bench run on the connected driver, and its report. */

@@ -1,7 +1,7 @@
 import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
 import { consume, type ConsumedMessage, type ConsumeResult } from '../../core/consume.js';
-import { createDriver } from '../../drivers/registry.js';
+import { openDriver } from '../connect.js';
 import type { Driver } from '../../drivers/types.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { CURRENCY_EXPONENT } from '../../events/currencies.js';
@@ -64,7 +64,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const decode = decodeOptionsOf(o);
   const ndjson = o.json || process.stdout.isTTY !== true;
 
-  const driver = await createDriver(o.broker);
+  const driver = await openDriver(o.broker, ctx.out);
   const tap = o.group === undefined;
   if (tap && o.fromBeginning && !driver.capabilities.replayFromBeginning) {
     throw new UsageError(

@@ -4,7 +4,7 @@ import { systemClock } from '../../core/clock.js';
 import { produce, type ProduceResult } from '../../core/produce.js';
 import { generatedSource, ndjsonInputKind, ndjsonSource, validateNdjsonFile, type EventSource, type NdjsonSource } from '../../core/sources.js';
 import { threadedSource } from '../../core/threaded-source.js';
-import { createDriver } from '../../drivers/registry.js';
+import { openDriver } from '../connect.js';
 import { ConfigError, DataError, InterruptedError, UsageError } from '../../errors.js';
 import { EventGenerator, type GeneratedEvent } from '../../events/generator.js';
 import { loadScenario } from '../../events/scenario.js';
@@ -106,7 +106,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   // only grow memory with --count or --duration. ?maxLength=N in the URL keeps the last N.
   const brokerUrl =
     o.broker.scheme === 'memory' && o.broker.params.maxLength === undefined ? { ...o.broker, params: { ...o.broker.params, maxLength: '0' } } : o.broker;
-  const driver = await createDriver(brokerUrl);
+  const driver = await openDriver(brokerUrl, ctx.out);
   const runId = o.runId ?? randomBytes(6).toString('hex');
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   // Generated events come from a generator thread, so this one only sends. It starts now, while

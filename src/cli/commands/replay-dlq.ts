@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
 import { existingDestinations, REPLAY_DEFAULTS, replayDlq, type ReplayResult } from '../../core/replay.js';
 import { parseFilters } from '../../core/replay-select.js';
-import { createDriver } from '../../drivers/registry.js';
+import { openDriver } from '../connect.js';
 import { DataError, InterruptedError, TopologyError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
 import { brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
@@ -64,7 +64,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const plainEvents = o.typeField !== 'event' || o.correlate !== 'payment_id';
 
   const out = ctx.out;
-  const driver = await createDriver(o.broker);
+  const driver = await openDriver(o.broker, ctx.out);
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   let result: ReplayResult;
   let dlqs: string[];

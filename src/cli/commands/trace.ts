@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
 import { parseExpectation, producibleTypes, trace, unproducibleExpected, type PaymentIssue, type TraceResult } from '../../core/trace.js';
-import { createDriver } from '../../drivers/registry.js';
+import { openDriver } from '../connect.js';
 import { DataError, InterruptedError, UsageError } from '../../errors.js';
 import { checkCorrelateDestinations, decodeOptionsOf } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
@@ -65,7 +65,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.correlate) checkCorrelateDestinations(o.correlate, destinations);
 
   const out = ctx.out;
-  const driver = await createDriver(o.broker);
+  const driver = await openDriver(o.broker, ctx.out);
   const progress = await startProgress(out, `tapping ${countOf(destinations.length, 'destination')} on ${o.broker.redacted}`);
   let result: TraceResult;
   try {

@@ -2,7 +2,7 @@ import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
 import { runWorker, selectStages, WORKER_DEFAULTS, type StageStats, type WorkerResult } from '../../core/worker.js';
-import { createDriver } from '../../drivers/registry.js';
+import { openDriver } from '../connect.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
 import { encodeHistogram } from '../../metrics/histogram.js';
@@ -73,7 +73,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   // Before connecting: a typo in --stage is a usage error, not something to find out from a broker.
   selectStages(scenario, o.stage);
   const out = ctx.out;
-  const driver = await createDriver(o.broker);
+  const driver = await openDriver(o.broker, ctx.out);
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   let result: WorkerResult;
   try {

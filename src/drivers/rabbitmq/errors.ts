@@ -77,6 +77,8 @@ export function connectError(err: unknown, url: BrokerUrl, vhost: string): PayqE
       hint: "the vhost is the URL path ('/' is written %2F or left empty); see rabbitmqctl list_vhosts / list_permissions",
     });
   }
+  const tls = tlsProblem(err, url.tls);
+  if (tls) return new BrokerUnavailableError(`${tls.what}: ${where} (${typeof code === 'string' ? code : text})`, { cause: err, hint: tls.hint });
   // amqplib's own connect timeout carries no code, only this text.
   const socketCode = typeof code === 'string' ? code : /ETIMEDOUT/.test(text) ? 'ETIMEDOUT' : undefined;
   if (socketCode && SOCKET_CODES[socketCode]) {
@@ -86,8 +88,6 @@ export function connectError(err: unknown, url: BrokerUrl, vhost: string): PayqE
       hint: 'is RabbitMQ running and listening on that host and port?',
     });
   }
-  const tls = tlsProblem(err, url.tls);
-  if (tls) return new BrokerUnavailableError(`${tls.what}: ${where} (${typeof code === 'string' ? code : text})`, { cause: err, hint: tls.hint });
   if (typeof code === 'string' && (code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS'))) {
     return new BrokerUnavailableError(`TLS handshake with ${where} failed (${code})`, {
       cause: err,
