@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
+import { modeLine, readMode } from '../../core/read-mode.js';
 import { trace, type PaymentIssue, type TraceResult } from '../../core/trace.js';
 import { createDriver } from '../../drivers/registry.js';
 import { DataError, InterruptedError, UsageError } from '../../errors.js';
@@ -31,6 +32,11 @@ const traceSchema = z.strictObject({
   untilFinished: wholeNumber(1).optional(),
   typeField: fieldPath.default('event'),
   correlate: fieldPath.default('payment_id'),
+  group: z.string().regex(/^[A-Za-z0-9._:-]{1,200}$/, 'must be letters, digits, . _ : - (at most 200)').optional(),
+  requeue: flagSchema.default(false),
+  exchange: z.string().min(1).max(255).optional(),
+  binding: z.string().max(255).optional(),
+  streamOffset: z.string().min(1).optional(),
 });
 
 export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
@@ -47,15 +53,18 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.within !== undefined && !o.expect) throw new UsageError('--within goes with --expect');
   if (o.expect && o.expect.length === 0) throw new UsageError('--expect needs at least one event type');
   // Own events on own topics need no scenario; otherwise the scenario names the destinations.
-  const scenario = o.scenario !== undefined || o.topic.length === 0 ? loadScenario(o.scenario ?? 'checkout') : undefined;
-  const destinations = o.topic.length > 0 ? o.topic : scenario!.destinations;
+  const scenario = o.scenario !== undefined || (o.topic.length === 0 && o.exchange === undefined) ? loadScenario(o.scenario ?? 'checkout') : undefined;
+  const destinations = o.exchange !== undefined ? [o.exchange] : o.topic.length > 0 ? o.topic : scenario!.destinations;
   // With --expect and no end condition, end once the pipeline has been quiet for a while.
   const idleTimeoutMs = o.idleTimeout ?? (o.expect && o.duration === undefined ? Math.max(5_000, (o.within ?? 0) + 1_000) : undefined);
   const plainEvents = o.typeField !== 'event' || o.correlate !== 'payment_id';
 
   const out = ctx.out;
   const driver = await createDriver(o.broker);
-  const progress = await startProgress(out, `tapping ${destinations.length} destinations on ${o.broker.redacted}`);
+  const mode = readMode(o, driver);
+  if (mode.kind === 'exchange' && o.topic.length > 0) throw new UsageError('--exchange taps an exchange, not --topic queues: give one of them');
+  if (mode.kind === 'stream' && o.fromBeginning) throw new UsageError('--stream-offset says where to start: --from-beginning is --stream-offset first');
+  const progress = await startProgress(out, `reading ${destinations.length} destinations on ${o.broker.redacted}`);
   let result: TraceResult;
   try {
     await driver.connect();
@@ -74,12 +83,14 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
         startTimeoutMs: o.startTimeout,
         durationMs: o.duration,
         untilFinished: o.untilFinished,
+        mode,
       },
       {
         driver,
         clock: systemClock,
         signal: ctx.signal,
-        onReady: () => out.verbose(`trace: watching ${destinations.join(', ')}`),
+        // The first line says how payq reads (README "How payq reads a destination it did not build").
+        onReady: () => out.info(`trace: watching ${destinations.join(', ')} on ${o.broker!.redacted} ${modeLine(mode, driver)}`),
         onProgress: (p) => progress.update(`${formatCount(p.events)} events · ${formatCount(p.finished)} payments finished · ${formatCount(p.inFlight)} in flight`),
       },
     );
