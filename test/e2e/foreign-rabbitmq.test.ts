@@ -14,6 +14,8 @@ import { AMQP_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
 import { expectOneErrorLine, runCli } from '../helpers/cli.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
 import { startCli } from '../helpers/spawn.js';
+import { createDriver } from '../../src/drivers/registry.js';
+import type { Delivery } from '../../src/drivers/types.js';
 
 const EVENTS = 20;
 const up = await brokerAvailable(AMQP_URL);
@@ -185,5 +187,66 @@ describe.skipIf(!up)('a RabbitMQ queue payq did not declare, filled through the 
     }
     const exists = await withChannel(async (ch) => ch.checkQueue(queue).then(() => true, () => false));
     expect(exists).toBe(false);
+  });
+
+  it('--stream-offset first reads a stream queue from its start and takes nothing: same count afterwards', async () => {
+    const options = { durable: true, arguments: { 'x-queue-type': 'stream' } };
+    const queue = await foreignQueue(options);
+    for (const command of [
+      ['consume', '--broker', AMQP_URL, '--topic', queue, '--stream-offset', 'first', '--idle-timeout', '2s', '--json'],
+      ['consume', '--broker', AMQP_URL, '--topic', queue, '--stream-offset', '0', '--idle-timeout', '2s', '--json'],
+    ]) {
+      const r = await runCli(command);
+      expect(r.code, r.stderr).toBe(0);
+      expect(lines(r.stderr)[0]).toMatch(/\(stream queue from offset (first|0): a stream keeps its messages, taking nothing\)/);
+      expect(lines(r.stdout)).toEqual(expectedBodies);
+    }
+    const traced = await runCli([
+      'trace', '--broker', AMQP_URL, '--topic', queue, '--stream-offset', 'first', '--type-field', 'event', '--correlate', 'data.order_id',
+      '--expect', 'order_placed', '--idle-timeout', '2s', '--json',
+    ]);
+    expect(traced.code, traced.stderr).toBe(0);
+    expect(JSON.parse(traced.stdout)).toMatchObject({ events: { seen: EVENTS }, expectation: { passed: EVENTS, failed: 0 } });
+    expect(await stillDeclaredAs(queue, options)).toBe(true);
+    expect(await messageCount(queue)).toBe(EVENTS);
+  });
+
+  it('the worker side: a queue without payq\'s dead-letter exchange dead-letters by publishing to <queue>.dlq, headers kept, arguments untouched', async () => {
+    const options = { durable: true, arguments: { 'x-max-length': 1000 } };
+    const queue = await foreignQueue(options);
+    created.push(`${queue}.dlq`);
+    const driver = await createDriver(AMQP_URL);
+    await driver.connect();
+    try {
+      const notices = await driver.declare([{ name: queue, deadLetter: true }]);
+      expect(notices).toEqual([expect.stringMatching(/exists without payq's dead-letter exchange: used as it is; payq dead-letters by publishing to '.*\.dlq' itself/)]);
+      const got: Delivery[] = [];
+      const sub = await driver.subscribe({ destinations: [queue], group: 'worker', fromBeginning: true, prefetch: 5 }, async (ds) => {
+        for (const d of ds) {
+          if (got.length < 3) {
+            got.push(d);
+            await d.deadLetter({ 'payq-dlq-reason': 'permanent-failure' });
+          } else d.nack();
+        }
+      });
+      for (let i = 0; i < 100 && got.length < 3; i++) await new Promise((r) => setTimeout(r, 100));
+      await sub.close();
+      expect(got).toHaveLength(3);
+      const dead: Delivery[] = [];
+      const dlqSub = await driver.subscribe({ destinations: [`${queue}.dlq`], group: 'check', fromBeginning: true, prefetch: 10 }, (ds) => {
+        for (const d of ds) {
+          dead.push(d);
+          d.ack();
+        }
+      });
+      for (let i = 0; i < 100 && dead.length < 3; i++) await new Promise((r) => setTimeout(r, 100));
+      await dlqSub.close();
+      expect(dead.map((d) => d.value.toString()).sort()).toEqual(got.map((d) => d.value.toString()).sort());
+      for (const d of dead) expect(d.headers['payq-dlq-reason']).toBe('permanent-failure');
+      expect(await stillDeclaredAs(queue, options)).toBe(true);
+      expect(await countSettles(queue, EVENTS - 3)).toBe(EVENTS - 3);
+    } finally {
+      await driver.close();
+    }
   });
 });
