@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { ConfigError, UsageError } from '../errors.js';
 import { parseBrokerUrl, type BrokerUrl } from '../drivers/url.js';
 import { parseDurationMs } from '../core/clock.js';
+import { parseCorrelate, parseFieldPath, type CorrelateSpec } from '../events/decode.js';
 
 type Raw = string | number | boolean;
 
@@ -55,6 +56,22 @@ export const brokerSchema = z.string().transform((v, ctx): BrokerUrl => {
 export const destinationSchema = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/, 'must be a destination name: letters, digits, . _ - (at most 200)');
+
+function parsedBy<T>(parse: (text: string) => T) {
+  return z.string().transform((v, ctx): T => {
+    try {
+      return parse(v);
+    } catch (err) {
+      if (err instanceof UsageError) return addIssue(ctx, err.message);
+      throw err;
+    }
+  });
+}
+
+/** A body field path such as data.order_id (`--type-field`, `--time-field`). */
+export const fieldPathSchema = parsedBy(parseFieldPath);
+/** `--correlate PATH` or `--correlate DEST=PATH,…` (decode.ts). */
+export const correlateSchema = parsedBy<CorrelateSpec>(parseCorrelate);
 
 export const flagSchema = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
   if (typeof v === 'boolean') return v;

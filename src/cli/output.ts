@@ -1,9 +1,12 @@
 /**
- * The only place that writes to the terminal. Data goes to stdout; everything for humans goes to
- * stderr, coloured only when stderr is a TTY. Every line passes through `redact`.
+ * The only place that writes to the terminal. Data goes to stdout, exactly as given: events,
+ * NDJSON and reports are never rewritten (README "Brokers and URLs": secrets are redacted by
+ * structure, where a URL is printed or a client error is mapped). Everything for humans goes to
+ * stderr, coloured only when stderr is a TTY; as a last safety net a `scheme://user:pass@` in such
+ * a line is shown as `scheme://user:***@` (URL structure only, never a search for a password).
  */
 import { Chalk, type ChalkInstance } from 'chalk';
-import { redact } from '../secrets.js';
+import { redactUrlsIn as redact } from '../secrets.js';
 
 export type Verbosity = 'quiet' | 'normal' | 'verbose';
 
@@ -33,13 +36,13 @@ export class Output {
 
   /** Machine output: one chunk of data on stdout. */
   data(text: string): void {
-    this.streams.stdout.write(redact(text));
+    this.streams.stdout.write(text);
   }
 
   /** Writes data and resolves once the stream took it (large NDJSON outputs). */
   dataAsync(text: string): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.streams.stdout.write(redact(text), (err) => (err ? reject(err) : resolve()));
+      this.streams.stdout.write(text, (err) => (err ? reject(err) : resolve()));
     });
   }
 
@@ -60,7 +63,7 @@ export class Output {
     this.streams.stderr.write(`${this.color.red('payq: error:')} ${redact(text)}\n`);
   }
 
-  /** Diagnostics for --debug (stack traces), redacted like everything else. */
+  /** Diagnostics for --debug (stack traces); drivers scrubbed their client errors already. */
   diagnostic(text: string): void {
     this.streams.stderr.write(`${redact(text)}\n`);
   }

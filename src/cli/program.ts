@@ -96,7 +96,8 @@ const commands: CommandSpec[] = [
         .option('--idle-timeout <time>', 'stop after this long without a message (exit 0), e.g. 3s: lets CI finish')
         .option('--with-meta', 'NDJSON: wrap each body as {destination,key,partition,offset,redelivered,headers,event}')
         .option('--type-field <path>', 'body field with the event type, for events payq did not write (wins over headers)', 'event')
-        .option('--correlate <path>', 'body field with the payment/correlation id, for events payq did not write', 'payment_id')
+        .option('--correlate <paths>', 'body field with the payment/correlation id, for events payq did not write; per destination: orders=data.order_id,payments=data.order.id', 'payment_id')
+        .option('--time-field <path>', 'body field with the event\'s business time (ISO 8601, epoch s or ms), for events payq did not write', 'occurred_at')
         .addOption(new Option('--prefetch <n>', 'unacked messages held at once (default 500, at most --limit)').hideHelp());
       cmd.addHelpText(
         'after',
@@ -112,10 +113,11 @@ const commands: CommandSpec[] = [
     name: 'trace',
     summary: 'follow payments across the pipeline: timelines, latency, completeness; --expect for CI',
     examples: [
-      'payq trace --broker kafka://127.0.0.1:9092 --expect order_placed,order_completed --within 60s',
+      "payq trace --broker kafka://127.0.0.1:9092 --expect 'order_placed,order_completed|payment_declined' --within 60s",
       'payq trace --broker kafka://127.0.0.1:9092 --from-beginning --idle-timeout 10s --json',
       'payq trace --broker amqp://guest:guest@127.0.0.1:5672 --payment pay_7de73dd98817dded',
       'payq trace --broker kafka://127.0.0.1:9092 --topic orders --type-field event --correlate data.order_id --from-beginning --idle-timeout 5s',
+      'payq trace --broker kafka://127.0.0.1:9092 --topic orders --topic payments --correlate orders=data.order_id,payments=data.order.id --time-field data.at',
     ],
     configure(cmd) {
       cmd
@@ -123,8 +125,8 @@ const commands: CommandSpec[] = [
         .option('--topic <name>', 'a destination to tap instead of the scenario\'s (repeatable)', collect)
         .option('--from-beginning', 'read history too (Kafka; RabbitMQ taps see new messages only)')
         .option('--stuck-after <time>', 'a payment with no new event for this long is stuck', '30s')
-        .option('--expect <types>', 'event types every payment must reach (comma-separated); exit 4 when one does not')
-        .option('--within <time>', 'with --expect: measured from the payment\'s first event')
+        .option('--expect <types>', 'event types every payment must reach (comma-separated; A|B: either); exit 4 when one does not')
+        .option('--within <time>', 'with --expect: measured from the payment\'s start, on its events\' publish times')
         .option('--payment <id>', 'print the timeline of this payment')
         .option('--run-id <id>', 'only events of this run (payq-run-id)')
         .option('--idle-timeout <time>', 'end after this long without events (default with --expect: 5s)')
@@ -136,7 +138,8 @@ const commands: CommandSpec[] = [
         .option('--stream-offset <offset>', 'RabbitMQ stream queue: read it from first, last, next, an offset or an ISO time, taking nothing')
         .option('--duration <time>', 'end after this long')
         .option('--type-field <path>', 'body field with the event type, for events payq did not write', 'event')
-        .option('--correlate <path>', 'body field that ties a payment\'s events together', 'payment_id')
+        .option('--correlate <paths>', 'body field that ties a payment\'s events together; per destination: orders=data.order_id,payments=data.order.id', 'payment_id')
+        .option('--time-field <path>', 'body field with the event\'s business time (ISO 8601, epoch s or ms), shown in --payment timelines', 'occurred_at')
         .addOption(new Option('--until-finished <n>', 'end once this many payments finished').hideHelp());
     },
     load: () => import('./commands/trace.js'),
@@ -223,6 +226,7 @@ const commands: CommandSpec[] = [
       "payq bench --broker kafka://127.0.0.1:9092 --rate 2000 --duration 60s --assert 'p99_ms<250' --assert loss==0",
       'payq bench --broker amqp://guest:guest@127.0.0.1:5672 --count 10000 --json report.json --markdown summary.md',
       "payq bench --time-scale 0 --failures off --duration 30s --assert 'throughput>=20k'   # the harness ceiling",
+      "payq bench --broker kafka://127.0.0.1:9092 --find-max --assert 'p99_ms<250' --assert loss==0 --duration 20s --json capacity.json",
       'payq bench --scenario ./my-pipeline.yaml --producers 4 --consumers 200 --warmup 10s',
     ],
     configure(cmd) {
@@ -241,11 +245,20 @@ const commands: CommandSpec[] = [
         .option('--drain-timeout <time>', 'after producing, wait at most this long for the pipeline to finish', '30s')
         .option('--assert <expr>', "fail with exit 5 unless EXPR holds, e.g. 'p99_ms<250', loss==0, 'throughput>=1000', 'apt_ms<=20' (repeatable)", collect)
         .option('--markdown <file>', 'write the report as markdown (for $GITHUB_STEP_SUMMARY)')
+        .option('--html <file>', 'write the report as one self-contained HTML file with charts (opens offline)')
         .option('--run-id <id>', 'run id stamped on the measured events (default random; required with --role)')
         .option('--role <part>', 'run one part of the pipeline: producer, worker or tracer (default all, in this process)')
         .option('--idle-timeout <time>', 'worker and tracer parts: end once the run\'s events stopped coming for this long', '10s')
         .option('--start-timeout <time>', 'worker and tracer parts: give up when no event of the run arrived within this long', '5m')
         .option('--partitions <n>', 'partitions of the Kafka topics bench creates (default 6)')
+        .option('--find-max', 'capacity search: the highest --rate whose step meets every --assert (steps of --duration each)')
+        .option('--min-rate <n>', 'with --find-max: the first step\'s rate (payments/s)', '10')
+        .option('--max-rate <n>', 'with --find-max: never step above this rate (payments/s)')
+        .option('--precision <pct>', 'with --find-max: stop when the passing and failing rates are this close', '5%')
+        .option('--max-duration <time>', 'with --find-max: the whole search\'s time budget', '10m')
+        .option('--metrics-port <n>', 'serve live OpenMetrics on http://127.0.0.1:N/metrics while running (0: any free port)')
+        .option('--metrics-host <addr>', 'with --metrics-port: the address to listen on', '127.0.0.1')
+        .option('--metrics-linger <time>', 'with --metrics-port: keep serving the final figures this long after the run', '0s')
         .addOption(new Option('--size <bytes>', 'pad each produced body to at least this many bytes').hideHelp())
         .allowExcessArguments(true)
         .hook('preAction', (command) => {
@@ -275,6 +288,7 @@ const commands: CommandSpec[] = [
       'payq report --merge producer.json worker-a.json worker-b.json tracer.json --json > merged.json',
       'payq report report.json --compare baseline.json --fail-on-regression 10',
       "payq report report.json --assert 'p99_ms<250' --markdown summary.md",
+      'payq report report.json --compare baseline.json --html report.html',
     ],
     configure(cmd) {
       cmd
@@ -285,6 +299,7 @@ const commands: CommandSpec[] = [
         .option('--threshold <pct>', 'with --compare: how much worse counts as a regression in the table (default 5)')
         .option('--assert <expr>', 'as payq bench --assert, on the (merged) report; exit 5 when breached (repeatable)', collect)
         .option('--markdown <file>', 'write the rendering as markdown')
+        .option('--html <file>', 'write the rendering as one self-contained HTML file with charts (opens offline)')
         .allowExcessArguments(true)
         .hook('preAction', (command) => {
           command.setOptionValueWithSource('files', [...command.args], 'cli');

@@ -1,4 +1,5 @@
 /** Rendering for humans: tables and figures. Commands hand it results; it returns text. */
+import { stripVTControlCharacters } from 'node:util';
 import Table from 'cli-table3';
 import { Chalk, type ChalkInstance } from 'chalk';
 import type { LatencySummary } from '../metrics/histogram.js';
@@ -6,10 +7,85 @@ import type { AssertionOutcome } from '../metrics/assert.js';
 import type { ComparisonRow } from '../metrics/compare.js';
 import type { Report as BenchReport } from '../metrics/report.js';
 
-export function keyValueTable(rows: [string, string][], color: ChalkInstance): string {
-  const table = new Table({ style: { head: [], border: color.level > 0 ? ['grey'] : [] } });
-  for (const [k, v] of rows) table.push({ [color.bold(k)]: v });
+/** Every table payq prints fits in this many columns: long values wrap inside their cell. */
+export const TABLE_WIDTH = 100;
+
+/** Columns a text takes on a terminal (ANSI codes take none). */
+export function visibleWidth(text: string): number {
+  return [...stripVTControlCharacters(text)].length;
+}
+
+/**
+ * Word-wraps one line to `width` columns; a word longer than that breaks after a - / . , : or _
+ * where it can, else at the width (losing its colour).
+ */
+function wrapLine(line: string, width: number): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let curWidth = 0;
+  for (const word of line.split(' ')) {
+    let w = word;
+    let ww = visibleWidth(w);
+    if (curWidth > 0 && curWidth + 1 + ww <= width) {
+      cur += ` ${w}`;
+      curWidth += 1 + ww;
+      continue;
+    }
+    if (curWidth > 0) out.push(cur);
+    while (ww > width) {
+      const chars = [...stripVTControlCharacters(w)];
+      let cut = width;
+      for (let i = width - 1; i >= Math.floor(width / 3); i--) {
+        if ('-/.,:_'.includes(chars[i]!)) {
+          cut = i + 1;
+          break;
+        }
+      }
+      out.push(chars.slice(0, cut).join(''));
+      w = chars.slice(cut).join('');
+      ww = chars.length - cut;
+    }
+    cur = w;
+    curWidth = ww;
+  }
+  out.push(cur);
+  return out;
+}
+
+function wrapCell(text: string, width: number): string {
+  return text
+    .split('\n')
+    .flatMap((line) => (visibleWidth(line) <= width ? [line] : wrapLine(line, width)))
+    .join('\n');
+}
+
+/**
+ * A table within TABLE_WIDTH columns: when the cells' natural widths do not fit, the widest
+ * columns give way first (down to a common cap) and their cells wrap.
+ */
+export function fitTable(head: string[] | undefined, rows: string[][], color: ChalkInstance, maxWidth = TABLE_WIDTH): string {
+  const cols = Math.max(head?.length ?? 0, ...rows.map((r) => r.length));
+  const natural = Array.from({ length: cols }, (_, i) =>
+    Math.max(1, ...[head ?? [], ...rows].map((r) => Math.max(0, ...String(r[i] ?? '').split('\n').map(visibleWidth)))),
+  );
+  // Each column takes its text plus one space either side, and the borders one column each.
+  const budget = maxWidth - (cols + 1) - 2 * cols;
+  let cap = Math.max(...natural);
+  const used = (c: number) => natural.reduce((n, w) => n + Math.min(w, c), 0);
+  while (cap > 4 && used(cap) > budget) cap--;
+  const widths = natural.map((w) => Math.min(w, cap));
+  const fit = (r: string[]) => widths.map((w, i) => wrapCell(String(r[i] ?? ''), w));
+  const table = new Table({
+    ...(head ? { head: fit(head) } : {}),
+    colWidths: widths.map((w) => w + 2),
+    style: { head: [], border: color.level > 0 ? ['grey'] : [] },
+  });
+  for (const r of rows) table.push(fit(r));
   return table.toString();
+}
+
+export function keyValueTable(rows: [string, string][], color: ChalkInstance): string {
+  return fitTable(undefined, rows.map(([k, v]) => [color.bold(k), v]), color);
 }
 
 export function formatCount(n: number): string {
@@ -26,18 +102,13 @@ export function formatLatency(s: LatencySummary | undefined): string {
 }
 
 export function issuesTable(title: string, issues: { payment_id: string; reason: string; last_type: string | undefined; types: string[]; age_s: number }[], color: ChalkInstance): string {
-  const table = new Table({ head: ['payment', 'reason', 'last event', 'events seen', 'age'], style: { head: [], border: color.level > 0 ? ['grey'] : [] } });
-  for (const i of issues) table.push([i.payment_id, i.reason, i.last_type ?? '-', i.types.join(' → '), `${i.age_s}s`]);
-  return `${color.bold(title)}\n${table.toString()}`;
+  const rows = issues.map((i) => [i.payment_id, i.reason, i.last_type ?? '-', i.types.join(' → '), `${i.age_s}s`]);
+  return `${color.bold(title)}\n${fitTable(['payment', 'reason', 'last event', 'events seen', 'age'], rows, color)}`;
 }
 
 // ------------------------------------------------------------------------------------------------
 // bench and report: a payq.report/v1 report as tables, a latency chart and markdown.
 
-
-function tableStyle(color: ChalkInstance) {
-  return { head: [], border: color.level > 0 ? ['grey'] : [] };
-}
 
 function formatMs(ms: number): string {
   return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : ms >= 10 ? `${ms.toFixed(1)} ms` : `${ms.toFixed(3)} ms`;
@@ -83,7 +154,8 @@ function summaryRows(r: BenchReport, color: ChalkInstance): [string, string][] {
     s.rate_per_s === null ? `flat out${s.max_backlog === null ? '' : ` (backlog ≤ ${formatCount(s.max_backlog)} events)`}` : `${formatCount(s.rate_per_s)} payments/s (open loop)`;
   const window = s.count === null ? `${s.duration_s ?? '-'} s` : `${formatCount(s.count)} payments`;
   return [
-    ['broker', `${s.broker}${s.broker_version ? color.dim(` (${s.broker_version})`) : ''}`],
+    ['broker', s.broker],
+    ...(s.broker_version ? [['broker version', color.dim(s.broker_version)] as [string, string]] : []),
     ['scenario', `${s.scenario} · seed ${s.seed} · run ${r.run_id}${r.merged_from > 1 ? ` · merged from ${r.merged_from} reports` : ''}`],
     ['load', `${load} · ${window} after ${s.warmup_s} s warm-up · ${s.producers} producer(s) · ${s.consumers} per stage`],
     ['measured', `${r.elapsed_s} s`],
@@ -95,8 +167,10 @@ function summaryRows(r: BenchReport, color: ChalkInstance): [string, string][] {
       'loss',
       r.loss === null || e.lost === null
         ? `n/a: the report of one part (${r.role}) of a run; merge the parts' reports (${formatCount(e.acknowledged)} acknowledged · ${formatCount(e.consumed)} consumed here)`
-        : `${r.loss === 0 ? color.green('0') : color.red(formatPct(r.loss))} (${formatCount(e.lost)} of ${formatCount(e.acknowledged)} acknowledged events not consumed)`,
+        : `${r.loss === 0 ? color.green('0') : color.red(formatPct(r.loss))} · ${e.lost === 0 ? 'none' : formatCount(e.lost)} of ${formatCount(e.acknowledged - e.in_flight - e.not_drained)} acknowledged events whose fate is known ${e.lost === 0 ? 'lost' : 'never consumed'}`,
     ],
+    ...(e.in_flight > 0 ? [['in flight', color.yellow(`${formatCount(e.in_flight)} acknowledged events not yet consumed when interrupted (fate unknown, not lost)`)] as [string, string]] : []),
+    ...(e.not_drained > 0 ? [['not drained', color.yellow(`${formatCount(e.not_drained)} acknowledged events still on the broker when the drain timed out (the backlog; not lost)`)] as [string, string]] : []),
     ['duplicates / out of order', `${e.duplicates === 0 ? '0' : color.yellow(formatCount(e.duplicates))} · ${e.out_of_order === 0 ? '0' : color.yellow(formatCount(e.out_of_order))}`],
     ['availability', `${r.availability === 1 ? color.green(formatPct(1)) : color.red(formatPct(r.availability))} of ${formatCount(r.windows.total)} one-second windows`],
     ['payments', `${formatCount(r.payments.produced)} produced · ${formatCount(r.payments.finished)} finished (${classesText(r)})${r.payments.in_flight > 0 ? color.yellow(` · ${formatCount(r.payments.in_flight)} unfinished`) : ''}${r.payments.stuck > 0 ? color.red(` · ${formatCount(r.payments.stuck)} stuck`) : ''}`],
@@ -105,23 +179,27 @@ function summaryRows(r: BenchReport, color: ChalkInstance): [string, string][] {
 }
 
 function handlersTable(r: BenchReport, color: ChalkInstance): string {
-  const table = new Table({
-    head: ['handler', 'cᵢ handled', 'tᵢ mean', 'p50', 'p99', 'wall tᵢ', 'retries', 'dead-lettered'].map((h) => color.bold(h)),
-    style: tableStyle(color),
-  });
-  for (const [stage, h] of Object.entries(r.handlers)) {
-    table.push([stage, formatCount(h.count), formatMs(h.t_ms), formatMs(h.p50_ms), formatMs(h.p99_ms), formatMs(h.wall_t_ms), formatCount(h.retries), formatCount(h.dead_lettered)]);
-  }
-  table.push([color.bold('APT = Σtᵢcᵢ/Σcᵢ'), '', color.bold(formatMs(r.apt_ms)), '', '', formatMs(r.apt_wall_ms), '', '']);
-  return table.toString();
+  const rows = Object.entries(r.handlers).map(([stage, h]) => [
+    stage,
+    formatCount(h.count),
+    formatMs(h.t_ms),
+    formatMs(h.p50_ms),
+    formatMs(h.p99_ms),
+    formatMs(h.wall_t_ms),
+    formatCount(h.retries),
+    formatCount(h.dead_lettered),
+  ]);
+  rows.push([color.bold('APT = Σtᵢcᵢ/Σcᵢ'), '', color.bold(formatMs(r.apt_ms)), '', '', formatMs(r.apt_wall_ms), '', '']);
+  return fitTable(['handler', 'cᵢ', 'tᵢ', 'p50', 'p99', 'wall tᵢ', 'retries', 'DLQ'].map((h) => color.bold(h)), rows, color);
 }
 
 function latencyTable(r: BenchReport, color: ChalkInstance): string {
-  const table = new Table({ head: ['latency', 'count', 'p50', 'p90', 'p99', 'p99.9', 'max'].map((h) => color.bold(h)), style: tableStyle(color) });
-  for (const [name, s] of latencyRows(r)) {
-    table.push([name, formatCount(s.count), ...[s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms, s.max_ms].map((v) => (s.count === 0 ? '-' : formatMs(v)))]);
-  }
-  return table.toString();
+  const rows = latencyRows(r).map(([name, s]) => [
+    name,
+    formatCount(s.count),
+    ...[s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms, s.max_ms].map((v) => (s.count === 0 ? '-' : formatMs(v))),
+  ]);
+  return fitTable(['latency', 'count', 'p50', 'p90', 'p99', 'p99.9', 'max'].map((h) => color.bold(h)), rows, color);
 }
 
 const BAR = ['', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
@@ -209,22 +287,51 @@ export function benchReportMarkdown(r: BenchReport, outcomes: AssertionOutcome[]
 }
 
 function formatDelta(row: ComparisonRow): string {
-  if (row.delta_pct === null) return row.current === row.baseline ? '0%' : row.current > row.baseline ? '+∞' : '-∞';
+  if (row.delta_pct === null) return row.change === 'same' ? '0%' : row.current > row.baseline ? '+∞' : '-∞';
+  if (row.change === 'same') return '0%';
   return `${row.delta_pct > 0 ? '+' : ''}${row.delta_pct}%`;
 }
 
+/** regression (worse beyond the threshold), worse (within it), better, or same (a 0% change). */
+function changeText(row: ComparisonRow, color: ChalkInstance): string {
+  if (row.regression) return color.red('regression');
+  return row.change === 'better' ? color.green('better') : row.change === 'worse' ? color.yellow('worse') : color.dim('same');
+}
+
 export function comparisonTable(rows: ComparisonRow[], color: ChalkInstance): string {
-  const table = new Table({ head: ['figure', 'baseline', 'current', 'change', ''].map((h) => color.bold(h)), style: tableStyle(color) });
-  for (const row of rows) {
-    const improved = !row.regression && row.current !== row.baseline && (row.better === 'lower' ? row.current < row.baseline : row.current > row.baseline);
-    table.push([row.label, String(row.baseline), String(row.current), formatDelta(row), row.regression ? color.red('regression') : improved ? color.green('better') : '']);
-  }
-  return table.toString();
+  return fitTable(
+    ['figure', 'baseline', 'current', 'change', ''].map((h) => color.bold(h)),
+    rows.map((row) => [row.label, String(row.baseline), String(row.current), formatDelta(row), changeText(row, color)]),
+    color,
+  );
 }
 
 export function comparisonMarkdown(rows: ComparisonRow[]): string {
   return mdTable(
     ['figure', 'baseline', 'current', 'change', ''],
-    rows.map((r) => [r.label, String(r.baseline), String(r.current), formatDelta(r), r.regression ? '❌ regression' : '']),
+    rows.map((r) => [r.label, String(r.baseline), String(r.current), formatDelta(r), r.regression ? '❌ regression' : r.change]),
   );
+}
+
+// ------------------------------------------------------------------------------------------------
+// bench --find-max: the steps and the capacity.
+
+export function capacityText(c: NonNullable<BenchReport['capacity']>, color: ChalkInstance): string {
+  const rows = c.steps.map((s) => [
+    String(s.index),
+    s.phase,
+    formatCount(s.rate_per_s),
+    formatCount(Math.round(s.achieved_per_s)),
+    formatCount(Math.round(s.events_per_s)),
+    String(s.p99_ms),
+    s.passed ? 'pass' : `fail: ${s.limit}`,
+  ]);
+  const table = fitTable(['step', 'phase', 'rate/s', 'achieved/s', 'events/s', 'p99 ms', 'verdict'], rows, color);
+  const slos = c.slos.join(', ');
+  if (c.payments_per_s === null) {
+    return `${table}\n${color.red.bold('capacity: none')} — even ${formatCount(c.min_rate_per_s)} payments/s breaks ${c.first_failure?.limit ?? 'an SLO'} (SLOs: ${slos})`;
+  }
+  const failure = c.first_failure ? ` · first failure at ${formatCount(c.first_failure.rate_per_s)}/s: ${c.first_failure.limit}` : '';
+  const why = c.bracketed ? `within ${+(c.precision * 100).toFixed(2)}%` : `not bracketed (${c.stopped_by}): a lower bound`;
+  return `${table}\n${color.green.bold(`capacity: ${formatCount(c.payments_per_s)} payments/s`)} (${formatCount(Math.round(c.events_per_s ?? 0))} events/s) meeting ${slos}, ${why}${failure}`;
 }

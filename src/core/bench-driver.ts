@@ -12,6 +12,8 @@ import type { Clock } from './clock.js';
 
 /** Events of the measured run, counted once each way. */
 export interface RunCounts {
+  /** Sends of the run handed to the broker (events), acknowledged or not yet. */
+  sent: number;
   /** Sends of the run the broker acknowledged (events). */
   acknowledged: number;
   /** Of the run's sends, those the broker refused or failed (events). */
@@ -27,7 +29,7 @@ export class MeteredDriver implements Driver {
   readonly capabilities: Driver['capabilities'];
   readonly url: Driver['url'];
   readonly availability = new AvailabilityTracker();
-  readonly run: RunCounts = { acknowledged: 0, unacknowledged: 0, consumed: 0, redelivered: 0 };
+  readonly run: RunCounts = { sent: 0, acknowledged: 0, unacknowledged: 0, consumed: 0, redelivered: 0 };
   /** Events sent and not yet failed, minus deliveries to consumers: what waits in the broker. */
   private outstanding = 0;
   /** Activity of any run: lets bench tell a quiet pipeline from a busy one. */
@@ -99,6 +101,7 @@ export class MeteredDriver implements Driver {
     const sentUs = this.clock.nowUs();
     const id = this.nextSend++;
     this.pending.set(id, sentUs);
+    this.run.sent += ours;
     this.outstanding += n;
     this.activity++;
     return this.inner.send(destination, messages).then(

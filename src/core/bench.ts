@@ -11,8 +11,11 @@
  *
  * The end: once the producers are done, bench drains: it waits until trace has seen every
  * measured payment finish and every acknowledged event of the run was consumed, or until the
- * pipeline has been quiet for `quietMs` (nothing sent, delivered or in a handler: what is missing
- * by then is lost), or `drainTimeoutMs`.
+ * pipeline has been quiet for `quietMs` (every consumer subscribed and idle, nothing sent,
+ * delivered or in a handler: what the readers did not get by then the broker no longer holds, and
+ * is lost), or `drainTimeoutMs`. Acknowledged events not consumed when the drain timed out are
+ * `not_drained`, and when the signal interrupted the run `in_flight`: their fate is unknown, so
+ * they are never counted as lost (README "Loss probability").
  */
 import type { Driver, Subscription } from '../drivers/types.js';
 import { InterruptedError } from '../errors.js';
@@ -26,8 +29,9 @@ import { MeteredDriver } from './bench-driver.js';
 import type { Clock } from './clock.js';
 import { produce, type ProduceResult } from './produce.js';
 import { generatedSource, type EventSource } from './sources.js';
-import { trace, type TraceResult } from './trace.js';
+import { trace, type TraceDeps, type TraceResult } from './trace.js';
 import { runWorker, WORKER_DEFAULTS, type WorkerResult } from './worker.js';
+import { TimeSeriesRecorder } from '../metrics/timeseries.js';
 
 export interface BenchOptions {
   scenario: Scenario;
@@ -108,6 +112,8 @@ export interface BenchDeps {
   clock: Clock;
   signal?: AbortSignal | undefined;
   onProgress?: ((p: BenchProgress) => void) | undefined;
+  /** The tracer's live histograms, for --metrics-port. */
+  onHistograms?: TraceDeps['onHistograms'];
 }
 
 export interface BenchResult {
@@ -193,6 +199,8 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   deps.signal?.addEventListener('abort', stopAll, { once: true });
 
   let phase: BenchPhase = 'starting';
+  const series = new TimeSeriesRecorder();
+  let liveEndToEnd: LatencyHistogram | undefined;
   let traceFinished = 0;
   let traceEvents = 0;
   let workerInFlight = 0;
@@ -242,6 +250,10 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
         clock,
         signal: tracing.signal,
         onReady: traceReady.call,
+        onHistograms: (h) => {
+          liveEndToEnd = h.endToEnd;
+          deps.onHistograms?.(h);
+        },
         onProgress: (p) => {
           traceFinished = p.finished;
           traceEvents = p.events;
@@ -313,7 +325,20 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     throw err;
   }
 
-  const progressTimer = setInterval(report, PROGRESS_MS);
+  // The time series: sampled with the progress, during the measured run and its drain only.
+  let sampledUs = 0;
+  const sampleSeries = (force = false) => {
+    if (phase !== 'measure' && phase !== 'drain') return;
+    // Four samples a second are plenty for per-second points (each copies a histogram).
+    if (!force && clock.nowUs() - sampledUs < 250_000) return;
+    sampledUs = clock.nowUs();
+    const counts = { sent: driver.run.sent, acknowledged: driver.run.acknowledged, consumed: driver.run.consumed, completed: traceFinished, backlog: driver.backlog };
+    series.sample(clock.nowUs(), counts, liveEndToEnd);
+  };
+  const progressTimer = setInterval(() => {
+    report();
+    sampleSeries();
+  }, PROGRESS_MS);
   let brokerVersion: string | undefined;
   try {
     brokerVersion = await driver.brokerVersion();
@@ -430,6 +455,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   measureEndUs ??= clock.nowUs();
   clearInterval(progressTimer);
   report();
+  sampleSeries(true);
 
   stopAll();
   const [traced, worked] = await Promise.all([traceRun, workerRun]);
@@ -437,6 +463,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   deps.signal?.removeEventListener('abort', stopAll);
 
   const windows = driver.windows(measureEndUs);
+  const timeseries = series.finish((second) => driver.availability.availableAt(second * 1e6 + 500_000));
   const stages: Record<string, StageData> = {};
   for (const s of worked?.stages ?? []) {
     const m = worked!.measures[s.stage]!;
@@ -458,6 +485,8 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     };
   }
   const withRate = options.rate !== undefined && has.producers;
+  // A part's books are one side only (merge decides); one process knows what it did not drain.
+  const unconsumed = role === 'all' ? Math.max(0, driver.run.acknowledged - driver.run.consumed) : 0;
   const errors = [...new Set([...produced.flatMap((p) => p.errors), ...(worked?.errors ?? [])])].slice(0, 10);
   const data: RunData = {
     elapsed_s: Math.max(0.001, (measureEndUs - measureStartUs) / 1e6),
@@ -478,6 +507,8 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
       out_of_order: traced?.events.out_of_order ?? 0,
       missing_steps: traced?.events.missing_steps ?? 0,
       undecodable: traced?.events.undecodable ?? 0,
+      in_flight: drained === 'interrupted' ? unconsumed : 0,
+      not_drained: drained === 'timeout' ? unconsumed : 0,
     },
     payments: {
       finished: traced?.payments.finished ?? 0,
@@ -494,6 +525,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
       end_to_end: traced?.histograms.endToEnd ?? createLatencyHistogram(),
     },
     errors,
+    ...(timeseries ? { timeseries } : {}),
   };
   return {
     data,

@@ -101,7 +101,7 @@ const JSON_NOT_OBJECT = 'the body is JSON but not an object';
 
 /** Decodes one delivery. Never throws: a body that is not JSON is reported in `problem`. */
 export function decodeDelivery(d: Delivery, decode: DecodeOptions = DEFAULT_DECODE): ConsumedMessage {
-  const event = decodeEvent(d.value, d.headers, d.key, decode);
+  const event = decodeEvent(d.value, d.headers, d.key, decode, d.destination);
   let json: unknown = event.body;
   let problem: string | undefined;
   if (!isUtf8(d.value)) {

@@ -23,7 +23,10 @@ export interface TraceOptions {
   decode: DecodeOptions;
   /** A payment with no new event for this long is stuck. */
   stuckAfterMs: number;
-  /** Event types every payment must reach, within `withinMs` of its start. */
+  /**
+   * What every payment must reach, within `withinMs` of its start: each item is an event type, or
+   * alternatives joined by `|` (`order_completed|payment_declined`), of which one must be seen.
+   */
   expect: string[] | undefined;
   withinMs: number | undefined;
   /** Keep the full timeline of this payment. */
@@ -50,6 +53,13 @@ export interface TraceDeps {
   onProgress?: ((p: TraceProgress) => void) | undefined;
   /** Called once the taps are subscribed: events published from now on will be seen. */
   onReady?: (() => void) | undefined;
+  /** Hands out the live latency histograms once (for --metrics-port); read them, never write. */
+  onHistograms?: ((h: LiveTraceHistograms) => void) | undefined;
+}
+
+export interface LiveTraceHistograms {
+  endToEnd: LatencyHistogram;
+  hops: ReadonlyMap<string, LatencyHistogram>;
 }
 
 export interface TraceProgress {
@@ -61,6 +71,8 @@ export interface TraceProgress {
 
 export interface TimelineEntry {
   at: string;
+  /** The event's business time (CloudEvents time or --time-field), when it has one. */
+  occurred_at: string | null;
   offset_ms: number;
   destination: string;
   type: string;
@@ -87,6 +99,10 @@ export interface TraceResult {
   };
   events: {
     seen: number;
+    /** Published before trace subscribed (read with --from-beginning): no transit for them. */
+    from_history: number;
+    /** Events that carry no correlation id (ce_subject or the --correlate field): tied by their message key. */
+    correlated_by_key: number;
     duplicates: number;
     out_of_order: number;
     missing_steps: number;
@@ -94,9 +110,9 @@ export interface TraceResult {
     other_runs: number;
   };
   latency: {
-    /** Published → seen by trace, per event. */
+    /** Published → seen by trace, per event published after trace subscribed (none from history). */
     transit: LatencySummary;
-    /** Payment's start → its last event, per finished payment. */
+    /** Payment's start → its last event's publish, per finished payment. */
     end_to_end: LatencySummary;
     /** Parent published → child published, by the stage that emitted the child. */
     hops: Record<string, LatencySummary>;
@@ -121,6 +137,8 @@ interface SeenEvent {
   parentId: string | undefined;
   siblings: number | undefined;
   publishedUs: number | undefined;
+  /** When trace saw it first (wall clock). */
+  seenUs: number;
   /**
    * The highest round seen on its destination and in its DLQ; -1: none yet. A round is one pass
    * through its destination: 0 for the original, k for the k-th replay (payq-replay-count, which
@@ -135,9 +153,18 @@ interface SeenEvent {
 
 interface PaymentState {
   id: string;
+  /** When trace saw its first and its latest event (wall clock: quietness, age). */
   firstUs: number;
-  startUs: number;
   lastUs: number;
+  /**
+   * The payment's own clock, from its events' headers: its start (payq-start-us, else the earliest
+   * publish) and its latest publish. Latency and --within use these, so reading history gives the
+   * figures watching live gives.
+   */
+  startUs: number | undefined;
+  endUs: number | undefined;
+  /** Some of its events were published before trace subscribed. */
+  fromHistory: boolean;
   /**
    * In arrival order. payq's payments have a handful of events (64 at most, by the generator's
    * and the worker's guard), so an array scanned by id beats a Map and keeps what trace holds
@@ -183,11 +210,39 @@ function maxSequence(p: PaymentState, destination: string): number | undefined {
 }
 
 const MAX_LISTED = 50;
-/** How long a payment without parent headers must be quiet before it is taken as finished. */
+/**
+ * How long a payment must be quiet before it is taken as finished when its structure is not known
+ * for sure: parents inferred from the scenario, a dead letter whose original is not seen yet, or
+ * a child whose parent is not seen yet (a tap started mid-run, or destinations read unevenly).
+ */
 const SETTLE_MS = 1000;
+/**
+ * With --from-beginning, trace is reading history until no event published before it subscribed
+ * has come for this long: until then no payment is finished by a timer, judged stuck or past
+ * --within, since a parent on another destination may still be on its way.
+ */
+const HISTORY_QUIET_MS = 3000;
 /** Finished payment ids remembered to recognise late duplicates: at most this many, at least 3/4 of it. */
 const RECENT_FINISHED = 100_000;
 const RECENT_GENERATIONS = 4;
+
+/** `--expect` items: an event type, or alternatives joined by `|`. */
+export function parseExpectation(items: readonly string[]): string[][] {
+  return items.map((item) => item.split('|').map((t) => t.trim()));
+}
+
+/** Every event type a scenario can produce: its entry and every event a stage emits. */
+export function producibleTypes(scenario: Scenario): string[] {
+  const types = new Set<string>([scenario.entry]);
+  for (const stage of scenario.stages) for (const o of stage.outcomes) for (const t of o.events) types.add(t);
+  return [...types];
+}
+
+/** The expected types the scenario can never produce (with a scenario, --expect on them is a usage error). */
+export function unproducibleExpected(scenario: Scenario, expect: readonly string[]): string[] {
+  const producible = new Set(producibleTypes(scenario));
+  return [...new Set(parseExpectation(expect).flat())].filter((t) => !producible.has(t));
+}
 
 /**
  * The ids of recently finished payments, in generations: when the newest is full, the oldest is
@@ -223,17 +278,28 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   const transit = createLatencyHistogram();
   const endToEnd = createLatencyHistogram();
   const hops = new Map<string, LatencyHistogram>();
+  deps.onHistograms?.({ endToEnd, hops });
   const stuck: PaymentIssue[] = [];
   const expectFailures: PaymentIssue[] = [];
   const undecodableSamples: string[] = [];
-  const timeline: TimelineEntry[] | undefined = options.payment ? [] : undefined;
+  const timeline: (TimelineEntry & { atUs: number })[] | undefined = options.payment ? [] : undefined;
+  const expected = options.expect ? parseExpectation(options.expect) : undefined;
   let seenPayments = 0;
   let finished = 0;
   let stuckCount = 0;
   let expectPassed = 0;
   let expectFailed = 0;
-  const counts = { seen: 0, duplicates: 0, out_of_order: 0, missing_steps: 0, undecodable: 0, other_runs: 0 };
+  const counts = { seen: 0, from_history: 0, correlated_by_key: 0, duplicates: 0, out_of_order: 0, missing_steps: 0, undecodable: 0, other_runs: 0 };
   let lastEventUs: number | undefined;
+  /** When trace subscribed: events published before it are history. */
+  let readyUs = startedUs;
+  /** When the latest history event arrived (--from-beginning). */
+  let lastHistoryUs: number | undefined;
+  /**
+   * History was caught up once: from then on an event without a publish time is taken as live
+   * (otherwise a steady stream of users' events would keep every timer off for good).
+   */
+  let caughtUp = false;
 
   // Trace needs no body field of events whose headers say everything (payq's own): their bodies
   // are not parsed. A payq event with a broken body still counts as an event here; the worker
@@ -249,8 +315,15 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     return undefined;
   };
 
+  const issue = (p: PaymentState, reason: string): PaymentIssue => {
+    // Its latest event on its own clock: history may bring a child before its parent.
+    let last: SeenEvent | undefined;
+    for (const e of p.events) if (!last || (e.publishedUs ?? e.seenUs) >= (last.publishedUs ?? last.seenUs)) last = e;
+    return { payment_id: p.id, reason, last_type: last?.type, types: [...typesOf(p)], age_s: Math.round((clock.nowUs() - p.firstUs) / 1e5) / 10 };
+  };
+
   const judge = (p: PaymentState, reached: boolean, reason: string) => {
-    if (!options.expect || p.judged) return;
+    if (!expected || p.judged) return;
     p.judged = true;
     if (reached) expectPassed++;
     else {
@@ -259,9 +332,36 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     }
   };
 
-  const issue = (p: PaymentState, reason: string): PaymentIssue => {
-    const last = p.events.at(-1);
-    return { payment_id: p.id, reason, last_type: last?.type, types: [...typesOf(p)], age_s: Math.round((clock.nowUs() - p.firstUs) / 1e5) / 10 };
+  /** The payment's start on its own clock; the first sighting for events without timing headers. */
+  const startOf = (p: PaymentState) => p.startUs ?? p.firstUs;
+
+  /** The expected items the payment has not reached (an item is met by any of its alternatives). */
+  const missingExpected = (p: PaymentState): string[] => expected!.filter((alts) => !alts.some((t) => hasType(p, t))).map((alts) => alts.join('|'));
+
+  /**
+   * When the payment reached the last of the expected items, on its own clock: for each item the
+   * earliest publish of an event that meets it, the latest of those. Undefined if one is missing.
+   */
+  const metAtUs = (p: PaymentState): number | undefined => {
+    let at = -Infinity;
+    for (const alts of expected!) {
+      let first = Infinity;
+      for (const e of p.events) if (alts.includes(e.type)) first = Math.min(first, e.publishedUs ?? e.seenUs);
+      if (first === Infinity) return undefined;
+      at = Math.max(at, first);
+    }
+    return at;
+  };
+
+  /** Every expected item seen, and within --within of the payment's start. */
+  const expectationMet = (p: PaymentState): boolean => {
+    const at = metAtUs(p);
+    return at !== undefined && (options.withinMs === undefined || at - startOf(p) <= options.withinMs * 1000);
+  };
+
+  const notMetReason = (p: PaymentState, how: string): string => {
+    const missing = missingExpected(p);
+    return missing.length > 0 ? `${how} without ${missing.join(', ')}` : `reached ${options.expect!.join(', ')} later than ${options.withinMs! / 1000}s after its start`;
   };
 
   /**
@@ -274,8 +374,6 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     return false;
   };
 
-  const expectationMet = (p: PaymentState) => options.expect!.every((t) => hasType(p, t));
-
   /** With a scenario: every non-terminal event has a child or was dead-lettered. */
   const settled = (p: PaymentState): boolean => {
     if (!scenario) return false;
@@ -284,6 +382,13 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     }
     return true;
   };
+
+  /**
+   * Settled and nothing can still be on its way: every event's parent was seen (a child read
+   * before its parent, as from history, leaves the payment open), parents came from headers, and
+   * every dead letter's original was seen.
+   */
+  const complete = (p: PaymentState): boolean => p.orphans === 0 && !p.inferred && !awaitingOriginal(p) && settled(p);
 
   const finish = (p: PaymentState) => {
     inFlight.delete(p.id);
@@ -294,18 +399,18 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     const cls = endedInDlq ? 'dead-lettered' : scenario ? (scenario.classify(typesOf(p)) ?? 'unclassified') : 'ended';
     byClass[cls] = (byClass[cls] ?? 0) + 1;
     counts.missing_steps += p.orphans;
-    recordUs(endToEnd, p.lastUs - p.startUs);
-    if (options.expect) {
-      // A payment that ended on a branch the scenario allows (a decline) meets the expectation;
-      // one that was dead-lettered does not.
-      judge(p, !endedInDlq && (expectationMet(p) || scenario !== undefined), endedInDlq ? 'dead-lettered' : 'ended without reaching the expected events');
-    }
+    // On the payment's own clock; a payment without timing headers only when it was watched live.
+    if (p.startUs !== undefined && p.endUs !== undefined) recordUs(endToEnd, p.endUs - p.startUs);
+    else if (!p.fromHistory) recordUs(endToEnd, p.lastUs - p.firstUs);
+    // Every expected item must have been seen for the payment, whatever branch it took: a
+    // declined payment fails `--expect order_completed` (README: `payq trace`).
+    if (expected) judge(p, expectationMet(p), notMetReason(p, endedInDlq ? 'dead-lettered' : 'ended'));
   };
 
   const onEvent = (d: Delivery, nowUs: number) => {
     const isDlq = d.destination.endsWith(DLQ_SUFFIX);
     const destination = isDlq ? d.destination.slice(0, -DLQ_SUFFIX.length) : d.destination;
-    const e = decodeEvent(d.value, d.headers, d.key, decode);
+    const e = decodeEvent(d.value, d.headers, d.key, decode, d.destination);
     if (e.problem !== undefined || e.type === undefined || e.paymentId === undefined) {
       counts.undecodable++;
       if (undecodableSamples.length < 10) undecodableSamples.push(`${d.destination}: ${e.problem ?? 'unreadable'}`);
@@ -316,20 +421,45 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       return;
     }
     counts.seen++;
-    if (e.publishedUs !== undefined) recordUs(transit, nowUs - e.publishedUs);
+    // Published before trace subscribed (or, reading history, of unknown age): history.
+    const fromHistory = options.fromBeginning && (e.publishedUs === undefined ? !caughtUp : e.publishedUs < readyUs);
+    if (fromHistory) {
+      counts.from_history++;
+      lastHistoryUs = nowUs;
+    } else if (e.publishedUs !== undefined) recordUs(transit, nowUs - e.publishedUs);
+    if (e.paymentFromKey) counts.correlated_by_key++;
     const eventId = e.id ?? `${destination}:${d.partition ?? ''}:${d.offset ?? counts.seen}`;
+    const atUs = e.publishedUs ?? nowUs;
+    const onTimeline = (duplicate: boolean) => {
+      if (timeline && e.paymentId === options.payment) {
+        timeline.push({
+          atUs,
+          at: '',
+          occurred_at: e.occurredMs === undefined ? null : new Date(e.occurredMs).toISOString(),
+          offset_ms: 0,
+          destination: d.destination,
+          type: e.type!,
+          event_id: e.id,
+          dead_lettered: isDlq,
+          duplicate,
+        });
+      }
+    };
     let p = inFlight.get(e.paymentId);
     if (!p) {
       if (recentFinished.has(e.paymentId)) {
         // A late copy of a payment already accounted for.
         counts.duplicates++;
+        onTimeline(true);
         return;
       }
       p = {
         id: e.paymentId,
         firstUs: nowUs,
-        startUs: e.startUs ?? e.publishedUs ?? nowUs,
         lastUs: nowUs,
+        startUs: undefined,
+        endUs: undefined,
+        fromHistory: false,
         events: [],
         orphans: 0,
         inferred: false,
@@ -339,6 +469,10 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       seenPayments++;
     }
     p.lastUs = nowUs;
+    if (fromHistory) p.fromHistory = true;
+    if (e.startUs !== undefined) p.startUs = e.startUs;
+    else if (e.publishedUs !== undefined && (p.startUs === undefined || e.publishedUs < p.startUs)) p.startUs = e.publishedUs;
+    if (e.publishedUs !== undefined && (p.endUs === undefined || e.publishedUs > p.endUs)) p.endUs = e.publishedUs;
     const known = findEvent(p, eventId);
     const round = Number(d.headers[PayqHeader.replayCount] ?? 0) || 0;
     let duplicate = false;
@@ -367,6 +501,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
         parentId: e.parentId,
         siblings: e.siblings,
         publishedUs: e.publishedUs,
+        seenUs: nowUs,
         destRound: isDlq ? -1 : round,
         dlqRound: isDlq ? round : -1,
         hasChild: false,
@@ -381,12 +516,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
         if (parent) {
           parent.children++;
           if (parent.children >= (e.siblings ?? 1)) parent.hasChild = true;
-          if (parent.publishedUs !== undefined && e.publishedUs !== undefined) {
-            const stage = scenario?.stageFor.get(parent.type)?.name ?? parent.type;
-            let h = hops.get(stage);
-            if (!h) hops.set(stage, (h = createLatencyHistogram()));
-            recordUs(h, e.publishedUs - parent.publishedUs);
-          }
+          if (parent.publishedUs !== undefined && e.publishedUs !== undefined) recordHop(parent, e.publishedUs);
         } else p.orphans++;
       }
       // A parent seen after its children settles those orphans.
@@ -395,48 +525,60 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
           seen.children++;
           p.orphans--;
           if (seen.children >= (other.siblings ?? 1)) seen.hasChild = true;
+          if (other.publishedUs !== undefined && seen.publishedUs !== undefined) recordHop(seen, other.publishedUs);
         }
       }
       p.events.push(seen);
     }
-    if (timeline && e.paymentId === options.payment) {
-      timeline.push({
-        at: new Date(nowUs / 1000).toISOString(),
-        offset_ms: Math.round((nowUs - p.firstUs) / 100) / 10,
-        destination: d.destination,
-        type: e.type,
-        event_id: e.id,
-        dead_lettered: isDlq,
-        duplicate,
-      });
-    }
-    if (options.expect && !p.judged && expectationMet(p)) judge(p, true, '');
-    if ((settled(p) && !p.inferred && !awaitingOriginal(p)) || (!scenario && p.judged)) finish(p);
+    onTimeline(duplicate);
+    if (expected && !p.judged && expectationMet(p)) judge(p, true, '');
+    if (complete(p) || (!scenario && p.judged)) finish(p);
+  };
+
+  /** Parent published → child published, by the stage that emitted the child. */
+  const recordHop = (parent: SeenEvent, childPublishedUs: number) => {
+    const stage = scenario?.stageFor.get(parent.type)?.name ?? parent.type;
+    let h = hops.get(stage);
+    if (!h) hops.set(stage, (h = createLatencyHistogram()));
+    recordUs(h, childPublishedUs - parent.publishedUs!);
+  };
+
+  /** Still reading history: a parent on another destination may be on its way. */
+  const readingHistory = (nowUs: number): boolean => {
+    if (lastHistoryUs === undefined) return false;
+    if (nowUs - lastHistoryUs < HISTORY_QUIET_MS * 1000) return true;
+    caughtUp = true;
+    return false;
   };
 
   /** Payments past --within, and payments without progress for --stuck-after. */
   const sweep = (nowUs: number, final: boolean) => {
+    if (!final && readingHistory(nowUs)) return;
     for (const p of inFlight.values()) {
-      if (options.expect && !p.judged && options.withinMs !== undefined && nowUs - p.startUs > options.withinMs * 1000) {
-        judge(p, false, `did not reach ${options.expect.filter((t) => !hasType(p, t)).join(', ')} within ${options.withinMs / 1000}s`);
+      if (expected && !p.judged && options.withinMs !== undefined && nowUs - startOf(p) > options.withinMs * 1000) {
+        const missing = missingExpected(p);
+        judge(p, false, missing.length > 0 ? `did not reach ${missing.join(', ')} within ${options.withinMs / 1000}s` : notMetReason(p, 'in time'));
       }
-      // Inferred parents give no sibling counts, and a dead letter's original may be late: a
-      // settled payment is finished once it is quiet.
-      if ((p.inferred || awaitingOriginal(p)) && nowUs - p.lastUs > SETTLE_MS * 1000 && settled(p)) {
+      // Inferred parents give no sibling counts, a dead letter's original or a child's parent may
+      // be late: a settled payment is finished once it is quiet (missing parents count as missing steps).
+      if ((p.inferred || awaitingOriginal(p) || p.orphans > 0) && nowUs - p.lastUs > SETTLE_MS * 1000 && settled(p)) {
         finish(p);
         continue;
       }
-      const idle = nowUs - p.lastUs > options.stuckAfterMs * 1000;
-      if (idle && !scenario && (!options.expect || p.judged)) {
+      // Progress on the payment's own clock when it was read from history: one that stopped an
+      // hour ago is stuck as soon as history is read, as a live trace would have found it.
+      const progressUs = p.fromHistory && p.endUs !== undefined ? Math.min(p.endUs, p.lastUs) : p.lastUs;
+      const idle = nowUs - progressUs > options.stuckAfterMs * 1000;
+      if (idle && !scenario && (!expected || p.judged)) {
         // Without a scenario nothing says a payment ended: a quiet one is simply done.
         finish(p);
       } else if (idle) {
-        if (options.expect && !p.judged) judge(p, false, 'stuck');
+        if (expected && !p.judged) judge(p, false, notMetReason(p, 'stuck'));
         stuckCount++;
-        if (stuck.length < MAX_LISTED) stuck.push(issue(p, `no progress for ${Math.round((nowUs - p.lastUs) / 1e6)}s`));
+        if (stuck.length < MAX_LISTED) stuck.push(issue(p, `no progress for ${Math.round((nowUs - progressUs) / 1e6)}s`));
         inFlight.delete(p.id);
-      } else if (final && options.expect && !p.judged) {
-        judge(p, false, 'unfinished when trace ended');
+      } else if (final && expected && !p.judged) {
+        judge(p, false, notMetReason(p, 'unfinished when trace ended'));
       }
     }
   };
@@ -454,6 +596,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   const held: Delivery[] = [];
 
   let wake: (() => void) | undefined;
+  readyUs = clock.nowUs();
   const subscription = await driver.subscribe(
     {
       destinations: waited.present,
@@ -513,10 +656,17 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       ? { types: options.expect, within_ms: options.withinMs, passed: expectPassed, failed: expectFailed, failures: expectFailures, no_events: counts.seen === 0 }
       : undefined,
     stuck,
-    timeline,
+    timeline: timeline && orderTimeline(timeline),
     undecodable_samples: undecodableSamples,
     elapsed_s: Math.round((clock.nowUs() - startedUs) / 1000) / 1000,
     interrupted,
     histograms: { transit, endToEnd, hops },
   };
+}
+
+/** In publish order (history is read destination by destination), offsets from the first event. */
+function orderTimeline(entries: (TimelineEntry & { atUs: number })[]): TimelineEntry[] {
+  entries.sort((a, b) => a.atUs - b.atUs);
+  const firstUs = entries[0]?.atUs ?? 0;
+  return entries.map(({ atUs, ...t }) => ({ ...t, at: new Date(atUs / 1000).toISOString(), offset_ms: Math.round((atUs - firstUs) / 100) / 10 }));
 }

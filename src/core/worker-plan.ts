@@ -33,6 +33,11 @@ export interface AttemptPlan {
   attempt: number;
   /** How long this attempt works before its result is known (already scaled). */
   processingMs: number;
+  /**
+   * The processing time as drawn from the scenario, before the time scale: how long the attempt
+   * takes on the payment's business clock (worker-stage.ts), whatever the simulation's speed.
+   */
+  drawnMs: number;
   result: 'success' | 'transient' | 'permanent';
   /** Wait after this attempt before the next one; 0 when there is no next one. */
   backoffMs: number;
@@ -55,24 +60,36 @@ export function planHandling(stage: Stage, eventId: string, policy: DecisionPoli
   const attempts: AttemptPlan[] = [];
   for (let a = 1; a <= max; a++) {
     const prng = attemptPrng(eventId, stage.name, a, policy.seed);
-    const processingMs = sampleMs(stage.processing, prng) * policy.timeScale;
+    const drawnMs = sampleMs(stage.processing, prng);
+    const processingMs = drawnMs * policy.timeScale;
     const u = prng.next();
     if (u < permanent) {
-      attempts.push({ attempt: a, processingMs, result: 'permanent', backoffMs: 0 });
+      attempts.push({ attempt: a, processingMs, drawnMs, result: 'permanent', backoffMs: 0 });
       return { kind: 'dead-letter', attempts, reason: DeadLetterReason.permanentFailure };
     }
     if (u < permanent + transient) {
       const last = a === max;
-      attempts.push({ attempt: a, processingMs, result: 'transient', backoffMs: last ? 0 : backoffMs(stage, a) });
+      attempts.push({ attempt: a, processingMs, drawnMs, result: 'transient', backoffMs: last ? 0 : backoffMs(stage, a) });
       if (last) return { kind: 'dead-letter', attempts, reason: DeadLetterReason.retriesExhausted };
       continue;
     }
-    attempts.push({ attempt: a, processingMs, result: 'success', backoffMs: 0 });
+    attempts.push({ attempt: a, processingMs, drawnMs, result: 'success', backoffMs: 0 });
     const pick = prng.next();
     return { kind: 'success', attempts, outcome: stage.outcomeCumulative.findIndex((c) => pick < c) };
   }
   // max_attempts is at least 1 (scenario schema), so the loop always returns.
   throw new RangeError(`stage ${stage.name}: retry.max_attempts must be at least 1`);
+}
+
+/**
+ * How long a handling takes on the payment's business clock (ms): every attempt's drawn
+ * processing time and the backoffs between them. Its emitted events occur this long after their
+ * input, so a payment's events move forward on one clock (README, "Events").
+ */
+export function businessMs(attempts: readonly AttemptPlan[]): number {
+  let ms = 0;
+  for (const a of attempts) ms += a.drawnMs + a.backoffMs;
+  return ms;
 }
 
 /** The error text of a dead letter the plan decided on. */

@@ -17,11 +17,13 @@ import type { Scenario, Stage } from '../events/scenario.js';
 import { createLatencyHistogram, recordUs, type LatencyHistogram } from '../metrics/histogram.js';
 import type { Clock } from './clock.js';
 import {
+  businessMs,
   childrenOf,
   DEAD_LETTER_REASONS,
   DeadLetterReason,
   failureText,
   planHandling,
+  type AttemptPlan,
   type DecisionPolicy,
   type HandlingPlan,
 } from './worker-plan.js';
@@ -131,6 +133,8 @@ const MAX_SEQUENCE = 64;
 const MAX_SEND_PAUSE_MS = 5000;
 const HEX32 = /^[0-9a-f]{32}$/;
 const ZEROS32 = '0'.repeat(32);
+/** The last millisecond a Date can hold (ECMA-262: 8.64e15 ms from the epoch). */
+const MAX_DATE_MS = 8.64e15;
 
 /** The W3C trace id of the input, or one derived from the payment id (the same every time). */
 export function traceIdOf(headers: Headers, paymentId: string): string {
@@ -264,7 +268,7 @@ export class StageRunner {
       const first = plan.attempts[0]!;
       if (plan.kind === 'success' && plan.attempts.length === 1 && first.processingMs <= 0) {
         tally.counters.attempts++;
-        return { delivery, processingUs: 0, plannedUs: 0, tally, children: this.children(event, id, plan.outcome, delivery.headers) };
+        return { delivery, processingUs: 0, plannedUs: 0, tally, children: this.children(event, id, plan.outcome, delivery.headers, plan.attempts) };
       }
       return this.work(delivery, tally, event, id, plan).catch((err: unknown) => this.failed(delivery, tally, err));
     } catch (err) {
@@ -310,17 +314,17 @@ export class StageRunner {
       await this.deadLetter(delivery, tally, plan.reason, failureText(stage, plan), plan.attempts.length, firstFailedUs!);
       return undefined;
     }
-    return { delivery, processingUs, plannedUs, tally, children: this.children(event, id, plan.outcome, delivery.headers) };
+    return { delivery, processingUs, plannedUs, tally, children: this.children(event, id, plan.outcome, delivery.headers, plan.attempts) };
   }
 
-  private children(input: ReceivedEvent, inputId: string, outcome: number, headers: Headers): PendingChild[] {
+  private children(input: ReceivedEvent, inputId: string, outcome: number, headers: Headers, attempts: readonly AttemptPlan[]): PendingChild[] {
     const { stage, scenario, clock } = this.ctx;
     const sequenceBase = input.sequence ?? 0;
     if (sequenceBase + 1 >= MAX_SEQUENCE) return [];
     const plans = childrenOf(stage, inputId, outcome);
     if (plans.length === 0) return [];
     const paymentId = input.paymentId!;
-    const occurredAt = this.isoNow(clock.nowUs());
+    const occurredAt = this.occurredAfter(input.occurredMs, businessMs(attempts), clock.nowUs());
     const traceId = traceIdOf(headers, paymentId);
     // The input's data, as JSON text once for all its children. Key order as in the generator's
     // bodies: event, id, payment_id, sequence, occurred_at, data (ids and times need no escaping).
@@ -350,6 +354,19 @@ export class StageRunner {
         },
       };
     });
+  }
+
+  /**
+   * When an emitted event occurs: on its payment's business clock, the input's time plus the
+   * handling's (drawn processing times and backoffs, the same on every redelivery); only an
+   * input with no time of its own (no CloudEvents time, no occurred_at) gets the wall clock.
+   */
+  private occurredAfter(inputMs: number | undefined, spentMs: number, nowUs: number): string {
+    if (inputMs !== undefined) {
+      const ms = Math.floor(inputMs) + Math.round(spentMs);
+      if (ms <= MAX_DATE_MS) return new Date(ms).toISOString();
+    }
+    return this.isoNow(nowUs);
   }
 
   private isoMs = -1;

@@ -8,6 +8,7 @@
 import type { DestinationSpec, Driver, Subscription } from '../drivers/types.js';
 import { ConfigError } from '../errors.js';
 import type { Scenario, Stage } from '../events/scenario.js';
+import { aptMs, handlerTMs } from '../metrics/apt.js';
 import { createLatencyHistogram, summarize, type LatencyHistogram, type LatencySummary } from '../metrics/histogram.js';
 import type { Clock } from './clock.js';
 import { DEAD_LETTER_REASONS } from './worker-plan.js';
@@ -64,14 +65,21 @@ export interface WorkerDeps {
 }
 
 export interface StageStats extends StageCounters {
-  /** Processing time of the successful attempts (tᵢ of APT is its mean). */
+  /** tᵢ of APT (ms): the mean processing time, as bench's report has it (`handlers.<stage>.t_ms`). */
+  t_ms: number;
+  /** Processing time the successful attempts drew (README "APT": tᵢ is its mean). */
   processing_time: LatencySummary;
+  /** Wall time the successful attempts took: the processing time plus the timers' lateness. */
+  wall_time: LatencySummary;
 }
 
 export type WorkerTotals = Omit<StageCounters, 'stage' | 'destination' | 'group'> & {
   processing_time: LatencySummary;
-  /** APT = Σ tᵢ·cᵢ / Σ cᵢ over the stages run (ms): the mean of all handled events' processing time. */
+  wall_time: LatencySummary;
+  /** APT = Σ tᵢ·cᵢ / Σ cᵢ over the stages run (ms), computed as bench's report does (metrics/apt.ts). */
   apt_ms: number;
+  /** The same formula over the wall times (bench's `apt_wall_ms`). */
+  apt_wall_ms: number;
   handled_per_s: number;
 };
 
@@ -87,7 +95,7 @@ export interface WorkerResult {
   /** Stopped by the abort signal (Ctrl-C). */
   interrupted: boolean;
   stopped_by: 'signal' | 'duration' | 'idle';
-  /** Processing-time histograms (µs) by stage name, for merging into reports. */
+  /** Wall-time histograms (µs) of the successful attempts by stage name (bench's `wall`). */
   histograms: Record<string, LatencyHistogram>;
   /** Bytes, planned processing times and delivery latency by stage name (bench's report). */
   measures: Record<string, StageMeasures>;
@@ -142,10 +150,12 @@ function snapshot(runners: StageRunner[], elapsedMs: number): WorkerProgress {
 
 function totalsOf(runners: StageRunner[], elapsedS: number): WorkerTotals {
   const merged = createLatencyHistogram();
+  const mergedWall = createLatencyHistogram();
   const t = zeroCounts();
   const dead = t.dead_lettered;
-  for (const { counters: c, processing } of runners) {
-    merged.add(processing);
+  for (const { counters: c, processing, measures } of runners) {
+    merged.add(measures.planned);
+    mergedWall.add(processing);
     t.received += c.received;
     t.redelivered += c.redelivered;
     t.handled += c.handled;
@@ -159,11 +169,12 @@ function totalsOf(runners: StageRunner[], elapsedS: number): WorkerTotals {
     t.undecodable += c.undecodable;
     t.nacked += c.nacked;
   }
-  const processing_time = summarize(merged);
   return {
     ...t,
-    processing_time,
-    apt_ms: processing_time.mean_ms,
+    processing_time: summarize(merged),
+    wall_time: summarize(mergedWall),
+    apt_ms: aptMs(runners.map((r) => r.measures.planned)),
+    apt_wall_ms: aptMs(runners.map((r) => r.processing)),
     handled_per_s: Math.round(t.handled / Math.max(elapsedS, 0.001)),
   };
 }
@@ -238,7 +249,12 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
   const totals = totalsOf(runners, elapsedS);
   return {
     scenario: scenario.name,
-    stages: runners.map((r) => ({ ...r.counters, processing_time: summarize(r.processing) })),
+    stages: runners.map((r) => ({
+      ...r.counters,
+      t_ms: handlerTMs(r.measures.planned),
+      processing_time: summarize(r.measures.planned),
+      wall_time: summarize(r.processing),
+    })),
     totals,
     elapsed_s: Math.round(elapsedS * 1000) / 1000,
     errors: [...errors.texts],

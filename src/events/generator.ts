@@ -51,13 +51,26 @@ export interface GeneratedEvent {
   siblings?: number | undefined;
 }
 
+/**
+ * An event still to be emitted, and when it occurs on the payment's business clock: the entry at
+ * the payment's start, every other one when its parent's handling ended (the parent's time plus
+ * the stage's drawn processing time), as the worker stamps them (worker-stage.ts) — siblings
+ * occur together.
+ */
+interface PendingEvent {
+  type: string;
+  source: string;
+  atMs: number;
+  parentId?: string;
+  siblings?: number;
+}
+
 interface Payment {
   paymentId: string;
   traceId: string;
   fixed: string;
-  timeMs: number;
   sequence: number;
-  pending: { type: string; source: string; parentId?: string; siblings?: number }[];
+  pending: PendingEvent[];
 }
 
 function cumulative(weights: Record<string, number>): { keys: string[]; cum: number[] } {
@@ -116,17 +129,17 @@ export class EventGenerator implements Iterable<GeneratedEvent> {
     if (!this.lifecycle) {
       if (this.started >= this.total) return undefined;
       const payment = this.newPayment();
-      return this.emit(payment, this.scenario.entry, 'producer');
+      return this.emit(payment, this.scenario.entry, 'producer', payment.pending[0]!.atMs);
     }
     while (this.active.length < LIFECYCLE_WINDOW && this.started < this.total) this.active.push(this.newPayment());
     if (this.active.length === 0) return undefined;
     const slot = this.prng.int(this.active.length);
     const payment = this.active[slot]!;
     const step = payment.pending.shift()!;
-    const event = this.emit(payment, step.type, step.source);
+    const event = this.emit(payment, step.type, step.source, step.atMs);
     event.parentId = step.parentId;
     event.siblings = step.siblings;
-    this.advance(payment, step.type, event.id);
+    this.advance(payment, step, event.id);
     if (payment.pending.length === 0) {
       // Swap-remove keeps the window O(1); the PRNG picks slots, so order stays deterministic.
       this.active[slot] = this.active[this.active.length - 1]!;
@@ -159,22 +172,21 @@ export class EventGenerator implements Iterable<GeneratedEvent> {
       paymentId,
       traceId,
       fixed,
-      timeMs: this.epochMs + index * this.spacingMs,
       sequence: 0,
-      pending: [{ type: this.scenario.entry, source: 'producer' }],
+      pending: [{ type: this.scenario.entry, source: 'producer', atMs: this.epochMs + index * this.spacingMs }],
     };
   }
 
-  /** Queues the events the consuming stage would emit after `type`. */
-  private advance(payment: Payment, type: string, eventId: string): void {
-    const stage = this.scenario.stageFor.get(type);
+  /** Queues the events the consuming stage would emit after `event`, when its handling ends. */
+  private advance(payment: Payment, event: PendingEvent, eventId: string): void {
+    const stage = this.scenario.stageFor.get(event.type);
     if (!stage || payment.sequence >= MAX_EVENTS_PER_PAYMENT) return;
-    payment.timeMs += sampleMs(stage.processing, this.prng);
+    const atMs = event.atMs + sampleMs(stage.processing, this.prng);
     const pick = this.prng.next();
     const i = stage.outcomeCumulative.findIndex((c) => pick < c);
     if (i === -1) return;
     const events = stage.outcomes[i]!.events;
-    for (const next of events) payment.pending.push({ type: next, source: stage.name, parentId: eventId, siblings: events.length });
+    for (const next of events) payment.pending.push({ type: next, source: stage.name, atMs, parentId: eventId, siblings: events.length });
   }
 
   private isoSecond = NaN;
@@ -191,11 +203,11 @@ export class EventGenerator implements Iterable<GeneratedEvent> {
     return `${this.isoPrefix}${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
   }
 
-  private emit(payment: Payment, type: string, source: string): GeneratedEvent {
+  private emit(payment: Payment, type: string, source: string, atMs: number): GeneratedEvent {
     const id = this.prng.uuid();
     const spanId = id.slice(0, 8) + id.slice(24, 32);
     const sequence = payment.sequence++;
-    const occurredAt = this.isoTime(Math.round(payment.timeMs));
+    const occurredAt = this.isoTime(Math.round(atMs));
     let body =
       `{"event":"${type}","id":"${id}","payment_id":"${payment.paymentId}","sequence":${sequence},` +
       `"occurred_at":"${occurredAt}",${payment.fixed}}`;

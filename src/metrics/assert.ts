@@ -39,6 +39,8 @@ export const ASSERT_ALIASES: Readonly<Record<string, string>> = {
   dlq: 'dlq.total',
   stuck: 'payments.stuck',
   unfinished: 'payments.in_flight',
+  in_flight: 'events.in_flight',
+  not_drained: 'events.not_drained',
 };
 
 export interface Assertion {
@@ -61,7 +63,7 @@ const EXPR = /^\s*([A-Za-z0-9_.:-]+)\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?(?:[e
 
 function unwrap(schema: z.ZodType): z.ZodType {
   let s = schema;
-  while (s instanceof z.ZodNullable || s instanceof z.ZodOptional) s = s.unwrap() as z.ZodType;
+  while (s instanceof z.ZodNullable || s instanceof z.ZodOptional || s instanceof z.ZodDefault) s = s.unwrap() as z.ZodType;
   return s;
 }
 

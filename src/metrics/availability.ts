@@ -20,6 +20,14 @@ export class AvailabilityTracker {
   private readonly busy: boolean[] = [];
   private startUs: number | undefined;
   private endUs: number | undefined;
+  /** Each window's verdict, once finished. */
+  private verdicts: boolean[] = [];
+
+  /** After finish(): whether the window holding `us` was available (undefined outside the run). */
+  availableAt(us: number): boolean | undefined {
+    if (this.startUs === undefined || us < this.startUs) return undefined;
+    return this.verdicts[this.windowOf(us)];
+  }
 
   /** Starts counting windows at `startUs`; sends settled before it are ignored. */
   start(startUs: number): void {
@@ -50,9 +58,11 @@ export class AvailabilityTracker {
       for (let w = this.windowOf(sentUs); w <= lastWindow; w++) this.busy[w] = true;
     }
     let available = 0;
+    this.verdicts = [];
     for (let w = 0; w < total; w++) {
-      if ((this.failed[w] ?? 0) > 0) continue;
-      if ((this.acked[w] ?? 0) > 0 || !this.busy[w]) available++;
+      const ok = (this.failed[w] ?? 0) === 0 && ((this.acked[w] ?? 0) > 0 || !this.busy[w]);
+      this.verdicts.push(ok);
+      if (ok) available++;
     }
     return { total, available };
   }

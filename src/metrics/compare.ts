@@ -16,9 +16,16 @@ export interface ComparisonRow {
   /** (current − baseline) / baseline × 100; null when the baseline is 0 (then: current > 0 is ±∞). */
   delta_pct: number | null;
   better: Better;
+  /**
+   * Which way the figure moved: `same` when the change rounds to 0% (the precision `delta_pct`
+   * is reported in, 0.1%) or, against a baseline of 0, when it is still 0.
+   */
+  change: Change;
   /** Worse than the baseline by more than the threshold. */
   regression: boolean;
 }
+
+export type Change = 'better' | 'worse' | 'same';
 
 interface Metric {
   key: string;
@@ -68,10 +75,11 @@ export function compareReports(current: Report, baseline: Report, thresholdPct =
     const b = lookup(baseline, m.key);
     const c = lookup(current, m.key);
     if (b === undefined || c === undefined) continue;
-    const delta = b === 0 ? null : ((c - b) / Math.abs(b)) * 100;
-    const worse = m.better === 'lower' ? c > b : c < b;
-    const regression = worse && (delta === null ? c !== b : Math.abs(delta) > thresholdPct);
-    rows.push({ key: m.key, label: m.label, baseline: b, current: c, delta_pct: delta === null ? null : Math.round(delta * 10) / 10, better: m.better, regression });
+    const delta = b === 0 ? null : Math.round(((c - b) / Math.abs(b)) * 100 * 10) / 10;
+    const moved = delta === null ? c !== b : delta !== 0;
+    const change: Change = !moved ? 'same' : (m.better === 'lower' ? c < b : c > b) ? 'better' : 'worse';
+    const regression = change === 'worse' && (delta === null || Math.abs(delta) > thresholdPct);
+    rows.push({ key: m.key, label: m.label, baseline: b, current: c, delta_pct: delta === 0 ? 0 : delta, better: m.better, change, regression });
   }
   return rows;
 }

@@ -39,16 +39,25 @@ export interface LatencySummary {
 
 const ms = (us: number) => Math.round(us) / 1000;
 
+/**
+ * Every figure of a histogram's summary lies within its recorded range: HdrHistogram answers a
+ * percentile (and averages) with the highest (median) equivalent value of a bucket, which can
+ * lie above the maximum it recorded exactly, or below the minimum. Percentiles are read here and
+ * nowhere else, so every table, JSON and markdown figure keeps min ≤ p50 ≤ … ≤ max.
+ */
 export function summarize(h: LatencyHistogram): LatencySummary {
   if (h.totalCount === 0) return { count: 0, mean_ms: 0, p50_ms: 0, p90_ms: 0, p99_ms: 0, p999_ms: 0, max_ms: 0 };
+  const min = h.minNonZeroValue;
+  const max = h.maxValue;
+  const within = (us: number) => ms(us < min ? min : us > max ? max : us);
   return {
     count: h.totalCount,
-    mean_ms: ms(h.mean),
-    p50_ms: ms(h.getValueAtPercentile(50)),
-    p90_ms: ms(h.getValueAtPercentile(90)),
-    p99_ms: ms(h.getValueAtPercentile(99)),
-    p999_ms: ms(h.getValueAtPercentile(99.9)),
-    max_ms: ms(h.maxValue),
+    mean_ms: within(h.mean),
+    p50_ms: within(h.getValueAtPercentile(50)),
+    p90_ms: within(h.getValueAtPercentile(90)),
+    p99_ms: within(h.getValueAtPercentile(99)),
+    p999_ms: within(h.getValueAtPercentile(99.9)),
+    max_ms: ms(max),
   };
 }
 
@@ -58,4 +67,22 @@ export function encodeHistogram(h: LatencyHistogram): string {
 
 export function decodeHistogram(encoded: string): LatencyHistogram {
   return hdr.decodeFromCompressedBase64(encoded, 32, false);
+}
+
+/**
+ * How many recorded values are ≤ each bound (µs, ascending), exactly at the histogram's own
+ * resolution: a value counts under a bound when its bucket's highest equivalent value is ≤ it.
+ * For OpenMetrics' cumulative `le` buckets.
+ */
+export function cumulativeCounts(h: LatencyHistogram, boundsUs: number[]): number[] {
+  const counts = boundsUs.map(() => 0);
+  if (h.totalCount === 0) return counts;
+  if (!(h instanceof hdr.JsHistogram)) throw new Error('cumulativeCounts needs a JS histogram');
+  const it = h.recordedValuesIterator;
+  it.reset();
+  while (it.hasNext()) {
+    const v = it.next();
+    for (let i = boundsUs.length - 1; i >= 0 && v.valueIteratedTo <= boundsUs[i]!; i--) counts[i]! += v.countAtValueIteratedTo;
+  }
+  return counts;
 }

@@ -14,8 +14,10 @@
  */
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
+import { aptMs, handlerTMs } from './apt.js';
 import type { AvailabilityWindows } from './availability.js';
 import { createLatencyHistogram, decodeHistogram, encodeHistogram, summarize, type LatencyHistogram, type LatencySummary } from './histogram.js';
+import type { TimeSeries } from './timeseries.js';
 
 export const REPORT_SCHEMA = 'payq.report/v1';
 
@@ -63,6 +65,13 @@ export interface RunData {
     out_of_order: number;
     missing_steps: number;
     undecodable: number;
+    /**
+     * Acknowledged events of the run not consumed when an interrupted run ended (Ctrl-C): their
+     * fate is unknown, so they are not counted as lost (README "Loss probability").
+     */
+    in_flight?: number;
+    /** The same when the drain timed out: the run's backlog left on the broker. */
+    not_drained?: number;
   };
   payments: { finished: number; in_flight: number; stuck: number; by_class: Record<string, number> };
   dlq_by_reason: Record<string, number>;
@@ -74,6 +83,8 @@ export interface RunData {
     end_to_end: LatencyHistogram;
   };
   errors: string[];
+  /** Per second of the measured run (absent in reports of older payq versions). */
+  timeseries?: TimeSeries;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -170,14 +181,20 @@ export const reportSchema = z.strictObject({
     hops: z.record(z.string(), latencySummarySchema),
   }),
   /**
-   * 1 − consumed / acknowledged (0 when nothing was acknowledged). null in the report of one
-   * part of a run (role producer, worker or tracer): only the merged parts can tell.
+   * lost / (acknowledged − in_flight − not_drained): 1 − consumed / acknowledged over the events
+   * whose fate is known (0 when none is). null in the report of one part of a run (role producer,
+   * worker or tracer): only the merged parts can tell.
    */
   loss: fraction.nullable(),
   events: z.strictObject({
     acknowledged: count,
     consumed: count,
+    /** Acknowledged − consumed − in_flight − not_drained: what the drain proved missing. */
     lost: count.nullable(),
+    /** Acknowledged, not consumed when the run was interrupted: fate unknown, not lost. */
+    in_flight: count.default(0),
+    /** Acknowledged, not consumed when the drain timed out (the run's backlog): not lost. */
+    not_drained: count.default(0),
     unacknowledged: count,
     redelivered: count,
     duplicates: count,
@@ -193,6 +210,52 @@ export const reportSchema = z.strictObject({
   payments: z.strictObject({ produced: count, finished: count, in_flight: count, stuck: count, by_class: z.record(z.string(), count) }),
   dlq: z.strictObject({ total: count, per_s: nonNegative, by_reason: z.record(z.string(), count) }),
   errors: z.array(z.string()),
+  /** Per second of the measured run (README "JSON report"); absent from older reports. */
+  timeseries: z
+    .strictObject({
+      start_epoch_s: nonNegative,
+      interval_s: z.number().positive(),
+      t_s: z.array(nonNegative),
+      sent_per_s: z.array(nonNegative),
+      acknowledged_per_s: z.array(nonNegative),
+      consumed_per_s: z.array(nonNegative),
+      completed_per_s: z.array(nonNegative),
+      backlog: z.array(z.number()),
+      availability: z.array(fraction.nullable()),
+      e2e_p50_ms: z.array(nonNegative.nullable()),
+      e2e_p99_ms: z.array(nonNegative.nullable()),
+      e2e: z.array(encoded.nullable()),
+    })
+    .optional(),
+  /** bench --find-max: the capacity search that chose this run (README "Capacity search"). */
+  capacity: z
+    .strictObject({
+      /** The highest rate whose step met every SLO; null when even min_rate_per_s failed. */
+      payments_per_s: nonNegative.nullable(),
+      events_per_s: nonNegative.nullable(),
+      slos: z.array(z.string()),
+      min_rate_per_s: nonNegative,
+      max_rate_per_s: nonNegative.nullable(),
+      precision: nonNegative,
+      /** The bracket was narrowed to the precision and a confirming run passed. */
+      bracketed: z.boolean(),
+      stopped_by: z.enum(['precision', 'max-rate', 'max-duration', 'min-rate-failed', 'interrupted']),
+      /** The lowest failing rate above the capacity, and what limited it. */
+      first_failure: z.strictObject({ rate_per_s: nonNegative, limit: z.string() }).nullable(),
+      steps: z.array(
+        z.strictObject({
+          index: z.number().int().min(1),
+          phase: z.enum(['search', 'bisect', 'confirm']),
+          rate_per_s: nonNegative,
+          achieved_per_s: nonNegative,
+          events_per_s: nonNegative,
+          p99_ms: nonNegative,
+          passed: z.boolean(),
+          limit: z.string().nullable(),
+        }),
+      ),
+    })
+    .optional(),
   histograms: z.strictObject({
     publish: encoded,
     publish_delay: encoded.nullable(),
@@ -229,15 +292,7 @@ const round = (n: number, digits: number) => {
 const perS = (n: number, s: number) => (s > 0 ? round(n / s, 1) : 0);
 const mbPerS = (bytes: number, s: number) => (s > 0 ? round(bytes / 1e6 / s, 3) : 0);
 const rate = (events: number, bytes: number, s: number) => ({ events, bytes, events_per_s: perS(events, s), mb_per_s: mbPerS(bytes, s) });
-const meanMs = (h: LatencyHistogram) => (h.totalCount === 0 ? 0 : round(h.mean / 1000, 4));
 const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
-
-/** APT = Σ tᵢ·cᵢ / Σ cᵢ, with tᵢ each histogram's mean and cᵢ its count (ms). */
-export function aptMs(histograms: LatencyHistogram[]): number {
-  const c = sum(histograms.map((h) => h.totalCount));
-  if (c === 0) return 0;
-  return round(sum(histograms.map((h) => (h.totalCount === 0 ? 0 : h.mean * h.totalCount))) / c / 1000, 4);
-}
 
 /**
  * A histogram's summary as any reader of the report gets it: from the encoded form (the exact
@@ -269,12 +324,12 @@ export function buildReport(data: RunData, meta: ReportMeta): Report {
     wallHistograms.push(wall.histogram);
     const p = processing.summary;
     handlers[name] = {
-      t_ms: meanMs(processing.histogram),
+      t_ms: handlerTMs(processing.histogram),
       count: st.processing.totalCount,
       p50_ms: p.p50_ms,
       p99_ms: p.p99_ms,
       max_ms: p.max_ms,
-      wall_t_ms: meanMs(wall.histogram),
+      wall_t_ms: handlerTMs(wall.histogram),
       received: st.received,
       redelivered: st.redelivered,
       attempts: st.attempts,
@@ -310,7 +365,11 @@ export function buildReport(data: RunData, meta: ReportMeta): Report {
   const { acknowledged, consumed } = data.events;
   // A part of a run sees one side of the books only (a producer acknowledges, a worker consumes).
   const partial = meta.role === 'producer' || meta.role === 'worker' || meta.role === 'tracer';
-  const lost = partial ? null : Math.max(0, acknowledged - consumed);
+  // Only what the drain proved missing is lost; what was in flight or not drained is apart.
+  const inFlight = data.events.in_flight ?? 0;
+  const notDrained = data.events.not_drained ?? 0;
+  const known = Math.max(0, acknowledged - inFlight - notDrained);
+  const lost = partial ? null : Math.max(0, known - consumed);
   const dlqTotal = sum(Object.values(data.dlq_by_reason));
   const w = data.windows;
 
@@ -338,8 +397,8 @@ export function buildReport(data: RunData, meta: ReportMeta): Report {
       end_to_end: endToEnd.summary,
       hops,
     },
-    loss: lost === null ? null : acknowledged === 0 ? 0 : round(lost / acknowledged, 6),
-    events: { ...data.events, lost },
+    loss: lost === null ? null : known === 0 ? 0 : round(lost / known, 6),
+    events: { ...data.events, lost, in_flight: inFlight, not_drained: notDrained },
     availability: w.total === 0 ? 1 : round(w.available / w.total, 4),
     windows: { ...w },
     producers: { ...data.producers },
@@ -347,6 +406,7 @@ export function buildReport(data: RunData, meta: ReportMeta): Report {
     payments: { produced: data.producers.acked, ...data.payments, by_class: { ...data.payments.by_class } },
     dlq: { total: dlqTotal, per_s: perS(dlqTotal, s), by_reason: { ...data.dlq_by_reason } },
     errors: [...data.errors],
+    ...(data.timeseries ? { timeseries: data.timeseries } : {}),
     histograms: {
       publish: publish.encoded,
       publish_delay: publishDelay ? publishDelay.encoded : null,
@@ -397,6 +457,8 @@ export function reportData(report: Report): RunData {
       out_of_order: report.events.out_of_order,
       missing_steps: report.events.missing_steps,
       undecodable: report.events.undecodable,
+      in_flight: report.events.in_flight,
+      not_drained: report.events.not_drained,
     },
     payments: {
       finished: report.payments.finished,

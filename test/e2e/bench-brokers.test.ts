@@ -42,6 +42,83 @@ const settings = testReportSettings(AMQP_URL.replace(/:[^:@/]*@/, ':***@'));
 
 const within = (actual: number, expected: number, pct: number) => Math.abs(actual - expected) <= (expected * pct) / 100;
 
+/** Every line a table printed fits in 100 columns (issue 11, defect 13); colours are off here (NO_COLOR). */
+function expectLinesFit(text: string, what: string): void {
+  for (const line of text.split('\n')) if (/^[│┌├└]/.test(line)) expect([...line].length, `${what}: ${line}`).toBeLessThanOrEqual(100);
+  expect(text, what).toMatch(/^┌/m);
+}
+
+/** The slow variant of bench-apt-equal: its second stage takes one message at a time, 20 ms each (50/s). */
+const slow = (t: string) => t.replace('{ distribution: constant, ms: 8 }', '{ distribution: constant, ms: 20 }');
+
+/**
+ * Ctrl-C during a run with a backlog (issue 11, defect 3): exit 130, the partial report written,
+ * the unconsumed events counted as in flight, nothing called lost.
+ */
+async function expectInterruptedNotLost(bench: ReturnType<typeof startCli>, json: string): Promise<void> {
+  bench.child.kill('SIGINT');
+  const code = await bench.exited;
+  expect(code, bench.stderr()).toBe(130);
+  expect(bench.stderr()).toMatch(/payq: error: interrupted: the report covers the first [\d.]+ s; [\d,]+ acknowledged events were in flight \(not counted as lost\)/);
+  expect(bench.stderr()).toMatch(/│ in flight\s+│ [\d,]+ acknowledged events not yet consumed when interrupted/);
+  expect(bench.stderr()).not.toMatch(/never consumed|not consumed\)|loss [1-9]|loss 0\.\d/);
+  const report = JSON.parse(readFileSync(json, 'utf8')) as Report;
+  expect(reportSchema.safeParse(report).success).toBe(true);
+  expect(report.loss).toBe(0);
+  expect(report.events.lost).toBe(0);
+  expect(report.events.in_flight).toBeGreaterThan(0);
+  expect(report.events.consumed + report.events.in_flight).toBe(report.events.acknowledged);
+}
+
+describe('bench on memory:// through the CLI', () => {
+  it('Ctrl-C after 1.5 s: exit 130, in flight counted, no loss', async () => {
+    const { file } = unique('bench-apt-equal', slow);
+    const json = path.join(dir, 'memory-sigint.json');
+    const bench = startCli(['bench', '--scenario', file, '--rate', '200', '--duration', '20s', '--warmup', '0', '--consumers', '1', '--json', json]);
+    try {
+      await sleep(1500);
+      await expectInterruptedNotLost(bench, json);
+    } finally {
+      bench.child.kill('SIGKILL');
+    }
+  });
+
+  it.each(['300ms', '1s'])('a drain cut short by --drain-timeout %s: "not drained" with the backlog, exit 0, not loss', async (timeout) => {
+    const { file } = unique('bench-apt-equal', slow);
+    const json = path.join(dir, `drain-${timeout}.json`);
+    const r = await runCli(['bench', '--scenario', file, '--count', '200', '--warmup', '0', '--consumers', '1', '--drain-timeout', timeout, '--json', json]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`the drain timed out after [\\d.]+ s: [\\d,]+ acknowledged events not drained`));
+    expect(r.stderr).toMatch(/│ not drained\s+│ [\d,]+ acknowledged events still on the broker/);
+    expect(r.stderr).not.toMatch(/never consumed|payq: error/);
+    const report = JSON.parse(readFileSync(json, 'utf8')) as Report;
+    expect(report.loss).toBe(0);
+    expect(report.events.not_drained).toBeGreaterThan(0);
+    expect(report.events.consumed + report.events.not_drained).toBe(report.events.acknowledged);
+    // A CI job that wants a complete drain says so, and fails when it was not.
+    const strict = await runCli(['report', json, '--assert', 'events.not_drained==0']);
+    expect(strict.code, strict.stderr).toBe(5);
+  });
+
+  it('the tables of bench, report, report --compare and produce fit in 100 columns; a report against itself is "same"', async () => {
+    const { file } = unique('checkout');
+    const json = path.join(dir, 'width.json');
+    const b = await runCli(['bench', '--scenario', file, '--count', '100', '--warmup', '0', '--time-scale', '0.05', '--json', json]);
+    expect(b.code, b.stderr).toBe(0);
+    expectLinesFit(b.stderr, 'bench');
+    const r = await runCli(['report', json, '--compare', json]);
+    expect(r.code, r.stderr).toBe(0);
+    expectLinesFit(r.stderr, 'report --compare');
+    const comparison = r.stderr.slice(r.stderr.indexOf('compared with'));
+    const rows = comparison.split('\n').filter((l) => /^│ /.test(l) && !/│ figure/.test(l));
+    expect(rows.length).toBeGreaterThan(5);
+    for (const row of rows) expect(row, row).toMatch(/│ 0%\s+│ same\s+│$/);
+    const p = await runCli(['produce', '--broker', 'memory://', '--topic', `payments.${'order-placed-events-from-the-checkout-frontend.'.repeat(3)}v2`, '--count', '3']);
+    expect(p.code, p.stderr).toBe(0);
+    expectLinesFit(p.stderr, 'produce');
+  });
+});
+
 describe('bench on RabbitMQ', async () => {
   const up = await brokerAvailable(AMQP_URL);
 
@@ -70,6 +147,29 @@ describe('bench on RabbitMQ', async () => {
       expect(within(report.apt_ms, expected, 5), `${fixture} APT ${report.apt_ms}`).toBe(true);
       expect(report.loss).toBe(0);
       expect(report.payments.finished).toBe(report.payments.produced);
+    }
+  });
+
+  it.skipIf(!up)('payq worker and payq bench give the same apt_ms (and apt_wall_ms beside it) for the same scenario, events and seed', async () => {
+    const { scenario, file } = unique('bench-apt-3-to-1');
+    try {
+      const p = await runCli(['produce', '--broker', AMQP_URL, '--scenario', file, '--count', '80', '--seed', '9', '--json']);
+      expect(p.code, p.stderr).toBe(0);
+      const w = await runCli(['worker', '--broker', AMQP_URL, '--scenario', file, '--seed', '9', '--failures', 'off', '--idle-timeout', '2s', '--json']);
+      expect(w.code, w.stderr).toBe(0);
+      const worker = JSON.parse(w.stdout) as { totals: { apt_ms: number; apt_wall_ms: number; handled: number }; stages: { stage: string; t_ms: number }[] };
+      const b = await runCli(['bench', '--broker', 'memory://', '--scenario', file, '--count', '80', '--seed', '9', '--failures', 'off', '--warmup', '0', '--json']);
+      expect(b.code, b.stderr).toBe(0);
+      const report = JSON.parse(b.stdout) as Report;
+      expect(worker.totals.handled).toBe(80 + 240);
+      // Constant drawn times: one definition gives one figure, to the digit; the wall time differs.
+      expect(worker.totals.apt_ms).toBe(report.apt_ms);
+      for (const s of worker.stages) expect(s.t_ms, s.stage).toBe(report.handlers[s.stage]!.t_ms);
+      expect(within(report.apt_ms, 3.5, 1)).toBe(true);
+      expect(worker.totals.apt_wall_ms).toBeGreaterThan(0);
+      expect(report.apt_wall_ms).toBeGreaterThan(0);
+    } finally {
+      await deleteDestinations(AMQP_URL, scenario.destinations);
     }
   });
 
@@ -105,7 +205,40 @@ describe('bench on RabbitMQ', async () => {
       expect(report.loss).toBeGreaterThan(0);
       // Everything purged had been acknowledged and was never consumed (the in-flight one was).
       expect(report.events.lost).toBeGreaterThanOrEqual(purged);
+      expect(report.events).toMatchObject({ in_flight: 0, not_drained: 0 });
       expect(report.payments.finished).toBeLessThan(report.payments.produced);
+    } finally {
+      bench.child.kill('SIGKILL');
+      await conn.close().catch(() => undefined);
+      await deleteDestinations(AMQP_URL, scenario.destinations);
+    }
+  });
+});
+
+describe('bench interrupted on RabbitMQ', async () => {
+  const up = await brokerAvailable(AMQP_URL);
+
+  it.skipIf(!up)('Ctrl-C with a backlog in a queue: exit 130, in flight counted, no loss', async () => {
+    const { scenario, file } = unique('bench-apt-equal', slow);
+    const queue = scenario.stages[1]!.destination;
+    const json = path.join(dir, 'rabbit-sigint.json');
+    const bench = startCli(['bench', '--broker', AMQP_URL, '--scenario', file, '--rate', '100', '--duration', '30s', '--warmup', '0', '--consumers', '1', '--json', json]);
+    const conn = await amqplib.connect(AMQP_URL);
+    conn.on('error', () => undefined);
+    try {
+      const backlog = async (): Promise<number> => {
+        const ch = await conn.createChannel();
+        ch.on('error', () => undefined);
+        try {
+          return (await ch.checkQueue(queue)).messageCount;
+        } catch {
+          return 0;
+        } finally {
+          await ch.close().catch(() => undefined);
+        }
+      };
+      await waitFor(async () => (await backlog()) >= 30, 30_000, `a backlog in ${queue}`);
+      await expectInterruptedNotLost(bench, json);
     } finally {
       bench.child.kill('SIGKILL');
       await conn.close().catch(() => undefined);
@@ -167,6 +300,9 @@ describe('bench on Kafka', async () => {
         { timeoutMs: 110_000 },
       );
       expect(r.code, r.stderr).toBe(0);
+      // The broker's API-version text wraps inside its row: the table still fits.
+      expectLinesFit(r.stderr, 'bench on Kafka');
+      expect(r.stderr).toMatch(/│ broker version +│ Kafka protocol/);
       const report = JSON.parse(readFileSync(json, 'utf8')) as Report;
       expect(reportSchema.safeParse(report).success).toBe(true);
       expect(report.settings).toMatchObject({ broker: KAFKA_URL, rate_per_s: 300 });
@@ -181,6 +317,54 @@ describe('bench on Kafka', async () => {
       expect(report.latency.publish_delay?.count).toBe(report.payments.produced);
       expect(report.latency.publish_from_intended?.count).toBe(report.payments.produced);
       expect(Object.keys(report.latency.hops)).toEqual([...scenario.stages.map((s) => s.name), 'sink']);
+    } finally {
+      await sleep(200);
+      await deleteDestinations(KAFKA_URL, scenario.destinations, { groups });
+    }
+  });
+
+  it.skipIf(!up)('Ctrl-C with a backlog in a topic: exit 130, in flight counted, no loss', async () => {
+    const { scenario, file, groups } = unique('bench-apt-equal', slow);
+    const topic = scenario.stages[1]!.destination;
+    const json = path.join(dir, 'kafka-sigint.json');
+    const bench = startCli(['bench', '--broker', KAFKA_URL, '--scenario', file, '--rate', '100', '--duration', '60s', '--warmup', '0', '--consumers', '1', '--partitions', '1', '--json', json]);
+    const kafka = new Kafka({ clientId: 'payq-test-sigint', brokers: [KAFKA_URL.replace('kafka://', '')], logLevel: logLevel.NOTHING });
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const written = async (): Promise<number> => {
+        try {
+          return (await admin.fetchTopicOffsets(topic)).reduce((n, p) => n + Number(p.high), 0);
+        } catch {
+          return 0;
+        }
+      };
+      await waitFor(async () => (await written()) >= 80, 60_000, `messages in ${topic}`);
+      await expectInterruptedNotLost(bench, json);
+    } finally {
+      bench.child.kill('SIGKILL');
+      await admin.disconnect().catch(() => undefined);
+      await sleep(200);
+      await deleteDestinations(KAFKA_URL, scenario.destinations, { groups });
+    }
+  });
+
+  it.skipIf(!up)('a drain cut short with a backlog on the broker: "not drained", exit 0 (not 4), loss 0', async () => {
+    const { scenario, file, groups } = unique('bench-apt-equal', slow);
+    const json = path.join(dir, 'kafka-not-drained.json');
+    try {
+      const r = await runCli(
+        ['bench', '--broker', KAFKA_URL, '--scenario', file, '--rate', '100', '--duration', '3s', '--warmup', '0', '--consumers', '1', '--partitions', '1', '--drain-timeout', '1s', '--json', json],
+        { timeoutMs: 110_000 },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/the drain timed out after 1 s: [1-9][\d,]* acknowledged events not drained/);
+      expect(r.stderr).not.toMatch(/never consumed|payq: error/);
+      const report = JSON.parse(readFileSync(json, 'utf8')) as Report;
+      expect(report.loss).toBe(0);
+      expect(report.events).toMatchObject({ lost: 0, in_flight: 0 });
+      expect(report.events.not_drained).toBeGreaterThan(0);
+      expect(report.events.consumed + report.events.not_drained).toBe(report.events.acknowledged);
     } finally {
       await sleep(200);
       await deleteDestinations(KAFKA_URL, scenario.destinations, { groups });
@@ -215,6 +399,7 @@ describe('bench on Kafka', async () => {
       expect(reportSchema.safeParse(report).success).toBe(true);
       expect(report.loss).toBeGreaterThan(0);
       expect(report.events.lost).toBeGreaterThan(0);
+      expect(report.events).toMatchObject({ in_flight: 0, not_drained: 0 });
       expect(report.payments.finished).toBeLessThan(report.payments.produced);
     } finally {
       bench.child.kill('SIGKILL');

@@ -36,8 +36,8 @@ for (const [name, url] of [
       // The pipeline's layout first, as its workers create it: trace only reads, waiting for what is missing.
       await declareLayout(url, destinations);
       try {
-        // 1. Every stage running: every payment completes or is declined/refunded in time.
-        const tracer = startCli(['trace', '--broker', url, '--scenario', file, '--expect', 'order_placed,order_completed', '--within', '20s', '--json', '-v']);
+        // 1. Every stage running: every payment completes (or is refunded) or is declined, in time.
+        const tracer = startCli(['trace', '--broker', url, '--scenario', file, '--expect', 'order_placed,order_completed|payment_declined', '--within', '20s', '--json', '-v']);
         await tracer.waitForStderr('trace: watching');
         const worker = startCli(['worker', '--broker', url, '--scenario', file, '--failures', 'off', '--time-scale', '0.1', '--idle-timeout', '6s']);
         expect((await runCli(['produce', '--broker', url, '--scenario', file, '--count', '300', '--seed', '1'])).code).toBe(0);
@@ -47,7 +47,7 @@ for (const [name, url] of [
         expect(await worker.exited, worker.stderr()).toBe(0);
 
         // 2. capture-service not running: authorised payments stop there.
-        const tracer2 = startCli(['trace', '--broker', url, '--scenario', file, '--expect', 'order_placed,order_completed', '--within', '6s', '--stuck-after', '4s', '--json', '-v']);
+        const tracer2 = startCli(['trace', '--broker', url, '--scenario', file, '--expect', 'order_placed,order_completed|payment_declined', '--within', '6s', '--stuck-after', '4s', '--json', '-v']);
         await tracer2.waitForStderr('trace: watching');
         const partial = startCli(['worker', '--broker', url, '--scenario', file, '--stage', 'payment-service,fulfilment-service,refund-service', '--failures', 'off', '--time-scale', '0', '--idle-timeout', '5s']);
         expect((await runCli(['produce', '--broker', url, '--scenario', file, '--count', '200', '--seed', '2'])).code).toBe(0);
@@ -56,7 +56,7 @@ for (const [name, url] of [
         expect(bad.expectation.failed).toBeGreaterThan(150);
         expect(bad.expectation.failed + bad.expectation.passed).toBe(200);
         expect(bad.expectation.failures[0].last_type).toBe('payment_authorized');
-        expect(tracer2.stderr()).toMatch(/payq: error: \d+ of 200 payments did not meet --expect order_placed,order_completed within 6s/);
+        expect(tracer2.stderr()).toMatch(/payq: error: \d+ of 200 payments did not meet --expect order_placed,order_completed\|payment_declined within 6s/);
         expect(await partial.exited).toBe(0);
       } finally {
         await deleteDestinations(url, destinations, { groups: name === 'Kafka' ? groupsOf('x') : [] });

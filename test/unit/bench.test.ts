@@ -5,13 +5,19 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { runBench, type BenchOptions } from '../../src/core/bench.js';
+import { runBench, type BenchDeps, type BenchOptions, type BenchResult } from '../../src/core/bench.js';
 import { systemClock } from '../../src/core/clock.js';
 import { createDriver } from '../../src/drivers/registry.js';
 import type { Driver, OutgoingMessage } from '../../src/drivers/types.js';
 import { DeliveryError } from '../../src/errors.js';
 import { parseScenario, type Scenario } from '../../src/events/scenario.js';
-import { buildReport, mergeReports, parseReport, type Report } from '../../src/metrics/report.js';
+import { buildReport, mergeReports, parseReport, type Report, type RunData } from '../../src/metrics/report.js';
+import { aptMs } from '../../src/metrics/apt.js';
+import { createLatencyHistogram, recordUs } from '../../src/metrics/histogram.js';
+import { produce } from '../../src/core/produce.js';
+import { generatedSource } from '../../src/core/sources.js';
+import { runWorker, type WorkerResult } from '../../src/core/worker.js';
+import { EventGenerator } from '../../src/events/generator.js';
 import { testReportSettings } from '../helpers/report.js';
 
 let instance = 0;
@@ -25,15 +31,32 @@ function scenarioFile(name: string): Scenario {
 const settings = testReportSettings('memory://');
 
 async function bench(options: Partial<BenchOptions> & { scenario: Scenario }, wrap?: (d: Driver) => Driver): Promise<Report> {
+  return (await benchRun(options, wrap)).report;
+}
+
+async function benchRun(
+  options: Partial<BenchOptions> & { scenario: Scenario },
+  wrap?: (d: Driver) => Driver,
+  deps: Omit<BenchDeps, 'driver' | 'clock'> = {},
+): Promise<{ report: Report; result: BenchResult }> {
   const inner = await createDriver(`memory://bench-unit-${instance++}`);
   await inner.connect();
   const driver = wrap ? wrap(inner) : inner;
   try {
-    const result = await runBench({ seed: 3, runId: `run${instance}`, warmupMs: 0, quietMs: 500, drainTimeoutMs: 20_000, ...options }, { driver, clock: systemClock });
-    return buildReport(result.data, { run_id: 'test', role: 'all', settings });
+    const result = await runBench({ seed: 3, runId: `run${instance}`, warmupMs: 0, quietMs: 500, drainTimeoutMs: 20_000, ...options }, { driver, clock: systemClock, ...deps });
+    return { report: buildReport(result.data, { run_id: 'test', role: 'all', settings }), result };
   } finally {
     await inner.close();
   }
+}
+
+/** bench-apt-equal with a slow second stage (20 ms, one at a time): a backlog builds up in it. */
+function slowScenario(): Scenario {
+  const prefix = `t${Date.now().toString(36)}${instance++}`;
+  const text = readFileSync('fixtures/scenarios/bench-apt-equal.yaml', 'utf8')
+    .replaceAll('bench-apt-equal.', `${prefix}.`)
+    .replace('{ distribution: constant, ms: 8 }', '{ distribution: constant, ms: 20 }');
+  return parseScenario(text, 'slow');
 }
 
 /** A driver that passes everything through except what `send` overrides. */
@@ -83,6 +106,58 @@ describe('bench APT (Σ tᵢ·cᵢ / Σ cᵢ)', () => {
   });
 });
 
+/** `payq worker` alone on memory://: the scenario's entry events produced first, then handled until idle. */
+async function workerAlone(scenario: Scenario, seed: number, payments: number, timeScale: number): Promise<WorkerResult> {
+  const driver = await createDriver(`memory://worker-apt-${instance++}?retain=1000000`);
+  await driver.connect();
+  try {
+    const generator = new EventGenerator({ scenario, seed, payments, lifecycle: false });
+    const produced = await produce(
+      { destination: scenario.destinationFor(scenario.entry), encode: { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: 'w' } },
+      { driver, source: generatedSource(generator), clock: systemClock },
+    );
+    expect(produced.acked).toBe(payments);
+    return await runWorker({ scenario, seed, timeScale, failures: false, idleTimeoutMs: 400 }, { driver, clock: systemClock });
+  } finally {
+    await driver.close();
+  }
+}
+
+describe('one APT: worker and bench (issue 11, defect 6)', () => {
+  it('the shared formula: Σ tᵢ·cᵢ / Σ cᵢ over the histograms given, empty ones ignored', () => {
+    const h = (us: number, n: number) => {
+      const x = createLatencyHistogram();
+      recordUs(x, us, n);
+      return x;
+    };
+    expect(aptMs([h(2000, 3), h(8000, 1)])).toBeCloseTo(3.5, 2);
+    expect(aptMs([h(2000, 1), h(8000, 1), createLatencyHistogram()])).toBeCloseTo(5, 2);
+    expect(aptMs([])).toBe(0);
+  });
+
+  it.each([
+    ['bench-apt-equal', 120, 1],
+    ['checkout', 150, 0.05],
+  ] as const)('%s: worker and bench report the same apt_ms for the same events and seed (processing time, not wall time)', async (name, payments, timeScale) => {
+    const scenario = scenarioFile(name);
+    const worked = await workerAlone(scenario, 9, payments, timeScale);
+    expect(worked.stopped_by).toBe('idle');
+    const benchReport = await bench({ scenario: scenarioFile(name), seed: 9, count: payments, timeScale, failures: false });
+    // The same events get the same drawn processing times in both: the same figure, exactly.
+    expect(worked.totals.apt_ms).toBe(benchReport.apt_ms);
+    expect(worked.totals.apt_ms).toBe(aptMs(Object.values(worked.measures).map((m) => m.planned)));
+    for (const s of worked.stages) {
+      expect(s.handled, s.stage).toBe(benchReport.handlers[s.stage]!.count);
+      expect(s.t_ms, s.stage).toBe(benchReport.handlers[s.stage]!.t_ms);
+    }
+    // The wall-time figure is there under its own name in both.
+    expect(worked.totals.apt_wall_ms).toBe(aptMs(Object.values(worked.histograms)));
+    expect(worked.totals.apt_wall_ms).toBeGreaterThan(0);
+    expect(benchReport.apt_wall_ms).toBeGreaterThan(0);
+    if (name === 'bench-apt-equal') expect(within(worked.totals.apt_ms, 5, 1)).toBe(true);
+  });
+});
+
 describe('bench figures', () => {
   it('keeps the warm-up out of every figure, and a clean run has loss 0 and availability 1', async () => {
     const r = await bench({ scenario: scenarioFile('bench-apt-equal'), count: 150, warmupMs: 400, timeScale: 0.25 });
@@ -116,7 +191,7 @@ describe('bench figures', () => {
       }),
     );
     expect(dropped).toBeGreaterThan(0);
-    expect(r.events.lost).toBe(dropped);
+    expect(r.events).toMatchObject({ lost: dropped, in_flight: 0, not_drained: 0 });
     expect(r.loss).toBeCloseTo(dropped / r.events.acknowledged, 5);
     expect(r.payments.finished).toBe(200 - dropped);
   });
@@ -139,6 +214,76 @@ describe('bench figures', () => {
     expect(r.loss).toBe(0);
   });
 });
+
+describe('in flight and not drained are not lost (issue 11, defect 3)', () => {
+  it.each([50, 150, 300])('interrupted after %i payments: the unconsumed events are in flight, loss 0', async (after) => {
+    const controller = new AbortController();
+    const { report: r, result } = await benchRun({ scenario: slowScenario(), rate: 1000, durationMs: 5000, consumers: 1 }, undefined, {
+      signal: controller.signal,
+      onProgress: (p) => {
+        if (p.produced >= after) controller.abort();
+      },
+    });
+    expect(result).toMatchObject({ interrupted: true, drained: 'interrupted' });
+    expect(r.events.in_flight).toBeGreaterThan(0);
+    expect(r.events.in_flight).toBe(r.events.acknowledged - r.events.consumed);
+    expect(r.events).toMatchObject({ lost: 0, not_drained: 0 });
+    expect(r.loss).toBe(0);
+    // The books add up: every acknowledged event was consumed, or is in flight.
+    expect(r.events.consumed + r.events.in_flight).toBe(r.events.acknowledged);
+  });
+
+  it.each([200, 400])('a drain cut short by a %i ms timeout: the backlog is not drained, loss 0', async (drainTimeoutMs) => {
+    const { report: r, result } = await benchRun({ scenario: slowScenario(), count: 200, consumers: 1, drainTimeoutMs, quietMs: 10_000 });
+    expect(result).toMatchObject({ interrupted: false, drained: 'timeout' });
+    expect(r.events.not_drained).toBeGreaterThan(0);
+    expect(r.events.consumed + r.events.not_drained).toBe(r.events.acknowledged);
+    expect(r.events).toMatchObject({ lost: 0, in_flight: 0 });
+    expect(r.loss).toBe(0);
+    expect(r.payments.in_flight).toBeGreaterThan(0);
+  });
+
+  it('loss is over the events whose fate is known: lost / (acknowledged − in flight − not drained)', () => {
+    const base = { acknowledged: 1000, consumed: 700, unacknowledged: 0, redelivered: 0, duplicates: 0, out_of_order: 0, missing_steps: 0, undecodable: 0 };
+    const cases = [
+      [{ ...base }, 300, 0.3],
+      [{ ...base, in_flight: 200 }, 100, 0.125],
+      [{ ...base, not_drained: 300 }, 0, 0],
+      [{ ...base, in_flight: 100, not_drained: 100 }, 100, 0.125],
+      [{ ...base, acknowledged: 500, consumed: 0, not_drained: 500 }, 0, 0],
+    ] as const;
+    for (const [events, lost, loss] of cases) {
+      const data = { ...emptyRun(), events: { ...events } };
+      const r = buildReport(data, { run_id: 'x', role: 'all', settings });
+      expect([r.events.lost, r.loss], JSON.stringify(events)).toEqual([lost, loss]);
+      // Survives the JSON round trip and a merge of the report with itself counts both sides.
+      const back = parseReport(JSON.stringify(r), 'r.json');
+      expect(back.events).toEqual(r.events);
+      expect(mergeReports([back, back]).loss).toBe(loss);
+    }
+    // A v1 report written before these keys existed still reads, with nothing in flight.
+    const old = JSON.parse(JSON.stringify(buildReport(emptyRun(), { run_id: 'x', role: 'all', settings }))) as { events: Record<string, unknown> };
+    delete old.events['in_flight'];
+    delete old.events['not_drained'];
+    expect(parseReport(JSON.stringify(old), 'old.json').events).toMatchObject({ in_flight: 0, not_drained: 0 });
+  });
+});
+
+function emptyRun(): RunData {
+  const h = () => createLatencyHistogram();
+  return {
+    elapsed_s: 1,
+    producers: { sent: 0, acked: 0, failed: 0, bytes: 0 },
+    stages: {},
+    sink: { destination: 'sink', consumed: 0, bytes: 0, delivery: h() },
+    events: { acknowledged: 0, consumed: 0, unacknowledged: 0, redelivered: 0, duplicates: 0, out_of_order: 0, missing_steps: 0, undecodable: 0 },
+    payments: { finished: 0, in_flight: 0, stuck: 0, by_class: {} },
+    dlq_by_reason: {},
+    windows: { total: 0, available: 0 },
+    latency: { publish: h(), publish_delay: undefined, publish_from_intended: undefined, end_to_end: h() },
+    errors: [],
+  };
+}
 
 describe('bench parts (--role)', () => {
   it('a producer, two workers and a tracer, merged, report the whole run: nothing lost, every payment finished', async () => {

@@ -1,7 +1,8 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { z } from 'zod';
 import { BENCH_DEFAULTS, BENCH_ROLES, defaultMaxBacklog, runBench, type BenchProgress, type BenchResult } from '../../core/bench.js';
-import { systemClock } from '../../core/clock.js';
+import { findCapacity, judgeStep, KEEP_UP_TOLERANCE, type CapacityResult } from '../../core/capacity.js';
+import { parseDurationMs, systemClock } from '../../core/clock.js';
 import { createDriver } from '../../drivers/registry.js';
 import { parseBrokerUrl } from '../../drivers/url.js';
 import { DataError, InterruptedError, ThresholdError, UsageError } from '../../errors.js';
@@ -12,7 +13,10 @@ import { brokerSchema, durationSchema, flagSchema, rateSchema, resolveOptions, w
 import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
-import { assertionLines, benchReportMarkdown, benchReportText, formatCount, formatRate } from '../render.js';
+import { assertionLines, benchReportMarkdown, benchReportText, capacityText, formatCount, formatRate } from '../render.js';
+import { renderHtmlReport } from '../html-report.js';
+import { LiveBenchMetrics } from '../live-metrics.js';
+import { startMetricsServer } from '../metrics-server.js';
 import { writeOutput } from './report.js';
 
 const onOff = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
@@ -32,10 +36,27 @@ const nonNegativeNumber = z.union([z.number(), z.string()]).transform((v, ctx) =
   return n;
 });
 
-/** A duration that may be 0 (`--warmup 0`). */
-const durationOrZero = z.union([z.literal(0), z.literal('0'), durationSchema]).transform((v) => (v === '0' ? 0 : v));
+/** A duration that may be 0 (`--warmup 0`, `0s`); a config file gives seconds as a number. */
+const durationOrZero = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const ms = typeof v === 'number' ? v * 1000 : /^\s*0+\s*$/.test(v) ? 0 : parseDurationMs(v);
+  if (ms === undefined || !(ms >= 0) || !Number.isFinite(ms)) {
+    ctx.addIssue({ code: 'custom', message: `must be 0 or a duration such as 2s, 1m or 500ms (got '${v}')` });
+    return z.NEVER;
+  }
+  return ms;
+});
 
 const list = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : [v]));
+
+/** `5%` or `5` → 0.05; more than 0, less than 100%. */
+const percentFraction = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = typeof v === 'number' ? v : /^\s*\d+(\.\d+)?%?\s*$/.test(v) ? Number(v.replace('%', '')) : NaN;
+  if (!(n > 0 && n < 100)) {
+    ctx.addIssue({ code: 'custom', message: `must be a percentage above 0 and below 100, such as 5%  (got '${v}')` });
+    return z.NEVER;
+  }
+  return n / 100;
+});
 const fileName = z.string().min(1);
 
 const benchSchema = z.strictObject({
@@ -44,6 +65,7 @@ const benchSchema = z.strictObject({
   /** `--json FILE`: the positional after --json (see the command's preAction hook). */
   jsonFile: fileName.optional(),
   markdown: fileName.optional(),
+  html: fileName.optional(),
   assert: list.default([]),
   scenario: z.string().default('checkout'),
   duration: durationSchema.optional(),
@@ -63,6 +85,14 @@ const benchSchema = z.strictObject({
   role: z.enum(BENCH_ROLES, { message: `must be one of ${BENCH_ROLES.join(', ')}` }).default('all'),
   idleTimeout: durationSchema.default(BENCH_DEFAULTS.idleTimeoutMs),
   startTimeout: durationSchema.default(BENCH_DEFAULTS.startTimeoutMs),
+  findMax: flagSchema.default(false),
+  minRate: rateSchema.default(10),
+  maxRate: rateSchema.optional(),
+  precision: percentFraction.default(0.05),
+  maxDuration: durationSchema.default(600_000),
+  metricsPort: wholeNumber(0, 65_535).optional(),
+  metricsHost: z.string().min(1).default('127.0.0.1'),
+  metricsLinger: durationOrZero.default(0),
 });
 export type BenchCommandOptions = z.output<typeof benchSchema>;
 
@@ -96,112 +126,214 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   }
   const assertions = o.assert.map(parseAssertion);
   const scenario = loadScenario(o.scenario);
+  if (o.findMax) {
+    if (assertions.length === 0) throw new UsageError('--find-max needs at least one --assert: the SLO each step must meet', { hint: "e.g. --find-max --assert 'p99_ms<250' --assert loss==0" });
+    if (o.rate !== undefined || o.count !== undefined) throw new UsageError('--find-max chooses the rate itself: leave out --rate and --count (each step runs for --duration)');
+    if (o.role !== 'all') throw new UsageError('--find-max runs the whole pipeline in this process: leave out --role');
+    if (o.maxRate !== undefined && o.maxRate < o.minRate) throw new UsageError(`--max-rate ${o.maxRate} is below --min-rate ${o.minRate}`);
+  }
   const broker = o.broker ?? parseBrokerUrl('memory://');
-  if (!o.broker) out.info('no --broker and no PAYQ_BROKER: running on memory:// (the in-process broker)');
   const seed = o.seed ?? randomInt(0, 2 ** 31);
   const runId = o.runId ?? randomBytes(6).toString('hex');
   const maxBacklog = o.rate === undefined && o.role === 'all' ? (o.maxBacklog ?? defaultMaxBacklog(o.consumers, scenario.stages.length)) : undefined;
   const durationMs = o.count === undefined ? (o.duration ?? BENCH_DEFAULTS.durationMs) : undefined;
 
-  const driver = await createDriver(broker);
-  const progress = await startProgress(out, `connecting to ${broker.redacted}`);
-  let result: BenchResult;
-  let announced = false;
+
+  // Live metrics: listening before anything runs, so a port in use is refused first.
+  const live = new LiveBenchMetrics();
+  const metrics = o.metricsPort === undefined ? undefined : await startMetricsServer(o.metricsHost, o.metricsPort, () => live.snapshot());
+  if (metrics) out.info(`metrics: http://${o.metricsHost.includes(':') ? `[${o.metricsHost}]` : o.metricsHost}:${metrics.port}/metrics (OpenMetrics)`);
+  if (!o.broker) out.info('no --broker and no PAYQ_BROKER: running on memory:// (the in-process broker)');
+
   try {
-    await driver.connect();
-    out.verbose(`bench: ${scenario.name} on ${broker.redacted}, seed ${seed}, run ${runId}`);
-    result = await runBench(
-      {
-        scenario,
-        rate: o.rate,
-        durationMs,
-        count: o.count,
-        warmupMs: o.warmup,
-        producers: o.producers,
-        consumers: o.consumers,
-        seed,
-        timeScale: o.timeScale,
-        failures: o.failures,
-        maxBacklog,
-        drainTimeoutMs: o.drainTimeout,
-        partitions: o.partitions,
-        runId,
-        size: o.size,
-        role: o.role,
-        idleTimeoutMs: o.idleTimeout,
-        startTimeoutMs: o.startTimeout,
-      },
-      {
-        driver,
-        clock: systemClock,
-        signal: ctx.signal,
-        onProgress: (p) => {
-          // Said once, also in CI: whoever starts the producer part waits for this line.
-          if (p.phase === 'waiting' && !announced) {
-            announced = true;
-            out.info(`${o.role}: subscribed, waiting for the events of run ${runId}`);
-          }
-          progress.update(progressText(p));
+    const driver = await createDriver(broker);
+    const progress = await startProgress(out, `connecting to ${broker.redacted}`);
+    let announced = false;
+    /** One bench run on the connected driver, and its report. */
+    const benchOnce = async (rate: number | undefined, stepRunId: string, label: string | undefined): Promise<{ result: BenchResult; report: Report }> => {
+      const result = await runBench(
+        {
+          scenario,
+          rate,
+          durationMs,
+          count: o.count,
+          warmupMs: o.warmup,
+          producers: o.producers,
+          consumers: o.consumers,
+          seed,
+          timeScale: o.timeScale,
+          failures: o.failures,
+          maxBacklog: rate === undefined ? maxBacklog : undefined,
+          drainTimeoutMs: o.drainTimeout,
+          partitions: o.partitions,
+          runId: stepRunId,
+          size: o.size,
+          role: o.role,
+          idleTimeoutMs: o.idleTimeout,
+          startTimeoutMs: o.startTimeout,
         },
-      },
-    );
+        {
+          driver,
+          clock: systemClock,
+          signal: ctx.signal,
+          onProgress: (p) => {
+            // Said once, also in CI: whoever starts the producer part waits for this line.
+            if (p.phase === 'waiting' && !announced) {
+              announced = true;
+              out.info(`${o.role}: subscribed, waiting for the events of run ${stepRunId}`);
+            }
+            progress.update(label ? `${label} · ${progressText(p)}` : progressText(p));
+            live.progress = p;
+          },
+          onHistograms: (h) => (live.histograms = h),
+        },
+      );
+      const report: Report = buildReport(result.data, {
+        run_id: stepRunId,
+        role: o.role,
+        settings: {
+          broker: broker.redacted,
+          broker_version: result.brokerVersion ?? null,
+          scenario: scenario.name,
+          seed,
+          rate_per_s: rate ?? null,
+          duration_s: durationMs === undefined ? null : durationMs / 1000,
+          count: o.count ?? null,
+          warmup_s: o.warmup / 1000,
+          producers: o.producers,
+          consumers: o.consumers,
+          max_backlog: rate === undefined ? (maxBacklog ?? null) : null,
+          time_scale: o.timeScale,
+          failures: o.failures,
+          payq_version: payqVersion,
+          node_version: process.version,
+          started_at: result.startedAt,
+        },
+      });
+      live.finished(report);
+      return { result, report };
+    };
+
+    let result: BenchResult;
+    let report: Report;
+    let search: CapacityResult | undefined;
+    try {
+      await driver.connect();
+      out.verbose(`bench: ${scenario.name} on ${broker.redacted}, seed ${seed}, run ${runId}`);
+      if (!o.findMax) {
+        ({ result, report } = await benchOnce(o.rate, runId, undefined));
+      } else {
+        const runs: { result: BenchResult; report: Report }[] = [];
+        const stepSeconds = (durationMs ?? BENCH_DEFAULTS.durationMs) / 1000;
+        search = await findCapacity(
+          async (rate, phase) => {
+            const index = runs.length + 1;
+            const run = await benchOnce(rate, `${runId}.${index}`, `step ${index} · ${formatCount(rate)} payments/s · ${phase}`);
+            runs.push(run);
+            const r = run.report;
+            const breaches = evaluateAssertions(r, assertions).filter((x) => !x.passed).map((x) => x.assertion.text);
+            // Nothing lost and every send acknowledged is part of every step's verdict.
+            if ((r.loss ?? 0) > 0) breaches.push('loss==0');
+            if (r.events.unacknowledged > 0) breaches.push('every send acknowledged');
+            if (run.result.interrupted) breaches.unshift('interrupted');
+            const m = {
+              achievedRate: r.payments.produced / stepSeconds,
+              backlogBounded: run.result.drained !== 'timeout' && r.events.not_drained === 0,
+              breaches,
+              eventsPerS: r.throughput.events_per_s,
+            };
+            const verdict = judgeStep(rate, m, KEEP_UP_TOLERANCE);
+            out.info(`step ${index} (${phase}): ${formatCount(rate)} payments/s → ${verdict.passed ? 'pass' : `fail (${verdict.limit})`} · achieved ${formatCount(Math.round(m.achievedRate))}/s · p99 ${r.latency.end_to_end.p99_ms} ms`);
+            return m;
+          },
+          { minRate: o.minRate, maxRate: o.maxRate, precision: o.precision, maxDurationMs: o.maxDuration },
+          systemClock,
+          ctx.signal,
+        );
+        // The report is the run at the capacity (its latest passing step), or the first step when none passed.
+        const chosen = search.capacity === null ? search.steps[0]! : search.steps.filter((s) => s.passed && s.rate === search!.capacity!.payments_per_s).at(-1)!;
+        ({ result, report } = runs[chosen.index - 1]!);
+        report.capacity = {
+          payments_per_s: search.capacity?.payments_per_s ?? null,
+          events_per_s: search.capacity?.events_per_s ?? null,
+          slos: assertions.map((a) => a.text),
+          min_rate_per_s: o.minRate,
+          max_rate_per_s: o.maxRate ?? null,
+          precision: o.precision,
+          bracketed: search.bracketed,
+          stopped_by: search.stoppedBy,
+          first_failure: search.firstFailure ? { rate_per_s: search.firstFailure.rate, limit: search.firstFailure.limit } : null,
+          steps: search.steps.map((s) => ({
+            index: s.index,
+            phase: s.phase,
+            rate_per_s: s.rate,
+            achieved_per_s: Math.round(s.achievedRate * 10) / 10,
+            events_per_s: s.eventsPerS,
+            p99_ms: runs[s.index - 1]!.report.latency.end_to_end.p99_ms,
+            passed: s.passed,
+            limit: s.limit ?? null,
+          })),
+        };
+      }
+    } finally {
+      progress.stop();
+      await driver.close();
+    }
+
+    const outcomes: AssertionOutcome[] = evaluateAssertions(report, assertions);
+
+    const text = `${JSON.stringify(report, null, 2)}\n`;
+    if (o.json && o.jsonFile === undefined) out.data(text);
+    else if (o.jsonFile !== undefined) writeOutput(o.jsonFile, text);
+    if (o.markdown !== undefined) writeOutput(o.markdown, benchReportMarkdown(report, outcomes));
+    if (o.html !== undefined) writeOutput(o.html, renderHtmlReport({ reports: [{ name: o.jsonFile ?? 'bench', report }], outcomes: [outcomes] }));
+    if (!(o.json && o.jsonFile === undefined)) out.block(benchReportText(report, out.color));
+    if (outcomes.length > 0) out.block(assertionLines(outcomes, out.color));
+    if (search && report.capacity) {
+      // The steps as a compact table, the capacity line last.
+      out.block(capacityText(report.capacity, out.color));
+      if (ctx.signal.aborted) throw new InterruptedError(`interrupted during the capacity search after ${search.steps.length} steps`);
+      if (search.capacity === null) {
+        throw new ThresholdError(`no capacity: even --min-rate ${formatCount(o.minRate)} payments/s breaks ${search.firstFailure?.limit ?? 'an SLO'}`);
+      }
+      return;
+    }
+    const e = report.events;
+    if (result.drained === 'timeout' && o.role === 'all' && (e.not_drained > 0 || report.payments.in_flight > 0)) {
+      out.warn(
+        `the drain timed out after ${o.drainTimeout / 1000} s: ${formatCount(e.not_drained)} acknowledged events not drained (the run's backlog on the broker), ` +
+          `${formatCount(report.payments.in_flight)} payments unfinished; not counted as lost (raise --drain-timeout, or lower --rate)`,
+      );
+    }
+    if (report.errors.length > 0) out.warn(`errors during the run: ${report.errors[0]}`);
+
+    if (result.interrupted) {
+      const inFlight = e.in_flight > 0 ? `; ${formatCount(e.in_flight)} acknowledged events were in flight (not counted as lost)` : '';
+      throw new InterruptedError(`interrupted: the report covers the first ${report.elapsed_s} s${inFlight}`);
+    }
+    const breaches = outcomes.filter((x) => !x.passed);
+    const breachText = breaches.length > 0 ? `; also ${breaches.length} --assert breached` : '';
+    if (o.role === 'worker' || o.role === 'tracer') {
+      if (result.drained === 'timeout') out.warn(`no event of run ${runId} arrived within ${o.startTimeout / 1000} s: is the producer running with --run-id ${runId}?`);
+      else out.info(`the run's events stopped coming for ${o.idleTimeout / 1000} s: ${o.role} done`);
+    }
+    if (report.loss !== null && report.loss > 0) {
+      throw new DataError(
+        `${formatCount(e.lost ?? 0)} of ${formatCount(e.acknowledged - e.in_flight - e.not_drained)} acknowledged events were never consumed (loss ${report.loss})${breachText}`,
+      );
+    }
+    if (report.producers.failed > 0 || report.events.unacknowledged > 0) {
+      throw new DataError(`${formatCount(report.events.unacknowledged)} sends were not acknowledged by the broker${breachText}`);
+    }
+    if (breaches.length > 0) {
+      throw new ThresholdError(`${breaches.length} of ${outcomes.length} --assert breached: ${breaches.map((b) => b.assertion.text).join(', ')}`);
+    }
+    out.verbose(`bench: ${formatRate(report.throughput.events_per_s)} events/s, APT ${report.apt_ms} ms`);
   } finally {
-    progress.stop();
-    await driver.close();
+    if (metrics) {
+      // The final figures stay up for a last scrape (--metrics-linger), then the port closes.
+      if (o.metricsLinger > 0 && !ctx.signal.aborted) await systemClock.sleep(o.metricsLinger, ctx.signal);
+      await metrics.close();
+    }
   }
-
-  const report: Report = buildReport(result.data, {
-    run_id: runId,
-    role: o.role,
-    settings: {
-      broker: broker.redacted,
-      broker_version: result.brokerVersion ?? null,
-      scenario: scenario.name,
-      seed,
-      rate_per_s: o.rate ?? null,
-      duration_s: durationMs === undefined ? null : durationMs / 1000,
-      count: o.count ?? null,
-      warmup_s: o.warmup / 1000,
-      producers: o.producers,
-      consumers: o.consumers,
-      max_backlog: maxBacklog ?? null,
-      time_scale: o.timeScale,
-      failures: o.failures,
-      payq_version: payqVersion,
-      node_version: process.version,
-      started_at: result.startedAt,
-    },
-  });
-  const outcomes: AssertionOutcome[] = evaluateAssertions(report, assertions);
-
-  const text = `${JSON.stringify(report, null, 2)}\n`;
-  if (o.json && o.jsonFile === undefined) out.data(text);
-  else if (o.jsonFile !== undefined) writeOutput(o.jsonFile, text);
-  if (o.markdown !== undefined) writeOutput(o.markdown, benchReportMarkdown(report, outcomes));
-  if (!(o.json && o.jsonFile === undefined)) out.block(benchReportText(report, out.color));
-  if (outcomes.length > 0) out.block(assertionLines(outcomes, out.color));
-  if (result.drained === 'timeout' && report.payments.in_flight > 0) {
-    out.warn(`the drain timed out after ${o.drainTimeout / 1000} s with ${formatCount(report.payments.in_flight)} payments unfinished (raise --drain-timeout, or lower --rate)`);
-  }
-  if (report.errors.length > 0) out.warn(`errors during the run: ${report.errors[0]}`);
-
-  if (result.interrupted) throw new InterruptedError(`interrupted: the report covers the first ${report.elapsed_s} s`);
-  const breaches = outcomes.filter((x) => !x.passed);
-  const breachText = breaches.length > 0 ? `; also ${breaches.length} --assert breached` : '';
-  if (o.role === 'worker' || o.role === 'tracer') {
-    if (result.drained === 'timeout') out.warn(`no event of run ${runId} arrived within ${o.startTimeout / 1000} s: is the producer running with --run-id ${runId}?`);
-    else out.info(`the run's events stopped coming for ${o.idleTimeout / 1000} s: ${o.role} done`);
-  }
-  if (report.loss !== null && report.loss > 0) {
-    throw new DataError(
-      `${formatCount(report.events.lost ?? 0)} of ${formatCount(report.events.acknowledged)} acknowledged events were never consumed (loss ${report.loss})${breachText}`,
-    );
-  }
-  if (report.producers.failed > 0 || report.events.unacknowledged > 0) {
-    throw new DataError(`${formatCount(report.events.unacknowledged)} sends were not acknowledged by the broker${breachText}`);
-  }
-  if (breaches.length > 0) {
-    throw new ThresholdError(`${breaches.length} of ${outcomes.length} --assert breached: ${breaches.map((b) => b.assertion.text).join(', ')}`);
-  }
-  out.verbose(`bench: ${formatRate(report.throughput.events_per_s)} events/s, APT ${report.apt_ms} ms`);
 }

@@ -6,14 +6,12 @@ import { createDriver } from '../../drivers/registry.js';
 import type { Driver } from '../../drivers/types.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { CURRENCY_EXPONENT } from '../../events/currencies.js';
-import { DEFAULT_DECODE, getPath, type DecodeOptions } from '../../events/decode.js';
+import { checkCorrelateDestinations, decodeOptionsOf, getPath } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
-import { brokerSchema, destinationSchema, durationSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
+import { brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
 import type { Output } from '../output.js';
 import type { CommandContext } from '../program.js';
 import { formatCount, keyValueTable } from '../render.js';
-
-const fieldPath = z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or data.order_id');
 
 /** A repeatable flag whose values may also be comma-separated (`--type a,b --type c`). */
 function listOf(item: z.ZodString) {
@@ -34,8 +32,9 @@ const consumeSchema = z.strictObject({
   limit: wholeNumber(1).optional(),
   idleTimeout: durationSchema.optional(),
   withMeta: flagSchema.default(false),
-  typeField: fieldPath.optional(),
-  correlate: fieldPath.optional(),
+  typeField: fieldPathSchema.optional(),
+  correlate: correlateSchema.optional(),
+  timeField: fieldPathSchema.optional(),
   prefetch: wholeNumber(1, 100_000).optional(),
   requeue: flagSchema.default(false),
   exchange: z.string().min(1).max(255).optional(),
@@ -66,11 +65,8 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   // or re-declared; missing ones are waited for up to --start-timeout (core/destinations.ts).
   const scenario = o.topic === undefined && o.exchange === undefined ? loadScenario(o.scenario) : undefined;
   const destinations = o.exchange !== undefined ? [o.exchange] : (o.topic ?? scenario!.destinations);
-  const decode: DecodeOptions = {
-    typeField: o.typeField ?? DEFAULT_DECODE.typeField,
-    correlate: o.correlate ?? DEFAULT_DECODE.correlate,
-    preferBody: o.typeField !== undefined || o.correlate !== undefined,
-  };
+  if (o.correlate) checkCorrelateDestinations(o.correlate, destinations);
+  const decode = decodeOptionsOf(o);
   const ndjson = o.json || process.stdout.isTTY !== true;
 
   const driver = await createDriver(o.broker);
@@ -209,12 +205,10 @@ function pad2(n: number): string {
   return String(n).padStart(2, '0');
 }
 
-/** `2026-01-01 00:00:00.001` (UTC) from the event's time, or what it holds when not a date. */
+/** `2026-01-01 00:00:00.001` (UTC) from the event's business time (decode.ts), or '-'. */
 function eventTime(m: ConsumedMessage): string {
-  const raw = getPath(m.json, 'occurred_at') ?? m.headers['ce_time'] ?? m.headers['cloudEvents_time'];
-  if (typeof raw !== 'string' && typeof raw !== 'number') return '-'.padEnd(23);
-  const d = new Date(raw);
-  if (Number.isNaN(d.getTime())) return String(raw);
+  if (m.event.occurredMs === undefined) return '-'.padEnd(23);
+  const d = new Date(m.event.occurredMs);
   return (
     `${d.getUTCFullYear()}-${pad2(d.getUTCMonth() + 1)}-${pad2(d.getUTCDate())} ` +
     `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}:${pad2(d.getUTCSeconds())}.${String(d.getUTCMilliseconds()).padStart(3, '0')}`

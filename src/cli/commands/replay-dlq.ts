@@ -1,4 +1,3 @@
-import Table from 'cli-table3';
 import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
@@ -11,7 +10,7 @@ import { brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema
 import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
-import { formatCount, formatRate } from '../render.js';
+import { fitTable, formatCount, formatRate } from '../render.js';
 
 const fieldPath = z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or data.order_id');
 
@@ -183,16 +182,13 @@ function shortReason(reason: string): string {
 
 function render(r: ReplayResult, color: ChalkInstance, write: (text: string) => void): void {
   const dry = r.dry_run;
-  const table = new Table({
-    head: ['origin', 'reason', 'event type', dry ? 'would' : 'outcome', 'messages'].map((h) => color.bold(h)),
-    style: { head: [], border: color.level > 0 ? ['grey'] : [] },
-  });
-  for (const row of r.rows) {
+  const rows = r.rows.map((row) => {
     const word = OUTCOME_WORDS[row.outcome]![dry ? 1 : 0];
     const painted = row.outcome === 'replayed' ? color.green(word) : row.outcome === 'skipped' ? word : color.yellow(word);
-    table.push([row.origin, shortReason(row.reason), row.type, painted, formatCount(row.count)]);
-  }
-  if (r.rows.length > 0) write(table.toString());
+    return [row.origin, shortReason(row.reason), row.type, painted, formatCount(row.count)];
+  });
+  const head = ['origin', 'reason', 'event type', dry ? 'would' : 'outcome', 'messages'].map((h) => color.bold(h));
+  if (r.rows.length > 0) write(fitTable(head, rows, color));
   const verb = dry ? 'dry run, nothing changed: would replay' : 'replayed';
   const line =
     `${verb} ${formatCount(r.replayed)} · ${dry ? 'park' : 'parked'} ${formatCount(r.parked)}` +

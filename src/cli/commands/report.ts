@@ -4,9 +4,9 @@ import { ConfigError, ThresholdError, UsageError } from '../../errors.js';
 import { evaluateAssertions, parseAssertion } from '../../metrics/assert.js';
 import { compareReports } from '../../metrics/compare.js';
 import { mergeReports, parseReport, type Report } from '../../metrics/report.js';
-import { redact } from '../../secrets.js';
 import { flagSchema, resolveOptions } from '../options.js';
 import type { CommandContext } from '../program.js';
+import { renderHtmlReport } from '../html-report.js';
 import { assertionLines, benchReportMarkdown, benchReportText, comparisonMarkdown, comparisonTable } from '../render.js';
 
 const list = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : [v]));
@@ -28,6 +28,7 @@ const reportSchema = z.strictObject({
   failOnRegression: percent.optional(),
   threshold: percent.default(5),
   markdown: z.string().min(1).optional(),
+  html: z.string().min(1).optional(),
   assert: list.default([]),
 });
 
@@ -83,6 +84,18 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     writeOutput(o.markdown, parts.join('\n'));
   }
 
+  if (o.html !== undefined) {
+    const names = o.merge ? [`merged (${o.files.length} reports)`] : o.files;
+    writeOutput(
+      o.html,
+      renderHtmlReport({
+        reports: reports.map((report, i) => ({ name: names[i]!, report })),
+        baseline: baseline && comparison ? { name: o.compare!, report: baseline, rows: comparison, thresholdPct: threshold } : undefined,
+        outcomes,
+      }),
+    );
+  }
+
   const breaches = outcomes.flat().filter((x) => !x.passed);
   const regressions = comparison?.filter((r) => r.regression) ?? [];
   if (o.failOnRegression !== undefined && regressions.length > 0) {
@@ -91,10 +104,10 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (breaches.length > 0) throw new ThresholdError(`${breaches.length} --assert breached: ${breaches.map((b) => b.assertion.text).join(', ')}`);
 }
 
-/** Files get what stdout would: every secret redacted. */
+/** Files get what stdout would, unchanged (the broker URL in a report is already redacted). */
 export function writeOutput(file: string, text: string): void {
   try {
-    writeFileSync(file, redact(text));
+    writeFileSync(file, text);
   } catch (err) {
     throw new ConfigError(`cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }

@@ -1,16 +1,15 @@
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
 import { modeLine, readMode } from '../../core/read-mode.js';
-import { trace, type PaymentIssue, type TraceResult } from '../../core/trace.js';
+import { parseExpectation, producibleTypes, trace, unproducibleExpected, type PaymentIssue, type TraceResult } from '../../core/trace.js';
 import { createDriver } from '../../drivers/registry.js';
 import { DataError, InterruptedError, UsageError } from '../../errors.js';
+import { checkCorrelateDestinations, decodeOptionsOf } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
-import { brokerSchema, destinationSchema, durationSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
+import { brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
 import type { CommandContext } from '../program.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, keyValueTable, issuesTable } from '../render.js';
-
-const fieldPath = z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or data.order_id');
 
 const traceSchema = z.strictObject({
   broker: brokerSchema.optional(),
@@ -30,8 +29,9 @@ const traceSchema = z.strictObject({
   startTimeout: durationSchema.default(60_000),
   duration: durationSchema.optional(),
   untilFinished: wholeNumber(1).optional(),
-  typeField: fieldPath.default('event'),
-  correlate: fieldPath.default('payment_id'),
+  typeField: fieldPathSchema.optional(),
+  correlate: correlateSchema.optional(),
+  timeField: fieldPathSchema.optional(),
   group: z.string().regex(/^[A-Za-z0-9._:-]{1,200}$/, 'must be letters, digits, . _ : - (at most 200)').optional(),
   requeue: flagSchema.default(false),
   exchange: z.string().min(1).max(255).optional(),
@@ -52,12 +52,22 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   }
   if (o.within !== undefined && !o.expect) throw new UsageError('--within goes with --expect');
   if (o.expect && o.expect.length === 0) throw new UsageError('--expect needs at least one event type');
+  if (o.expect && parseExpectation(o.expect).some((alts) => alts.some((t) => t === ''))) {
+    throw new UsageError(`--expect '${o.expect.join(',')}': an empty event type (expected TYPE,TYPE or TYPE|TYPE for alternatives)`);
+  }
   // Own events on own topics need no scenario; otherwise the scenario names the destinations.
   const scenario = o.scenario !== undefined || (o.topic.length === 0 && o.exchange === undefined) ? loadScenario(o.scenario ?? 'checkout') : undefined;
+  // An expectation the scenario can never meet would fail every payment, or worse pass unchecked.
+  const unproducible = scenario && o.expect ? unproducibleExpected(scenario, o.expect) : [];
+  if (scenario && unproducible.length > 0) {
+    throw new UsageError(
+      `--expect: scenario ${scenario.name} never produces ${unproducible.map((t) => `'${t}'`).join(', ')}; its event types are ${producibleTypes(scenario).join(', ')}`,
+    );
+  }
   const destinations = o.exchange !== undefined ? [o.exchange] : o.topic.length > 0 ? o.topic : scenario!.destinations;
   // With --expect and no end condition, end once the pipeline has been quiet for a while.
   const idleTimeoutMs = o.idleTimeout ?? (o.expect && o.duration === undefined ? Math.max(5_000, (o.within ?? 0) + 1_000) : undefined);
-  const plainEvents = o.typeField !== 'event' || o.correlate !== 'payment_id';
+  if (o.correlate) checkCorrelateDestinations(o.correlate, destinations);
 
   const out = ctx.out;
   const driver = await createDriver(o.broker);
@@ -72,7 +82,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
       {
         scenario,
         destinations,
-        decode: { typeField: o.typeField, correlate: o.correlate, preferBody: plainEvents },
+        decode: decodeOptionsOf(o),
         stuckAfterMs: o.stuckAfter,
         expect: o.expect,
         withinMs: o.within,
@@ -102,11 +112,19 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const { histograms: _h, ...report } = result;
   if (o.json) out.data(`${JSON.stringify({ schema: 'payq.trace/v1', broker: o.broker.redacted, destinations, scenario: scenario?.name ?? null, ...report }, null, 2)}\n`);
   else render(result, ctx, o.payment);
+  if (result.events.correlated_by_key > 0) {
+    out.warn(
+      `${formatCount(result.events.correlated_by_key)} of ${formatCount(result.events.seen)} events carry no correlation id (no CloudEvents subject, no '${decodeOptionsOf(o).correlate}' field): they were tied into payments by their message key; --correlate FIELD names the field that does`,
+    );
+  }
   if (result.events.undecodable > 0) {
     out.warn(`${formatCount(result.events.undecodable)} messages could not be read as events (left where they are): ${result.undecodable_samples[0]}`);
   }
   if (result.interrupted) throw new InterruptedError(`interrupted after ${formatCount(result.events.seen)} events`);
   if (result.expectation?.no_events) throw new DataError(`--expect: no events were seen on ${destinations.join(', ')}`);
+  if (o.payment !== undefined && (result.timeline ?? []).length === 0) {
+    throw new DataError(`--payment ${o.payment}: no event of this payment was seen on ${destinations.join(', ')}`);
+  }
   if (result.expectation && result.expectation.failed > 0) {
     const e = result.expectation;
     throw new DataError(`${formatCount(e.failed)} of ${formatCount(e.passed + e.failed)} payments did not meet --expect ${e.types.join(',')}${e.within_ms ? ` within ${e.within_ms / 1000}s` : ''}`);
@@ -119,13 +137,18 @@ function render(r: TraceResult, ctx: CommandContext, payment: string | undefined
     .map(([k, v]) => `${k} ${formatCount(v)}`)
     .join(' · ');
   const rows: [string, string][] = [
-    ['payments', `${formatCount(r.payments.seen)} seen · ${formatCount(r.payments.finished)} finished · ${formatCount(r.payments.in_flight)} in flight`],
+    [
+      'payments',
+      `${formatCount(r.payments.seen)} seen${r.events.correlated_by_key > 0 ? ' (by message key)' : ''} · ${formatCount(r.payments.finished)} finished · ${formatCount(r.payments.in_flight)} unfinished`,
+    ],
     ['classes', classes || '-'],
     ['stuck', r.payments.stuck === 0 ? '0' : c.red(formatCount(r.payments.stuck))],
     ['events', `${formatCount(r.events.seen)} seen · ${formatCount(r.events.duplicates)} duplicates · ${formatCount(r.events.out_of_order)} out of order · ${formatCount(r.events.missing_steps)} missing steps`],
     ['transit latency', formatLatency(r.latency.transit)],
     ['end-to-end latency', formatLatency(r.latency.end_to_end)],
   ];
+  // History was read, not watched: its events have no transit (their other figures come from their own timestamps).
+  if (r.events.from_history > 0) rows.splice(5, 0, ['from history', `${formatCount(r.events.from_history)} events, published before trace started: not in transit`]);
   for (const [stage, s] of Object.entries(r.latency.hops)) rows.push([`hop ${stage}`, formatLatency(s)]);
   if (r.expectation) {
     const e = r.expectation;
@@ -140,7 +163,7 @@ function render(r: TraceResult, ctx: CommandContext, payment: string | undefined
     else
       ctx.out.block(
         keyValueTable(
-          r.timeline.map((t) => [`+${t.offset_ms} ms`, `${t.type}${t.dead_lettered ? c.red(' (dead-lettered)') : ''}${t.duplicate ? c.yellow(' (duplicate)') : ''} on ${t.destination}`]),
+          r.timeline.map((t) => [`+${t.offset_ms} ms`, `${t.type}${t.dead_lettered ? c.red(' (dead-lettered)') : ''}${t.duplicate ? c.yellow(' (duplicate)') : ''} on ${t.destination}${t.occurred_at ? `, occurred ${t.occurred_at}` : ''}`]),
           c,
         ),
       );

@@ -1,4 +1,3 @@
-import Table from 'cli-table3';
 import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
@@ -11,7 +10,7 @@ import { brokerSchema, durationSchema, flagSchema, resolveOptions, wholeNumber }
 import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
-import { formatCount, formatRate } from '../render.js';
+import { fitTable, formatCount, formatRate } from '../render.js';
 
 const onOffSchema = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
   if (typeof v === 'boolean') return v;
@@ -125,7 +124,11 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
       failures: o.failures,
       time_scale: o.timeScale,
       prefetch: o.prefetch,
-      stages: result.stages.map((s) => ({ ...s, processing_histogram: encodeHistogram(result.histograms[s.stage]!) })),
+      stages: result.stages.map((s) => ({
+        ...s,
+        processing_histogram: encodeHistogram(result.measures[s.stage]!.planned),
+        wall_histogram: encodeHistogram(result.histograms[s.stage]!),
+      })),
       totals: result.totals,
       elapsed_s: result.elapsed_s,
       stopped_by: result.stopped_by,
@@ -140,7 +143,9 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     out.block(stageTable(result, out.color));
     const reasons = Object.entries(result.totals.dead_lettered).filter(([, n]) => n > 0);
     if (reasons.length > 0) out.info(`dead-lettered by reason: ${reasons.map(([r, n]) => `${r} ${formatCount(n)}`).join(', ')}`);
-    out.info(`APT ${result.totals.apt_ms} ms over ${formatCount(result.totals.handled)} handled events in ${result.elapsed_s} s`);
+    out.info(
+      `APT ${result.totals.apt_ms} ms (wall ${result.totals.apt_wall_ms} ms) over ${formatCount(result.totals.handled)} handled events in ${result.elapsed_s} s`,
+    );
   }
   if (result.error_count > 0) {
     out.warn(`${formatCount(result.error_count)} sends or dead letters failed; their inputs were given back for redelivery: ${result.errors[0]}`);
@@ -151,11 +156,9 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
 }
 
 function stageTable(result: WorkerResult, color: ChalkInstance): string {
-  const table = new Table({
-    head: ['stage', 'handled', 'processing p50 / p99', 'attempts', 'retries', 'dead-lettered', 'undecodable', 'emitted'].map((h) => color.bold(h)),
-    style: { head: [], border: color.level > 0 ? ['grey'] : [] },
-  });
-  const row = (name: string, s: Omit<StageStats, 'stage' | 'destination' | 'group'>) => [
+  const head = ['stage', 'handled', 'processing p50 / p99', 'attempts', 'retries', 'dead-lettered', 'undecodable', 'emitted'].map((h) => color.bold(h));
+  const rows: string[][] = [];
+  const row = (name: string, s: Omit<StageStats, 'stage' | 'destination' | 'group' | 't_ms'>) => [
     name,
     formatCount(s.handled),
     s.processing_time.count === 0 ? '-' : `${s.processing_time.p50_ms} / ${s.processing_time.p99_ms} ms`,
@@ -165,7 +168,7 @@ function stageTable(result: WorkerResult, color: ChalkInstance): string {
     s.undecodable === 0 ? '0' : color.red(formatCount(s.undecodable)),
     formatCount(s.emitted),
   ];
-  for (const s of result.stages) table.push(row(s.stage, s));
-  if (result.stages.length > 1) table.push(row(color.bold('total'), result.totals));
-  return table.toString();
+  for (const s of result.stages) rows.push(row(s.stage, s));
+  if (result.stages.length > 1) rows.push(row(color.bold('total'), result.totals));
+  return fitTable(head, rows, color);
 }

@@ -1,9 +1,12 @@
 /**
  * Broker URL → kafkajs client configuration, and the driver's tuning in one place.
  */
-import type { KafkaConfig, SASLOptions } from 'kafkajs';
+import { isIP, connect as netConnect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import type { ISocketFactory, KafkaConfig, SASLOptions } from 'kafkajs';
 import { ConfigError } from '../../errors.js';
-import type { BrokerUrl } from '../url.js';
+import { TLS_URL_PARAMS, tlsOptionsFromUrl } from '../tls.js';
+import type { BrokerUrl, DriverUrlSpec } from '../url.js';
 
 export const KAFKA_TUNING = {
   /** TCP (+TLS) connect; a dead host must fail the 15 s connect budget with retries to spare. */
@@ -42,14 +45,26 @@ export const KAFKA_TUNING = {
 const SASL_MECHANISMS = ['plain', 'scram-sha-256', 'scram-sha-512'] as const;
 type SaslMechanism = (typeof SASL_MECHANISMS)[number];
 
+/** What a Kafka URL may hold (README "Brokers and URLs"); url.ts refuses anything else. */
+export const KAFKA_URL_SPEC: DriverUrlSpec = {
+  scheme: 'kafka',
+  schemes: [
+    { name: 'kafka', tls: false, defaultPort: 9092 },
+    { name: 'kafkas', tls: true, defaultPort: 9093 },
+  ],
+  hosts: { min: 1, max: Number.POSITIVE_INFINITY },
+  credentials: true,
+  params: [
+    { name: 'tls', type: 'boolean', meaning: 'TLS (kafkas:// always uses it): the system CAs unless ca= says otherwise' },
+    { name: 'sasl', type: 'enum', values: SASL_MECHANISMS, ignoreCase: true, meaning: 'the SASL mechanism for the URL user and password (default plain)' },
+    ...TLS_URL_PARAMS,
+  ],
+};
+
 /** SASL from URL userinfo + `?sasl=`; PLAIN when credentials are given without a mechanism. */
 export function saslFromUrl(url: BrokerUrl): SASLOptions | undefined {
+  // url.ts checked the value against KAFKA_URL_SPEC.
   const requested = url.params['sasl']?.toLowerCase();
-  if (requested !== undefined && !(SASL_MECHANISMS as readonly string[]).includes(requested)) {
-    throw new ConfigError(`unsupported ?sasl=${requested} in ${url.redacted}`, {
-      hint: `use one of ${SASL_MECHANISMS.join(', ')}`,
-    });
-  }
   if (url.username === undefined) {
     if (requested !== undefined) {
       throw new ConfigError(`?sasl=${requested} needs a user in the URL: ${url.redacted}`, {
@@ -62,12 +77,41 @@ export function saslFromUrl(url: BrokerUrl): SASLOptions | undefined {
   return { mechanism, username: url.username, password: url.password ?? '' } as SASLOptions;
 }
 
+/**
+ * kafkajs splits each bootstrap entry at its first ':' (`[::1]:9092` becomes host '['), so an
+ * IPv6 literal is handed to it as a name that cannot resolve anywhere, and the socket factory
+ * below connects that name to the address. Brokers the cluster's metadata names are connected
+ * by kafkajs as host and port, unsplit.
+ */
+function ipv6Alias(index: number): string {
+  return `payq-ipv6-${index}.invalid`;
+}
+
+/** kafkajs' own socket factory (keep-alive, SNI only for names), with IPv6 aliases mapped back. */
+function socketFactory(aliases: ReadonlyMap<string, string>): ISocketFactory {
+  return ({ host, port, ssl, onConnect }) => {
+    const address = aliases.get(host) ?? host;
+    const socket = ssl
+      ? tlsConnect({ host: address, port, ...(isIP(address) ? {} : { servername: address }), ...(ssl as object) }, onConnect)
+      : netConnect({ host: address, port }, onConnect);
+    socket.setKeepAlive(true, 60_000);
+    return socket;
+  };
+}
+
 export function kafkaConfigFromUrl(url: BrokerUrl, logLevel: KafkaConfig['logLevel']): KafkaConfig {
   const sasl = saslFromUrl(url);
+  const aliases = new Map<string, string>();
+  const brokers = url.hosts.map(({ host, port }, i) => {
+    if (!host.includes(':')) return `${host}:${port}`;
+    aliases.set(ipv6Alias(i), host);
+    return `${ipv6Alias(i)}:${port}`;
+  });
   const config: KafkaConfig = {
     clientId: 'payq',
-    brokers: url.hosts.map(({ host, port }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`)),
-    ssl: url.tls,
+    brokers,
+    socketFactory: socketFactory(aliases),
+    ssl: tlsOptionsFromUrl(url) ?? false,
     connectionTimeout: KAFKA_TUNING.connectionTimeoutMs,
     authenticationTimeout: KAFKA_TUNING.authenticationTimeoutMs,
     requestTimeout: KAFKA_TUNING.requestTimeoutMs,

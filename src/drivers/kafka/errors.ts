@@ -13,7 +13,8 @@ import {
   TopologyError,
   type PayqError,
 } from '../../errors.js';
-import { redact } from '../../secrets.js';
+import { scrubClientError, scrubClientText, urlForErrors, type UrlForErrors } from '../../secrets.js';
+import { tlsProblem } from '../tls.js';
 
 export type KafkaOperation = 'connect' | 'declare' | 'send' | 'subscribe' | 'commit' | 'dead-letter';
 
@@ -158,24 +159,27 @@ function rootRetriable(chain: ErrorLike[]): boolean {
 
 export interface KafkaErrorContext {
   operation: KafkaOperation;
-  /** The broker URL as it may be printed (BrokerUrl.redacted). */
-  url: string;
+  /** The parsed broker URL (its userinfo is scrubbed from kafkajs' text), or its redacted form. */
+  url: UrlForErrors;
   /** Topic(s) or group the operation was about, for the message. */
   subject?: string;
 }
 
 /**
- * Maps any failure of a Kafka operation into the payq hierarchy. Messages name the redacted URL
- * and go through `redact`, so a password can't leak even if kafkajs echoed one.
+ * Maps any failure of a Kafka operation into the payq hierarchy. Messages name the redacted URL,
+ * and kafkajs' errors (kept as the cause, shown by --debug) are scrubbed of the URL's userinfo
+ * first, so a password can't leak even if kafkajs echoed one.
  */
 export function mapKafkaError(err: unknown, ctx: KafkaErrorContext): PayqError {
   if (isPayqError(err)) return err;
+  const { shown, secrets } = urlForErrors(ctx.url);
+  scrubClientError(err, secrets);
   const chain = errorChain(err);
   const kind = classifyKafkaError(err);
   const about = ctx.subject ? ` (${ctx.subject})` : '';
-  const detail = innermostMessage(chain, err);
+  const detail = scrubClientText(innermostMessage(chain, err), secrets);
   const doing = OPERATION_TEXT[ctx.operation];
-  const text = (what: string) => redact(`kafka ${ctx.url}: ${what}${about}: ${detail}`);
+  const text = (what: string) => `kafka ${shown}: ${what}${about}: ${detail}`;
 
   switch (kind) {
     case 'auth':
@@ -183,12 +187,15 @@ export function mapKafkaError(err: unknown, ctx: KafkaErrorContext): PayqError {
         cause: err,
         hint: 'check the user and password in the URL and ?sasl=plain|scram-sha-256|scram-sha-512, and the ACLs',
       });
-    case 'unavailable':
+    case 'unavailable': {
+      const tls = ctx.operation === 'connect' ? tlsProblem(err, typeof ctx.url !== 'string' && (ctx.url as { tls?: boolean }).tls === true) : undefined;
+      if (tls) return new BrokerUnavailableError(text(tls.what), { cause: err, hint: tls.hint });
       return new BrokerUnavailableError(text(`broker unreachable while ${doing}`), {
         cause: err,
         retriable: true,
         hint: 'is Kafka running (npm run brokers:up)? Does its listener need TLS (kafkas://) or SASL (user:password@…)?',
       });
+    }
     case 'topology':
       return new TopologyError(text(`topic missing or not creatable while ${doing}`), {
         cause: err,

@@ -99,7 +99,7 @@ class KafkaDriver implements Driver {
   }
 
   private fail(err: unknown, operation: KafkaOperation, subject?: string) {
-    return mapKafkaError(err, { operation, url: this.url.redacted, ...(subject === undefined ? {} : { subject }) });
+    return mapKafkaError(err, { operation, url: this.url, ...(subject === undefined ? {} : { subject }) });
   }
 
   private assertOpen(what: string): void {

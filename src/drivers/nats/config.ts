@@ -3,7 +3,7 @@
  * parsed and validated once.
  *
  * URL parameters (all optional):
- *   tls=true         TLS with the system's CAs (NODE_EXTRA_CA_CERTS for a private CA)
+ *   tls=true         TLS with the system's CAs; ca=, cert=, key=, insecure= as for every driver (tls.ts)
  *   maxDeliver=N     JetStream stops redelivering a message after N deliveries and moves on
  *                    without telling anyone, so payq leaves it unlimited (-1): the worker
  *                    dead-letters after its own retry policy, and replay's dry runs give every
@@ -15,7 +15,8 @@
  *   maxAgeHours=H    stream retention when payq creates a stream (default 168 = Kafka's 7 days)
  */
 import { ConfigError } from '../../errors.js';
-import type { BrokerUrl } from '../url.js';
+import { TLS_URL_PARAMS, tlsOptionsFromUrl, type TlsOptions } from '../tls.js';
+import type { BrokerUrl, DriverUrlSpec } from '../url.js';
 
 export interface NatsConfig {
   servers: string[];
@@ -23,7 +24,7 @@ export interface NatsConfig {
   user: string | undefined;
   pass: string | undefined;
   token: string | undefined;
-  tls: boolean;
+  tls: TlsOptions | undefined;
   maxDeliver: number;
   ackWaitMs: number;
   replicas: number;
@@ -35,30 +36,31 @@ export interface NatsConfig {
   requestTimeoutMs: number;
 }
 
-const KNOWN = new Set(['tls', 'maxDeliver', 'ackWait', 'replicas', 'storage', 'maxAgeHours']);
+/** What a NATS URL may hold (the parameters above); url.ts refuses anything else. */
+export const NATS_URL_SPEC: DriverUrlSpec = {
+  scheme: 'nats',
+  schemes: [{ name: 'nats', tls: false, defaultPort: 4222 }],
+  hosts: { min: 1, max: Number.POSITIVE_INFINITY },
+  credentials: true,
+  params: [
+    { name: 'tls', type: 'boolean', meaning: "TLS: the system's CAs unless ca= says otherwise" },
+    { name: 'maxDeliver', type: 'integer', min: 1, orMinusOne: true, meaning: 'deliveries before JetStream gives up on a message (default -1, unlimited)' },
+    { name: 'ackWait', type: 'integer', min: 1, meaning: 'seconds a delivery may stay unsettled before redelivery (default 30)' },
+    { name: 'replicas', type: 'integer', min: 1, meaning: 'replicas of streams payq creates (default 1)' },
+    { name: 'storage', type: 'enum', values: ['file', 'memory'], meaning: 'storage of streams payq creates (default file)' },
+    ...TLS_URL_PARAMS,
+    { name: 'maxAgeHours', type: 'integer', min: 0, meaning: 'retention of streams payq creates, in hours (default 168)' },
+  ],
+};
 
-function intParam(url: BrokerUrl, name: string, fallback: number, min: number, allowMinusOne = false): number {
+/** A parameter url.ts already checked against NATS_URL_SPEC, or its default. */
+function intParam(url: BrokerUrl, name: string, fallback: number): number {
   const text = url.params[name];
-  if (text === undefined) return fallback;
-  const ok = /^-?\d+$/.test(text) && (Number(text) >= min || (allowMinusOne && Number(text) === -1));
-  if (!ok) {
-    throw new ConfigError(`NATS parameter ${name}='${text}' must be a whole number of at least ${min}${allowMinusOne ? ' (or -1)' : ''} (${url.redacted})`);
-  }
-  return Number(text);
+  return text === undefined ? fallback : Number(text);
 }
 
 export function natsConfig(url: BrokerUrl): NatsConfig {
-  for (const name of Object.keys(url.params)) {
-    if (!KNOWN.has(name)) {
-      throw new ConfigError(`unknown NATS URL parameter '${name}' (${url.redacted})`, {
-        hint: `known: ${[...KNOWN].join(', ')}`,
-      });
-    }
-  }
-  const storage = url.params['storage'] ?? 'file';
-  if (storage !== 'file' && storage !== 'memory') {
-    throw new ConfigError(`NATS parameter storage='${storage}' must be file or memory (${url.redacted})`);
-  }
+  const storage = (url.params['storage'] ?? 'file') as 'file' | 'memory';
   if (url.username !== undefined && url.username !== '' && url.password === undefined) {
     // NATS' own URLs put a token where the user goes; payq would then print it in every message.
     throw new ConfigError(`a NATS URL with a user name needs a password (${url.redacted})`, {
@@ -71,12 +73,12 @@ export function natsConfig(url: BrokerUrl): NatsConfig {
     user: token === undefined ? url.username : undefined,
     pass: token === undefined ? url.password : undefined,
     token,
-    tls: url.tls,
-    maxDeliver: intParam(url, 'maxDeliver', -1, 1, true),
-    ackWaitMs: intParam(url, 'ackWait', 30, 1) * 1000,
-    replicas: intParam(url, 'replicas', 1, 1),
+    tls: tlsOptionsFromUrl(url),
+    maxDeliver: intParam(url, 'maxDeliver', -1),
+    ackWaitMs: intParam(url, 'ackWait', 30) * 1000,
+    replicas: intParam(url, 'replicas', 1),
     storage,
-    maxAgeMs: intParam(url, 'maxAgeHours', 168, 0) * 3_600_000,
+    maxAgeMs: intParam(url, 'maxAgeHours', 168) * 3_600_000,
     connectTimeoutMs: 10_000,
     requestTimeoutMs: 10_000,
   };

@@ -1,7 +1,7 @@
 /**
  * nats.js errors → payq's error hierarchy. nats.js is given the servers and credentials as
- * options, never the URL, and messages name the broker by `url.redacted` and pass through
- * `redact`, so a password cannot leak.
+ * options, never the URL; messages name the broker by `url.redacted`, and nats.js' errors (kept
+ * as the cause, shown by --debug) are scrubbed of the URL's userinfo, so a password cannot leak.
  */
 import { JetStreamApiError } from '@nats-io/jetstream';
 import {
@@ -23,7 +23,8 @@ import {
   TopologyError,
   type PayqError,
 } from '../../errors.js';
-import { redact } from '../../secrets.js';
+import { scrubClientError, scrubClientText, urlForErrors, type UrlForErrors } from '../../secrets.js';
+import { tlsProblem } from '../tls.js';
 
 export type NatsOperation = 'connect' | 'declare' | 'send' | 'subscribe' | 'dead-letter' | 'exists';
 
@@ -74,8 +75,8 @@ function jetStreamNotEnabled(err: unknown): boolean {
 
 export interface NatsErrorContext {
   operation: NatsOperation;
-  /** BrokerUrl.redacted */
-  url: string;
+  /** The parsed broker URL (its userinfo is scrubbed from nats.js' text), or its redacted form. */
+  url: UrlForErrors;
   /** The destination(s) or group the operation was about. */
   subject?: string;
 }
@@ -83,10 +84,12 @@ export interface NatsErrorContext {
 /** Any failure of a NATS operation as a PayqError. */
 export function mapNatsError(err: unknown, ctx: NatsErrorContext): PayqError {
   if (isPayqError(err)) return err;
+  const { shown, secrets } = urlForErrors(ctx.url);
+  scrubClientError(err, secrets);
   const about = ctx.subject ? ` (${ctx.subject})` : '';
-  const detail = messageOf(err);
+  const detail = scrubClientText(messageOf(err), secrets);
   const doing = DOING[ctx.operation];
-  const text = (what: string) => redact(`NATS ${ctx.url}: ${what}${about}: ${detail}`);
+  const text = (what: string) => `NATS ${shown}: ${what}${about}: ${detail}`;
 
   if (has(err, AuthorizationError, UserAuthenticationExpiredError)) {
     return new AuthError(text('the server refused our credentials'), {
@@ -100,6 +103,8 @@ export function mapNatsError(err: unknown, ctx: NatsErrorContext): PayqError {
       hint: "the user needs publish/subscribe permissions on 'payq.>', '$JS.API.>', '$JS.ACK.>' and '_INBOX.>'",
     });
   }
+  const tls = ctx.operation === 'connect' ? tlsProblem(err, typeof ctx.url !== 'string' && (ctx.url as { tls?: boolean }).tls === true) : undefined;
+  if (tls) return new BrokerUnavailableError(text(tls.what), { cause: err, hint: tls.hint });
   if (has(err, ConnectionError, ClosedConnectionError, DrainingConnectionError)) {
     return new BrokerUnavailableError(text(`server unreachable while ${doing}`), {
       cause: err,

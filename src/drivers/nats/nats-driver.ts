@@ -105,7 +105,7 @@ class NatsDriver implements Driver {
         hint: 'is nats-server still running?',
       });
     }
-    return mapNatsError(err, { operation, url: this.url.redacted, ...(subject === undefined ? {} : { subject }) });
+    return mapNatsError(err, { operation, url: this.url, ...(subject === undefined ? {} : { subject }) });
   }
 
   private assertOpen(what: string): void {
@@ -128,7 +128,7 @@ class NatsDriver implements Driver {
       ...(config.user === undefined ? {} : { user: config.user }),
       ...(config.pass === undefined ? {} : { pass: config.pass }),
       ...(config.token === undefined ? {} : { token: config.token }),
-      ...(config.tls ? { tls: {} } : {}),
+      ...(config.tls ? { tls: { ...config.tls } } : {}),
       name: `payq (pid ${process.pid})`,
       timeout: config.connectTimeoutMs,
       maxReconnectAttempts: -1,

@@ -4,7 +4,8 @@
  * work with other clients work here; `exchange` is payq's own.
  */
 import { ConfigError } from '../../errors.js';
-import type { BrokerUrl } from '../url.js';
+import { TLS_URL_PARAMS } from '../tls.js';
+import type { BrokerUrl, DriverUrlSpec } from '../url.js';
 
 export interface RabbitMqConfig {
   /** The durable topic exchange every payq destination queue is bound to. */
@@ -19,8 +20,6 @@ export interface RabbitMqConfig {
   channelMax: number;
 }
 
-const KNOWN_PARAMS = ['exchange', 'heartbeat', 'connection_timeout', 'frame_max', 'channel_max', 'tls'];
-
 const DEFAULTS = {
   exchange: 'payq',
   heartbeatSeconds: 30,
@@ -30,22 +29,34 @@ const DEFAULTS = {
   channelMax: 0,
 };
 
-function intParam(url: BrokerUrl, name: string, fallback: number, min: number, max: number): number {
+/** What an AMQP URL may hold; url.ts refuses anything else. */
+export const RABBITMQ_URL_SPEC: DriverUrlSpec = {
+  scheme: 'amqp',
+  schemes: [
+    { name: 'amqp', tls: false, defaultPort: 5672 },
+    { name: 'amqps', tls: true, defaultPort: 5671 },
+  ],
+  hosts: { min: 1, max: 1 },
+  credentials: true,
+  path: "the virtual host (percent-encoded; empty or %2F is '/')",
+  params: [
+    { name: 'exchange', type: 'string', meaning: `the topic exchange payq's destinations are bound to (default ${DEFAULTS.exchange})` },
+    { name: 'heartbeat', type: 'integer', min: 0, max: 3600, meaning: `heartbeat interval in seconds (default ${DEFAULTS.heartbeatSeconds}; 0 disables)` },
+    { name: 'connection_timeout', type: 'integer', min: 100, max: 600_000, meaning: `TCP connect + handshake timeout in ms (default ${DEFAULTS.connectionTimeoutMs})` },
+    { name: 'frame_max', type: 'integer', min: 4096, max: 0x7fffffff, meaning: `largest frame in bytes (default ${DEFAULTS.frameMax})` },
+    { name: 'channel_max', type: 'integer', min: 0, max: 65535, meaning: 'most channels per connection (default 0: the server decides)' },
+    { name: 'tls', type: 'boolean', meaning: 'TLS (amqps:// always uses it): the system CAs unless ca= says otherwise' },
+    ...TLS_URL_PARAMS,
+  ],
+};
+
+/** A parameter url.ts already checked against RABBITMQ_URL_SPEC, or its default. */
+function intParam(url: BrokerUrl, name: string, fallback: number): number {
   const text = url.params[name];
-  if (text === undefined) return fallback;
-  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
-    throw new ConfigError(`invalid broker URL '${url.redacted}': ${name}=${text} is not a whole number in ${min}-${max}`);
-  }
-  return Number(text);
+  return text === undefined ? fallback : Number(text);
 }
 
 export function rabbitMqConfig(url: BrokerUrl): RabbitMqConfig {
-  const unknown = Object.keys(url.params).filter((k) => !KNOWN_PARAMS.includes(k));
-  if (unknown.length > 0) {
-    throw new ConfigError(`invalid broker URL '${url.redacted}': unknown parameter ${unknown.map((k) => `'${k}'`).join(', ')}`, {
-      hint: `amqp:// URLs take ${KNOWN_PARAMS.join(', ')}`,
-    });
-  }
   const exchange = url.params['exchange'] ?? DEFAULTS.exchange;
   // amq.* is reserved by RabbitMQ (declaring it is refused), '' is the default exchange.
   if (!/^[A-Za-z0-9_.:-]{1,200}$/.test(exchange) || exchange.startsWith('amq.')) {
@@ -57,9 +68,9 @@ export function rabbitMqConfig(url: BrokerUrl): RabbitMqConfig {
     exchange,
     deadLetterExchange: `${exchange}.dlx`,
     vhost: url.path === '' ? '/' : url.path,
-    heartbeatSeconds: intParam(url, 'heartbeat', DEFAULTS.heartbeatSeconds, 0, 3600),
-    connectionTimeoutMs: intParam(url, 'connection_timeout', DEFAULTS.connectionTimeoutMs, 100, 600_000),
-    frameMax: intParam(url, 'frame_max', DEFAULTS.frameMax, 4096, 0x7fffffff),
-    channelMax: intParam(url, 'channel_max', DEFAULTS.channelMax, 0, 65535),
+    heartbeatSeconds: intParam(url, 'heartbeat', DEFAULTS.heartbeatSeconds),
+    connectionTimeoutMs: intParam(url, 'connection_timeout', DEFAULTS.connectionTimeoutMs),
+    frameMax: intParam(url, 'frame_max', DEFAULTS.frameMax),
+    channelMax: intParam(url, 'channel_max', DEFAULTS.channelMax),
   };
 }

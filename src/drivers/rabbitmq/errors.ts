@@ -1,7 +1,8 @@
 /**
  * amqplib errors → payq's error hierarchy. amqplib is given the connection settings as an
- * object, never the URL string, so its messages cannot contain the password; everything still
- * goes through `redact` and names the broker by `url.redacted` only.
+ * object, never the URL string, so its messages should not contain the password; still, where an
+ * error is mapped here its text (and the cause --debug shows) is scrubbed of the URL's userinfo,
+ * and the broker is named by `url.redacted` only.
  */
 import {
   AuthError,
@@ -11,7 +12,8 @@ import {
   TopologyError,
   messageOf,
 } from '../../errors.js';
-import { redact } from '../../secrets.js';
+import { redactUrlsIn, scrubClientError, scrubClientText } from '../../secrets.js';
+import { tlsProblem } from '../tls.js';
 import type { BrokerUrl } from '../url.js';
 
 /** AMQP reply codes payq reacts to. */
@@ -36,11 +38,16 @@ const SOCKET_CODES: Record<string, string> = {
   EPIPE: 'connection reset',
 };
 
-/** The broker's own sentence from an amqplib close error (`… with message "NOT_FOUND - …"`). */
-export function serverText(err: unknown): string {
+/**
+ * The broker's own sentence from an amqplib close error (`… with message "NOT_FOUND - …"`),
+ * scrubbed of the URL's userinfo when the URL is given (structurally otherwise).
+ */
+export function serverText(err: unknown, url?: BrokerUrl): string {
+  if (url) scrubClientError(err, url);
   const text = messageOf(err);
   const m = /with message "(.*)"\s*$/s.exec(text);
-  return redact(m ? m[1]! : text);
+  const sentence = m ? m[1]! : text;
+  return url ? scrubClientText(sentence, url) : redactUrlsIn(sentence);
 }
 
 /** The AMQP reply code of a channel/connection close error, when amqplib recorded one. */
@@ -51,7 +58,8 @@ export function replyCode(err: unknown): number | undefined {
 
 export function connectError(err: unknown, url: BrokerUrl, vhost: string): PayqError {
   if (err instanceof PayqError) return err;
-  const text = messageOf(err);
+  scrubClientError(err, url);
+  const text = scrubClientText(messageOf(err), url);
   const code = (err as { code?: unknown } | null)?.code;
   const where = `RabbitMQ at ${url.redacted}`;
   if (/ACCESS.REFUSED/.test(text)) {
@@ -78,18 +86,20 @@ export function connectError(err: unknown, url: BrokerUrl, vhost: string): PayqE
       hint: 'is RabbitMQ running and listening on that host and port?',
     });
   }
-  if (typeof code === 'string' && (code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS') || /CERT|SELF_SIGNED/.test(code))) {
+  const tls = tlsProblem(err, url.tls);
+  if (tls) return new BrokerUnavailableError(`${tls.what}: ${where} (${typeof code === 'string' ? code : text})`, { cause: err, hint: tls.hint });
+  if (typeof code === 'string' && (code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS'))) {
     return new BrokerUnavailableError(`TLS handshake with ${where} failed (${code})`, {
       cause: err,
-      hint: 'amqps:// needs the TLS port (5671 by default) and a certificate Node.js trusts (NODE_EXTRA_CA_CERTS)',
+      hint: 'amqps:// needs the TLS port (5671 by default); ?ca=FILE for a private CA',
     });
   }
-  return new BrokerUnavailableError(`cannot connect to ${where}: ${redact(text)}`, { cause: err, retriable: true });
+  return new BrokerUnavailableError(`cannot connect to ${where}: ${text}`, { cause: err, retriable: true });
 }
 
 /** The connection ended without payq closing it. */
 export function connectionLost(url: BrokerUrl, cause: unknown): BrokerUnavailableError {
-  const why = cause === undefined ? 'the socket closed' : serverText(cause);
+  const why = cause === undefined ? 'the socket closed' : serverText(cause, url);
   return new BrokerUnavailableError(`lost the connection to RabbitMQ at ${url.redacted}: ${why}`, {
     cause,
     retriable: true,
@@ -103,7 +113,7 @@ export function connectionLost(url: BrokerUrl, cause: unknown): BrokerUnavailabl
 export function operationError(err: unknown, what: string, url: BrokerUrl, lost?: PayqError): PayqError {
   if (err instanceof PayqError) return err;
   const code = replyCode(err);
-  const text = serverText(err);
+  const text = serverText(err, url);
   switch (code) {
     case ReplyCode.accessRefused:
       return new AuthError(`RabbitMQ at ${url.redacted} refused to ${what}: ${text}`, {

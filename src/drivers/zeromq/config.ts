@@ -9,7 +9,7 @@
  *                        subscriber's receive queue. A slow subscriber loses what overflows.
  */
 import { ConfigError } from '../../errors.js';
-import type { BrokerUrl } from '../url.js';
+import type { BrokerUrl, DriverUrlSpec } from '../url.js';
 
 export interface ZmqConfig {
   host: string;
@@ -23,24 +23,25 @@ export interface ZmqConfig {
   answerTimeoutMs: number;
 }
 
-const KNOWN = new Set(['hub', 'hwm']);
+/** What a zmq:// URL may hold (the parameters above); url.ts refuses anything else. */
+export const ZMQ_URL_SPEC: DriverUrlSpec = {
+  scheme: 'zmq',
+  schemes: [{ name: 'zmq', tls: false, defaultPort: 5555 }],
+  hosts: { min: 1, max: 1 },
+  credentials: false,
+  params: [
+    { name: 'hub', type: 'enum', values: ['auto', 'host', 'join'], meaning: 'host the hub here, join a running one, or auto (default)' },
+    { name: 'hwm', type: 'integer', min: 1, meaning: 'messages ZeroMQ queues per peer before dropping (default 10000)' },
+  ],
+};
 
 export function zmqConfig(url: BrokerUrl): ZmqConfig {
-  for (const name of Object.keys(url.params)) {
-    if (!KNOWN.has(name)) throw new ConfigError(`unknown ZeroMQ URL parameter '${name}' (${url.redacted})`, { hint: `known: ${[...KNOWN].join(', ')}` });
-  }
   if (url.hosts.length !== 1) throw new ConfigError(`a ZeroMQ URL names exactly one host:port, the hub's (${url.redacted})`);
-  if (url.username !== undefined) {
-    throw new ConfigError(`ZeroMQ has no user names or passwords (${url.redacted})`, { hint: 'write zmq://host:port' });
-  }
   const { host, port } = url.hosts[0]!;
   if (port >= 65535) throw new ConfigError(`zmq:// port ${port}: the hub uses it and the next one, so at most 65534 (${url.redacted})`);
-  const hub = url.params['hub'] ?? 'auto';
-  if (hub !== 'auto' && hub !== 'host' && hub !== 'join') {
-    throw new ConfigError(`ZeroMQ parameter hub='${hub}' must be auto, host or join (${url.redacted})`);
-  }
+  // url.ts checked both against ZMQ_URL_SPEC.
+  const hub = (url.params['hub'] ?? 'auto') as ZmqConfig['hub'];
   const hwmText = url.params['hwm'] ?? '10000';
-  if (!/^\d+$/.test(hwmText) || Number(hwmText) < 1) throw new ConfigError(`ZeroMQ parameter hwm='${hwmText}' must be a whole number of at least 1 (${url.redacted})`);
   const h = host.includes(':') ? `[${host}]` : host;
   return {
     host,
