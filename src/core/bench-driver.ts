@@ -37,7 +37,6 @@ export class MeteredDriver implements Driver {
   private readonly pending = new Map<number, number>();
   private nextSend = 0;
   private waiters: { below: number; resolve: () => void }[] = [];
-  exists?: Driver['exists'];
 
   constructor(
     private readonly inner: Driver,
@@ -48,7 +47,6 @@ export class MeteredDriver implements Driver {
     this.name = inner.name;
     this.capabilities = inner.capabilities;
     this.url = inner.url;
-    if (inner.exists) this.exists = (d) => inner.exists!(d);
   }
 
   /** Events sent (or being sent) and not yet handed to a consumer, over every run. */
@@ -88,8 +86,12 @@ export class MeteredDriver implements Driver {
     return this.inner.connect();
   }
 
-  declare(destinations: DestinationSpec[]): Promise<void> {
+  declare(destinations: DestinationSpec[]): Promise<string[]> {
     return this.inner.declare(destinations);
+  }
+
+  exists(destinations: string[]): Promise<Set<string>> {
+    return this.inner.exists(destinations);
   }
 
   send(destination: string, messages: OutgoingMessage[]): Promise<void> {

@@ -227,7 +227,8 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   let traceRun: Promise<TraceResult> | undefined;
   let sinkSubscription: Promise<Subscription> | undefined;
   if (has.tracer) {
-    await driver.declare([{ name: scenario.sink, partitions, deadLetter: true }]);
+    // bench creates its own layout before the tracer starts: a tap never creates (core/destinations.ts).
+    await driver.declare(scenario.destinations.map((name) => ({ name, partitions, deadLetter: true })));
     const traceReady = firstCall();
     traceRun = trace(
       {

@@ -12,11 +12,17 @@ import { isUtf8 } from 'node:buffer';
 import type { Delivery, Driver, Headers } from '../drivers/types.js';
 import { decodeEvent, DEFAULT_DECODE, type DecodeOptions, type ReceivedEvent } from '../events/decode.js';
 import { systemClock, type Clock } from './clock.js';
+import { awaitDestinations } from './destinations.js';
+import { REQUEUE_DEFAULT_PREFETCH, subscribeMode, type ReadMode } from './read-mode.js';
 
 export interface ConsumeOptions {
   destinations: string[];
   /** Join this group and take the messages; undefined observes (a tap) and takes nothing. */
   group?: string | undefined;
+  /** How to read (read-mode.ts); wins over `group`. */
+  mode?: ReadMode | undefined;
+  /** How long to wait for missing destinations before a TopologyError (default 60 s). */
+  startTimeoutMs?: number | undefined;
   fromBeginning: boolean;
   /** Only these event types are handed to `onMessages` (the others are still acked); empty: all. */
   types?: ReadonlySet<string> | undefined;
@@ -75,8 +81,10 @@ export interface ConsumeResult {
   printed: number;
   /** Read but not of a requested type (acked). */
   filtered: number;
-  /** Given back with nack: past the limit, or arrived while stopping. */
+  /** Given back with nack: past the limit, arrived while stopping, or read with --requeue. */
   returned: number;
+  /** --requeue: read and handed back when consume ended (counted in `returned` too). */
+  requeued: number;
   /** Bodies that are not JSON (printed as problems, never dropped). */
   not_json: number;
   /** Per event type (`(not JSON)` and `(no type)` for what has none). */
@@ -90,6 +98,7 @@ export interface ConsumeResult {
 export const NOT_JSON_TYPE = '(not JSON)';
 export const NO_TYPE = '(no type)';
 const DEFAULT_PREFETCH = 500;
+export const DEFAULT_START_TIMEOUT_MS = 60_000;
 /** The group name passed with a tap; drivers ignore it (a tap gets a group or queue of its own). */
 const TAP_GROUP = 'payq-consume-tap';
 
@@ -133,8 +142,12 @@ export async function consume(options: ConsumeOptions, deps: ConsumeDeps): Promi
   const decode = options.decode ?? DEFAULT_DECODE;
   const types = options.types && options.types.size > 0 ? options.types : undefined;
   const limit = options.limit;
-  const tap = options.group === undefined;
-  const prefetch = Math.max(1, Math.min(options.prefetch ?? DEFAULT_PREFETCH, limit ?? Infinity));
+  const mode: ReadMode = options.mode ?? (options.group === undefined ? { kind: 'tap' } : { kind: 'group', group: options.group, requeue: false });
+  const tap = mode.kind === 'tap' || mode.kind === 'exchange';
+  const requeue = mode.kind === 'group' && mode.requeue;
+  const prefetch = Math.max(1, Math.min(options.prefetch ?? (requeue ? REQUEUE_DEFAULT_PREFETCH : DEFAULT_PREFETCH), limit ?? Infinity));
+  /** --requeue: what was read, held unacked until the end (see read-mode.ts). */
+  const held: Delivery[] = [];
 
   let consumed = 0;
   let printed = 0;
@@ -190,7 +203,8 @@ export async function consume(options: ConsumeOptions, deps: ConsumeDeps): Promi
         return;
       }
       // Counted only now: what could not be written was not consumed.
-      for (const d of taken) d.ack();
+      if (requeue) held.push(...taken);
+      else for (const d of taken) d.ack();
       giveBack(beyond);
       const shown = new Set(show);
       for (const m of seen) {
@@ -216,14 +230,19 @@ export async function consume(options: ConsumeOptions, deps: ConsumeDeps): Promi
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     if (limit === 0) requestStop('limit');
+    // Readers never create: what is missing is waited for, then reported (destinations.ts).
+    const waited =
+      mode.kind === 'exchange'
+        ? undefined
+        : await awaitDestinations(driver, { required: options.destinations, startTimeoutMs: options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS, clock, signal });
     if (!stop.signal.aborted) {
       const subscription = await driver.subscribe(
         {
-          destinations: options.destinations,
-          group: options.group ?? TAP_GROUP,
-          fromBeginning: options.fromBeginning,
+          destinations: mode.kind === 'exchange' ? [] : options.destinations,
+          // Destinations created while consume waited hold only what was written since it started.
+          fromBeginning: options.fromBeginning || (waited?.createdWhileWaiting === true && driver.capabilities.replayFromBeginning),
           prefetch,
-          tap,
+          ...subscribeMode(mode, TAP_GROUP),
         },
         handler,
       );
@@ -245,6 +264,8 @@ export async function consume(options: ConsumeOptions, deps: ConsumeDeps): Promi
           await clock.sleep(busy > 0 ? idleMs : idleMs - quietMs, stop.signal);
         }
       } finally {
+        // --requeue: everything read goes back now, each message once (read-mode.ts).
+        giveBack(held.splice(0));
         await subscription.close();
       }
     }
@@ -259,6 +280,7 @@ export async function consume(options: ConsumeOptions, deps: ConsumeDeps): Promi
     printed,
     filtered,
     returned,
+    requeued: requeue ? consumed : 0,
     not_json: notJson,
     by_type: Object.fromEntries([...byType.entries()].sort((a, b) => b[1].consumed - a[1].consumed || a[0].localeCompare(b[0]))),
     elapsed_s: Math.round(elapsedS * 1000) / 1000,

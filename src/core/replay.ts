@@ -174,9 +174,8 @@ export interface ReplayDeps {
 const MAX_PROBLEM_LINES = 100;
 const PROGRESS_EVERY_MS = 100;
 
-/** The names among `names` that exist; all of them when the driver cannot tell. */
+/** The names among `names` that exist (a passive check, types.ts). */
 export async function existingDestinations(driver: Driver, names: string[]): Promise<Set<string>> {
-  if (!driver.exists) return new Set(names);
   return driver.exists(names);
 }
 
@@ -520,7 +519,7 @@ class ReplayRun {
   private declareParking(name: string): Promise<void> {
     let declared = this.parkingDeclared.get(name);
     if (!declared) {
-      declared = this.deps.driver.declare([{ name }]);
+      declared = this.deps.driver.declare([{ name }]).then(() => undefined);
       this.parkingDeclared.set(name, declared);
       declared.catch(() => this.parkingDeclared.delete(name));
     }

@@ -11,6 +11,8 @@ import { PayqHeader } from '../events/headers.js';
 import type { Scenario } from '../events/scenario.js';
 import { createLatencyHistogram, recordUs, summarize, type LatencyHistogram, type LatencySummary } from '../metrics/histogram.js';
 import type { Clock } from './clock.js';
+import { awaitDestinations } from './destinations.js';
+import { REQUEUE_DEFAULT_PREFETCH, subscribeMode, type ReadMode } from './read-mode.js';
 
 export const DLQ_SUFFIX = '.dlq';
 
@@ -40,6 +42,8 @@ export interface TraceOptions {
   /** Stop once this many payments finished (tests, bench). */
   untilFinished: number | undefined;
   prefetch?: number;
+  /** How to read (read-mode.ts); default a tap. Only a tap also reads each destination's DLQ. */
+  mode?: ReadMode | undefined;
 }
 
 export interface TraceDeps {
@@ -579,19 +583,35 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     }
   };
 
-  const destinations = [...new Set(options.destinations.flatMap((d) => (d.endsWith(DLQ_SUFFIX) ? [d] : [d, `${d}${DLQ_SUFFIX}`])))];
-  await driver.declare(options.destinations.filter((d) => !d.endsWith(DLQ_SUFFIX)).map((name) => ({ name, deadLetter: true })));
+  // Read-only: trace creates nothing (core/destinations.ts). A tap also reads the DLQs that exist;
+  // the other modes read only what the user named (a group would take a DLQ's messages).
+  const mode: ReadMode = options.mode ?? { kind: 'tap' };
+  const requeue = mode.kind === 'group' && mode.requeue;
+  const dlqs = mode.kind === 'tap' ? options.destinations.filter((d) => !d.endsWith(DLQ_SUFFIX)).map((d) => `${d}${DLQ_SUFFIX}`) : [];
+  const waited =
+    mode.kind === 'exchange'
+      ? { present: [], createdWhileWaiting: false }
+      : await awaitDestinations(driver, { required: options.destinations, optional: dlqs, startTimeoutMs: options.startTimeoutMs ?? 60_000, clock, signal });
+  /** --requeue: held unacked until trace ends, then handed back (read-mode.ts). */
+  const held: Delivery[] = [];
 
   let wake: (() => void) | undefined;
   readyUs = clock.nowUs();
   const subscription = await driver.subscribe(
-    { destinations, group: 'payq-trace', fromBeginning: options.fromBeginning, prefetch: options.prefetch ?? 1000, tap: true },
+    {
+      destinations: waited.present,
+      // Destinations created while trace waited hold only what was written since it started.
+      fromBeginning: options.fromBeginning || (waited.createdWhileWaiting && driver.capabilities.replayFromBeginning),
+      prefetch: options.prefetch ?? (requeue ? REQUEUE_DEFAULT_PREFETCH : 1000),
+      ...subscribeMode(mode, 'payq-trace'),
+    },
     (deliveries) => {
       const nowUs = clock.nowUs();
       lastEventUs = nowUs;
       for (const d of deliveries) {
         onEvent(d, nowUs);
-        d.ack();
+        if (requeue) held.push(d);
+        else d.ack();
       }
       if (options.untilFinished !== undefined && finished >= options.untilFinished) wake?.();
     },
@@ -621,6 +641,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       wake = undefined;
     }
   } finally {
+    for (const d of held.splice(0)) d.nack();
     await subscription.close();
   }
   sweep(clock.nowUs(), true);

@@ -60,6 +60,8 @@ export interface WorkerDeps {
   signal?: AbortSignal | undefined;
   /** Called about every 100 ms while running, and once at the end. */
   onProgress?: ((progress: WorkerProgress) => void) | undefined;
+  /** An existing destination that changes how payq behaves (Driver.declare's notices). */
+  onNotice?: ((text: string) => void) | undefined;
 }
 
 export interface StageStats extends StageCounters {
@@ -192,7 +194,7 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
   };
   const errors = new ErrorLog();
 
-  await driver.declare(topologyOf(scenario, stages, options.partitions ?? WORKER_DEFAULTS.partitions));
+  for (const notice of await driver.declare(topologyOf(scenario, stages, options.partitions ?? WORKER_DEFAULTS.partitions))) deps.onNotice?.(notice);
 
   const runners = stages.map(
     (stage) =>

@@ -23,6 +23,11 @@ export interface DriverCapabilities {
   partitions: boolean;
   /** How CloudEvents attributes are written as headers (its protocol binding). */
   headerBinding: 'kafka' | 'amqp';
+  /**
+   * Destinations are things the broker holds, which exist or not (false: ZeroMQ, where a
+   * destination is only a topic name: readers have nothing to check or wait for).
+   */
+  storedDestinations: boolean;
   /** A good batch size and number of batches in flight for `send`. */
   sendBatchSize: number;
   sendMaxInFlight: number;
@@ -79,10 +84,25 @@ export interface SubscribeOptions {
   /**
    * Observe without taking: the subscriber sees every message published to the destinations and
    * competes with no one (trace, consume without --group); `group` is then ignored. Kafka and
-   * memory: a consumer group of its own; RabbitMQ: an exclusive, auto-deleted queue bound to the
-   * exchange like each destination, so it sees what is published after it subscribed.
+   * memory: a consumer group of its own; NATS: an ephemeral consumer per destination; RabbitMQ:
+   * an exclusive, auto-deleted queue bound to the exchange like each destination, so it sees what
+   * is published after it subscribed — through payq's exchange only: a tap on a queue payq did
+   * not declare is refused (UsageError naming the other modes), since what others publish to it
+   * straight through the default exchange would never reach the tap.
    */
   tap?: boolean;
+  /**
+   * RabbitMQ only (ConfigError elsewhere), with `tap`: bind the tap's queue to this exchange of
+   * the user's with this binding key instead of payq's layout; `destinations` then names nothing
+   * and may be empty. Deliveries carry the exchange's name as their destination.
+   */
+  exchange?: { name: string; binding: string } | undefined;
+  /**
+   * RabbitMQ stream queues only (ConfigError elsewhere), without `tap`: read the queue from this
+   * offset (`first`, `last`, `next`, an offset number, or a Date). A stream keeps its messages,
+   * so this takes nothing from anyone.
+   */
+  streamOffset?: string | number | Date | undefined;
 }
 
 /**
@@ -97,6 +117,15 @@ export interface Subscription {
   close(): Promise<void>;
 }
 
+/**
+ * Who may create destinations (README "Read-only by default"): `declare` creates payq's own layout
+ * where it is missing, and only `produce`, `worker` and `bench` call it. `exists` never creates,
+ * redeclares or reshapes anything, on every driver; readers (consume, trace, replay-dlq) check
+ * with it, wait for what is missing, and subscribe only to what is there. `subscribe` never
+ * creates on a real broker (a missing destination is a TopologyError); memory:// alone creates
+ * on subscribe and send, in process, like Kafka's auto-create. What a subscription creates for
+ * itself alone (a tap's queue, group or ephemeral consumer) is removed when it closes.
+ */
 export interface Driver {
   readonly name: string;
   readonly url: BrokerUrl;
@@ -104,10 +133,13 @@ export interface Driver {
   /** Connects and checks the broker answers; throws BrokerUnavailableError / AuthError. */
   connect(): Promise<void>;
   /**
-   * Creates the destinations if missing (idempotent). Existing ones are left as they are. Always
-   * declare before subscribing: Kafka and RabbitMQ refuse to subscribe to a missing destination.
+   * Creates the destinations of payq's layout that are missing (idempotent). An existing one is
+   * used as it is, whatever its settings (partitions, queue arguments, stream limits): never
+   * redeclared. Resolves with one-line notices for existing destinations whose settings change
+   * how payq behaves (e.g. a RabbitMQ queue without payq's dead-letter exchange: payq then
+   * dead-letters by publishing to `<queue>.dlq` itself).
    */
-  declare(destinations: DestinationSpec[]): Promise<void>;
+  declare(destinations: DestinationSpec[]): Promise<string[]>;
   /**
    * Sends a batch and resolves once the broker has acknowledged every message in it (Kafka
    * acks=all, RabbitMQ publisher confirms). Rejects with DeliveryError (or BrokerUnavailableError)
@@ -116,11 +148,12 @@ export interface Driver {
   send(destination: string, messages: OutgoingMessage[]): Promise<void>;
   subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription>;
   /**
-   * The names among `destinations` that exist now, creating none. replay-dlq checks an origin
-   * named by a dead letter's headers with it: Kafka (auto.create.topics.enable) and memory would
-   * create a missing destination on send instead of refusing it.
+   * The names among `destinations` that exist now: a passive check that creates and changes
+   * nothing (Kafka metadata, RabbitMQ passive declares on throw-away channels, NATS stream
+   * lookups). Readers wait on it before subscribing; replay-dlq checks an origin with it, since
+   * Kafka (auto.create.topics.enable) and memory would create a missing destination on send.
    */
-  exists?(destinations: string[]): Promise<Set<string>>;
+  exists(destinations: string[]): Promise<Set<string>>;
   /** Broker product and version, where the broker tells. */
   brokerVersion(): Promise<string | undefined>;
   /** Closes everything; pending sends settle first. */

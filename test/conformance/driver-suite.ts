@@ -613,6 +613,37 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       expect([...dead.ids], 'the DLQ tap sees only the dead-lettered message').toEqual([targetId]);
     });
 
+    it('12. exists is passive: a missing name stays missing; declare creates payq\'s layout once, and again changes nothing', async ({ skip }) => {
+      if (!caps.storedDestinations) skip('destinations are only topic names here: nothing to look up');
+      const driver = await open();
+      const dest = destinationName('exists');
+      const before = await driver.exists([dest, `${dest}.dlq`]);
+      expect([...before]).toEqual([]);
+      // Asking twice creates nothing (Kafka metadata, RabbitMQ passive declares, NATS lookups).
+      expect([...(await driver.exists([dest]))]).toEqual([]);
+      expect(await driver.declare([{ name: dest, partitions: partitionsFor(2), deadLetter: true }]), 'no notice for payq\'s own new layout').toEqual([]);
+      expect([...(await driver.exists([dest, `${dest}.dlq`, `${dest}.other`]))].sort()).toEqual([dest, `${dest}.dlq`]);
+      expect(await driver.declare([{ name: dest, partitions: partitionsFor(2), deadLetter: true }]), 'declaring its own layout again').toEqual([]);
+    });
+
+    it('13. subscribing to a missing destination fails with exit code 3 and creates nothing', async ({ skip }) => {
+      if (!caps.storedDestinations) skip('destinations are only topic names here');
+      if (parseBrokerUrl(url).scheme === 'memory') skip('memory:// creates on subscribe, in process (types.ts): readers check with exists first');
+      const driver = await open();
+      const dest = destinationName('missing');
+      for (const tap of [false, true]) {
+        const outcome = await driver.subscribe({ destinations: [dest], group: groupName(), fromBeginning: false, prefetch: 10, tap }, () => {}).then(
+          async (sub) => {
+            await sub.close();
+            return 'subscribed';
+          },
+          (err: unknown) => err,
+        );
+        expect({ tap, error: describeError(outcome), exitCode: (outcome as { exitCode?: unknown }).exitCode }).toMatchObject({ exitCode: 3 });
+      }
+      expect([...(await driver.exists([dest, `${dest}.dlq`]))]).toEqual([]);
+    });
+
     it('10. connecting to an unreachable address rejects with exit code 3 within 15 s', async ({ skip }) => {
       const parsed = parseBrokerUrl(url);
       if (parsed.scheme === 'memory') skip('the memory broker has no address');

@@ -63,6 +63,8 @@ for (const [name, url] of [
       await driver.connect();
       const controller = new AbortController();
       try {
+        // The pipeline's layout first, as its workers create it: trace only reads (it never creates).
+        await driver.declare(scenario.destinations.map((name) => ({ name, partitions: 6, deadLetter: true })));
         let ready: () => void = () => undefined;
         const tapped = new Promise<void>((r) => (ready = r));
         const tracing = trace(

@@ -44,14 +44,15 @@ function drillScenario(prefix: string): Scenario {
 function startTrace(driver: Driver, scenario: Scenario, untilFinished: number): { ready: Promise<void>; done: Promise<TraceResult> } {
   let ready: () => void = () => undefined;
   const tapped = new Promise<void>((r) => (ready = r));
-  const done = trace(
+  // The pipeline's layout first, as its workers create it: trace only reads (it never creates).
+  const done = driver.declare(scenario.destinations.map((name) => ({ name, partitions: 6, deadLetter: true }))).then(() => trace(
     {
       scenario, destinations: scenario.destinations, decode: { typeField: 'event', correlate: 'payment_id' },
       stuckAfterMs: 60_000, expect: undefined, withinMs: undefined, payment: undefined, runId: undefined,
       fromBeginning: false, idleTimeoutMs: 20_000, durationMs: 180_000, untilFinished,
     },
     { driver, clock: systemClock, onReady: () => ready() },
-  );
+  ));
   return { ready: tapped, done };
 }
 

@@ -12,6 +12,7 @@ import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/bro
 import { runCli } from '../helpers/cli.js';
 import { startCli } from '../helpers/spawn.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
+import { declareLayout } from '../helpers/layout.js';
 
 const PAYMENTS = 3000;
 const SEED = 77;
@@ -36,8 +37,8 @@ for (const [name, url] of [
 
     it.skipIf(!up)(`accounts for each of ${PAYMENTS} payments of a lifecycle stream exactly once, in order`, async () => {
       const topic = uniqueName('trace');
-      // Declare first, so a RabbitMQ tap has a queue binding to mirror.
-      await runCli(['produce', '--broker', url, '--topic', topic, '--count', '1', '--dry-run']);
+      // The layout first (as produce would create it): trace only reads, and waits for what is missing.
+      await declareLayout(url, [topic]);
       const tracer = startCli(['trace', '--broker', url, '--topic', topic, '--scenario', 'checkout', '--idle-timeout', '5s', '--json', '-v']);
       await tracer.waitForStderr('trace: watching');
       const p = await runCli(['produce', '--broker', url, '--topic', topic, '--lifecycle', '--count', String(PAYMENTS), '--seed', String(SEED), '--json']);
@@ -55,7 +56,7 @@ for (const [name, url] of [
 
     it.skipIf(!up)("follows events in the seed's plain shape by body fields, and --expect fails the ones that fall short", async () => {
       const topic = uniqueName('plain');
-      await runCli(['produce', '--broker', url, '--topic', topic, '--count', '1', '--dry-run']);
+      await declareLayout(url, [topic]);
       const tracer = startCli([
         'trace', '--broker', url, '--topic', topic, '--type-field', 'event', '--correlate', 'data.order_id',
         '--expect', 'order_placed,payment_captured', '--idle-timeout', '3s', '--json', '-v',

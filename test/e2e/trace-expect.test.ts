@@ -12,6 +12,7 @@ import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/bro
 import { deleteDestinations } from '../helpers/cleanup.js';
 import { runCli } from '../helpers/cli.js';
 import { startCli } from '../helpers/spawn.js';
+import { declareLayout } from '../helpers/layout.js';
 
 /** A copy of checkout with destinations of its own, written to a file the CLI can read. */
 function scenarioFile(prefix: string): { file: string; destinations: string[] } {
@@ -32,6 +33,8 @@ for (const [name, url] of [
 
     it.skipIf(!up)('passes while the workers run, and exits 4 listing stuck payments when a stage is down', async () => {
       const { file, destinations } = scenarioFile(uniqueName('expect'));
+      // The pipeline's layout first, as its workers create it: trace only reads, waiting for what is missing.
+      await declareLayout(url, destinations);
       try {
         // 1. Every stage running: every payment completes (or is refunded) or is declined, in time.
         const tracer = startCli(['trace', '--broker', url, '--scenario', file, '--expect', 'order_placed,order_completed|payment_declined', '--within', '20s', '--json', '-v']);
@@ -62,6 +65,7 @@ for (const [name, url] of [
 
     it.skipIf(!up)('loses nothing when a worker is killed with SIGKILL mid-run and restarted', async () => {
       const { file, destinations } = scenarioFile(uniqueName('kill'));
+      await declareLayout(url, destinations);
       try {
         // Kafka hands the dead worker's partitions over only after its session times out (10 s):
         // the restarted worker and the tracer must wait longer than that in silence.

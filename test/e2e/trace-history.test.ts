@@ -14,6 +14,7 @@ import { KAFKA_URL, NATS_URL, brokerAvailable, uniqueName } from '../helpers/bro
 import { deleteDestinations } from '../helpers/cleanup.js';
 import { expectOneErrorLine, runCli } from '../helpers/cli.js';
 import { startCli } from '../helpers/spawn.js';
+import { declareLayout } from '../helpers/layout.js';
 
 const PAYMENTS = 1500;
 
@@ -36,6 +37,8 @@ for (const [brokerName, url] of [
       const name = `history-${Date.now().toString(36)}`;
       const { file, destinations } = scenarioFile(uniqueName('history'), name);
       const stages = ['payment-service', 'capture-service', 'fulfilment-service', 'refund-service'].map((s) => `payq-worker.${name}.${s}`);
+      // The pipeline's layout first, as its workers create it: trace only reads, waiting for what is missing.
+      await declareLayout(url, destinations);
       try {
         // 1. The run, watched live. Failures on: dead letters are part of the history too.
         const live = startCli(['trace', '--broker', url, '--scenario', file, '--idle-timeout', '8s', '--stuck-after', '60s', '--json', '-v']);

@@ -68,6 +68,7 @@ function passThrough(inner: Driver, send: Driver['send']): Driver {
     capabilities: inner.capabilities,
     connect: () => inner.connect(),
     declare: (d) => inner.declare(d),
+    exists: (d) => inner.exists(d),
     send,
     subscribe: (o, h) => inner.subscribe(o, h),
     brokerVersion: () => inner.brokerVersion(),

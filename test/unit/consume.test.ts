@@ -4,6 +4,7 @@
  * interrupt and a failing writer. Nothing here asserts on time.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { TopologyError } from '../../src/errors.js';
 import { consume, decodeDelivery, type ConsumedMessage } from '../../src/core/consume.js';
 import { createDriver } from '../../src/drivers/registry.js';
 import type { Delivery, DeliveryHandler, Driver, OutgoingMessage, SubscribeOptions } from '../../src/drivers/types.js';
@@ -204,7 +205,7 @@ describe('consume core (memory://)', () => {
 });
 
 /** A driver that records the order of writes and acks, with deliveries the test controls. */
-function scriptedDriver(batches: string[][]) {
+function scriptedDriver(batches: string[][], present: (name: string) => boolean = () => true, replayFromBeginning = true) {
   const log: string[] = [];
   let options: SubscribeOptions | undefined;
   const deliveries = (values: string[]): Delivery[] =>
@@ -221,6 +222,13 @@ function scriptedDriver(batches: string[][]) {
       deadLetter: () => Promise.reject(new Error('not in this test')),
     }));
   const driver = {
+    name: 'scripted',
+    url: { redacted: 'scripted://' },
+    capabilities: { storedDestinations: true, replayFromBeginning },
+    exists: async (names: string[]) => {
+      log.push(`exists ${names.join(',')}`);
+      return new Set(names.filter(present));
+    },
     subscribe: async (o: SubscribeOptions, handler: DeliveryHandler) => {
       options = o;
       const running = (async () => {
@@ -239,9 +247,40 @@ describe('consume core: acks', () => {
       { destinations: ['d'], group: 'g', fromBeginning: false, limit: 3 },
       { driver, onMessages: async (ms) => void log.push(`write ${ms.map((m) => m.value.toString()).join(' ')}`) },
     );
-    expect(log).toEqual(['write "a" "b"', 'ack "a"', 'ack "b"', 'write "c"', 'ack "c"', 'nack "d"', 'nack "e"', 'closed']);
+    expect(log).toEqual(['exists d', 'write "a" "b"', 'ack "a"', 'ack "b"', 'write "c"', 'ack "c"', 'nack "d"', 'nack "e"', 'closed']);
     expect(result).toMatchObject({ consumed: 3, printed: 3, returned: 2, ended_by: 'limit' });
     expect(options()).toMatchObject({ group: 'g', tap: false, prefetch: 3 });
+  });
+
+  it('--requeue holds every message it read and hands them all back before closing, each once', async () => {
+    const { driver, log, options } = scriptedDriver([['"a"', '"b"'], ['"c"']]);
+    const result = await consume(
+      { destinations: ['d'], mode: { kind: 'group', group: 'g', requeue: true }, fromBeginning: false, idleTimeoutMs: 20 },
+      { driver, onMessages: async (ms) => void log.push(`write ${ms.map((m) => m.value.toString()).join(' ')}`) },
+    );
+    expect(log).toEqual(['exists d', 'write "a" "b"', 'write "c"', 'nack "a"', 'nack "b"', 'nack "c"', 'closed']);
+    expect(result).toMatchObject({ consumed: 3, printed: 3, requeued: 3, returned: 3, tap: false });
+    expect(options()).toMatchObject({ group: 'g', tap: false });
+  });
+
+  it('never subscribes to a destination that does not exist: waits for it, then names it (exit 3)', async () => {
+    const { driver, log } = scriptedDriver([['"a"']], () => false);
+    const err = await consume({ destinations: ['d', 'e'], fromBeginning: false, idleTimeoutMs: 20, startTimeoutMs: 300 }, { driver, onMessages: async () => {} }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TopologyError);
+    expect((err as TopologyError).exitCode).toBe(3);
+    expect((err as Error).message).toMatch(/no such destination on scripted:\/\/: d, e \(waited/);
+    expect(log.filter((l) => l.startsWith('exists')).length).toBeGreaterThan(1);
+    expect(log).not.toContain('closed');
+  });
+
+  it('a destination created while it waited is read from its beginning (all it holds is newer)', async () => {
+    let checks = 0;
+    const { driver, options } = scriptedDriver([], () => ++checks > 2);
+    await consume({ destinations: ['d'], fromBeginning: false, idleTimeoutMs: 20, startTimeoutMs: 10_000 }, { driver, onMessages: async () => {} });
+    expect(options()).toMatchObject({ fromBeginning: true, tap: true });
+    const queue = scriptedDriver([], () => ++checks > 4, false);
+    await consume({ destinations: ['d'], fromBeginning: false, idleTimeoutMs: 20, startTimeoutMs: 10_000 }, { driver: queue.driver, onMessages: async () => {} });
+    expect(queue.options()).toMatchObject({ fromBeginning: false });
   });
 
   it('subscribes as a tap when no group is given', async () => {

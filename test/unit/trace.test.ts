@@ -70,6 +70,8 @@ const dead = (m: OutgoingMessage): OutgoingMessage => ({ ...m, headers: { ...m.h
 async function traceSends(name: string, idleTimeoutMs: number, sends: ReadonlyArray<readonly [string, OutgoingMessage]>) {
   const driver = await createDriver(`memory://${name}-${Date.now()}`);
   await driver.connect();
+  // The pipeline's layout exists before trace starts: trace only reads (it never creates).
+  await driver.declare([{ name: 'orders', deadLetter: true }]);
   let ready!: () => void;
   const subscribed = new Promise<void>((r) => (ready = r));
   const tracing = trace(traceOptions(['orders'], { fromBeginning: false, idleTimeoutMs }), { driver, clock: systemClock, onReady: () => ready() });

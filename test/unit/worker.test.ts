@@ -377,6 +377,7 @@ describe('runWorker on memory://', () => {
       capabilities: inner.capabilities,
       connect: () => inner.connect(),
       declare: (specs) => inner.declare(specs),
+      exists: (names) => inner.exists(names),
       brokerVersion: () => inner.brokerVersion(),
       close: () => inner.close(),
       send: async (destination, messages) => {

@@ -1,6 +1,7 @@
 import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
-import { consume, type ConsumedMessage, type ConsumeResult } from '../../core/consume.js';
+import { consume, DEFAULT_START_TIMEOUT_MS, type ConsumedMessage, type ConsumeResult } from '../../core/consume.js';
+import { describeReadMode, modeLine, readMode, type ReadMode } from '../../core/read-mode.js';
 import { openDriver } from '../connect.js';
 import type { Driver } from '../../drivers/types.js';
 import { InterruptedError, UsageError } from '../../errors.js';
@@ -35,7 +36,12 @@ const consumeSchema = z.strictObject({
   typeField: fieldPathSchema.optional(),
   correlate: correlateSchema.optional(),
   timeField: fieldPathSchema.optional(),
-  prefetch: wholeNumber(1, 10_000).optional(),
+  prefetch: wholeNumber(1, 100_000).optional(),
+  requeue: flagSchema.default(false),
+  exchange: z.string().min(1).max(255).optional(),
+  binding: z.string().max(255).optional(),
+  streamOffset: z.string().min(1).optional(),
+  startTimeout: durationSchema.default(DEFAULT_START_TIMEOUT_MS),
 });
 export type ConsumeCommandOptions = z.output<typeof consumeSchema>;
 
@@ -56,16 +62,19 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
       hint: 'use kafka:// or amqp://, or payq bench for a whole pipeline in one process',
     });
   }
-  // The scenario's destinations are payq's pipeline layout: declared like produce does, so a tap
-  // can start before the pipeline. Named topics may be anyone's: never created or re-declared.
-  const scenario = o.topic === undefined ? loadScenario(o.scenario) : undefined;
-  const destinations = o.topic ?? scenario!.destinations;
+  // Read-only: the destinations (the scenario's, or anyone's named with --topic) are never created
+  // or re-declared; missing ones are waited for up to --start-timeout (core/destinations.ts).
+  const scenario = o.topic === undefined && o.exchange === undefined ? loadScenario(o.scenario) : undefined;
+  const destinations = o.exchange !== undefined ? [o.exchange] : (o.topic ?? scenario!.destinations);
   if (o.correlate) checkCorrelateDestinations(o.correlate, destinations);
   const decode = decodeOptionsOf(o);
   const ndjson = o.json || process.stdout.isTTY !== true;
 
   const driver = await openDriver(o.broker, ctx.out);
-  const tap = o.group === undefined;
+  const mode: ReadMode = readMode(o, driver);
+  if (mode.kind === 'exchange' && o.topic !== undefined) throw new UsageError('--exchange taps an exchange, not --topic queues: give one of them');
+  if (mode.kind === 'stream' && o.fromBeginning) throw new UsageError('--stream-offset says where to start: --from-beginning is --stream-offset first');
+  const tap = mode.kind === 'tap' || mode.kind === 'exchange';
   if (tap && o.fromBeginning && !driver.capabilities.replayFromBeginning) {
     throw new UsageError(
       `--from-beginning: a tap on ${driver.name} sees only what is published after it starts; it cannot replay what the queues hold`,
@@ -82,17 +91,18 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   let result: ConsumeResult;
   try {
     await driver.connect();
-    if (scenario) await driver.declare(destinations.map((name) => ({ name, partitions: 6, deadLetter: true })));
     if (!tap && o.fromBeginning && !driver.capabilities.replayFromBeginning) {
       out.verbose('--from-beginning: a queue holds what no consumer has acked yet, and --group reads all of it already');
     }
-    const how = tap ? 'tap: observing, taking nothing' : `group ${o.group}: ${groupEffect(driver)}`;
-    const text = `consuming ${destinations.join(', ')} on ${o.broker.redacted} (${how})`;
-    const onReady = () => (out.interactive ? out.info(`${text}; Ctrl-C to stop`) : out.verbose(text));
+    // The first line says how payq reads (README "How payq reads a destination it did not build").
+    const text = `consuming ${destinations.join(', ')} on ${o.broker.redacted} ${modeLine(mode, driver)}`;
+    const onReady = () => out.info(out.interactive ? `${text}; Ctrl-C to stop` : text);
     result = await consume(
       {
         destinations,
         group: o.group,
+        mode,
+        startTimeoutMs: o.startTimeout,
         fromBeginning: o.fromBeginning,
         types: o.type ? new Set(o.type) : undefined,
         limit: o.limit,
@@ -117,17 +127,13 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (result.ended_by === 'interrupted') {
     throw new InterruptedError(`interrupted: ${summary}${result.returned > 0 ? `, returned ${formatCount(result.returned)} unprinted` : ''}`);
   }
-  out.block(summaryTable(result, { broker: o.broker.redacted, destinations, group: o.group, driver, typed: o.type !== undefined }, out.color));
-}
-
-function groupEffect(driver: Driver): string {
-  return driver.name === 'rabbitmq' ? 'competing with the queue’s consumers, taking the messages' : 'taking the messages as a member of the group';
+  out.block(summaryTable(result, { broker: o.broker.redacted, destinations, mode, driver, typed: o.type !== undefined }, out.color));
 }
 
 interface SummaryContext {
   broker: string;
   destinations: string[];
-  group: string | undefined;
+  mode: ReadMode;
   driver: Driver;
   typed: boolean;
 }
@@ -136,12 +142,13 @@ function summaryTable(r: ConsumeResult, s: SummaryContext, c: ChalkInstance): st
   const rows: [string, string][] = [
     ['broker', s.broker],
     ['destinations', s.destinations.join(', ')],
-    ['mode', s.group === undefined ? 'tap (observed, took nothing)' : `group ${s.group} (${groupEffect(s.driver)})`],
+    ['mode', describeReadMode(s.mode, s.driver)],
     ['consumed', formatCount(r.consumed)],
     ['printed', formatCount(r.printed)],
   ];
   if (s.typed) rows.push(['filtered out', formatCount(r.filtered)]);
-  if (r.returned > 0) rows.push(['returned', `${formatCount(r.returned)} (delivered past the limit or while stopping; not acked)`]);
+  if (r.requeued > 0) rows.push(['handed back', `${formatCount(r.requeued)} (--requeue: every message read is back in the queue, flagged redelivered)`]);
+  if (r.returned > r.requeued) rows.push(['returned', `${formatCount(r.returned - r.requeued)} (delivered past the limit or while stopping; not acked)`]);
   if (r.not_json > 0) rows.push(['not JSON', c.yellow(formatCount(r.not_json))]);
   const types = Object.entries(r.by_type).map(([type, n]) =>
     s.typed ? `${type} ${formatCount(n.consumed)} (${formatCount(n.printed)} printed)` : `${type} ${formatCount(n.consumed)}`,

@@ -115,7 +115,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   let result: ProduceResult;
   try {
     await driver.connect();
-    await driver.declare([{ name: topic, partitions: o.partitions, deadLetter: true }]);
+    for (const notice of await driver.declare([{ name: topic, partitions: o.partitions, deadLetter: true }])) out.warn(notice);
     out.verbose(`producing to ${topic} on ${o.broker.redacted} (seed ${seed}, run ${runId})`);
     result = await produce(
       {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
+import { modeLine, readMode } from '../../core/read-mode.js';
 import { parseExpectation, producibleTypes, trace, unproducibleExpected, type PaymentIssue, type TraceResult } from '../../core/trace.js';
 import { openDriver } from '../connect.js';
 import { DataError, InterruptedError, UsageError } from '../../errors.js';
@@ -32,6 +33,11 @@ const traceSchema = z.strictObject({
   typeField: fieldPathSchema.optional(),
   correlate: correlateSchema.optional(),
   timeField: fieldPathSchema.optional(),
+  group: z.string().regex(/^[A-Za-z0-9._:-]{1,200}$/, 'must be letters, digits, . _ : - (at most 200)').optional(),
+  requeue: flagSchema.default(false),
+  exchange: z.string().min(1).max(255).optional(),
+  binding: z.string().max(255).optional(),
+  streamOffset: z.string().min(1).optional(),
 });
 
 export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
@@ -51,7 +57,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     throw new UsageError(`--expect '${o.expect.join(',')}': an empty event type (expected TYPE,TYPE or TYPE|TYPE for alternatives)`);
   }
   // Own events on own topics need no scenario; otherwise the scenario names the destinations.
-  const scenario = o.scenario !== undefined || o.topic.length === 0 ? loadScenario(o.scenario ?? 'checkout') : undefined;
+  const scenario = o.scenario !== undefined || (o.topic.length === 0 && o.exchange === undefined) ? loadScenario(o.scenario ?? 'checkout') : undefined;
   // An expectation the scenario can never meet would fail every payment, or worse pass unchecked.
   const unproducible = scenario && o.expect ? unproducibleExpected(scenario, o.expect) : [];
   if (scenario && unproducible.length > 0) {
@@ -59,14 +65,17 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
       `--expect: scenario ${scenario.name} never produces ${unproducible.map((t) => `'${t}'`).join(', ')}; its event types are ${producibleTypes(scenario).join(', ')}`,
     );
   }
-  const destinations = o.topic.length > 0 ? o.topic : scenario!.destinations;
+  const destinations = o.exchange !== undefined ? [o.exchange] : o.topic.length > 0 ? o.topic : scenario!.destinations;
   // With --expect and no end condition, end once the pipeline has been quiet for a while.
   const idleTimeoutMs = o.idleTimeout ?? (o.expect && o.duration === undefined ? Math.max(5_000, (o.within ?? 0) + 1_000) : undefined);
   if (o.correlate) checkCorrelateDestinations(o.correlate, destinations);
 
   const out = ctx.out;
   const driver = await openDriver(o.broker, ctx.out);
-  const progress = await startProgress(out, `tapping ${countOf(destinations.length, 'destination')} on ${o.broker.redacted}`);
+  const mode = readMode(o, driver);
+  if (mode.kind === 'exchange' && o.topic.length > 0) throw new UsageError('--exchange taps an exchange, not --topic queues: give one of them');
+  if (mode.kind === 'stream' && o.fromBeginning) throw new UsageError('--stream-offset says where to start: --from-beginning is --stream-offset first');
+  const progress = await startProgress(out, `reading ${countOf(destinations.length, 'destination')} on ${o.broker.redacted}`);
   let result: TraceResult;
   try {
     await driver.connect();
@@ -85,12 +94,14 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
         startTimeoutMs: o.startTimeout,
         durationMs: o.duration,
         untilFinished: o.untilFinished,
+        mode,
       },
       {
         driver,
         clock: systemClock,
         signal: ctx.signal,
-        onReady: () => out.verbose(`trace: watching ${destinations.join(', ')}`),
+        // The first line says how payq reads (README "How payq reads a destination it did not build").
+        onReady: () => out.info(`trace: watching ${destinations.join(', ')} on ${o.broker!.redacted} ${modeLine(mode, driver)}`),
         onProgress: (p) => progress.update(`${countOf(p.events, 'event')} · ${countOf(p.finished, 'payment')} finished · ${formatCount(p.inFlight)} in flight`),
       },
     );

@@ -97,6 +97,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
         driver,
         clock: systemClock,
         signal: ctx.signal,
+        onNotice: (text) => ctx.out.warn(text),
         onProgress: (p) => {
           if (p.elapsedMs - last.ms >= 1000) {
             rate = ((p.handled - last.handled) * 1000) / (p.elapsedMs - last.ms);

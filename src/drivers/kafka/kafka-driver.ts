@@ -28,6 +28,7 @@ export const KAFKA_CAPABILITIES: DriverCapabilities = {
   nativeDeadLetter: false,
   partitions: true,
   headerBinding: 'kafka',
+  storedDestinations: true,
   sendBatchSize: KAFKA_TUNING.sendBatchSize,
   sendMaxInFlight: KAFKA_TUNING.sendMaxInFlight,
 };
@@ -183,7 +184,7 @@ class KafkaDriver implements Driver {
     }
   }
 
-  async declare(destinations: DestinationSpec[]): Promise<void> {
+  async declare(destinations: DestinationSpec[]): Promise<string[]> {
     this.assertOpen('declare');
     const wanted = new Map<string, number>();
     for (const spec of destinations) {
@@ -202,19 +203,35 @@ class KafkaDriver implements Driver {
         wanted.set(name, Math.max(wanted.get(name) ?? 1, partitions));
       }
     }
-    if (wanted.size === 0) return;
+    if (wanted.size === 0) return [];
     const subject = [...wanted.keys()].join(', ');
     try {
       const admin = await this.getAdmin();
+      // Existing topics are used as they are (types.ts, declare): never re-created or extended.
+      const existing = new Set(await admin.listTopics());
+      const notices: string[] = [];
+      const present = [...wanted.keys()].filter((t) => existing.has(t));
+      if (present.length > 0) {
+        const { topics: metadata } = await admin.fetchTopicMetadata({ topics: present });
+        for (const t of metadata) {
+          const asked = wanted.get(t.name)!;
+          if (t.partitions.length !== asked) {
+            notices.push(`topic '${t.name}' exists with ${t.partitions.length} partition${t.partitions.length === 1 ? '' : 's'} (payq would create ${asked}): used as it is`);
+          }
+        }
+      }
+      const missing = [...wanted].filter(([topic]) => !existing.has(topic));
+      if (missing.length === 0) return notices;
       // replicationFactor -1: the broker's default.replication.factor (works with kafkajs'
       // CreateTopics v3 on Kafka 4.1). Already existing topics are fine (createTopics → false).
       await admin.createTopics({
-        topics: [...wanted].map(([topic, numPartitions]) => ({ topic, numPartitions, replicationFactor: -1 })),
+        topics: missing.map(([topic, numPartitions]) => ({ topic, numPartitions, replicationFactor: -1 })),
         waitForLeaders: false,
         timeout: KAFKA_TUNING.declareTimeoutMs,
       });
       // Waited for here rather than by kafkajs, which skips the wait when any topic existed.
       await this.waitForLeaders(admin, [...wanted.keys()]);
+      return notices;
     } catch (err) {
       throw this.fail(err, 'declare', subject);
     }
@@ -327,6 +344,9 @@ class KafkaDriver implements Driver {
       if (!isValidTopicName(topic)) throw new ConfigError(`'${topic}' is not a valid Kafka topic name`);
     }
     if (!options.group && !options.tap) throw new ConfigError('subscribe: a consumer group is required on Kafka');
+    if (options.exchange !== undefined || options.streamOffset !== undefined) {
+      throw new ConfigError('Kafka has no exchanges or stream queues: --exchange and --stream-offset are RabbitMQ modes (a Kafka tap already reads without taking)');
+    }
     if (!Number.isInteger(options.prefetch) || options.prefetch < 1) {
       throw new ConfigError(`subscribe: prefetch must be a positive integer, got ${options.prefetch}`);
     }

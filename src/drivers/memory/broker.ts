@@ -10,7 +10,9 @@
  *
  * Topology policy: a destination that is sent to, subscribed to or dead-lettered into without
  * having been declared is created on the spot, like Kafka with auto.create.topics.enable (its
- * default). Declaring stays the way to get `<name>.dlq` created up front.
+ * default). payq's readers never rely on that: they check with `exists` first and wait
+ * (core/destinations.ts), as on every broker. Declaring stays the way to get `<name>.dlq` created
+ * up front.
  */
 import { DeliveryError, InternalError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, OutgoingMessage } from '../types.js';

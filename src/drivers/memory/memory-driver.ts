@@ -55,6 +55,7 @@ const CAPABILITIES: DriverCapabilities = Object.freeze({
   nativeDeadLetter: false,
   partitions: false,
   headerBinding: 'kafka',
+  storedDestinations: true,
   sendBatchSize: 1000,
   sendMaxInFlight: 4,
 });
@@ -103,7 +104,7 @@ class MemoryDriver implements Driver {
     return Promise.resolve();
   }
 
-  declare(destinations: DestinationSpec[]): Promise<void> {
+  declare(destinations: DestinationSpec[]): Promise<string[]> {
     const err = this.unusable('declare');
     if (err) return Promise.reject(err);
     for (const spec of destinations) {
@@ -115,7 +116,8 @@ class MemoryDriver implements Driver {
       this.broker.destination(spec.name);
       if (spec.deadLetter) this.broker.destination(`${spec.name}.dlq`);
     }
-    return Promise.resolve();
+    // memory:// holds only payq's own layout: nothing existing can change how payq behaves.
+    return Promise.resolve([]);
   }
 
   send(destination: string, messages: OutgoingMessage[]): Promise<void> {
@@ -152,6 +154,9 @@ class MemoryDriver implements Driver {
       return Promise.reject(new UsageError('subscribe needs at least one destination name'));
     }
     if (group === '' && !tap) return Promise.reject(new UsageError('subscribe needs a consumer group name'));
+    if (options.exchange !== undefined || options.streamOffset !== undefined) {
+      return Promise.reject(new ConfigError('memory:// has no exchanges or stream queues: --exchange and --stream-offset are RabbitMQ modes'));
+    }
     // A tap gets a group of its own on each destination (its `group` is ignored), removed when it closes.
     const cursors = [...new Set(destinations)].map((name) => {
       const dest = this.broker.destination(name);

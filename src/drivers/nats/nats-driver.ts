@@ -52,6 +52,7 @@ export const NATS_CAPABILITIES: DriverCapabilities = {
   nativeDeadLetter: false,
   partitions: false,
   headerBinding: 'kafka',
+  storedDestinations: true,
   sendBatchSize: 500,
   sendMaxInFlight: 4,
 };
@@ -185,7 +186,7 @@ class NatsDriver implements Driver {
     await this.conn();
   }
 
-  async declare(destinations: DestinationSpec[]): Promise<void> {
+  async declare(destinations: DestinationSpec[]): Promise<string[]> {
     this.assertOpen('declare');
     const names: string[] = [];
     for (const spec of destinations) {
@@ -193,7 +194,7 @@ class NatsDriver implements Driver {
       names.push(spec.name);
       if (spec.deadLetter) names.push(`${spec.name}.dlq`);
     }
-    if (names.length === 0) return;
+    if (names.length === 0) return [];
     const { jsm } = await this.conn();
     for (const name of new Set(names)) {
       try {
@@ -202,6 +203,8 @@ class NatsDriver implements Driver {
         throw this.fail(err, 'declare', name);
       }
     }
+    // An existing stream is used as it is (its limits, retention): payq dead-letters itself on NATS anyway.
+    return [];
   }
 
   /** Uses the stream holding `payq.<name>.*` if there is one, else creates payq's. */
@@ -254,6 +257,24 @@ class NatsDriver implements Driver {
       const name = await jsm.streams.find(probeSubject(destination));
       this.streams.set(destination, name);
       return name;
+    } catch (err) {
+      if (apiCode(err) === JsCode.streamNotFound) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * For readers: payq's layout first, else a stream of the user's named exactly like the
+   * destination, read as it is (all its subjects, its own limits; `foreign`).
+   */
+  private async findReadable(jsm: JetStreamManager, destination: string): Promise<{ stream: string; foreign: boolean } | undefined> {
+    const payq = await this.findStream(jsm, destination);
+    if (payq) return { stream: payq, foreign: false };
+    // Stream names cannot hold '.': a dotted destination (a DLQ) is payq's layout or nothing.
+    if (destination.includes('.')) return undefined;
+    try {
+      const info = await jsm.streams.info(destination);
+      return { stream: info.config.name, foreign: true };
     } catch (err) {
       if (apiCode(err) === JsCode.streamNotFound) return undefined;
       throw err;
@@ -313,6 +334,9 @@ class NatsDriver implements Driver {
     if (destinations.length === 0) throw new ConfigError('subscribe needs at least one destination');
     for (const d of destinations) validateDestination(d);
     if (!tap && !group) throw new ConfigError('subscribe needs a consumer group name');
+    if (options.exchange !== undefined || options.streamOffset !== undefined) {
+      throw new ConfigError('NATS has no exchanges or stream queues: --exchange and --stream-offset are RabbitMQ modes (a NATS tap already reads without taking)');
+    }
     if (!Number.isInteger(prefetch) || prefetch < 1) throw new ConfigError(`prefetch must be a whole number of at least 1, got ${prefetch}`);
     let conn: Connected;
     try {
@@ -338,10 +362,10 @@ class NatsDriver implements Driver {
     return startTracked(this.subscriptions, subscription);
   }
 
-  private async streamOf(jsm: JetStreamManager, destination: string): Promise<string> {
-    const found = await this.findStream(jsm, destination);
+  private async streamOf(jsm: JetStreamManager, destination: string): Promise<{ stream: string; foreign: boolean }> {
+    const found = await this.findReadable(jsm, destination);
     if (found) return found;
-    throw new TopologyError(`NATS ${this.url.redacted}: destination '${destination}' does not exist (no stream holds ${streamSubject(destination)})`, {
+    throw new TopologyError(`NATS ${this.url.redacted}: destination '${destination}' does not exist (no stream holds ${streamSubject(destination)} or is named '${destination}')`, {
       hint: 'declare it first (payq produce and worker do), or check the name',
     });
   }
@@ -353,7 +377,7 @@ class NatsDriver implements Driver {
     if (wanted.length === 0) return found;
     try {
       const { jsm } = await this.conn();
-      for (const name of wanted) if (await this.findStream(jsm, name)) found.add(name);
+      for (const name of wanted) if (await this.findReadable(jsm, name)) found.add(name);
     } catch (err) {
       throw this.fail(err, 'exists', wanted.join(', '));
     }

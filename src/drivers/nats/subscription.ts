@@ -32,7 +32,7 @@
  * Messages held longer than a third of ack_wait are kept alive with +WPI (in progress), so a
  * slow handler or replay's long dry runs don't get their messages redelivered under them.
  */
-import { AckPolicy, DeliverPolicy, ReplayPolicy, type JetStreamManager } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, ReplayPolicy, RetentionPolicy, type JetStreamManager } from '@nats-io/jetstream';
 import { createInbox, type Msg, type NatsConnection, type Subscription as NatsSub } from '@nats-io/transport-node';
 import { InternalError, TopologyError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
@@ -64,8 +64,8 @@ export interface NatsSubscriptionDeps {
   config: NatsConfig;
   /** BrokerUrl.redacted */
   url: string;
-  /** The stream holding the destination; TopologyError when there is none. */
-  streamOf(destination: string): Promise<string>;
+  /** The stream holding the destination (foreign: a user's stream, read whole); TopologyError when there is none. */
+  streamOf(destination: string): Promise<{ stream: string; foreign: boolean }>;
   /** Publishes a dead letter to `<destination>.dlq` and waits for its PubAck. */
   publishDeadLetter(destination: string, typeToken: string, value: Uint8Array, headers: Headers, key: string | undefined): Promise<void>;
   forget(sub: NatsSubscription): void;
@@ -137,8 +137,11 @@ export class NatsSubscription implements Subscription {
     const share = Math.max(1, Math.ceil(this.options.prefetch / destinations.length));
     try {
       for (const destination of destinations) {
-        const stream = await this.deps.streamOf(destination);
-        const consumer = this.tap ? await this.createTapConsumer(stream, destination) : await this.ensureGroupConsumer(stream, destination);
+        const { stream, foreign } = await this.deps.streamOf(destination);
+        // A user's stream is read as it is: every subject it holds.
+        const filter = foreign ? undefined : streamSubject(destination);
+        if (this.tap && foreign) await this.refuseWorkQueueTap(stream, destination);
+        const consumer = this.tap ? await this.createTapConsumer(stream, destination, filter) : await this.ensureGroupConsumer(stream, destination, filter);
         const source: Source = {
           destination,
           stream,
@@ -171,7 +174,17 @@ export class NatsSubscription implements Subscription {
     return this;
   }
 
-  private async ensureGroupConsumer(stream: string, destination: string): Promise<string> {
+  /** On a work-queue stream an ack removes the message: a tap there would take it from its consumers. */
+  private async refuseWorkQueueTap(stream: string, destination: string): Promise<void> {
+    const info = await this.deps.jsm.streams.info(stream);
+    if (info.config.retention === RetentionPolicy.Workqueue) {
+      throw new UsageError(`stream '${stream}' is a work queue: reading '${destination}' takes its messages, so a tap (which takes nothing) cannot read it`, {
+        hint: 'consume it as one of its competing consumers with --group NAME (that takes the messages)',
+      });
+    }
+  }
+
+  private async ensureGroupConsumer(stream: string, destination: string, filter: string | undefined): Promise<string> {
     const { jsm, config } = this.deps;
     const { group, fromBeginning } = this.options;
     const name = consumerName(group);
@@ -192,7 +205,7 @@ export class NatsSubscription implements Subscription {
         durable_name: name,
         description: consumerDescription(group, destination),
         // payq's own streams hold one destination; an operator's stream may hold more.
-        filter_subject: streamSubject(destination),
+        ...(filter === undefined ? {} : { filter_subject: filter }),
         ack_policy: AckPolicy.Explicit,
         deliver_policy: fromBeginning ? DeliverPolicy.All : DeliverPolicy.New,
         replay_policy: ReplayPolicy.Instant,
@@ -208,11 +221,11 @@ export class NatsSubscription implements Subscription {
     return name;
   }
 
-  private async createTapConsumer(stream: string, destination: string): Promise<string> {
+  private async createTapConsumer(stream: string, destination: string, filter: string | undefined): Promise<string> {
     const { jsm, config } = this.deps;
     const info = await jsm.consumers.add(stream, {
       description: `payq tap on '${destination}' (pid ${process.pid})`,
-      filter_subject: streamSubject(destination),
+      ...(filter === undefined ? {} : { filter_subject: filter }),
       ack_policy: AckPolicy.Explicit,
       deliver_policy: this.options.fromBeginning ? DeliverPolicy.All : DeliverPolicy.New,
       replay_policy: ReplayPolicy.Instant,

@@ -8,10 +8,10 @@ import { startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { rabbitMqConfig, type RabbitMqConfig } from './config.js';
 import { AmqpConnection, closeQuietly } from './connection.js';
-import { operationError, replyCode, ReplyCode, serverText } from './errors.js';
+import { operationError, replyCode, ReplyCode } from './errors.js';
 import { Publisher } from './publisher.js';
-import { RabbitMqSubscription } from './subscriber.js';
-import { bindingPattern, dlqName, queueArguments, validateDestination } from './topology.js';
+import { RabbitMqSubscription, type DeadLetterMode } from './subscriber.js';
+import { bindingPattern, dlqName, isDeadLetterQueueName, queueArguments, validateDestination } from './topology.js';
 
 /**
  * sendBatchSize / sendMaxInFlight: measured with 200 000 × 500-byte persistent events to one
@@ -27,6 +27,7 @@ export const RABBITMQ_CAPABILITIES: DriverCapabilities = {
   nativeDeadLetter: true,
   partitions: false,
   headerBinding: 'amqp',
+  storedDestinations: true,
   sendBatchSize: 500,
   sendMaxInFlight: 8,
 };
@@ -49,7 +50,7 @@ class RabbitMqDriver implements Driver {
   private readonly publisher: Publisher;
   private readonly subscriptions = new Set<RabbitMqSubscription>();
   /** Per queue: its dead-letter setup was checked (or declared) by this driver. */
-  private readonly deadLetterChecks = new Map<string, Promise<void>>();
+  private readonly deadLetterChecks = new Map<string, Promise<DeadLetterMode>>();
   private closing: Promise<void> | undefined;
 
   constructor(readonly url: BrokerUrl) {
@@ -64,11 +65,20 @@ class RabbitMqDriver implements Driver {
     await this.pub.get();
   }
 
-  async declare(destinations: DestinationSpec[]): Promise<void> {
+  /**
+   * payq's layout, created where missing (types.ts, declare). An existing queue is never
+   * redeclared, whatever its arguments (a user's classic, quorum or length-limited queue): it is
+   * bound to the topic exchange so payq's sends reach it, and when it has not payq's dead-letter
+   * arguments, dead letters are published to `<queue>.dlq` by payq itself (a notice says so).
+   * Each passive check runs on a throw-away channel: a failed one closes its channel.
+   */
+  async declare(destinations: DestinationSpec[]): Promise<string[]> {
     this.assertOpen('declare');
     for (const spec of destinations) validateDestination(spec.name);
-    if (destinations.length === 0) return;
+    if (destinations.length === 0) return [];
     const { exchange, deadLetterExchange } = this.config;
+    const notices: string[] = [];
+    const existing = await this.exists(destinations.flatMap((d) => (d.deadLetter ? [d.name, dlqName(d.name)] : [d.name])));
     const ch = await this.pub.createChannel();
     let step = `declare exchange '${exchange}'`;
     try {
@@ -78,26 +88,37 @@ class RabbitMqDriver implements Driver {
         await ch.assertExchange(deadLetterExchange, 'direct', { durable: true });
       }
       for (const spec of destinations) {
-        step = `declare queue '${spec.name}'`;
-        await ch.assertQueue(spec.name, { durable: true, arguments: queueArguments(spec, this.config) });
+        let native = true;
+        if (!existing.has(spec.name)) {
+          step = `declare queue '${spec.name}'`;
+          await ch.assertQueue(spec.name, { durable: true, arguments: queueArguments(spec, this.config) });
+        } else if (spec.deadLetter) {
+          native = await this.hasPayqDeadLetter(spec.name);
+          if (!native) {
+            notices.push(`queue '${spec.name}' exists without payq's dead-letter exchange: used as it is; payq dead-letters by publishing to '${dlqName(spec.name)}' itself (no x-death header)`);
+          }
+        }
         step = `bind queue '${spec.name}' to exchange '${exchange}'`;
         await ch.bindQueue(spec.name, exchange, bindingPattern(spec.name));
         this.publisher.declared(spec.name);
         if (!spec.deadLetter) continue;
         const dlq = dlqName(spec.name);
-        step = `declare queue '${dlq}'`;
-        await ch.assertQueue(dlq, { durable: true });
+        if (!existing.has(dlq)) {
+          step = `declare queue '${dlq}'`;
+          await ch.assertQueue(dlq, { durable: true });
+        }
         step = `bind queue '${dlq}'`;
-        await ch.bindQueue(dlq, deadLetterExchange, dlq);
+        if (native) await ch.bindQueue(dlq, deadLetterExchange, dlq);
         await ch.bindQueue(dlq, exchange, bindingPattern(dlq));
         this.publisher.declared(dlq);
-        this.deadLetterChecks.set(spec.name, Promise.resolve());
+        this.deadLetterChecks.set(spec.name, Promise.resolve(native ? 'native' : 'publish'));
       }
     } catch (err) {
       throw operationError(err, step, this.url, this.pub.lost);
     } finally {
       await closeQuietly(ch);
     }
+    return notices;
   }
 
   /** Still open while close() waits for subscriptions: a finishing handler may send its next events. */
@@ -114,6 +135,9 @@ class RabbitMqDriver implements Driver {
         conn: this.sub,
         publisher: this.publisher,
         checkDeadLetter: (queue) => this.checkDeadLetter(queue),
+        isPayqQueue: (queue) => this.isPayqQueue(queue),
+        exchangeExists: (name) => this.exchangeExists(name),
+        exists: (queues) => this.exists(queues),
         forget: (s) => this.subscriptions.delete(s),
       },
       options,
@@ -168,11 +192,12 @@ class RabbitMqDriver implements Driver {
   }
 
   /**
-   * deadLetter publishes a copy that expires or is rejected into the queue's DLX; without payq's
-   * DLX it would just vanish. Re-declaring the queue with payq's arguments succeeds exactly when
-   * it already has them (RabbitMQ compares every x- argument), so that is the check.
+   * How to dead-letter from `queue`: 'native' when it has payq's DLX (the marked copy expires or
+   * is rejected into it, RabbitMQ adding x-death), 'publish' when it has not (a queue payq did not
+   * declare): the copy is then published to `<queue>.dlq` by name, as on NATS. Either way the
+   * DLQ must exist (TopologyError).
    */
-  private checkDeadLetter(queue: string): Promise<void> {
+  private checkDeadLetter(queue: string): Promise<DeadLetterMode> {
     let check = this.deadLetterChecks.get(queue);
     if (!check) {
       check = this.probeDeadLetter(queue);
@@ -182,29 +207,61 @@ class RabbitMqDriver implements Driver {
     return check;
   }
 
-  private async probeDeadLetter(queue: string): Promise<void> {
+  private async probeDeadLetter(queue: string): Promise<DeadLetterMode> {
     const dlq = dlqName(queue);
+    const mode: DeadLetterMode = (await this.hasPayqDeadLetter(queue)) ? 'native' : 'publish';
+    if (!(await this.exists([dlq])).has(dlq)) {
+      throw new TopologyError(`cannot dead-letter from queue '${queue}': its dead-letter queue '${dlq}' does not exist`, {
+        hint: 'declare the destination with a dead-letter queue (payq worker and produce do)',
+      });
+    }
+    return mode;
+  }
+
+  /**
+   * Whether an existing queue has payq's dead-letter arguments. AMQP has no way to read a queue's
+   * arguments, but a declare with the same arguments succeeds exactly when they are equal
+   * (RabbitMQ compares every x- argument) and changes nothing; unequal, it fails and closes its
+   * own throw-away channel, leaving the queue untouched.
+   */
+  private async hasPayqDeadLetter(queue: string): Promise<boolean> {
     const ch = await this.pub.createChannel();
-    let step = 'queue';
     try {
       await ch.assertQueue(queue, { durable: true, arguments: queueArguments({ name: queue, deadLetter: true }, this.config) });
-      step = 'dlq';
-      await ch.checkQueue(dlq);
+      return true;
     } catch (err) {
-      const code = replyCode(err);
-      if (step === 'queue' && code === ReplyCode.preconditionFailed) {
-        throw new TopologyError(`cannot dead-letter from queue '${queue}': it is not set up to dead-letter through '${this.config.deadLetterExchange}' to '${dlq}' (${serverText(err)})`, {
-          cause: err,
-          hint: 'declare the destination with a dead-letter queue (payq does so for pipeline stages), or delete and re-declare it',
-        });
-      }
-      if (step === 'dlq' && code === ReplyCode.notFound) {
-        throw new TopologyError(`cannot dead-letter from queue '${queue}': its dead-letter queue '${dlq}' does not exist`, {
-          cause: err,
-          hint: 'declare the destination with a dead-letter queue again',
-        });
-      }
+      if (replyCode(err) === ReplyCode.preconditionFailed) return false;
       throw operationError(err, `check the dead-letter setup of queue '${queue}'`, this.url, this.pub.lost);
+    } finally {
+      await closeQuietly(ch);
+    }
+  }
+
+  /** For a tap: whether `queue` is payq's layout (so what is sent to it passes payq's exchange). */
+  private async isPayqQueue(queue: string): Promise<boolean> {
+    if (!isDeadLetterQueueName(queue)) return this.hasPayqDeadLetter(queue);
+    // payq declares a DLQ plainly durable, without arguments.
+    const ch = await this.pub.createChannel();
+    try {
+      await ch.assertQueue(queue, { durable: true });
+      return true;
+    } catch (err) {
+      if (replyCode(err) === ReplyCode.preconditionFailed) return false;
+      throw operationError(err, `check queue '${queue}'`, this.url, this.pub.lost);
+    } finally {
+      await closeQuietly(ch);
+    }
+  }
+
+  /** Passive exchange check on a throw-away channel. */
+  private async exchangeExists(name: string): Promise<boolean> {
+    const ch = await this.pub.createChannel();
+    try {
+      await ch.checkExchange(name);
+      return true;
+    } catch (err) {
+      if (replyCode(err) === ReplyCode.notFound) return false;
+      throw operationError(err, `check exchange '${name}'`, this.url, this.pub.lost);
     } finally {
       await closeQuietly(ch);
     }

@@ -41,7 +41,7 @@
  */
 import type { Channel, ConsumeMessage } from 'amqplib';
 import { randomBytes } from 'node:crypto';
-import { BrokerUnavailableError, ConfigError, UsageError } from '../../errors.js';
+import { BrokerUnavailableError, ConfigError, TopologyError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
 import { DeliveryPump } from '../pump.js';
 import type { BrokerUrl } from '../url.js';
@@ -56,6 +56,7 @@ import {
   deathCount,
   decodeMark,
   deliveryKey,
+  dlqName,
   encodeMark,
   isDeadLetterQueueName,
   isFreshMark,
@@ -68,11 +69,23 @@ export interface SubscriberContext {
   config: RabbitMqConfig;
   conn: AmqpConnection;
   publisher: Publisher;
-  /** Resolves when `queue` dead-letters through payq's DLX to `<queue>.dlq`; TopologyError if not. */
-  checkDeadLetter(queue: string): Promise<void>;
+  /** How `queue` dead-letters to `<queue>.dlq` (see DeadLetterMode); TopologyError when there is no DLQ. */
+  checkDeadLetter(queue: string): Promise<DeadLetterMode>;
+  /** Whether an existing queue is payq's layout (what is sent to it passes payq's exchange). */
+  isPayqQueue(queue: string): Promise<boolean>;
+  exchangeExists(name: string): Promise<boolean>;
+  /** Passive: the names among `queues` that exist. */
+  exists(queues: string[]): Promise<Set<string>>;
   /** The subscription is gone; the driver stops tracking it. */
   forget(sub: RabbitMqSubscription): void;
 }
+
+/**
+ * 'native': the queue has payq's DLX; the marked copy reaches `<queue>.dlq` through it and
+ * RabbitMQ adds x-death. 'publish': a queue payq did not declare; the copy (provenance headers,
+ * no x-death) is published to `<queue>.dlq` by name, then the original acked, as on NATS.
+ */
+export type DeadLetterMode = 'native' | 'publish';
 
 interface ChannelState {
   ch: Channel;
@@ -105,6 +118,8 @@ export class RabbitMqSubscription implements Subscription {
     handler: DeliveryHandler,
   ) {
     for (const d of options.destinations) validateDestination(d);
+    if (options.exchange !== undefined && !options.tap) throw new ConfigError('an exchange is tapped: exchange goes with tap');
+    if (options.streamOffset !== undefined && options.tap) throw new ConfigError('a stream queue is read from an offset by its own consumer, not a tap');
     if (options.tap && options.fromBeginning) {
       throw new ConfigError(
         `RabbitMQ cannot replay history: a tap sees messages published after it starts (asked to tap ${options.destinations.join(', ')} from the beginning)`,
@@ -171,10 +186,15 @@ export class RabbitMqSubscription implements Subscription {
         if (this.options.destinations.length > 1) await ch.prefetch(prefetch, true);
         sources = this.options.destinations.map((queue) => ({ queue, tap: false }));
       }
+      const offset = this.options.streamOffset;
       for (const [i, source] of sources.entries()) {
         step = source.tap ? `consume from the tap queue '${source.queue}'` : `consume from queue '${source.queue}'`;
         const consumerTag = `${this.tagPrefix}.${i}`;
-        await ch.consume(source.queue, (msg) => this.onMessage(state, source, msg), { noAck: false, consumerTag });
+        await ch.consume(source.queue, (msg) => this.onMessage(state, source, msg), {
+          noAck: false,
+          consumerTag,
+          ...(offset === undefined ? {} : { arguments: { 'x-stream-offset': streamOffsetArgument(offset) } }),
+        });
         state.tags.push(consumerTag);
       }
     } catch (err) {
@@ -189,22 +209,50 @@ export class RabbitMqSubscription implements Subscription {
   }
 
   /**
-   * The tap's queue, bound like each destination (see the header). Missing destinations fail as
-   * they do for a normal subscribe; the exchanges are declared as `declare` would (idempotent).
+   * The tap's queue, bound like each destination (see the header), or to the user's exchange.
+   * Everything is checked passively first: a tap creates nothing but its own queue. A missing
+   * destination or exchange is a TopologyError; a queue payq did not declare is refused
+   * (UsageError), as what others publish to it straight through the default exchange would never
+   * reach the tap.
    */
   private async declareTap(ch: Channel, step: (what: string) => void): Promise<string> {
     const { exchange, deadLetterExchange } = this.ctx.config;
+    const user = this.options.exchange;
+    if (user !== undefined) {
+      step(`check exchange '${user.name}'`);
+      if (!(await this.ctx.exchangeExists(user.name))) {
+        throw new TopologyError(`no exchange '${user.name}' in vhost '${this.ctx.config.vhost}' to tap`, { hint: 'check the name (--exchange); payq never creates it' });
+      }
+      step('declare the tap queue');
+      const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
+      step(`bind the tap queue to exchange '${user.name}' with '${user.binding}'`);
+      await ch.bindQueue(queue, user.name, user.binding);
+      return queue;
+    }
     const destinations = [...new Set(this.options.destinations)];
+    step(`check queues ${destinations.join(', ')}`);
+    const found = await this.ctx.exists(destinations);
+    const missing = destinations.filter((d) => !found.has(d));
+    if (missing.length > 0) {
+      throw new TopologyError(`cannot tap ${missing.map((d) => `'${d}'`).join(', ')}: no such queue in vhost '${this.ctx.config.vhost}'`, { hint: 'check the name; a tap never creates a queue' });
+    }
     for (const d of destinations) {
       step(`check queue '${d}'`);
-      await ch.checkQueue(d);
+      if (!(await this.ctx.isPayqQueue(d))) {
+        throw new UsageError(
+          `queue '${d}' was not declared by payq: a tap sees only what passes payq's exchange '${exchange}', never what is published to the queue directly, so it would show nothing`,
+          { hint: `choose how to read it: --group NAME (a competing consumer: takes the messages; with --requeue hands each back), --stream-offset first (a stream queue, non-destructive) or --exchange NAME --binding KEY (tap the exchange its publishers use)` },
+        );
+      }
     }
-    step(`declare exchange '${exchange}'`);
-    await ch.assertExchange(exchange, 'topic', { durable: true });
-    const dlqs = destinations.filter(isDeadLetterQueueName);
+    step(`check exchange '${exchange}'`);
+    if (!(await this.ctx.exchangeExists(exchange))) {
+      throw new TopologyError(`cannot tap ${destinations.join(', ')}: exchange '${exchange}' does not exist in vhost '${this.ctx.config.vhost}'`, { hint: 'payq produce and worker create it' });
+    }
+    let dlqs = destinations.filter(isDeadLetterQueueName);
     if (dlqs.length > 0) {
-      step(`declare exchange '${deadLetterExchange}'`);
-      await ch.assertExchange(deadLetterExchange, 'direct', { durable: true });
+      step(`check exchange '${deadLetterExchange}'`);
+      if (!(await this.ctx.exchangeExists(deadLetterExchange))) dlqs = [];
     }
     step('declare the tap queue');
     const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
@@ -265,6 +313,7 @@ export class RabbitMqSubscription implements Subscription {
   /** Only its bindings route to a tap's queue, so this always finds one; the fallback is a safety net. */
   private tapDestinationOf(msg: ConsumeMessage): string {
     const { destinations } = this.options;
+    if (this.options.exchange !== undefined) return this.options.exchange.name;
     const found = tapDestination(destinations, msg.fields.exchange, msg.fields.routingKey, this.ctx.config);
     return found ?? (destinations.length === 1 ? destinations[0]! : msg.fields.routingKey);
   }
@@ -307,10 +356,16 @@ export class RabbitMqSubscription implements Subscription {
         if (tap) {
           throw new UsageError(`cannot dead-letter a message seen by a tap on ${queue}: a tap observes, the destination's consumers decide`);
         }
-        await this.ctx.checkDeadLetter(queue);
+        const mode = await this.ctx.checkDeadLetter(queue);
         // Its channel is gone, so RabbitMQ redelivers it: a copy now would be a duplicate dead letter.
         if (state.closed) {
           throw new BrokerUnavailableError(`cannot dead-letter from '${queue}': the channel the message came on was lost; RabbitMQ will redeliver it`, { retriable: true });
+        }
+        if (mode === 'publish') {
+          const options = copyOptions(msg.properties as unknown as Record<string, unknown>, { ...(raw ?? {}), ...extra });
+          await this.ctx.publisher.sendToQueue(dlqName(queue), msg.content, options);
+          settle(() => state.ch.ack(msg));
+          return;
         }
         const copyHeaders: Record<string, unknown> = { ...(raw ?? {}), ...extra };
         copyHeaders[DEAD_LETTER_MARKER] = encodeMark({
@@ -326,4 +381,11 @@ export class RabbitMqSubscription implements Subscription {
     };
   }
 
+}
+
+/** x-stream-offset: first | last | next | an offset | a time (AMQP timestamp, seconds). */
+function streamOffsetArgument(offset: string | number | Date): unknown {
+  if (offset instanceof Date) return { '!': 'timestamp', value: Math.floor(offset.getTime() / 1000) };
+  if (typeof offset === 'number') return { '!': 'long', value: offset };
+  return offset;
 }

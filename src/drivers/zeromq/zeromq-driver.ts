@@ -54,6 +54,7 @@ export const ZMQ_CAPABILITIES: DriverCapabilities = {
   nativeDeadLetter: false,
   partitions: false,
   headerBinding: 'kafka',
+  storedDestinations: false,
   sendBatchSize: 1000,
   sendMaxInFlight: 1,
 };
@@ -202,11 +203,11 @@ class ZmqDriver implements Driver {
     return run;
   }
 
-  declare(destinations: DestinationSpec[]): Promise<void> {
+  declare(destinations: DestinationSpec[]): Promise<string[]> {
     this.assertOpen('declare');
     // Nothing to create: a destination is a topic, and exists while someone sends to it.
     for (const spec of destinations) validateDestination(spec.name);
-    return Promise.resolve();
+    return Promise.resolve([]);
   }
 
   async send(destination: string, messages: OutgoingMessage[]): Promise<void> {
@@ -238,6 +239,9 @@ class ZmqDriver implements Driver {
     for (const d of destinations) validateDestination(d);
     if (!tap && !group) throw new ConfigError('subscribe needs a consumer group name');
     if (!Number.isInteger(prefetch) || prefetch < 1) throw new ConfigError(`prefetch must be a whole number of at least 1, got ${prefetch}`);
+    if (options.exchange !== undefined || options.streamOffset !== undefined) {
+      throw new ConfigError('ZeroMQ has no exchanges or stream queues: --exchange and --stream-offset are RabbitMQ modes');
+    }
     if (tap && fromBeginning) {
       throw new ConfigError(`ZeroMQ keeps no messages: a tap on ${destinations.join(', ')} sees what is published after it starts, never what came before`, {
         hint: 'drop --from-beginning, or use a broker that stores messages (kafka://, nats://)',
