@@ -79,7 +79,7 @@ const cases: [string, string, string, RegExp][] = [
   ['bench', 'markdown', '', NOT_EMPTY],
   ['consume', 'limit', '0', WHOLE],
   ['consume', 'limit', 'ten', WHOLE],
-  ['consume', 'prefetch', '10001', WHOLE],
+  ['consume', 'prefetch', '100001', WHOLE],
   ['consume', 'idleTimeout', 'soon', DURATION],
   ['consume', 'type', 'a b', /event types are letters/],
   ['consume', 'group', 'a b', /must be letters/],
