@@ -58,6 +58,26 @@ describe('payq produce --shard i/N --dry-run', () => {
   }
 });
 
+describe('payq produce --shard: --count and --rate are the whole stream\'s', () => {
+  for (const [shard, count, rate] of [['1/2', 600, 600], ['3/3', 301, 300]] as const) {
+    it(`--shard ${shard} --count ${count} --rate ${rate}: the shard's payments, at rate/N`, async () => {
+      const [i, n] = shard.split('/').map(Number) as [number, number];
+      const r = await runCli(['produce', '--broker', 'memory://', '--count', String(count), '--rate', String(rate), '--shard', shard, '--seed', '1', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      const s = JSON.parse(r.stdout) as { acked: number; payments: number; not_sent: number; shard: string; elapsed_s: number; rate_per_s: number };
+      const mine = Math.ceil((count - (i - 1)) / n);
+      expect(s.payments).toBe(mine);
+      expect(s.acked).toBe(mine);
+      expect(s.not_sent).toBe(0);
+      expect(s.shard).toBe(shard);
+      expect(s.rate_per_s).toBe(rate);
+      // Open loop at rate/N: the last event is not due before (mine − 1) / (rate / N) seconds
+      // (a lower bound only, which no load can break; at the whole rate it would take 1/N of it).
+      expect(s.elapsed_s).toBeGreaterThanOrEqual(((mine - 1) / (rate / n)) * 0.99);
+    });
+  }
+});
+
 describe('payq produce --procs 2 on Kafka', async () => {
   const up = await brokerAvailable(KAFKA_URL);
   it.skipIf(!up)('two threads send exactly the events of one process with the same seed', async () => {
