@@ -79,8 +79,13 @@ export async function produceInThreads(
   const runs = Array.from({ length: threads }, (_, i) => {
     const worker = new Worker(new URL('./produce-thread.js', import.meta.url), { workerData: dataFor(i + 1) });
     workers.push(worker);
-    return new Promise<Extract<ProduceThreadMessage, { result: PlainResult }>>((resolve, reject) => {
+    return new Promise<Extract<ProduceThreadMessage, { result: PlainResult }>>((resolve, fail) => {
       let settled = false;
+      // One thread failing stops the others (they finish what is in flight and report).
+      const reject = (err: unknown) => {
+        onAbort();
+        fail(err);
+      };
       worker.on('message', (m: ProduceThreadMessage) => {
         if ('progress' in m) {
           progress[i] = m.progress;
