@@ -200,8 +200,10 @@ export class EventGenerator implements Iterable<GeneratedEvent> {
     const merchant = this.merchantIds ? this.merchantIds[m]! : merchantId(m);
     const paymentId = `pay_${p.hex(8)}`;
     const traceId = p.hex(16);
-    const fixed =
-      `"data":{"order_id":${orderId},"user_id":${userId},"merchant_id":"${merchant}",` +
+    // Another shard's payment: drawn, not written.
+    const fixed = !mine
+      ? ''
+      : `"data":{"order_id":${orderId},"user_id":${userId},"merchant_id":"${merchant}",` +
       `"payment_id":"${paymentId}","amount":${amount},"currency":"${currency}","method":"${method}"}`;
     return {
       paymentId,
