@@ -57,6 +57,8 @@ const commands: CommandSpec[] = [
         .option('--partitions <n>', 'partitions when the topic is created (Kafka)')
         .option('--dry-run', 'print the events as NDJSON on stdout and send nothing')
         .option('--run-id <id>', 'run id stamped on every event (default: random)')
+        .option('--shard <i/N>', 'send shard i of N of the seeded stream: the payments at positions ≡ i-1 mod N (--count and --rate are the whole stream\'s)')
+        .option('--procs <n|auto>', 'producer threads, each with its own client and shard k/n of the stream; auto = one per core (default 1)')
         .addOption(new Option('--batch-size <n>', 'events per send batch (default: the driver’s)').hideHelp())
         .addOption(new Option('--max-in-flight <n>', 'batches in flight (default: the driver’s)').hideHelp());
     },

@@ -28,6 +28,18 @@ export interface GeneratorOptions {
   size?: number;
   epochMs?: number;
   spacingMs?: number;
+  /**
+   * Emit only shard `index` of `count` (1 ≤ index ≤ count): the payments whose position in the
+   * whole stream (0-based) ≡ index − 1 mod count, each with all its events in the same order as
+   * unsharded. Every payment is still drawn, so the PRNG stays in step and the shards together
+   * are exactly the unsharded stream (README: "payq produce", --shard).
+   */
+  shard?: Shard | undefined;
+}
+
+export interface Shard {
+  index: number;
+  count: number;
 }
 
 export interface GeneratedEvent {
@@ -71,6 +83,8 @@ interface Payment {
   fixed: string;
   sequence: number;
   pending: PendingEvent[];
+  /** In this generator's shard (always, unsharded): its events are emitted, the others only drawn. */
+  mine: boolean;
 }
 
 function cumulative(weights: Record<string, number>): { keys: string[]; cum: number[] } {
@@ -96,10 +110,13 @@ export class EventGenerator implements Iterable<GeneratedEvent> {
   private readonly active: Payment[] = [];
   private readonly amountScale: number[];
   private readonly merchantIds: string[] | undefined;
+  private readonly shardIndex: number;
+  private readonly shardCount: number;
   private started = 0;
-  /** Payments begun so far. */
+  private startedMine = 0;
+  /** Payments of this shard (all, unsharded) begun so far. */
   get paymentsStarted(): number {
-    return this.started;
+    return this.startedMine;
   }
 
   constructor(options: GeneratorOptions) {
@@ -110,6 +127,8 @@ export class EventGenerator implements Iterable<GeneratedEvent> {
     this.size = options.size ?? 0;
     this.epochMs = options.epochMs ?? DEFAULT_EPOCH_MS;
     this.spacingMs = options.spacingMs ?? DEFAULT_SPACING_MS;
+    this.shardIndex = (options.shard?.index ?? 1) - 1;
+    this.shardCount = options.shard?.count ?? 1;
     this.currencies = cumulative(options.scenario.payments.currencies);
     this.methods = cumulative(options.scenario.payments.methods);
     this.amountScale = this.currencies.keys.map((c) => 10 ** ((CURRENCY_EXPONENT[c] ?? 2) - 2));
@@ -124,8 +143,16 @@ export class EventGenerator implements Iterable<GeneratedEvent> {
     } };
   }
 
-  /** The next event, or undefined when every payment is done. */
+  /** The next event of this shard, or undefined when every payment is done. */
   next(): GeneratedEvent | undefined {
+    for (;;) {
+      const event = this.step();
+      // null: an event of another shard's payment, drawn only to keep the PRNG in step.
+      if (event !== null) return event;
+    }
+  }
+
+  private step(): GeneratedEvent | undefined | null {
     if (!this.lifecycle) {
       if (this.started >= this.total) return undefined;
       const payment = this.newPayment();
@@ -137,9 +164,12 @@ export class EventGenerator implements Iterable<GeneratedEvent> {
     const payment = this.active[slot]!;
     const step = payment.pending.shift()!;
     const event = this.emit(payment, step.type, step.source, step.atMs);
-    event.parentId = step.parentId;
-    event.siblings = step.siblings;
-    this.advance(payment, step, event.id);
+    const id = event === null ? this.skippedId : event.id;
+    if (event !== null) {
+      event.parentId = step.parentId;
+      event.siblings = step.siblings;
+    }
+    this.advance(payment, step, id);
     if (payment.pending.length === 0) {
       // Swap-remove keeps the window O(1); the PRNG picks slots, so order stays deterministic.
       this.active[slot] = this.active[this.active.length - 1]!;
@@ -148,8 +178,13 @@ export class EventGenerator implements Iterable<GeneratedEvent> {
     return event;
   }
 
+  /** The id of the last event drawn for another shard (its children's parentId, also skipped). */
+  private skippedId = '';
+
   private newPayment(): Payment {
     const index = this.started++;
+    const mine = this.shardCount === 1 || index % this.shardCount === this.shardIndex;
+    if (mine) this.startedMine++;
     const p = this.prng;
     const { amount: amountConfig, users, merchants } = this.scenario.payments;
     const currencyIndex = p.pickCumulative(this.currencies.cum);
@@ -165,14 +200,17 @@ export class EventGenerator implements Iterable<GeneratedEvent> {
     const merchant = this.merchantIds ? this.merchantIds[m]! : merchantId(m);
     const paymentId = `pay_${p.hex(8)}`;
     const traceId = p.hex(16);
-    const fixed =
-      `"data":{"order_id":${orderId},"user_id":${userId},"merchant_id":"${merchant}",` +
+    // Another shard's payment: drawn, not written.
+    const fixed = !mine
+      ? ''
+      : `"data":{"order_id":${orderId},"user_id":${userId},"merchant_id":"${merchant}",` +
       `"payment_id":"${paymentId}","amount":${amount},"currency":"${currency}","method":"${method}"}`;
     return {
       paymentId,
       traceId,
       fixed,
       sequence: 0,
+      mine,
       pending: [{ type: this.scenario.entry, source: 'producer', atMs: this.epochMs + index * this.spacingMs }],
     };
   }
@@ -203,8 +241,14 @@ export class EventGenerator implements Iterable<GeneratedEvent> {
     return `${this.isoPrefix}${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
   }
 
-  private emit(payment: Payment, type: string, source: string, atMs: number): GeneratedEvent {
+  /** The event, or null for another shard's payment (its draws made, nothing built). */
+  private emit(payment: Payment, type: string, source: string, atMs: number): GeneratedEvent | null {
     const id = this.prng.uuid();
+    if (!payment.mine) {
+      payment.sequence++;
+      this.skippedId = id;
+      return null;
+    }
     const spanId = id.slice(0, 8) + id.slice(24, 32);
     const sequence = payment.sequence++;
     const occurredAt = this.isoTime(Math.round(atMs));

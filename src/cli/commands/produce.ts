@@ -1,4 +1,5 @@
 import { randomBytes, randomInt } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
 import { produce, type ProduceResult } from '../../core/produce.js';
@@ -6,7 +7,7 @@ import { generatedSource, ndjsonInputKind, ndjsonSource, validateNdjsonFile, typ
 import { threadedSource } from '../../core/threaded-source.js';
 import { openDriver } from '../connect.js';
 import { ConfigError, DataError, InterruptedError, UsageError } from '../../errors.js';
-import { EventGenerator, type GeneratedEvent } from '../../events/generator.js';
+import { EventGenerator, type GeneratedEvent, type Shard } from '../../events/generator.js';
 import { loadScenario } from '../../events/scenario.js';
 import { brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
 import type { CommandContext } from '../program.js';
@@ -14,6 +15,30 @@ import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, formatRate, keyValueTable } from '../render.js';
 import { countOf } from '../../text.js';
+import { produceInThreads } from './produce-procs.js';
+
+/** `i/N`, 1 ≤ i ≤ N: shard i of N of the seeded stream (README: "payq produce", --shard). */
+const shardSchema = z.union([z.number(), z.string()]).transform((v, ctx): Shard => {
+  const m = /^\s*(\d{1,6})\s*\/\s*(\d{1,6})\s*$/.exec(String(v));
+  const index = m ? Number(m[1]) : NaN;
+  const count = m ? Number(m[2]) : NaN;
+  if (!(count >= 1 && index >= 1 && index <= count)) {
+    ctx.addIssue({ code: 'custom', message: `must be i/N with 1 ≤ i ≤ N, e.g. 1/3 (got '${v}')` });
+    return z.NEVER;
+  }
+  return { index, count };
+});
+
+/** A number of threads, or `auto`: one per core (os.availableParallelism()). */
+const procsSchema = z.union([z.number(), z.string()]).transform((v, ctx): number => {
+  if (String(v).trim() === 'auto') return availableParallelism();
+  const n = typeof v === 'number' ? v : /^\s*\d{1,4}\s*$/.test(v) ? Number(v) : NaN;
+  if (!(Number.isSafeInteger(n) && n >= 1 && n <= 1024)) {
+    ctx.addIssue({ code: 'custom', message: `must be a whole number from 1 to 1024, or auto (got '${v}')` });
+    return z.NEVER;
+  }
+  return n;
+});
 
 const produceSchema = z.strictObject({
   broker: brokerSchema.optional(),
@@ -34,10 +59,18 @@ const produceSchema = z.strictObject({
   runId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be letters, digits, . _ - (at most 64)').optional(),
   batchSize: wholeNumber(1, 100_000).optional(),
   maxInFlight: wholeNumber(1, 1024).optional(),
+  shard: shardSchema.optional(),
+  procs: procsSchema.default(1),
 });
 export type ProduceCommandOptions = z.output<typeof produceSchema>;
 
 const DEFAULT_COUNT = 1000;
+
+/** Payments of shard i/N among `payments`: those at positions ≡ i − 1 mod N. */
+function shardPayments(payments: number, shard: Shard | undefined): number {
+  if (!shard) return payments;
+  return Math.max(0, Math.ceil((payments - (shard.index - 1)) / shard.count));
+}
 
 export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
   const o = resolveOptions(produceSchema, {
@@ -55,8 +88,17 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const payments = o.count ?? (o.duration !== undefined ? Infinity : DEFAULT_COUNT);
   const topic = o.topic ?? scenario.destinationFor(scenario.entry);
   const out = ctx.out;
+  if (o.fromFile !== undefined && (o.shard !== undefined || o.procs > 1)) {
+    throw new UsageError('--shard and --procs split the seeded stream; they do not apply to --from-file');
+  }
+  if (o.shard !== undefined && o.procs > 1) throw new UsageError('--shard and --procs exclude each other (--procs N runs shards 1/N..N/N itself)');
+  // memory:// lives in one thread: a second thread would produce into a broker of its own.
+  if (o.procs > 1 && !o.dryRun && o.broker?.scheme === 'memory') throw new UsageError('--procs above 1 needs a networked broker (memory:// lives in one thread)');
+  // --rate is the whole stream's: each of N shards sends rate/N.
+  const shards = o.shard?.count ?? o.procs;
+  const shardRate = o.rate === undefined ? undefined : o.rate / shards;
 
-  const generator = { scenario, seed, payments, lifecycle: o.lifecycle, size: o.size };
+  const generator = { scenario, seed, payments, lifecycle: o.lifecycle, size: o.size, shard: o.shard };
   // Users' NDJSON (README, produce): a regular file is checked whole before anything is sent, so
   // a bad line sends nothing; stdin or a pipe streams, and a bad line stops it with what was sent.
   let fileSource: NdjsonSource | undefined;
@@ -79,16 +121,24 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   }
 
   if (o.dryRun) {
-    const source = fileSource ?? generatedSource(new EventGenerator(generator));
     if (payments === Infinity && o.fromFile === undefined) throw new UsageError('--dry-run needs --count (it does not run for a duration)');
+    // With --procs N: shard 1/N's lines, then 2/N's… — the same lines as one process, grouped by shard.
+    const sources =
+      fileSource !== undefined
+        ? [fileSource]
+        : o.procs > 1
+          ? Array.from({ length: o.procs }, (_, k) => generatedSource(new EventGenerator({ ...generator, shard: { index: k + 1, count: o.procs } })))
+          : [generatedSource(new EventGenerator(generator))];
     let printed = 0;
-    for (;;) {
-      const chunk = await source.pull(1000);
-      if (chunk.length === 0) break;
-      let text = '';
-      for (const e of chunk) text += `${e.body}\n`;
-      await out.dataAsync(text);
-      printed += chunk.length;
+    for (const source of sources) {
+      for (;;) {
+        const chunk = await source.pull(1000);
+        if (chunk.length === 0) break;
+        let text = '';
+        for (const e of chunk) text += `${e.body}\n`;
+        await out.dataAsync(text);
+        printed += chunk.length;
+      }
     }
     if (fileSource?.failure) throw stoppedAt(fileSource, `${countOf(printed, 'event')} before it printed`);
     return;
@@ -109,36 +159,54 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const driver = await openDriver(brokerUrl, ctx.out);
   const runId = o.runId ?? randomBytes(6).toString('hex');
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
-  // Generated events come from a generator thread, so this one only sends. It starts now, while
-  // the connection is made, and ends with produce (or below, if connecting fails).
-  const source: EventSource = fileSource ? withFirst(firstEvents, fileSource) : threadedSource(generator);
+  const encode = { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId };
+  const produceOptions = { destination: topic, rate: shardRate, durationMs: o.duration, batchSize: o.batchSize, maxInFlight: o.maxInFlight, encode };
+  const onProgress = (p: { sent: number; acked: number; failed: number; elapsedMs: number }) =>
+    progress.update(`${formatCount(p.acked)} acked · ${formatCount(p.sent - p.acked - p.failed)} in flight · ${formatRate(p.acked / Math.max(0.001, p.elapsedMs / 1000))} events/s`);
   let result: ProduceResult;
-  try {
-    await driver.connect();
-    for (const notice of await driver.declare([{ name: topic, partitions: o.partitions, deadLetter: true }])) out.warn(notice);
-    out.verbose(`producing to ${topic} on ${o.broker.redacted} (seed ${seed}, run ${runId})`);
-    result = await produce(
-      {
-        destination: topic,
-        rate: o.rate,
-        durationMs: o.duration,
-        batchSize: o.batchSize,
-        maxInFlight: o.maxInFlight,
-        encode: { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId },
-      },
-      {
-        driver,
-        source,
-        clock: systemClock,
-        signal: ctx.signal,
-        onProgress: (p) =>
-          progress.update(`${formatCount(p.acked)} acked · ${formatCount(p.sent - p.acked - p.failed)} in flight · ${formatRate(p.acked / Math.max(0.001, p.elapsedMs / 1000))} events/s`),
-      },
-    );
-  } finally {
-    source.close?.();
-    progress.stop();
+  if (o.procs > 1) {
+    // The destination is declared once, here; then each thread connects a client of its own.
+    try {
+      await driver.connect();
+      for (const notice of await driver.declare([{ name: topic, partitions: o.partitions, deadLetter: true }])) out.warn(notice);
+    } catch (err) {
+      progress.stop();
+      await driver.close();
+      throw err;
+    }
     await driver.close();
+    out.verbose(`producing to ${topic} on ${o.broker.redacted} in ${o.procs} threads (seed ${seed}, run ${runId})`);
+    try {
+      const { scenario: _, ...plain } = generator;
+      result = await produceInThreads(
+        o.procs,
+        (k) => ({
+          broker: brokerUrl,
+          scenarioText: scenario.text,
+          scenarioOrigin: scenario.origin,
+          generator: { ...plain, shard: { index: k, count: o.procs } },
+          produce: produceOptions,
+        }),
+        ctx.signal,
+        onProgress,
+      );
+    } finally {
+      progress.stop();
+    }
+  } else {
+    // Generated events come from a generator thread, so this one only sends. It starts now, while
+    // the connection is made, and ends with produce (or below, if connecting fails).
+    const source: EventSource = fileSource ? withFirst(firstEvents, fileSource) : threadedSource(generator);
+    try {
+      await driver.connect();
+      for (const notice of await driver.declare([{ name: topic, partitions: o.partitions, deadLetter: true }])) out.warn(notice);
+      out.verbose(`producing to ${topic} on ${o.broker.redacted} (seed ${seed}, run ${runId})`);
+      result = await produce(produceOptions, { driver, source, clock: systemClock, signal: ctx.signal, onProgress });
+    } finally {
+      source.close?.();
+      progress.stop();
+      await driver.close();
+    }
   }
 
   // A stream whose first event was bad sent nothing: one error line, as for a file.
@@ -152,12 +220,15 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     seed,
     run_id: runId,
     rate_per_s: o.rate ?? null,
+    shard: o.shard ? `${o.shard.index}/${o.shard.count}` : null,
+    procs: o.procs,
     payments: result.payments,
     last_line: fileSource ? fileSource.lastLine : null,
     sent: result.sent,
     acked: result.acked,
     failed: result.failed,
-    not_sent: Number.isFinite(payments) && o.fromFile === undefined && !o.lifecycle ? Math.max(0, payments - result.sent) : null,
+    not_sent:
+      Number.isFinite(payments) && o.fromFile === undefined && !o.lifecycle ? Math.max(0, shardPayments(payments, o.shard) - result.sent) : null,
     bytes_acked: result.bytes_acked,
     elapsed_s: result.elapsed_s,
     events_per_s: result.events_per_s,
@@ -176,6 +247,8 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     ['broker', summary.broker],
     ['destination', topic],
     ['source', `${summary.source}${summary.scenario ? ` (${summary.scenario}, seed ${seed})` : ''}`],
+    ...(o.shard ? ([['shard', `${summary.shard} (payments at positions ≡ ${o.shard.index - 1} mod ${o.shard.count})`]] as [string, string][]) : []),
+    ...(o.procs > 1 ? ([['threads', `${o.procs} (shards 1/${o.procs}..${o.procs}/${o.procs})`]] as [string, string][]) : []),
     // A file's events are not payments payq generated: count them as what they are.
     [fileSource ? 'events' : 'payments', formatCount(result.payments)],
     ['sent', formatCount(result.sent)],
