@@ -7,7 +7,6 @@
  * process, and a lost connection must instead fail the pending operations with
  * BrokerUnavailableError (amqplib settles them when it emits 'close').
  */
-import { isIP } from 'node:net';
 import amqp from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel } from 'amqplib';
 import { BrokerUnavailableError, PayqError } from '../../errors.js';
@@ -15,23 +14,6 @@ import type { BrokerUrl } from '../url.js';
 import type { RabbitMqConfig } from './config.js';
 import { connectError, connectionLost } from './errors.js';
 import { tlsOptionsFromUrl } from '../tls.js';
-
-/**
- * amqplib 0.10 always sets the TLS server name (SNI) to the host, an IP address included, which
- * RFC 6066 forbids: Node then prints a DEP0123 DeprecationWarning line before anything payq says,
- * and amqplib offers no way to leave the server name unset. The handshake is unchanged (the
- * certificate is still checked against the IP address); only that warning is held back, and only
- * while amqplib creates its socket, which it does synchronously inside connect().
- */
-function connectWithoutSniWarning<T>(connect: () => T, ipWithTls: boolean): T {
-  if (!ipWithTls || process.noDeprecation) return connect();
-  process.noDeprecation = true;
-  try {
-    return connect();
-  } finally {
-    process.noDeprecation = false;
-  }
-}
 
 /** Why a channel was closed by the server, recorded from its 'error' event. */
 const channelErrors = new WeakMap<Channel, Error>();
@@ -132,7 +114,8 @@ export class AmqpConnection {
     };
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
-    const attempt = connectWithoutSniWarning(() => amqp.connect(options, socketOptions), url.tls && isIP(host.host) !== 0);
+    // amqplib 2 leaves the TLS server name unset for an IP address (no DEP0123 warning).
+    const attempt = amqp.connect(options, socketOptions);
     // The socket timeout only sees idleness; this bounds the whole handshake too.
     const deadline = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => {
