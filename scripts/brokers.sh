@@ -425,15 +425,30 @@ rabbit_tls_answers() { port_open 127.0.0.1 "$RABBIT_TLS_PORT"; }
 
 rabbit_tls_up() {
   if rabbit_tls_answers; then
-    log "rabbitmq-tls: already listening on 127.0.0.1:$RABBIT_TLS_PORT"
-    return 0
+    if [[ -f "$STATE_DIR/rabbitmq-tls.started" ]]; then
+      log "rabbitmq-tls: already listening on 127.0.0.1:$RABBIT_TLS_PORT (added by this script)"
+      return 0
+    fi
+    # A listener left by an earlier state folder carries another throw-away CA: replace it, but
+    # only when its certificate is one this script makes (issued by "payq test CA").
+    local issuer
+    issuer="$(timeout 5 openssl s_client -connect "127.0.0.1:$RABBIT_TLS_PORT" </dev/null 2>/dev/null | openssl x509 -noout -issuer 2>/dev/null || true)"
+    if [[ "$issuer" != *"payq test CA"* ]]; then
+      log "rabbitmq-tls: something else listens on 127.0.0.1:$RABBIT_TLS_PORT (left alone)"
+      return 0
+    fi
+    timeout 30 rabbitmqctl eval "rabbit_networking:stop_tcp_listener({\"127.0.0.1\", $RABBIT_TLS_PORT})." >/dev/null 2>&1 || true
+    for _ in $(seq 25); do rabbit_tls_answers || break; sleep 0.2; done
+    log "rabbitmq-tls: replacing a TLS listener of an earlier payq test CA"
   fi
   command -v rabbitmqctl >/dev/null || { log "rabbitmq-tls: rabbitmqctl is not installed; no TLS listener"; return 0; }
   tls_material
-  local dir="$STATE_DIR/rabbitmq-tls"
+  # A folder of its own per start: the node caches PEM files by path.
+  local dir="$STATE_DIR/rabbitmq-tls/$$"
   mkdir -p "$dir"
   cp "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem" "$TLS_DIR/server.key" "$dir/"
-  if id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq "$dir"; fi
+  if id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq "$STATE_DIR/rabbitmq-tls"; fi
+  chmod 711 "$STATE_DIR/rabbitmq-tls"
   chmod 700 "$dir"
   chmod 600 "$dir"/*
   chmod 711 "$STATE_DIR"
