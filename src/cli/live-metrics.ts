@@ -1,5 +1,5 @@
 /**
- * What `bench --metrics-port` serves (README "Live metrics"): while a run goes, its live counts
+ * What `--metrics-port` serves (README "Live metrics"). For bench: while a run goes, its live counts
  * and the tracer's histograms; once it ended, the figures of its report, so the last scrape
  * equals the report. Counters only grow: with --find-max each step's counts add to the earlier
  * steps' totals.
@@ -8,6 +8,9 @@ import type { BenchProgress } from '../core/bench.js';
 import type { LiveTraceHistograms } from '../core/trace.js';
 import { createLatencyHistogram, decodeHistogram, type LatencyHistogram } from '../metrics/histogram.js';
 import type { Metric } from '../metrics/openmetrics.js';
+import { systemClock } from '../core/clock.js';
+import { startMetricsServer } from './metrics-server.js';
+import type { Output } from './output.js';
 import type { Report } from '../metrics/report.js';
 
 interface Totals {
@@ -94,4 +97,48 @@ export class LiveBenchMetrics {
     }
     return metrics;
   }
+}
+
+/** The live figures of produce, worker or trace: set as the command goes, final at its end. */
+export class CommandMetrics {
+  private readonly metrics = new Map<string, Metric>();
+
+  counter(name: string, help: string, value: number): void {
+    this.metrics.set(name, { kind: 'counter', name, help, value });
+  }
+
+  gauge(name: string, help: string, value: number, unit?: string): void {
+    this.metrics.set(name, { kind: 'gauge', name, help, value, ...(unit ? { unit } : {}) });
+  }
+
+  histogram(name: string, help: string, histogram: LatencyHistogram, labels?: Record<string, string>): void {
+    const key = labels ? `${name}${JSON.stringify(labels)}` : name;
+    this.metrics.set(key, { kind: 'histogram', name, help, histogram, ...(labels ? { labels } : {}) });
+  }
+
+  snapshot(): Metric[] {
+    return [...this.metrics.values()];
+  }
+}
+
+export interface MetricsFlags {
+  metricsPort?: number | undefined;
+  metricsHost: string;
+  metricsLinger: number;
+}
+
+/**
+ * Starts `--metrics-port`'s server (nothing without the flag) and says where it listens; `stop`
+ * keeps the final figures up for `--metrics-linger`, then closes it.
+ */
+export async function serveMetrics(o: MetricsFlags, out: Output, snapshot: () => Metric[]): Promise<{ stop(signal: AbortSignal): Promise<void> }> {
+  if (o.metricsPort === undefined) return { stop: async () => {} };
+  const server = await startMetricsServer(o.metricsHost, o.metricsPort, snapshot);
+  out.info(`metrics: http://${o.metricsHost.includes(':') ? `[${o.metricsHost}]` : o.metricsHost}:${server.port}/metrics (OpenMetrics)`);
+  return {
+    async stop(signal) {
+      if (o.metricsLinger > 0 && !signal.aborted) await systemClock.sleep(o.metricsLinger, signal);
+      await server.close();
+    },
+  };
 }

@@ -234,3 +234,24 @@ function issueText(issue: Issue, key: string, value: unknown): string {
   }
   return text;
 }
+
+/** A duration that may be 0 (`--warmup 0`, `0s`); a config file gives seconds as a number. */
+export const durationOrZero = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const ms = typeof v === 'number' ? v * 1000 : /^\s*0+\s*$/.test(v) ? 0 : parseDurationMs(v);
+  if (ms === undefined || !(ms >= 0) || !Number.isFinite(ms)) {
+    ctx.addIssue({ code: 'custom', message: `must be 0 or a duration such as 2s, 1m or 500ms (got '${v}')` });
+    return z.NEVER;
+  }
+  if (ms > MAX_DURATION_MS) {
+    ctx.addIssue({ code: 'custom', message: `must be a duration of at most 596h (got '${v}')` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+/** `--metrics-port`, `--metrics-host`, `--metrics-linger` (README "Live metrics"), for every command that serves them. */
+export const METRICS_OPTIONS = {
+  metricsPort: wholeNumber(0, 65_535).optional(),
+  metricsHost: z.string().min(1).default('127.0.0.1'),
+  metricsLinger: durationOrZero.default(0),
+};

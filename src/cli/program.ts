@@ -42,6 +42,7 @@ const commands: CommandSpec[] = [
       'payq produce --broker kafka://127.0.0.1:9092 --from-file events.ndjson --topic orders',
     ],
     configure(cmd) {
+      metricsFlags(cmd);
       cmd
         .option('--topic <name>', 'destination: Kafka topic, RabbitMQ queue (declared if missing); default: the scenario entry stage')
         .option('--count <n>', 'payments to generate (default 1000 unless --duration); with --from-file: send the first n events')
@@ -123,6 +124,7 @@ const commands: CommandSpec[] = [
       'payq trace --broker kafka://127.0.0.1:9092 --topic orders --topic payments --correlate orders=data.order_id,payments=data.order.id --time-field data.at',
     ],
     configure(cmd) {
+      metricsFlags(cmd);
       cmd
         .option('--scenario <name|file>', 'the pipeline to follow (default checkout, unless --topic is given)')
         .option('--topic <name>', 'a destination to tap instead of the scenario\'s (repeatable)', collect)
@@ -157,6 +159,7 @@ const commands: CommandSpec[] = [
       'payq worker --broker kafka://127.0.0.1:9092 --scenario ./my-pipeline.yaml --seed 7 --duration 10m',
     ],
     configure(cmd) {
+      metricsFlags(cmd);
       cmd
         .option('--scenario <name|file>', 'built-in scenario name or YAML/JSON file', 'checkout')
         .option('--stage <name>', 'run only this stage (repeatable, or comma-separated); default: every stage', collect)
@@ -233,6 +236,7 @@ const commands: CommandSpec[] = [
       'payq bench --scenario ./my-pipeline.yaml --producers 4 --consumers 200 --warmup 10s',
     ],
     configure(cmd) {
+      metricsFlags(cmd);
       cmd
         .option('--scenario <name|file>', 'built-in scenario name or YAML/JSON file', 'checkout')
         .option('--duration <time>', 'measured time after the warm-up (default 10s)')
@@ -259,9 +263,6 @@ const commands: CommandSpec[] = [
         .option('--max-rate <n>', 'with --find-max: never step above this rate (payments/s)')
         .option('--precision <pct>', 'with --find-max: stop when the passing and failing rates are this close', '5%')
         .option('--max-duration <time>', 'with --find-max: the whole search\'s time budget', '10m')
-        .option('--metrics-port <n>', 'serve live OpenMetrics on http://127.0.0.1:N/metrics while running (0: any free port)')
-        .option('--metrics-host <addr>', 'with --metrics-port: the address to listen on', '127.0.0.1')
-        .option('--metrics-linger <time>', 'with --metrics-port: keep serving the final figures this long after the run', '0s')
         .addOption(new Option('--size <bytes>', 'pad each produced body to at least this many bytes').hideHelp())
         .allowExcessArguments(true)
         .hook('preAction', (command) => {
@@ -312,6 +313,14 @@ const commands: CommandSpec[] = [
     load: () => import('./commands/report.js'),
   },
 ];
+
+/** `--metrics-port`, `--metrics-host`, `--metrics-linger`: the same three on every command that serves live metrics. */
+function metricsFlags(cmd: Command): Command {
+  return cmd
+    .option('--metrics-port <n>', 'serve live OpenMetrics on http://127.0.0.1:N/metrics while running (0: any free port)')
+    .option('--metrics-host <addr>', 'with --metrics-port: the address to listen on', '127.0.0.1')
+    .option('--metrics-linger <time>', 'with --metrics-port: keep serving the final figures this long after the end', '0s');
+}
 
 /** Commander reducer for repeatable options. */
 function collect(value: string, previous: string[] | undefined): string[] {

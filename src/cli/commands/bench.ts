@@ -2,7 +2,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { z } from 'zod';
 import { BENCH_DEFAULTS, BENCH_ROLES, defaultMaxBacklog, runBench, type BenchProgress, type BenchResult } from '../../core/bench.js';
 import { findCapacity, judgeStep, KEEP_UP_TOLERANCE, type CapacityResult } from '../../core/capacity.js';
-import { parseDurationMs, systemClock } from '../../core/clock.js';
+import { systemClock } from '../../core/clock.js';
 import { openDriver } from '../connect.js';
 import { parseBrokerUrl } from '../../drivers/url.js';
 import { DataError, InterruptedError, ThresholdError, UsageError } from '../../errors.js';
@@ -10,14 +10,13 @@ import { loadScenario } from '../../events/scenario.js';
 import { DEAD_LETTER_REASONS } from '../../core/worker.js';
 import { benchReportKeys, checkAssertionKeys, evaluateAssertions, parseAssertion, type AssertionOutcome } from '../../metrics/assert.js';
 import { buildReport, type Report } from '../../metrics/report.js';
-import { MAX_DURATION_MS, brokerSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
 import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
 import { assertionLines, benchReportMarkdown, benchReportText, capacityText, formatCount, formatRate } from '../render.js';
 import { renderHtmlReport } from '../html-report.js';
-import { LiveBenchMetrics } from '../live-metrics.js';
-import { startMetricsServer } from '../metrics-server.js';
+import { LiveBenchMetrics, serveMetrics } from '../live-metrics.js';
 import { countOf } from '../../text.js';
 import { checkWritable, saveOutput, writeOutput } from './report.js';
 
@@ -36,20 +35,6 @@ const nonNegativeNumber = z.union([z.number(), z.string()]).transform((v, ctx) =
     return z.NEVER;
   }
   return n;
-});
-
-/** A duration that may be 0 (`--warmup 0`, `0s`); a config file gives seconds as a number. */
-const durationOrZero = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const ms = typeof v === 'number' ? v * 1000 : /^\s*0+\s*$/.test(v) ? 0 : parseDurationMs(v);
-  if (ms === undefined || !(ms >= 0) || !Number.isFinite(ms)) {
-    ctx.addIssue({ code: 'custom', message: `must be 0 or a duration such as 2s, 1m or 500ms (got '${v}')` });
-    return z.NEVER;
-  }
-  if (ms > MAX_DURATION_MS) {
-    ctx.addIssue({ code: 'custom', message: `must be a duration of at most 596h (got '${v}')` });
-    return z.NEVER;
-  }
-  return ms;
 });
 
 const list = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : [v]));
@@ -96,9 +81,7 @@ const benchSchema = z.strictObject({
   maxRate: rateSchema.optional(),
   precision: percentFraction.default(0.05),
   maxDuration: durationSchema.default(600_000),
-  metricsPort: wholeNumber(0, 65_535).optional(),
-  metricsHost: z.string().min(1).default('127.0.0.1'),
-  metricsLinger: durationOrZero.default(0),
+  ...METRICS_OPTIONS,
 });
 export type BenchCommandOptions = z.output<typeof benchSchema>;
 
@@ -161,8 +144,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
 
   // Live metrics: listening before anything runs, so a port in use is refused first.
   const live = new LiveBenchMetrics();
-  const metrics = o.metricsPort === undefined ? undefined : await startMetricsServer(o.metricsHost, o.metricsPort, () => live.snapshot());
-  if (metrics) out.info(`metrics: http://${o.metricsHost.includes(':') ? `[${o.metricsHost}]` : o.metricsHost}:${metrics.port}/metrics (OpenMetrics)`);
+  const metrics = await serveMetrics(o, out, () => live.snapshot());
   if (!o.broker) out.info('no --broker and no PAYQ_BROKER: running on memory:// (the in-process broker)');
 
   try {
@@ -355,10 +337,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     if (unwritten) throw unwritten;
     out.verbose(`bench: ${formatRate(report.throughput.events_per_s)} events/s, APT ${report.apt_ms} ms`);
   } finally {
-    if (metrics) {
-      // The final figures stay up for a last scrape (--metrics-linger), then the port closes.
-      if (o.metricsLinger > 0 && !ctx.signal.aborted) await systemClock.sleep(o.metricsLinger, ctx.signal);
-      await metrics.close();
-    }
+    // The final figures stay up for a last scrape (--metrics-linger), then the port closes.
+    await metrics.stop(ctx.signal);
   }
 }

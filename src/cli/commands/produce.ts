@@ -9,13 +9,14 @@ import { openDriver } from '../connect.js';
 import { ConfigError, DataError, InterruptedError, UsageError } from '../../errors.js';
 import { EventGenerator, type GeneratedEvent, type Shard } from '../../events/generator.js';
 import { loadScenario } from '../../events/scenario.js';
-import { brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
 import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, formatRate, keyValueTable } from '../render.js';
 import { countOf } from '../../text.js';
 import { produceInThreads } from './produce-procs.js';
+import { CommandMetrics, serveMetrics } from '../live-metrics.js';
 
 /** `i/N`, 1 ≤ i ≤ N: shard i of N of the seeded stream (README: "payq produce", --shard). */
 const shardSchema = z.union([z.number(), z.string()]).transform((v, ctx): Shard => {
@@ -41,6 +42,7 @@ const procsSchema = z.union([z.number(), z.string()]).transform((v, ctx): number
 });
 
 const produceSchema = z.strictObject({
+  ...METRICS_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
   topic: destinationSchema.optional(),
@@ -156,13 +158,23 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   // only grow memory with --count or --duration. ?maxLength=N in the URL keeps the last N.
   const brokerUrl =
     o.broker.scheme === 'memory' && o.broker.params.maxLength === undefined ? { ...o.broker, params: { ...o.broker.params, maxLength: '0' } } : o.broker;
+  const live = new CommandMetrics();
+  const produceFigures = (p: { sent: number; acked: number; failed: number }) => {
+    live.counter('payq_events_sent', 'events handed to the broker', p.sent);
+    live.counter('payq_events_acknowledged', 'events the broker acknowledged', p.acked);
+    live.counter('payq_events_failed', 'events the broker did not acknowledge', p.failed);
+  };
+  produceFigures({ sent: 0, acked: 0, failed: 0 });
+  const metrics = await serveMetrics(o, out, () => live.snapshot());
   const driver = await openDriver(brokerUrl, ctx.out);
   const runId = o.runId ?? randomBytes(6).toString('hex');
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   const encode = { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId };
   const produceOptions = { destination: topic, rate: shardRate, durationMs: o.duration, batchSize: o.batchSize, maxInFlight: o.maxInFlight, encode };
-  const onProgress = (p: { sent: number; acked: number; failed: number; elapsedMs: number }) =>
+  const onProgress = (p: { sent: number; acked: number; failed: number; elapsedMs: number }) => {
+    produceFigures(p);
     progress.update(`${formatCount(p.acked)} acked · ${formatCount(p.sent - p.acked - p.failed)} in flight · ${formatRate(p.acked / Math.max(0.001, p.elapsedMs / 1000))} events/s`);
+  };
   let result: ProduceResult;
   if (o.procs > 1) {
     // The destination is declared once, here; then each thread connects a client of its own.
@@ -208,6 +220,11 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
       await driver.close();
     }
   }
+
+  // The final figures, then --metrics-linger for a last scrape.
+  produceFigures(result);
+  if (result.histograms?.publish) live.histogram('payq_publish_latency_seconds', 'send to broker acknowledgement', result.histograms.publish);
+  await metrics.stop(ctx.signal);
 
   // A stream whose first event was bad sent nothing: one error line, as for a file.
   if (fileSource?.failure && result.sent === 0) throw stoppedAt(fileSource, 'nothing sent');

@@ -6,13 +6,16 @@ import { openDriver } from '../connect.js';
 import { DataError, InterruptedError, UsageError } from '../../errors.js';
 import { checkCorrelateDestinations, decodeOptionsOf } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
-import { brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
 import type { CommandContext } from '../program.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, keyValueTable, issuesTable } from '../render.js';
 import { countOf } from '../../text.js';
+import { CommandMetrics, serveMetrics } from '../live-metrics.js';
+import type { LatencyHistogram } from '../../metrics/histogram.js';
 
 const traceSchema = z.strictObject({
+  ...METRICS_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
   scenario: z.string().optional(),
@@ -71,12 +74,21 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.correlate) checkCorrelateDestinations(o.correlate, destinations);
 
   const out = ctx.out;
+  const live = new CommandMetrics();
+  const traceFigures = (events: number, finished: number, inFlight: number) => {
+    live.counter('payq_events_seen', 'events read on the watched destinations', events);
+    live.counter('payq_payments_finished', 'payments that reached an end (any class)', finished);
+    live.gauge('payq_in_flight_payments', 'payments seen and not finished', inFlight, 'payments');
+  };
+  traceFigures(0, 0, 0);
+  const metrics = await serveMetrics(o, out, () => live.snapshot());
   const driver = await openDriver(o.broker, ctx.out);
   const mode = readMode(o, driver);
   if (mode.kind === 'exchange' && o.topic.length > 0) throw new UsageError('--exchange taps an exchange, not --topic queues: give one of them');
   if (mode.kind === 'stream' && o.fromBeginning) throw new UsageError('--stream-offset says where to start: --from-beginning is --stream-offset first');
   const progress = await startProgress(out, `reading ${countOf(destinations.length, 'destination')} on ${o.broker.redacted}`);
   let result: TraceResult;
+  let hopsOf: ReadonlyMap<string, LatencyHistogram> | undefined;
   try {
     await driver.connect();
     result = await trace(
@@ -102,13 +114,27 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
         signal: ctx.signal,
         // The first line says how payq reads (README "How payq reads a destination it did not build").
         onReady: () => out.info(`trace: watching ${destinations.join(', ')} on ${o.broker!.redacted} ${modeLine(mode, driver)}`),
-        onProgress: (p) => progress.update(`${countOf(p.events, 'event')} · ${countOf(p.finished, 'payment')} finished · ${formatCount(p.inFlight)} in flight`),
+        onHistograms: (h) => {
+          live.histogram('payq_end_to_end_latency_seconds', "a payment's first event published to its last", h.endToEnd);
+          hopsOf = h.hops;
+        },
+        onProgress: (p) => {
+          traceFigures(p.events, p.finished, p.inFlight);
+          for (const [stage, hist] of hopsOf ?? []) live.histogram('payq_hop_latency_seconds', 'published to consumed by the next stage', hist, { stage });
+          progress.update(`${countOf(p.events, 'event')} · ${countOf(p.finished, 'payment')} finished · ${formatCount(p.inFlight)} in flight`);
+        },
       },
     );
   } finally {
     progress.stop();
     await driver.close();
   }
+
+  // The final figures, then --metrics-linger for a last scrape.
+  traceFigures(result.events.seen, result.payments.finished, result.payments.in_flight);
+  live.histogram('payq_end_to_end_latency_seconds', "a payment's first event published to its last", result.histograms.endToEnd);
+  for (const [stage, hist] of result.histograms.hops) live.histogram('payq_hop_latency_seconds', 'published to consumed by the next stage', hist, { stage });
+  await metrics.stop(ctx.signal);
 
   const { histograms: _h, ...report } = result;
   if (o.json) out.data(`${JSON.stringify({ schema: 'payq.trace/v1', broker: o.broker.redacted, destinations, scenario: scenario?.name ?? null, ...report }, null, 2)}\n`);

@@ -6,12 +6,13 @@ import { openDriver } from '../connect.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
 import { encodeHistogram } from '../../metrics/histogram.js';
-import { brokerSchema, durationSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, durationSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
 import type { CommandContext } from '../program.js';
 import { payqVersion } from '../program.js';
 import { startProgress } from '../progress.js';
 import { fitTable, formatCount, formatRate } from '../render.js';
 import { countOf } from '../../text.js';
+import { CommandMetrics, serveMetrics } from '../live-metrics.js';
 
 const onOffSchema = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
   if (typeof v === 'boolean') return v;
@@ -41,6 +42,7 @@ const timeScaleSchema = z.union([z.number(), z.string()]).transform((v, ctx) => 
 });
 
 const workerSchema = z.strictObject({
+  ...METRICS_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
   scenario: z.string().default('checkout'),
@@ -73,6 +75,15 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   // Before connecting: a typo in --stage is a usage error, not something to find out from a broker.
   selectStages(scenario, o.stage);
   const out = ctx.out;
+  const live = new CommandMetrics();
+  const workerFigures = (t: { handled: number; emitted: number; deadLettered: number; inFlight: number }) => {
+    live.counter('payq_events_handled', 'events handled (outputs confirmed, input acked)', t.handled);
+    live.counter('payq_events_emitted', 'events the stages emitted and the broker confirmed', t.emitted);
+    live.counter('payq_dead_letters', 'events dead-lettered', t.deadLettered);
+    live.gauge('payq_in_flight_events', 'deliveries being handled now', t.inFlight, 'events');
+  };
+  workerFigures({ handled: 0, emitted: 0, deadLettered: 0, inFlight: 0 });
+  const metrics = await serveMetrics(o, out, () => live.snapshot());
   const driver = await openDriver(o.broker, ctx.out);
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   let result: WorkerResult;
@@ -99,6 +110,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
         signal: ctx.signal,
         onNotice: (text) => ctx.out.warn(text),
         onProgress: (p) => {
+          workerFigures(p);
           if (p.elapsedMs - last.ms >= 1000) {
             rate = ((p.handled - last.handled) * 1000) / (p.elapsedMs - last.ms);
             last = { handled: p.handled, ms: p.elapsedMs };
@@ -113,6 +125,11 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     progress.stop();
     await driver.close();
   }
+  // The final figures, then --metrics-linger for a last scrape.
+  const t = result.totals;
+  workerFigures({ handled: t.handled, emitted: t.emitted, deadLettered: t.dead_lettered_total, inFlight: 0 });
+  for (const s of result.stages) live.histogram('payq_processing_seconds', 'processing time drawn for each handled event (tᵢ)', result.measures[s.stage]!.planned, { stage: s.stage });
+  await metrics.stop(ctx.signal);
 
   const stageNames = result.stages.map((s) => s.stage);
   if (o.json) {
