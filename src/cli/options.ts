@@ -86,15 +86,6 @@ export const flagSchema = z.union([z.boolean(), z.string()]).transform((v, ctx) 
 });
 
 /** Options every command takes. */
-export interface GlobalFlags {
-  broker?: string;
-  json?: boolean;
-  quiet?: boolean;
-  verbose?: boolean;
-  debug?: boolean;
-  config?: string;
-}
-
 const envName = (key: string) => `PAYQ_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
 // `jsonFile` is bench's `--json FILE` (the file given after the --json flag).
 const flagName = (key: string) => (key === 'jsonFile' ? '--json FILE' : `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);

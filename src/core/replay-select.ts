@@ -83,10 +83,6 @@ export function parseTime(text: string, flag: string, nowMs: number): number {
   throw new UsageError(`${flag} '${text}': expected an ISO 8601 time (2024-05-01T12:00:00Z) or a duration ago (30m, 2h)`);
 }
 
-export function hasFilter(filter: ReplayFilter): boolean {
-  return Object.values(filter).some((v) => v !== undefined);
-}
-
 /** Why the message does not match, or undefined when it does. */
 export function filterMismatch(filter: ReplayFilter, m: FilterSubject): string | undefined {
   if (filter.types && (m.type === undefined || !filter.types.has(m.type))) return `type ${m.type ?? '(none)'}`;

@@ -1,5 +1,5 @@
 /**
- * `replay-dlq`: puts dead-lettered messages back where they came from (PRODUCT.md §3). Reads the
+ * `replay-dlq`: puts dead-lettered messages back where they came from (README "`payq replay-dlq`"). Reads the
  * DLQs as the consumer group `payq-replay`, works out each message's origin from its headers
  * (replay-origin.ts), applies the selection (replay-select.ts), and then, per message:
  *

@@ -159,5 +159,3 @@ export interface Driver {
   /** Closes everything; pending sends settle first. */
   close(): Promise<void>;
 }
-
-export type DriverFactory = (url: BrokerUrl) => Driver;

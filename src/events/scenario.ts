@@ -1,5 +1,5 @@
 /**
- * Scenarios: the event mix and the pipeline stages (PRODUCT.md §4). Files are YAML or JSON (a
+ * Scenarios: the event mix and the pipeline stages (README "Scenarios"). Files are YAML or JSON (a
  * JSON file is valid YAML), validated once with zod; unknown keys are errors, and every error
  * names the field and its line.
  */

@@ -83,7 +83,6 @@ const benchSchema = z.strictObject({
   maxDuration: durationSchema.default(600_000),
   ...METRICS_OPTIONS,
 });
-export type BenchCommandOptions = z.output<typeof benchSchema>;
 
 function progressText(p: BenchProgress): string {
   const s = (p.elapsedMs / 1000).toFixed(0);

@@ -43,7 +43,6 @@ const consumeSchema = z.strictObject({
   streamOffset: z.string().min(1).optional(),
   startTimeout: durationSchema.default(DEFAULT_START_TIMEOUT_MS),
 });
-export type ConsumeCommandOptions = z.output<typeof consumeSchema>;
 
 /** Warnings about bodies that are not JSON, one per message up to this many. */
 const MAX_PROBLEM_WARNINGS = 10;
@@ -215,7 +214,7 @@ function eventTime(m: ConsumedMessage): string {
   );
 }
 
-/** Amounts are integers in minor units (PRODUCT.md §2): 11527 USD → 115.27 USD. */
+/** Amounts are integers in minor units (README "Events"): 11527 USD → 115.27 USD. */
 export function formatAmount(amount: unknown, currency: unknown): string | undefined {
   if (typeof amount !== 'number' || !Number.isFinite(amount)) return undefined;
   const code = typeof currency === 'string' ? currency : undefined;

@@ -64,7 +64,6 @@ const produceSchema = z.strictObject({
   shard: shardSchema.optional(),
   procs: procsSchema.default(1),
 });
-export type ProduceCommandOptions = z.output<typeof produceSchema>;
 
 const DEFAULT_COUNT = 1000;
 

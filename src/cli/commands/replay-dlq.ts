@@ -41,7 +41,6 @@ const replaySchema = z.strictObject({
   typeField: fieldPath.default('event'),
   correlate: fieldPath.default('payment_id'),
 });
-export type ReplayCommandOptions = z.output<typeof replaySchema>;
 
 const MAX_PROBLEM_LINES = 20;
 

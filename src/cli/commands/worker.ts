@@ -55,7 +55,6 @@ const workerSchema = z.strictObject({
   idleTimeout: durationSchema.optional(),
   partitions: wholeNumber(1, 10_000).default(WORKER_DEFAULTS.partitions),
 });
-export type WorkerCommandOptions = z.output<typeof workerSchema>;
 
 export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
   const o = resolveOptions(workerSchema, {

@@ -1,5 +1,5 @@
 /**
- * Pure naming and routing rules of the RabbitMQ layout (PRODUCT.md §4). No amqplib here, so every
+ * Pure naming and routing rules of the RabbitMQ layout (README "Destinations"). No amqplib here, so every
  * rule is unit-tested without a broker.
  *
  * Layout
