@@ -540,7 +540,7 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       expect(isPayqError(outcome), `rejected with a PayqError, got ${describeError(outcome)}`).toBe(true);
     });
 
-    it('11. taps: each sees every message, a group still gets all of them, a tap on <dest>.dlq sees dead letters', async () => {
+    it('10. taps: each sees every message, a group still gets all of them, a tap on <dest>.dlq sees dead letters', async () => {
       const producer = await open();
       const dest = destinationName('tap');
       const dlq = `${dest}.dlq`;
@@ -613,7 +613,7 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       expect([...dead.ids], 'the DLQ tap sees only the dead-lettered message').toEqual([targetId]);
     });
 
-    it('12. exists is passive: a missing name stays missing; declare creates payq\'s layout once, and again changes nothing', async ({ skip }) => {
+    it('11. exists is passive: a missing name stays missing; declare creates payq\'s layout once, and again changes nothing', async ({ skip }) => {
       if (!caps.storedDestinations) skip('destinations are only topic names here: nothing to look up');
       const driver = await open();
       const dest = destinationName('exists');
@@ -626,7 +626,7 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       expect(await driver.declare([{ name: dest, partitions: partitionsFor(2), deadLetter: true }]), 'declaring its own layout again').toEqual([]);
     });
 
-    it('13. subscribing to a missing destination fails with exit code 3 and creates nothing', async ({ skip }) => {
+    it('12. subscribing to a missing destination fails with exit code 3 and creates nothing', async ({ skip }) => {
       if (!caps.storedDestinations) skip('destinations are only topic names here');
       if (parseBrokerUrl(url).scheme === 'memory') skip('memory:// creates on subscribe, in process (types.ts): readers check with exists first');
       const driver = await open();
@@ -644,7 +644,7 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       expect([...(await driver.exists([dest, `${dest}.dlq`]))]).toEqual([]);
     });
 
-    it('10. connecting to an unreachable address rejects with exit code 3 within 15 s', async ({ skip }) => {
+    it('13. connecting to an unreachable address rejects with exit code 3 within 15 s', async ({ skip }) => {
       const parsed = parseBrokerUrl(url);
       if (parsed.scheme === 'memory') skip('the memory broker has no address');
       const port = await closedPort();
