@@ -5,7 +5,8 @@
 import { CommanderError } from 'commander';
 import { ExitCode, InternalError, isPayqError, messageOf, type PayqError } from '../errors.js';
 import { Output, type Verbosity } from './output.js';
-import { buildProgram, fromCommanderError, type CommandContext } from './program.js';
+import type { CommandContext } from './context.js';
+import { buildProgram, fromCommanderError } from './program.js';
 
 function verbosityFrom(argv: string[]): Verbosity {
   if (argv.includes('-q') || argv.includes('--quiet')) return 'quiet';

@@ -2,17 +2,11 @@
  * The command table. Each command declares its flags here (so `--help` needs nothing else) and
  * is imported only when it runs, so `payq --help` loads no broker client and no validator.
  */
-import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { UsageError } from '../errors.js';
-import type { Output } from './output.js';
+import { SUPPORTED_SCHEMES } from '../drivers/url.js';
+import { payqVersion, type CommandContext } from './context.js';
 
-export interface CommandContext {
-  out: Output;
-  signal: AbortSignal;
-  env: NodeJS.ProcessEnv;
-  stdin: NodeJS.ReadableStream;
-}
 
 export interface CommandModule {
   run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void>;
@@ -26,9 +20,6 @@ interface CommandSpec {
   load(): Promise<CommandModule>;
 }
 
-export const payqVersion: string = (
-  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
 
 const commands: CommandSpec[] = [
   {
@@ -340,7 +331,7 @@ export function buildProgram(ctx: CommandContext, done: (work: Promise<void>) =>
   program
     .description('Event-driven payment pipelines on message queues: produce, trace, replay and benchmark.')
     .version(payqVersion, '-V, --version')
-    .option('--broker <url>', 'broker URL: memory://, kafka://host:port, amqp://user:pass@host:port/vhost, nats://host:port, zmq://host:port (default $PAYQ_BROKER)')
+    .option('--broker <url>', `broker URL: ${SUPPORTED_SCHEMES.join(', ')} (default $PAYQ_BROKER; README "Brokers and URLs")`)
     .option('--json', 'machine-readable output on stdout')
     .option('-q, --quiet', 'only errors on stderr')
     .option('-v, --verbose', 'more detail on stderr')
@@ -358,6 +349,8 @@ export function buildProgram(ctx: CommandContext, done: (work: Promise<void>) =>
 
   for (const spec of commands) {
     const cmd = program.command(spec.name).description(spec.summary);
+    // `payq produce --help` lists --broker, --json, --config, -q, -v, --debug too.
+    cmd.configureHelp({ showGlobalOptions: true });
     spec.configure(cmd);
     cmd.exitOverride().configureOutput(commanderOutput);
     cmd.addHelpText('after', `\nExamples:\n${spec.examples.map((e) => `  ${e}`).join('\n')}\n`);

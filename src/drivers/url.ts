@@ -65,6 +65,11 @@ export interface DriverUrlSpec {
   /** What the path is (AMQP: the vhost); undefined when the driver uses no path. */
   path?: string;
   params: readonly UrlParamSpec[];
+  /**
+   * Whether another process can reach the same broker through this URL (false for memory://,
+   * which lives inside one process): commands that only make sense across processes check this.
+   */
+  sharedAcrossProcesses: boolean;
 }
 
 export const SUPPORTED_SCHEMES = DRIVERS.flatMap((d) => d.url.schemes.map((s) => `${s.name}://`));
@@ -229,4 +234,9 @@ export function parseBrokerUrl(input: string): BrokerUrl {
   const tls = scheme.tls || params['tls'] === 'true';
 
   return { scheme: driver.scheme, protocol: `${protocol}:`, hosts, username, password, rawUserinfo, path, tls, params, redacted: shown };
+}
+
+/** Whether another process reaches the same broker through `url` (README "Brokers and URLs"). */
+export function sharedAcrossProcesses(url: BrokerUrl): boolean {
+  return DRIVERS.find((d) => d.url.scheme === url.scheme)?.url.sharedAcrossProcesses ?? true;
 }

@@ -6,7 +6,8 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { Output } from '../../src/cli/output.js';
-import type { CommandContext, CommandModule } from '../../src/cli/program.js';
+import type { CommandContext } from '../../src/cli/context.js';
+import type { CommandModule } from '../../src/cli/program.js';
 import { UsageError } from '../../src/errors.js';
 
 const modules: Record<string, () => Promise<CommandModule>> = {

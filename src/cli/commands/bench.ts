@@ -4,15 +4,15 @@ import { BENCH_DEFAULTS, BENCH_ROLES, defaultMaxBacklog, runBench, type BenchPro
 import { findCapacity, judgeStep, KEEP_UP_TOLERANCE, type CapacityResult } from '../../core/capacity.js';
 import { systemClock } from '../../core/clock.js';
 import { openDriver } from '../connect.js';
-import { parseBrokerUrl } from '../../drivers/url.js';
+import { sharedAcrossProcesses, parseBrokerUrl } from '../../drivers/url.js';
 import { DataError, InterruptedError, ThresholdError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
 import { DEAD_LETTER_REASONS } from '../../core/worker.js';
 import { benchReportKeys, checkAssertionKeys, evaluateAssertions, parseAssertion, type AssertionOutcome } from '../../metrics/assert.js';
 import { buildReport, type Report } from '../../metrics/report.js';
 import { METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
-import type { CommandContext } from '../program.js';
-import { payqVersion } from '../program.js';
+import type { CommandContext } from '../context.js';
+import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
 import { assertionLines, benchReportMarkdown, benchReportText, capacityText, formatCount, formatRate } from '../render.js';
 import { renderHtmlReport } from '../html-report.js';
@@ -107,7 +107,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.role !== 'all' && o.runId === undefined) {
     throw new UsageError(`--role ${o.role} needs --run-id: every part of a run must use the same one`, { hint: 'e.g. --run-id "$GITHUB_RUN_ID"' });
   }
-  if (o.role !== 'all' && o.broker?.scheme === 'memory') {
+  if (o.role !== 'all' && (o.broker !== undefined && !sharedAcrossProcesses(o.broker))) {
     throw new UsageError(`--role ${o.role} spreads a run over processes through the broker; memory:// lives inside one process`, {
       hint: 'use kafka:// or amqp://, or run every part in one process (no --role)',
     });

@@ -10,9 +10,10 @@ import { checkCorrelateDestinations, decodeOptionsOf, getPath } from '../../even
 import { loadScenario } from '../../events/scenario.js';
 import { brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
 import type { Output } from '../output.js';
-import type { CommandContext } from '../program.js';
+import type { CommandContext } from '../context.js';
 import { formatCount, keyValueTable } from '../render.js';
 import { countOf } from '../../text.js';
+import { sharedAcrossProcesses } from '../../drivers/url.js';
 
 /** A repeatable flag whose values may also be comma-separated (`--type a,b --type c`). */
 function listOf(item: z.ZodString) {
@@ -56,7 +57,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   });
   const out = ctx.out;
   if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER');
-  if (o.broker.scheme === 'memory') {
+  if (!sharedAcrossProcesses(o.broker)) {
     throw new UsageError('memory:// lives inside one process, so another payq process cannot consume from it', {
       hint: 'use kafka:// or amqp://, or payq bench for a whole pipeline in one process',
     });

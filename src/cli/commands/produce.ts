@@ -10,13 +10,14 @@ import { ConfigError, DataError, InterruptedError, UsageError } from '../../erro
 import { EventGenerator, type GeneratedEvent, type Shard } from '../../events/generator.js';
 import { loadScenario } from '../../events/scenario.js';
 import { METRICS_OPTIONS, brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
-import type { CommandContext } from '../program.js';
-import { payqVersion } from '../program.js';
+import type { CommandContext } from '../context.js';
+import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, formatRate, keyValueTable } from '../render.js';
 import { countOf } from '../../text.js';
 import { produceInThreads } from './produce-procs.js';
 import { CommandMetrics, serveMetrics } from '../live-metrics.js';
+import { sharedAcrossProcesses } from '../../drivers/url.js';
 
 /** `i/N`, 1 ≤ i ≤ N: shard i of N of the seeded stream (README: "payq produce", --shard). */
 const shardSchema = z.union([z.number(), z.string()]).transform((v, ctx): Shard => {
@@ -94,7 +95,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   }
   if (o.shard !== undefined && o.procs > 1) throw new UsageError('--shard and --procs exclude each other (--procs N runs shards 1/N..N/N itself)');
   // memory:// lives in one thread: a second thread would produce into a broker of its own.
-  if (o.procs > 1 && !o.dryRun && o.broker?.scheme === 'memory') throw new UsageError('--procs above 1 needs a networked broker (memory:// lives in one thread)');
+  if (o.procs > 1 && !o.dryRun && (o.broker !== undefined && !sharedAcrossProcesses(o.broker))) throw new UsageError('--procs above 1 needs a networked broker (memory:// lives in one thread)');
   // --rate is the whole stream's: each of N shards sends rate/N.
   const shards = o.shard?.count ?? o.procs;
   const shardRate = o.rate === undefined ? undefined : o.rate / shards;
@@ -156,7 +157,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   // memory:// lives in this process and nothing here reads what is produced: keeping it would
   // only grow memory with --count or --duration. ?maxLength=N in the URL keeps the last N.
   const brokerUrl =
-    o.broker.scheme === 'memory' && o.broker.params.maxLength === undefined ? { ...o.broker, params: { ...o.broker.params, maxLength: '0' } } : o.broker;
+    !sharedAcrossProcesses(o.broker) && o.broker.params.maxLength === undefined ? { ...o.broker, params: { ...o.broker.params, maxLength: '0' } } : o.broker;
   const live = new CommandMetrics();
   const produceFigures = (p: { sent: number; acked: number; failed: number }) => {
     live.counter('payq_events_sent', 'events handed to the broker', p.sent);
@@ -277,7 +278,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (result.publish_delay) rows.push(['publish delay', formatLatency(result.publish_delay)]);
   if (result.intended_latency) rows.push(['latency from intended', formatLatency(result.intended_latency)]);
   if (!o.json) out.block(keyValueTable(rows, c));
-  if (o.broker.scheme === 'memory') {
+  if (!sharedAcrossProcesses(o.broker)) {
     out.verbose(`memory:// lives in this process and nothing reads it here: the events ${brokerUrl === o.broker ? 'are gone when it exits' : 'were dropped as they were acknowledged'}`);
   }
 

@@ -7,11 +7,12 @@ import { openDriver } from '../connect.js';
 import { DataError, InterruptedError, TopologyError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
 import { brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
-import type { CommandContext } from '../program.js';
-import { payqVersion } from '../program.js';
+import type { CommandContext } from '../context.js';
+import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
 import { fitTable, formatCount, formatRate } from '../render.js';
 import { countOf } from '../../text.js';
+import { sharedAcrossProcesses } from '../../drivers/url.js';
 
 const fieldPath = z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or data.order_id');
 
@@ -52,7 +53,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
   });
   if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER');
-  if (o.broker.scheme === 'memory') {
+  if (!sharedAcrossProcesses(o.broker)) {
     throw new UsageError('replay-dlq cannot reach memory:// from another process: the memory broker lives inside one process; use kafka:// or amqp://');
   }
   const filter = parseFilters(o.filter, { since: o.since, until: o.until });

@@ -8,7 +8,7 @@ import { mergeNamedReports } from '../../metrics/merge.js';
 import { parseReport, type Report } from '../../metrics/report.js';
 import type { Output } from '../output.js';
 import { flagSchema, resolveOptions } from '../options.js';
-import type { CommandContext } from '../program.js';
+import type { CommandContext } from '../context.js';
 import { renderHtmlReport } from '../html-report.js';
 import { assertionLines, benchReportMarkdown, benchReportText, comparisonMarkdown, comparisonTable } from '../render.js';
 

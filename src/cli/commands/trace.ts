@@ -7,12 +7,13 @@ import { DataError, InterruptedError, UsageError } from '../../errors.js';
 import { checkCorrelateDestinations, decodeOptionsOf } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
 import { METRICS_OPTIONS, brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
-import type { CommandContext } from '../program.js';
+import type { CommandContext } from '../context.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, keyValueTable, issuesTable } from '../render.js';
 import { countOf } from '../../text.js';
 import { CommandMetrics, serveMetrics } from '../live-metrics.js';
 import type { LatencyHistogram } from '../../metrics/histogram.js';
+import { sharedAcrossProcesses } from '../../drivers/url.js';
 
 const traceSchema = z.strictObject({
   ...METRICS_OPTIONS,
@@ -51,7 +52,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
   });
   if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER');
-  if (o.broker.scheme === 'memory') {
+  if (!sharedAcrossProcesses(o.broker)) {
     throw new UsageError('trace cannot watch memory:// from another process: the memory broker lives inside one process (payq bench runs a tracer in-process); use kafka:// or amqp://');
   }
   if (o.within !== undefined && !o.expect) throw new UsageError('--within goes with --expect');

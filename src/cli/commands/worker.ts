@@ -7,12 +7,13 @@ import { InterruptedError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
 import { encodeHistogram } from '../../metrics/histogram.js';
 import { METRICS_OPTIONS, brokerSchema, durationSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
-import type { CommandContext } from '../program.js';
-import { payqVersion } from '../program.js';
+import type { CommandContext } from '../context.js';
+import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
 import { fitTable, formatCount, formatRate } from '../render.js';
 import { countOf } from '../../text.js';
 import { CommandMetrics, serveMetrics } from '../live-metrics.js';
+import { sharedAcrossProcesses } from '../../drivers/url.js';
 
 const onOffSchema = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
   if (typeof v === 'boolean') return v;
@@ -64,7 +65,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
   });
   if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER');
-  if (o.broker.scheme === 'memory') {
+  if (!sharedAcrossProcesses(o.broker)) {
     throw new UsageError(
       'payq worker cannot use memory://: the memory broker lives inside one process, so a separate worker process would never see the events produced elsewhere',
       { hint: 'use kafka:// or amqp://, or payq bench --broker memory://, which runs the workers in its own process' },

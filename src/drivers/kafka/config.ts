@@ -48,6 +48,7 @@ type SaslMechanism = (typeof SASL_MECHANISMS)[number];
 /** What a Kafka URL may hold (README "Brokers and URLs"); url.ts refuses anything else. */
 export const KAFKA_URL_SPEC: DriverUrlSpec = {
   scheme: 'kafka',
+  sharedAcrossProcesses: true,
   schemes: [
     { name: 'kafka', tls: false, defaultPort: 9092 },
     { name: 'kafkas', tls: true, defaultPort: 9093 },

@@ -6,6 +6,7 @@ import type { DriverUrlSpec } from '../url.js';
 
 export const MEMORY_URL_SPEC: DriverUrlSpec = {
   scheme: 'memory',
+  sharedAcrossProcesses: false,
   schemes: [{ name: 'memory', tls: false, defaultPort: 0 }],
   hosts: { min: 0, max: 1 },
   credentials: false,

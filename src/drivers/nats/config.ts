@@ -39,6 +39,7 @@ export interface NatsConfig {
 /** What a NATS URL may hold (the parameters above); url.ts refuses anything else. */
 export const NATS_URL_SPEC: DriverUrlSpec = {
   scheme: 'nats',
+  sharedAcrossProcesses: true,
   schemes: [{ name: 'nats', tls: false, defaultPort: 4222 }],
   hosts: { min: 1, max: Number.POSITIVE_INFINITY },
   credentials: true,

@@ -32,6 +32,7 @@ const DEFAULTS = {
 /** What an AMQP URL may hold; url.ts refuses anything else. */
 export const RABBITMQ_URL_SPEC: DriverUrlSpec = {
   scheme: 'amqp',
+  sharedAcrossProcesses: true,
   schemes: [
     { name: 'amqp', tls: false, defaultPort: 5672 },
     { name: 'amqps', tls: true, defaultPort: 5671 },

@@ -26,6 +26,7 @@ export interface ZmqConfig {
 /** What a zmq:// URL may hold (the parameters above); url.ts refuses anything else. */
 export const ZMQ_URL_SPEC: DriverUrlSpec = {
   scheme: 'zmq',
+  sharedAcrossProcesses: true,
   schemes: [{ name: 'zmq', tls: false, defaultPort: 5555 }],
   hosts: { min: 1, max: 1 },
   credentials: false,
