@@ -20,6 +20,20 @@ import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js'
 import { mapKafkaError, type KafkaOperation } from './errors.js';
 import { KafkaSubscription, type DeadLetterMessage } from './subscription.js';
 
+/**
+ * kafkajs 2.2.4's request queue schedules `setTimeout(throttledUntil - Date.now())` with
+ * throttledUntil = -1 when nothing is throttled (kafkajs issue 1751, unfixed in its last
+ * release); Node 24 then prints a TimeoutNegativeWarning line on every connection (and clamps the
+ * delay to 1 ms, as older Node versions did silently). That one warning, and only it, is dropped
+ * once this driver is loaded, so payq's output stays its own.
+ */
+const emitWarning = process.emitWarning.bind(process);
+process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+  const type = typeof rest[0] === 'string' ? rest[0] : (rest[0] as { type?: string } | undefined)?.type;
+  if (type === 'TimeoutNegativeWarning' || (warning instanceof Error && warning.name === 'TimeoutNegativeWarning')) return;
+  (emitWarning as (...args: unknown[]) => void)(warning, ...rest);
+}) as typeof process.emitWarning;
+
 export const KAFKA_CAPABILITIES: DriverCapabilities = {
   consumerGroups: true,
   persistence: true,
