@@ -56,7 +56,12 @@ describe.skipIf(!up)('Kafka topics payq did not create', () => {
     ]);
     expect(traced.code, traced.stderr).toBe(0);
     expect(lines(traced.stderr)[0]).toMatch(/^trace: watching .* \(tap: observing, taking nothing\) — a consumer group of its own/);
-    expect(JSON.parse(traced.stdout)).toMatchObject({ events: { seen: EVENTS }, expectation: { passed: EVENTS, failed: 0 } });
+    const report = JSON.parse(traced.stdout);
+    // Every event was read: each payment passed. A rebalance while the tap's group starts can hand
+    // a partition over before its offsets were committed, so some are read twice (at least once;
+    // these foreign events carry no id that would tell a duplicate).
+    expect(report).toMatchObject({ expectation: { passed: EVENTS, failed: 0 } });
+    expect(report.events.seen).toBeGreaterThanOrEqual(EVENTS);
 
     const consumed = await runCli(['consume', '--broker', KAFKA_URL, '--topic', topic, '--from-beginning', '--idle-timeout', '3s', '--json']);
     expect(consumed.code, consumed.stderr).toBe(0);
