@@ -183,23 +183,54 @@ export async function produce(options: ProduceOptions, deps: ProduceDeps): Promi
   const elapsedUs = Math.max(1, clock.nowUs() - startUs);
   deps.onProgress?.({ sent, acked, failed, elapsedMs: elapsedUs / 1000 });
   if (fatal !== undefined) throw fatal;
-  const elapsedS = elapsedUs / 1e6;
-  return {
+  return produceResult({
     destination: options.destination,
     payments: source.payments,
     sent,
     acked,
     failed,
-    bytes_acked: bytesAcked,
-    elapsed_s: Math.round(elapsedS * 1000) / 1000,
-    events_per_s: Math.round(acked / elapsedS),
-    mb_per_s: Math.round((bytesAcked / 1e6 / elapsedS) * 100) / 100,
-    publish_latency: summarize(publish),
-    publish_delay: limiter ? summarize(publishDelay) : undefined,
-    intended_latency: limiter ? summarize(intended) : undefined,
+    bytesAcked,
+    elapsedS: elapsedUs / 1e6,
+    paced: limiter !== undefined,
     errors: [...errors],
     interrupted: signal?.aborted ?? false,
-    stopped_early: stoppedEarly,
+    stoppedEarly,
     histograms: { publish, publishDelay, intended },
+  });
+}
+
+/** A produce result from its counts and histograms: one process's, or several threads' added up. */
+export function produceResult(r: {
+  destination: string;
+  payments: number;
+  sent: number;
+  acked: number;
+  failed: number;
+  bytesAcked: number;
+  elapsedS: number;
+  paced: boolean;
+  errors: string[];
+  interrupted: boolean;
+  stoppedEarly: boolean;
+  histograms: ProduceResult['histograms'];
+}): ProduceResult {
+  const { publish, publishDelay, intended } = r.histograms;
+  return {
+    destination: r.destination,
+    payments: r.payments,
+    sent: r.sent,
+    acked: r.acked,
+    failed: r.failed,
+    bytes_acked: r.bytesAcked,
+    elapsed_s: Math.round(r.elapsedS * 1000) / 1000,
+    events_per_s: Math.round(r.acked / r.elapsedS),
+    mb_per_s: Math.round((r.bytesAcked / 1e6 / r.elapsedS) * 100) / 100,
+    publish_latency: summarize(publish),
+    publish_delay: r.paced ? summarize(publishDelay) : undefined,
+    intended_latency: r.paced ? summarize(intended) : undefined,
+    errors: r.errors,
+    interrupted: r.interrupted,
+    stopped_early: r.stoppedEarly,
+    histograms: r.histograms,
   };
 }

@@ -9,7 +9,7 @@
  * heap, which is what a client's hot loop needs to use a core of its own.
  */
 import { Worker } from 'node:worker_threads';
-import type { ProduceOptions, ProduceResult } from '../../core/produce.js';
+import { produceResult, type ProduceOptions, type ProduceResult } from '../../core/produce.js';
 import type { GeneratorOptions } from '../../events/generator.js';
 import type { BrokerUrl } from '../../drivers/url.js';
 import {
@@ -22,7 +22,7 @@ import {
   UsageError,
   type PayqError,
 } from '../../errors.js';
-import { createLatencyHistogram, decodeHistogram, summarize } from '../../metrics/histogram.js';
+import { createLatencyHistogram, decodeHistogram } from '../../metrics/histogram.js';
 
 export interface ProduceThreadData {
   broker: BrokerUrl;
@@ -128,25 +128,18 @@ export async function produceInThreads(
     intended.add(decodeHistogram(p.histograms.intended));
   }
   const sum = (f: (r: PlainResult) => number) => parts.reduce((a, p) => a + f(p.result), 0);
-  const acked = sum((r) => r.acked);
-  const bytesAcked = sum((r) => r.bytes_acked);
-  const paced = parts[0]!.result.publish_delay !== undefined;
-  return {
+  return produceResult({
     destination: parts[0]!.result.destination,
     payments: sum((r) => r.payments),
     sent: sum((r) => r.sent),
-    acked,
+    acked: sum((r) => r.acked),
     failed: sum((r) => r.failed),
-    bytes_acked: bytesAcked,
-    elapsed_s: Math.round(elapsedS * 1000) / 1000,
-    events_per_s: Math.round(acked / elapsedS),
-    mb_per_s: Math.round((bytesAcked / 1e6 / elapsedS) * 100) / 100,
-    publish_latency: summarize(publish),
-    publish_delay: paced ? summarize(publishDelay) : undefined,
-    intended_latency: paced ? summarize(intended) : undefined,
+    bytesAcked: sum((r) => r.bytes_acked),
+    elapsedS,
+    paced: parts[0]!.result.publish_delay !== undefined,
     errors: [...new Set(parts.flatMap((p) => p.result.errors))].slice(0, 5),
     interrupted: parts.some((p) => p.result.interrupted),
-    stopped_early: parts.some((p) => p.result.stopped_early),
+    stoppedEarly: parts.some((p) => p.result.stopped_early),
     histograms: { publish, publishDelay, intended },
-  };
+  });
 }
