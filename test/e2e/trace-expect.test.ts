@@ -36,8 +36,9 @@ for (const [name, url] of [
       // The pipeline's layout first, as its workers create it: trace only reads, waiting for what is missing.
       await declareLayout(url, destinations);
       try {
-        // 1. Every stage running: every payment completes (or is refunded) or is declined, in time.
-        const tracer = startCli(['trace', '--broker', url, '--scenario', file, '--expect', 'order_placed,order_completed|payment_declined', '--within', '20s', '--json', '-v']);
+        // 1. Every stage running: every payment completes (or is refunded) or is declined, in time
+        // (60 s: a fresh Kafka can take many seconds to admit the workers' first group join).
+        const tracer = startCli(['trace', '--broker', url, '--scenario', file, '--expect', 'order_placed,order_completed|payment_declined', '--within', '60s', '--json', '-v']);
         await tracer.waitForStderr('trace: watching');
         const worker = startCli(['worker', '--broker', url, '--scenario', file, '--failures', 'off', '--time-scale', '0.1', '--idle-timeout', '6s']);
         expect((await runCli(['produce', '--broker', url, '--scenario', file, '--count', '300', '--seed', '1'])).code).toBe(0);
