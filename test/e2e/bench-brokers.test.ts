@@ -133,7 +133,7 @@ describe('bench on RabbitMQ', async () => {
       let report: Report;
       try {
         const result = await runBench(
-          { scenario, seed: 1, runId: `apt-${randomBytes(3).toString('hex')}`, count: counts.slow === 200 ? 200 : 150, warmupMs: 200, quietMs: 2000 },
+          { scenario, seed: 1, runId: `apt-${randomBytes(3).toString('hex')}`, count: counts.slow === 200 ? 200 : 150, warmupMs: 200, quietMs: 5000 },
           { driver, clock: systemClock },
         );
         report = buildReport(result.data, { run_id: 'apt', role: 'all', settings });
