@@ -5,7 +5,7 @@
  * passes here, so this is where loss (acknowledged vs consumed), availability (per-second send
  * outcomes) and the flat-out backlog bound are measured, without touching produce or worker.
  */
-import type { Delivery, DeliveryHandler, DestinationSpec, Driver, OutgoingMessage, SubscribeOptions, Subscription } from '../drivers/types.js';
+import type { Delivery, DeliveryHandler, DestinationSpec, Driver, LinkStatus, OutgoingMessage, SubscribeOptions, Subscription } from '../drivers/types.js';
 import { PayqHeader } from '../events/headers.js';
 import { AvailabilityTracker, type AvailabilityWindows } from '../metrics/availability.js';
 import type { Clock } from './clock.js';
@@ -147,6 +147,10 @@ export class MeteredDriver implements Driver {
 
   brokerVersion(): Promise<string | undefined> {
     return this.inner.brokerVersion();
+  }
+
+  link(): LinkStatus {
+    return this.inner.link();
   }
 
   /** Closes the real driver: bench owns it only when it created it, so the caller decides. */

@@ -10,12 +10,12 @@ import { MEMORY_URL_SPEC } from './memory/config.js';
 import { NATS_URL_SPEC } from './nats/config.js';
 import { RABBITMQ_URL_SPEC } from './rabbitmq/config.js';
 import { ZMQ_URL_SPEC } from './zeromq/config.js';
-import type { Driver } from './types.js';
+import { DEFAULT_DRIVER_OPTIONS, type Driver, type DriverOptions } from './types.js';
 import type { BrokerUrl, DriverUrlSpec } from './url.js';
 
 export interface DriverEntry {
   url: DriverUrlSpec;
-  load: () => Promise<{ createDriver(url: BrokerUrl): Driver }>;
+  load: () => Promise<{ createDriver(url: BrokerUrl, options?: DriverOptions): Driver }>;
 }
 
 export const DRIVERS: readonly DriverEntry[] = [
@@ -26,7 +26,7 @@ export const DRIVERS: readonly DriverEntry[] = [
   { url: ZMQ_URL_SPEC, load: () => import('./zeromq/zeromq-driver.js') },
 ];
 
-export async function createDriver(url: string | BrokerUrl): Promise<Driver> {
+export async function createDriver(url: string | BrokerUrl, options: DriverOptions = DEFAULT_DRIVER_OPTIONS): Promise<Driver> {
   // url.ts reads this list when it loads, so it is imported here only when a string needs parsing.
   const parsed = typeof url === 'string' ? (await import('./url.js')).parseBrokerUrl(url) : url;
   const entry = DRIVERS.find((d) => d.url.scheme === parsed.scheme);
@@ -36,5 +36,5 @@ export async function createDriver(url: string | BrokerUrl): Promise<Driver> {
     });
   }
   const mod = await entry.load();
-  return mod.createDriver(parsed);
+  return mod.createDriver(parsed, options);
 }

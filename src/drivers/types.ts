@@ -35,6 +35,31 @@ export interface DriverCapabilities {
 
 export type Headers = Record<string, string>;
 
+/** What every driver takes besides its URL. */
+export interface DriverOptions {
+  /**
+   * How long a driver keeps trying to reach a broker that went away (connect, send, subscribe)
+   * before it gives up with BrokerUnavailableError (README "Failure drills"). Backoff between
+   * attempts follows the one policy in src/drivers/retry.ts.
+   */
+  reconnectTimeoutMs: number;
+}
+
+/** `--reconnect-timeout`'s default. */
+export const DEFAULT_RECONNECT_TIMEOUT_MS = 60_000;
+
+export const DEFAULT_DRIVER_OPTIONS: DriverOptions = { reconnectTimeoutMs: DEFAULT_RECONNECT_TIMEOUT_MS };
+
+/** The driver's link to the broker, as it sees it now (progress and reports read it). */
+export interface LinkStatus {
+  /** The driver has a working connection to the broker now. */
+  connected: boolean;
+  /** Connections re-established after a loss since connect(). */
+  reconnects: number;
+  /** Milliseconds spent without a connection since connect(), an outage still going included. */
+  downMs: number;
+}
+
 export interface OutgoingMessage {
   /** Partition key (Kafka) / part of the routing (RabbitMQ): the payment id. */
   key: string;
@@ -156,6 +181,11 @@ export interface Driver {
   exists(destinations: string[]): Promise<Set<string>>;
   /** Broker product and version, where the broker tells. */
   brokerVersion(): Promise<string | undefined>;
+  /**
+   * The link now: connected or not, reconnects so far and time spent down. A driver that never
+   * loses its broker (memory://) reports always connected.
+   */
+  link(): LinkStatus;
   /** Closes everything; pending sends settle first. */
   close(): Promise<void>;
 }

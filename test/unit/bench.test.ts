@@ -72,6 +72,7 @@ function passThrough(inner: Driver, send: Driver['send']): Driver {
     send,
     subscribe: (o, h) => inner.subscribe(o, h),
     brokerVersion: () => inner.brokerVersion(),
+    link: () => inner.link(),
     close: () => inner.close(),
   };
 }

@@ -379,6 +379,7 @@ describe('runWorker on memory://', () => {
       declare: (specs) => inner.declare(specs),
       exists: (names) => inner.exists(names),
       brokerVersion: () => inner.brokerVersion(),
+      link: () => inner.link(),
       close: () => inner.close(),
       send: async (destination, messages) => {
         if (destination === checkout.sink && sinkFailures > 0) {

@@ -9,11 +9,14 @@ import type {
   DestinationSpec,
   Driver,
   DriverCapabilities,
+  DriverOptions,
+  LinkStatus,
   OutgoingMessage,
   SubscribeOptions,
   Subscription,
 } from '../types.js';
-import { usedAfterClose } from '../common.js';
+import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
+import { LinkMonitor, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
 import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
@@ -107,8 +110,12 @@ class KafkaDriver implements Driver {
   private clusterId: string | undefined;
   private brokerCount: number | undefined;
   private closePromise: Promise<void> | undefined;
+  private readonly linkMonitor = new LinkMonitor();
 
-  constructor(readonly url: BrokerUrl) {
+  constructor(
+    readonly url: BrokerUrl,
+    readonly options: DriverOptions = DEFAULT_DRIVER_OPTIONS,
+  ) {
     this.kafka = new Kafka(kafkaConfigFromUrl(url, logLevel.NOTHING));
   }
 
@@ -196,6 +203,7 @@ class KafkaDriver implements Driver {
       void admin?.then((a) => a.disconnect()).catch(noop);
       throw this.fail(err, 'connect');
     }
+    this.linkMonitor.restored();
   }
 
   async declare(destinations: DestinationSpec[]): Promise<string[]> {
@@ -419,6 +427,10 @@ class KafkaDriver implements Driver {
     return `${describeApiVersions(versions)}${cluster}`;
   }
 
+  link(): LinkStatus {
+    return this.linkMonitor.status();
+  }
+
   close(): Promise<void> {
     this.closePromise ??= (async () => {
       // Pending sends and dead letters settle first (their callers see the outcome).
@@ -442,7 +454,7 @@ function toKafkaMessage(message: OutgoingMessage): Message {
   return { key: message.key, value: message.value, headers: message.headers };
 }
 
-export function createDriver(url: BrokerUrl): Driver {
+export function createDriver(url: BrokerUrl, options: DriverOptions = DEFAULT_DRIVER_OPTIONS): Driver {
   if (url.scheme !== 'kafka') throw new ConfigError(`the kafka driver cannot use ${url.redacted}`);
-  return new KafkaDriver(url);
+  return new KafkaDriver(url, options);
 }

@@ -23,6 +23,7 @@ import type {
   Driver,
   DriverCapabilities,
   DeliveryHandler,
+  LinkStatus,
   OutgoingMessage,
   SubscribeOptions,
   Subscription,
@@ -181,6 +182,11 @@ class MemoryDriver implements Driver {
 
   brokerVersion(): Promise<string | undefined> {
     return Promise.resolve('payq memory broker');
+  }
+
+  /** In process: the broker never goes away while the driver is open. */
+  link(): LinkStatus {
+    return { connected: this.state === 'open', reconnects: 0, downMs: 0 };
   }
 
   close(): Promise<void> {

@@ -20,12 +20,15 @@ import type {
   DestinationSpec,
   Driver,
   DriverCapabilities,
+  DriverOptions,
   Headers,
+  LinkStatus,
   OutgoingMessage,
   SubscribeOptions,
   Subscription,
 } from '../types.js';
-import { startTracked, usedAfterClose } from '../common.js';
+import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
+import { LinkMonitor, startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { natsConfig, type NatsConfig } from './config.js';
 import { apiCode, JsCode, mapNatsError, type NatsOperation } from './errors.js';
@@ -92,8 +95,12 @@ class NatsDriver implements Driver {
   private readonly pending = new Set<Promise<unknown>>();
   private disconnected = false;
   private closing: Promise<void> | undefined;
+  private readonly linkMonitor = new LinkMonitor();
 
-  constructor(readonly url: BrokerUrl) {
+  constructor(
+    readonly url: BrokerUrl,
+    readonly options: DriverOptions = DEFAULT_DRIVER_OPTIONS,
+  ) {
     this.config = natsConfig(url);
   }
 
@@ -184,6 +191,7 @@ class NatsDriver implements Driver {
   async connect(): Promise<void> {
     this.assertOpen('connect');
     await this.conn();
+    this.linkMonitor.restored();
   }
 
   async declare(destinations: DestinationSpec[]): Promise<string[]> {
@@ -391,6 +399,10 @@ class NatsDriver implements Driver {
     return `nats-server ${info.version}${info.jetstream ? ' (JetStream)' : ''}${info.cluster ? `; cluster ${info.cluster}` : ''}`;
   }
 
+  link(): LinkStatus {
+    return this.linkMonitor.status();
+  }
+
   close(): Promise<void> {
     this.closing ??= (async () => {
       // Sends and dead letters settle first (their callers see the outcome), then subscriptions
@@ -407,7 +419,7 @@ class NatsDriver implements Driver {
   }
 }
 
-export function createDriver(url: BrokerUrl): Driver {
+export function createDriver(url: BrokerUrl, options: DriverOptions = DEFAULT_DRIVER_OPTIONS): Driver {
   if (url.scheme !== 'nats') throw new ConfigError(`the NATS driver cannot use ${url.redacted}`);
-  return new NatsDriver(url);
+  return new NatsDriver(url, options);
 }

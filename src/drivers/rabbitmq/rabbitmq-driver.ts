@@ -3,8 +3,9 @@
  * topology.ts, sending in publisher.ts, consuming and dead-lettering in subscriber.ts.
  */
 import { TopologyError } from '../../errors.js';
-import type { DeliveryHandler, DestinationSpec, Driver, DriverCapabilities, OutgoingMessage, SubscribeOptions, Subscription } from '../types.js';
-import { startTracked, usedAfterClose } from '../common.js';
+import type { DeliveryHandler, DestinationSpec, Driver, DriverCapabilities, DriverOptions, LinkStatus, OutgoingMessage, SubscribeOptions, Subscription } from '../types.js';
+import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
+import { LinkMonitor, startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { rabbitMqConfig, type RabbitMqConfig } from './config.js';
 import { AmqpConnection, closeQuietly } from './connection.js';
@@ -37,8 +38,8 @@ const WRITE_HIGH_WATER_MARK = 1024;
 /** close() waits this long for batches in flight to be confirmed. */
 const CLOSE_TIMEOUT_MS = 10_000;
 
-export function createDriver(url: BrokerUrl): Driver {
-  return new RabbitMqDriver(url);
+export function createDriver(url: BrokerUrl, options: DriverOptions = DEFAULT_DRIVER_OPTIONS): Driver {
+  return new RabbitMqDriver(url, options);
 }
 
 class RabbitMqDriver implements Driver {
@@ -52,8 +53,12 @@ class RabbitMqDriver implements Driver {
   /** Per queue: its dead-letter setup was checked (or declared) by this driver. */
   private readonly deadLetterChecks = new Map<string, Promise<DeadLetterMode>>();
   private closing: Promise<void> | undefined;
+  private readonly linkMonitor = new LinkMonitor();
 
-  constructor(readonly url: BrokerUrl) {
+  constructor(
+    readonly url: BrokerUrl,
+    readonly options: DriverOptions = DEFAULT_DRIVER_OPTIONS,
+  ) {
     this.config = rabbitMqConfig(url);
     this.pub = new AmqpConnection(url, this.config, 'publish');
     this.sub = new AmqpConnection(url, this.config, 'consume');
@@ -63,6 +68,7 @@ class RabbitMqDriver implements Driver {
   async connect(): Promise<void> {
     this.assertOpen('connect');
     await this.pub.get();
+    this.linkMonitor.restored();
   }
 
   /**
@@ -179,6 +185,10 @@ class RabbitMqDriver implements Driver {
     const version = text(props?.['version']);
     if (!product && !version) return undefined;
     return [product, version].filter(Boolean).join(' ');
+  }
+
+  link(): LinkStatus {
+    return this.linkMonitor.status();
   }
 
   close(): Promise<void> {

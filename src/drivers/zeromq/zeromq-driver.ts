@@ -30,11 +30,12 @@ import type {
   Driver,
   DriverCapabilities,
   Headers,
+  LinkStatus,
   OutgoingMessage,
   SubscribeOptions,
   Subscription,
 } from '../types.js';
-import { startTracked, usedAfterClose } from '../common.js';
+import { LinkMonitor, startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { zmqConfig, type ZmqConfig } from './config.js';
 import { hostHub } from './hub.js';
@@ -85,6 +86,7 @@ class ZmqDriver implements Driver {
   private connecting: Promise<void> | undefined;
   private releaseHub: (() => Promise<void>) | undefined;
   private hostedHere = false;
+  private readonly linkMonitor = new LinkMonitor();
   private probeAnswered = false;
   private onProbe: (() => void) | undefined;
   /** Sends go through one chain: a zeromq.js socket takes one send at a time. */
@@ -102,7 +104,7 @@ class ZmqDriver implements Driver {
 
   connect(): Promise<void> {
     this.assertOpen('connect');
-    this.connecting ??= this.open().catch((err: unknown) => {
+    this.connecting ??= this.open().then(() => this.linkMonitor.restored(), (err: unknown) => {
       this.connecting = undefined;
       throw err;
     });
@@ -283,6 +285,10 @@ class ZmqDriver implements Driver {
 
   brokerVersion(): Promise<string | undefined> {
     return Promise.resolve(`ZeroMQ ${libzmqVersion} (brokerless; hub ${this.hostedHere ? 'hosted by this process' : `at ${this.config.publishEndpoint}`})`);
+  }
+
+  link(): LinkStatus {
+    return this.linkMonitor.status();
   }
 
   close(): Promise<void> {
