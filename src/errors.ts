@@ -19,17 +19,25 @@ export interface PayqErrorOptions {
   cause?: unknown;
   hint?: string;
   retriable?: boolean;
+  /**
+   * A send that failed without the broker saying no: the connection went away while it waited
+   * for the acknowledgement, so the broker may have stored it (counted as failed and reported as
+   * unconfirmed, not lost: README "Failure drills").
+   */
+  unconfirmed?: boolean;
 }
 
 export class PayqError extends Error {
   readonly exitCode: ExitCode = ExitCode.internal;
   readonly retriable: boolean;
   readonly hint: string | undefined;
+  readonly unconfirmed: boolean;
 
   constructor(message: string, options: PayqErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.retriable = options.retriable ?? false;
+    this.unconfirmed = options.unconfirmed ?? false;
     this.hint = options.hint;
   }
 }
