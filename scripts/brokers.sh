@@ -618,18 +618,18 @@ nats_restart() {
 
 case "${1:-}" in
   up)
-    kafka_up
-    rabbit_up
-    rabbit_tls_up
-    nats_up
-    nats_tls_up
+    case "${2:-all}" in
+      all) kafka_up; rabbit_up; rabbit_tls_up; nats_up; nats_tls_up ;;
+      kafka) kafka_up ;; # alone: e.g. a Kafka of a drill's own, on other ports and state folder
+      *) log "usage: scripts/brokers.sh up [kafka]"; exit 2 ;;
+    esac
     ;;
   down)
-    kafka_down
-    rabbit_tls_down
-    rabbit_down
-    nats_down
-    nats_tls_down
+    case "${2:-all}" in
+      all) kafka_down; rabbit_tls_down; rabbit_down; nats_down; nats_tls_down ;;
+      kafka) kafka_down ;;
+      *) log "usage: scripts/brokers.sh down [kafka]"; exit 2 ;;
+    esac
     ;;
   status)
     kafka_status
@@ -648,7 +648,7 @@ case "${1:-}" in
     esac
     ;;
   *)
-    log "usage: scripts/brokers.sh up|down|status|restart kafka|rabbitmq|nats"
+    log "usage: scripts/brokers.sh up [kafka]|down [kafka]|status|restart kafka|rabbitmq|nats"
     exit 2
     ;;
 esac

@@ -163,6 +163,8 @@ export interface KafkaErrorContext {
   url: UrlForErrors;
   /** Topic(s) or group the operation was about, for the message. */
   subject?: string;
+  /** A send that may have reached the broker before it failed (PayqErrorOptions.unconfirmed). */
+  unconfirmed?: boolean;
 }
 
 /**
@@ -193,6 +195,7 @@ export function mapKafkaError(err: unknown, ctx: KafkaErrorContext): PayqError {
       return new BrokerUnavailableError(text(`broker unreachable while ${doing}`), {
         cause: err,
         retriable: true,
+        unconfirmed: ctx.unconfirmed ?? false,
         hint: 'is Kafka running (npm run brokers:up)? Does its listener need TLS (kafkas://) or SASL (user:password@…)?',
       });
     }
@@ -210,7 +213,7 @@ export function mapKafkaError(err: unknown, ctx: KafkaErrorContext): PayqError {
     case 'send':
     case 'dead-letter':
     case 'commit':
-      return new DeliveryError(text(`not acknowledged while ${doing}`), { cause: err, retriable: rootRetriable(chain) });
+      return new DeliveryError(text(`not acknowledged while ${doing}`), { cause: err, retriable: rootRetriable(chain), unconfirmed: ctx.unconfirmed ?? false });
     case 'declare':
       return new TopologyError(text(`failed while ${doing}`), { cause: err });
     case 'connect':

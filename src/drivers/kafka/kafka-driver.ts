@@ -17,6 +17,7 @@ import type {
 } from '../types.js';
 import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
 import { LinkMonitor, usedAfterClose } from '../common.js';
+import { retry, type BackoffOptions } from '../retry.js';
 import type { BrokerUrl } from '../url.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
 import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
@@ -66,13 +67,16 @@ const PRODUCE_REQUEST_BYTES = 900_000;
 
 /** Joins of a consumer group tried while the broker answers with a retriable error. */
 const SUBSCRIBE_ATTEMPTS = 5;
+/** Waits between attempts to reach a cluster that went away, up to `reconnectTimeoutMs` in all. */
+const RECONNECT_BACKOFF: BackoffOptions = { initialMs: 250, maxMs: 5_000 };
 
 interface QueuedProduce {
   topic: string;
   messages: Message[];
   bytes: number;
   resolve: () => void;
-  reject: (err: unknown) => void;
+  /** `unconfirmed`: the request may have reached the broker (it was sent while the link failed). */
+  reject: (err: unknown, unconfirmed: boolean) => void;
 }
 
 function messageBytes(m: Message): number {
@@ -119,8 +123,8 @@ class KafkaDriver implements Driver {
     this.kafka = new Kafka(kafkaConfigFromUrl(url, logLevel.NOTHING));
   }
 
-  private fail(err: unknown, operation: KafkaOperation, subject?: string) {
-    return mapKafkaError(err, { operation, url: this.url, ...(subject === undefined ? {} : { subject }) });
+  private fail(err: unknown, operation: KafkaOperation, subject?: string, unconfirmed = false) {
+    return mapKafkaError(err, { operation, url: this.url, unconfirmed, ...(subject === undefined ? {} : { subject }) });
   }
 
   private assertOpen(what: string): void {
@@ -295,7 +299,7 @@ class KafkaDriver implements Driver {
     return new Promise<void>((resolve, reject) => {
       let bytes = 0;
       for (const m of messages) bytes += messageBytes(m);
-      this.produceQueue.push({ topic, messages, bytes, resolve, reject: (err) => reject(this.fail(err, operation, topic)) });
+      this.produceQueue.push({ topic, messages, bytes, resolve, reject: (err, unconfirmed) => reject(isPayqError(err) ? err : this.fail(err, operation, topic, unconfirmed)) });
       if (!this.producing) void this.drainProduceQueue();
     });
   }
@@ -311,7 +315,32 @@ class KafkaDriver implements Driver {
           group.push(next);
           bytes += next.bytes;
         }
-        try {
+        await this.produceGroup(group, bytes);
+      }
+    } finally {
+      this.producing = false;
+    }
+  }
+
+  /**
+   * Sends one group and settles its batches. A broker that went away (a retriable failure) is
+   * waited for (README "Failure drills"): the IDENTICAL group is sent again on the same
+   * idempotent producer, with the reconnect backoff, so the broker writes it once even if an
+   * earlier attempt got through before the connection dropped (same producer id and sequence
+   * numbers: kafkajs advances them only on success; a new producer would get a new id). After
+   * `reconnectTimeoutMs` of failures the group fails, flagged unconfirmed: an attempt may have
+   * reached the broker.
+   */
+  private async produceGroup(group: QueuedProduce[], bytes: number): Promise<void> {
+    let attempts = 0;
+    const isOutage = (err: unknown) => {
+      const mapped = mapKafkaError(err, { operation: 'send', url: this.url });
+      return mapped instanceof BrokerUnavailableError && mapped.retriable;
+    };
+    try {
+      await retry(
+        async () => {
+          attempts++;
           const producer = await this.getProducer();
           if (bytes > PRODUCE_REQUEST_BYTES) {
             // One batch larger than a request may carry: its chunks go one after the other.
@@ -325,14 +354,28 @@ class KafkaDriver implements Driver {
             }
             await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) });
           }
-          for (const q of group) q.resolve();
-        } catch (err) {
-          for (const q of group) q.reject(err);
-        }
-      }
-    } finally {
-      this.producing = false;
+        },
+        {
+          backoff: RECONNECT_BACKOFF,
+          deadlineMs: this.options.reconnectTimeoutMs,
+          isRetryable: (err) => this.closePromise === undefined && isOutage(err),
+          onRetry: () => this.linkMonitor.lost(),
+        },
+      );
+    } catch (err) {
+      const outage = isOutage(err);
+      const cause =
+        outage && attempts > 1
+          ? new BrokerUnavailableError(
+              `kafka ${this.url.redacted}: the cluster did not come back within ${Math.round(this.options.reconnectTimeoutMs / 1000)} s (--reconnect-timeout)`,
+              { cause: err, unconfirmed: true, hint: 'is Kafka running? a longer --reconnect-timeout rides out a longer outage' },
+            )
+          : err;
+      for (const q of group) q.reject(cause, outage);
+      return;
     }
+    this.linkMonitor.restored();
+    for (const q of group) q.resolve();
   }
 
   /**
