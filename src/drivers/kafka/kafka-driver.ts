@@ -398,6 +398,19 @@ class KafkaDriver implements Driver {
     }
   }
 
+  /** See KafkaSubscriptionDeps.pinStart. */
+  private async pinStart(groupId: string, topics: string[]): Promise<void> {
+    const admin = await this.getAdmin();
+    const committed = await admin.fetchOffsets({ groupId, topics });
+    for (const { topic, partitions } of committed) {
+      const unset = new Set(partitions.filter((p) => Number(p.offset) < 0).map((p) => p.partition));
+      if (unset.size === 0) continue;
+      const ends = await admin.fetchTopicOffsets(topic);
+      const pinned = ends.filter((p) => unset.has(p.partition)).map((p) => ({ partition: p.partition, offset: p.high }));
+      if (pinned.length > 0) await admin.setOffsets({ groupId, topic, partitions: pinned });
+    }
+  }
+
   private produceDeadLetter(topic: string, message: DeadLetterMessage): Promise<void> {
     return this.track(this.produce('dead-letter', topic, [message]));
   }
@@ -422,6 +435,7 @@ class KafkaDriver implements Driver {
           url: this.url.redacted,
           produceDeadLetter: (topic, message) => this.produceDeadLetter(topic, message),
           deleteGroup: (groupId) => this.deleteGroup(groupId),
+          pinStart: (groupId, topics) => this.pinStart(groupId, topics),
         },
         options,
         handler,

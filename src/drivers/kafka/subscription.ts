@@ -18,6 +18,11 @@
  * resumes where it was instead of skipping to the end; on close the group is deleted so taps leave
  * nothing behind. A process that dies without closing leaves its tap group until Kafka's
  * offsets.retention.minutes expires it (7 days by default); it holds no partitions meanwhile.
+ *
+ * A group that starts at the end (not fromBeginning) has that end committed before it joins
+ * (deps.pinStart, only where it has no offset yet): otherwise a partition not yet acked on when
+ * the broker restarts would be reset to the end again, and what was sent meanwhile never seen
+ * (README "Failure drills").
  */
 import type { Batch, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
 import { randomBytes } from 'node:crypto';
@@ -41,6 +46,12 @@ export interface KafkaSubscriptionDeps {
   produceDeadLetter(topic: string, message: DeadLetterMessage): Promise<void>;
   /** Deletes a tap's consumer group once its consumer has left (best effort: may reject). */
   deleteGroup(groupId: string): Promise<void>;
+  /**
+   * Commits the end of each partition of `topics` for which `groupId` has no committed offset,
+   * so a group that starts at the end resumes from there after a crash or a broker restart
+   * instead of skipping to the end again (best effort: may reject).
+   */
+  pinStart(groupId: string, topics: string[]): Promise<void>;
 }
 
 /** A tap's group: unique, and recognisable in `kafka-consumer-groups --list`. */
@@ -125,6 +136,8 @@ export class KafkaSubscription implements Subscription {
     const ready = new Promise<void>((resolve, reject) => {
       settleReady = { resolve, reject };
     });
+    // Awaited after connect and subscribe: a timeout before then must not be an unhandled rejection.
+    ready.catch(noop);
     this.unsubscribers.push(
       consumer.on(consumer.events.GROUP_JOIN, () => {
         joined = true;
@@ -158,6 +171,7 @@ export class KafkaSubscription implements Subscription {
       tuning.readyTimeoutMs,
     );
     try {
+      if (!fromBeginning) await this.deps.pinStart(group, destinations).catch(noop);
       await consumer.connect();
       await consumer.subscribe({ topics: destinations, fromBeginning });
       await consumer.run({
