@@ -4,7 +4,8 @@
  * driver counted. Nothing is derived here; the report builder does that.
  */
 import type { AvailabilityWindows } from '../metrics/availability.js';
-import { createLatencyHistogram, type LatencyHistogram } from '../metrics/histogram.js';
+import { createLatencyHistogram } from '../metrics/histogram.js';
+import { mergeHistograms } from '../metrics/merge.js';
 import { stageCounts, type BenchRole, type RunData, type StageData } from '../metrics/report.js';
 import type { TimeSeries } from '../metrics/timeseries.js';
 import type { RunCounts } from './bench-driver.js';
@@ -28,12 +29,6 @@ export interface BenchParts {
   run: RunCounts;
   windows: AvailabilityWindows;
   timeseries: TimeSeries | undefined;
-}
-
-function mergedHistogram(hs: LatencyHistogram[]): LatencyHistogram {
-  const out = createLatencyHistogram();
-  for (const h of hs) out.add(h);
-  return out;
 }
 
 function stagesOf(worked: WorkerResult | undefined): Record<string, StageData> {
@@ -87,9 +82,9 @@ export function benchRunData(p: BenchParts): RunData {
     dlq_by_reason: worked ? { ...worked.totals.dead_lettered } : {},
     windows: p.windows,
     latency: {
-      publish: mergedHistogram(produced.map((r) => r.histograms.publish)),
-      publish_delay: p.withRate ? mergedHistogram(produced.map((r) => r.histograms.publishDelay)) : undefined,
-      publish_from_intended: p.withRate ? mergedHistogram(produced.map((r) => r.histograms.intended)) : undefined,
+      publish: mergeHistograms(produced.map((r) => r.histograms.publish)),
+      publish_delay: p.withRate ? mergeHistograms(produced.map((r) => r.histograms.publishDelay)) : undefined,
+      publish_from_intended: p.withRate ? mergeHistograms(produced.map((r) => r.histograms.intended)) : undefined,
       end_to_end: traced?.histograms.endToEnd ?? createLatencyHistogram(),
     },
     errors,
