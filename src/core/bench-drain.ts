@@ -1,9 +1,7 @@
 /**
- * How a bench run ends (bench.ts), once its producers are done. One process (role `all`) drains
- * what it produced: until trace saw every measured payment finish and every acknowledged event of
- * the run was consumed, until the pipeline was quiet for `quietMs`, or `drainTimeoutMs`. A worker
- * or tracer part waits for the run's events (produced elsewhere), up to `startTimeoutMs`, then
- * until they stopped coming for `idleTimeoutMs`.
+ * How a bench run ends once its producers are done: one process (role `all`) drains what it
+ * produced, as bench.ts describes ("The end"); a worker or tracer part waits for the run's events
+ * (produced elsewhere) up to `startTimeoutMs`, then until they stopped coming for `idleTimeoutMs`.
  */
 import type { MeteredDriver } from './bench-driver.js';
 import type { Clock } from './clock.js';
