@@ -24,8 +24,10 @@ import { EventGenerator } from '../events/generator.js';
 import { PayqHeader } from '../events/headers.js';
 import type { Scenario } from '../events/scenario.js';
 import { createLatencyHistogram, recordUs, type LatencyHistogram } from '../metrics/histogram.js';
-import type { RunData, StageData } from '../metrics/report.js';
+import type { BenchRole, RunData } from '../metrics/report.js';
+import { benchRunData } from './bench-data.js';
 import { MeteredDriver } from './bench-driver.js';
+import { drain, type BenchLive, type BenchPhase, type DrainEnd } from './bench-drain.js';
 import type { Clock } from './clock.js';
 import { produce, type ProduceResult } from './produce.js';
 import { generatedSource, type EventSource } from './sources.js';
@@ -69,8 +71,8 @@ export interface BenchOptions {
   startTimeoutMs?: number | undefined;
 }
 
-export type BenchRole = 'all' | 'producer' | 'worker' | 'tracer';
-export const BENCH_ROLES: readonly BenchRole[] = ['all', 'producer', 'worker', 'tracer'];
+export { BENCH_ROLES, type BenchRole } from '../metrics/report.js';
+export type { BenchPhase } from './bench-drain.js';
 /** The warm-up's run id is the measured one with this suffix. */
 export const WARMUP_SUFFIX = '-warmup';
 
@@ -92,9 +94,6 @@ export const BENCH_DEFAULTS = {
 export function defaultMaxBacklog(consumers: number, stages: number): number {
   return Math.max(1000, 2 * consumers * stages);
 }
-
-/** `waiting`: a worker or tracer part waiting for the run's first event. */
-export type BenchPhase = 'starting' | 'waiting' | 'warmup' | 'measure' | 'drain';
 
 export interface BenchProgress {
   phase: BenchPhase;
@@ -122,11 +121,8 @@ export interface BenchResult {
   brokerVersion: string | undefined;
   /** Interrupted by the signal: the figures cover what was done until then. */
   interrupted: boolean;
-  /**
-   * How the run ended: all measured work seen through (a part: its events stopped coming),
-   * the pipeline went quiet with work missing, a timeout, or the signal.
-   */
-  drained: 'complete' | 'quiet' | 'timeout' | 'interrupted';
+  /** How the run ended (bench-drain.ts). */
+  drained: DrainEnd;
   startedAt: string;
   produce: ProduceResult[];
   /** Undefined for the parts that do not run them. */
@@ -155,12 +151,6 @@ function boundedSource(source: EventSource, driver: MeteredDriver, maxBacklog: n
       return source.payments;
     },
   };
-}
-
-function mergedHistogram(hs: LatencyHistogram[]): LatencyHistogram {
-  const out = createLatencyHistogram();
-  for (const h of hs) out.add(h);
-  return out;
 }
 
 export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<BenchResult> {
@@ -198,24 +188,19 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   };
   deps.signal?.addEventListener('abort', stopAll, { once: true });
 
-  let phase: BenchPhase = 'starting';
+  const live: BenchLive = { phase: 'starting', traceFinished: 0, traceEvents: 0, workerInFlight: 0, measuredAcked: 0 };
   const series = new TimeSeriesRecorder();
   let liveEndToEnd: LatencyHistogram | undefined;
-  let traceFinished = 0;
-  let traceEvents = 0;
-  let workerInFlight = 0;
   const startUs = clock.nowUs();
-  /** Measured payments acknowledged: final once the measured phase ended. */
-  let measuredAcked = 0;
   /** Live counts of the measured producers, for progress. */
   const liveAcked: number[] = [];
   const report = () =>
     deps.onProgress?.({
-      phase,
+      phase: live.phase,
       elapsedMs: (clock.nowUs() - startUs) / 1000,
-      produced: phase === 'drain' ? measuredAcked : liveAcked.reduce((a, b) => a + b, 0),
+      produced: live.phase === 'drain' ? live.measuredAcked : liveAcked.reduce((a, b) => a + b, 0),
       consumed: driver.run.consumed,
-      finished: traceFinished,
+      finished: live.traceFinished,
       backlog: driver.backlog,
     });
 
@@ -255,8 +240,8 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
           deps.onHistograms?.(h);
         },
         onProgress: (p) => {
-          traceFinished = p.finished;
-          traceEvents = p.events;
+          live.traceFinished = p.finished;
+          live.traceEvents = p.events;
         },
       },
     );
@@ -297,7 +282,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
         clock,
         signal: working.signal,
         onProgress: (p) => {
-          workerInFlight = p.inFlight;
+          live.workerInFlight = p.inFlight;
           workerReady.call();
         },
       },
@@ -328,11 +313,11 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   // The time series: sampled with the progress, during the measured run and its drain only.
   let sampledUs = 0;
   const sampleSeries = (force = false) => {
-    if (phase !== 'measure' && phase !== 'drain') return;
+    if (live.phase !== 'measure' && live.phase !== 'drain') return;
     // Four samples a second are plenty for per-second points (each copies a histogram).
     if (!force && clock.nowUs() - sampledUs < 250_000) return;
     sampledUs = clock.nowUs();
-    const counts = { sent: driver.run.sent, acknowledged: driver.run.acknowledged, consumed: driver.run.consumed, completed: traceFinished, backlog: driver.backlog };
+    const counts = { sent: driver.run.sent, acknowledged: driver.run.acknowledged, consumed: driver.run.consumed, completed: live.traceFinished, backlog: driver.backlog };
     series.sample(clock.nowUs(), counts, liveEndToEnd);
   };
   const progressTimer = setInterval(() => {
@@ -372,7 +357,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
               : undefined,
           },
         ).then((r) => {
-          if (measured) measuredAcked += r.acked;
+          if (measured) live.measuredAcked += r.acked;
           return r;
         }),
       ),
@@ -382,15 +367,15 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   let produced: ProduceResult[] = [];
   let measureStartUs = clock.nowUs();
   let measureEndUs: number | undefined;
-  let drained: BenchResult['drained'] = 'complete';
+  let drained: DrainEnd = 'complete';
   try {
     if (has.producers) {
       if (warmupMs > 0) {
-        phase = 'warmup';
+        live.phase = 'warmup';
         const warm = new EventGenerator({ scenario, seed: (options.seed + 0x5eed) % 2 ** 31, payments: Infinity, lifecycle: false, size: options.size });
         await runPhase(`${runId}${WARMUP_SUFFIX}`, generatedSource(warm), warmupMs, false);
       }
-      phase = 'measure';
+      live.phase = 'measure';
       measureStartUs = clock.nowUs();
       driver.availability.start(measureStartUs);
       const gen = new EventGenerator({ scenario, seed: options.seed, payments: options.count ?? Infinity, lifecycle: false, size: options.size });
@@ -399,53 +384,9 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     if (role === 'producer') {
       measureEndUs = clock.nowUs();
     } else {
-      // role all: drain what was produced. A worker or tracer part: wait for the run's events
-      // (produced elsewhere), then until they stopped coming.
-      const oneProcess = role === 'all';
-      let seenRun = oneProcess;
-      phase = oneProcess ? 'drain' : 'waiting';
-      const waitStartUs = clock.nowUs();
-      let lastActivity = -1;
-      let lastActivityUs = waitStartUs;
-      for (;;) {
-        const nowUs = clock.nowUs();
-        if (deps.signal?.aborted) {
-          drained = 'interrupted';
-          break;
-        }
-        if (!seenRun) {
-          if (driver.run.consumed > 0 || traceEvents > 0) {
-            seenRun = true;
-            phase = 'measure';
-            measureStartUs = nowUs;
-            lastActivityUs = nowUs;
-            driver.availability.start(nowUs);
-          } else if (nowUs - waitStartUs >= startTimeoutMs * 1000) {
-            measureStartUs = nowUs;
-            drained = 'timeout';
-            break;
-          }
-        }
-        if (oneProcess && traceFinished >= measuredAcked && driver.run.consumed >= driver.run.acknowledged) {
-          drained = 'complete';
-          break;
-        }
-        const activity = driver.activity + traceEvents;
-        if (activity !== lastActivity || workerInFlight > 0) {
-          lastActivity = activity;
-          lastActivityUs = nowUs;
-        } else if (seenRun && nowUs - lastActivityUs >= (oneProcess ? quietMs : idleTimeoutMs) * 1000) {
-          drained = oneProcess ? 'quiet' : 'complete';
-          // Nothing happened since: the window ends with the last activity, not the idle wait.
-          measureEndUs = Math.max(measureStartUs, lastActivityUs);
-          break;
-        }
-        if (oneProcess && nowUs - waitStartUs >= drainTimeoutMs * 1000) {
-          drained = 'timeout';
-          break;
-        }
-        await clock.sleep(20, deps.signal);
-      }
+      // role all: drain what was produced; a worker or tracer part: wait for the run, then its end.
+      const drainOptions = { oneProcess: role === 'all', quietMs, idleTimeoutMs, drainTimeoutMs, startTimeoutMs, measureStartUs };
+      ({ drained, measureStartUs, measureEndUs } = await drain(drainOptions, live, { driver, clock, signal: deps.signal }));
     }
   } catch (err) {
     clearInterval(progressTimer);
@@ -462,71 +403,20 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   if (sinkSubscription) await (await sinkSubscription).close();
   deps.signal?.removeEventListener('abort', stopAll);
 
-  const windows = driver.windows(measureEndUs);
-  const timeseries = series.finish((second) => driver.availability.availableAt(second * 1e6 + 500_000));
-  const stages: Record<string, StageData> = {};
-  for (const s of worked?.stages ?? []) {
-    const m = worked!.measures[s.stage]!;
-    stages[s.stage] = {
-      handled: s.handled,
-      received: s.received,
-      redelivered: s.redelivered,
-      attempts: s.attempts,
-      retries: s.retries,
-      transient_failures: s.transient_failures,
-      emitted: s.emitted,
-      dead_lettered: s.dead_lettered_total,
-      bytes_received: m.bytes_received,
-      bytes_handled: m.bytes_handled,
-      bytes_emitted: m.bytes_emitted,
-      processing: m.planned,
-      wall: worked!.histograms[s.stage]!,
-      delivery: m.delivery,
-    };
-  }
-  const withRate = options.rate !== undefined && has.producers;
-  // A part's books are one side only (merge decides); one process knows what it did not drain.
-  const unconsumed = role === 'all' ? Math.max(0, driver.run.acknowledged - driver.run.consumed) : 0;
-  const errors = [...new Set([...produced.flatMap((p) => p.errors), ...(worked?.errors ?? [])])].slice(0, 10);
-  const data: RunData = {
-    elapsed_s: Math.max(0.001, (measureEndUs - measureStartUs) / 1e6),
-    producers: {
-      sent: produced.reduce((n, p) => n + p.sent, 0),
-      acked: produced.reduce((n, p) => n + p.acked, 0),
-      failed: produced.reduce((n, p) => n + p.failed, 0),
-      bytes: produced.reduce((n, p) => n + p.bytes_acked, 0),
-    },
-    stages,
+  const data: RunData = benchRunData({
+    role,
+    drained,
+    withRate: options.rate !== undefined && has.producers,
+    measureStartUs,
+    measureEndUs,
+    produced,
+    worked,
+    traced,
     sink: { destination: scenario.sink, ...sink },
-    events: {
-      acknowledged: driver.run.acknowledged,
-      consumed: driver.run.consumed,
-      unacknowledged: driver.run.unacknowledged,
-      redelivered: driver.run.redelivered,
-      duplicates: traced?.events.duplicates ?? 0,
-      out_of_order: traced?.events.out_of_order ?? 0,
-      missing_steps: traced?.events.missing_steps ?? 0,
-      undecodable: traced?.events.undecodable ?? 0,
-      in_flight: drained === 'interrupted' ? unconsumed : 0,
-      not_drained: drained === 'timeout' ? unconsumed : 0,
-    },
-    payments: {
-      finished: traced?.payments.finished ?? 0,
-      in_flight: traced?.payments.in_flight ?? 0,
-      stuck: traced?.payments.stuck ?? 0,
-      by_class: traced?.payments.by_class ?? {},
-    },
-    dlq_by_reason: worked ? { ...worked.totals.dead_lettered } : {},
-    windows,
-    latency: {
-      publish: mergedHistogram(produced.map((p) => p.histograms.publish)),
-      publish_delay: withRate ? mergedHistogram(produced.map((p) => p.histograms.publishDelay)) : undefined,
-      publish_from_intended: withRate ? mergedHistogram(produced.map((p) => p.histograms.intended)) : undefined,
-      end_to_end: traced?.histograms.endToEnd ?? createLatencyHistogram(),
-    },
-    errors,
-    ...(timeseries ? { timeseries } : {}),
-  };
+    run: driver.run,
+    windows: driver.windows(measureEndUs),
+    timeseries: series.finish((second) => driver.availability.availableAt(second * 1e6 + 500_000)),
+  });
   return {
     data,
     role,

@@ -8,7 +8,7 @@ import { toMessage, type EncodeContext, type EventTiming } from '../events/codec
 import type { GeneratedEvent } from '../events/generator.js';
 import { createLatencyHistogram, recordUs, summarize, type LatencyHistogram, type LatencySummary } from '../metrics/histogram.js';
 import type { Clock } from './clock.js';
-import { RateLimiter } from './rate-limiter.js';
+import { PacedSender } from './paced-sender.js';
 import type { EventSource } from './sources.js';
 
 export interface ProduceOptions {
@@ -79,11 +79,11 @@ export async function produce(options: ProduceOptions, deps: ProduceDeps): Promi
   const publishDelay = createLatencyHistogram();
   const intended = createLatencyHistogram();
   const errors = new Set<string>();
-  const inFlight = new Set<Promise<void>>();
+  const sender = new PacedSender({ clock, signal, rate: options.rate, maxInFlight });
 
   const startUs = clock.nowUs();
   const endUs = options.durationMs === undefined ? Infinity : startUs + options.durationMs * 1000;
-  const limiter = options.rate === undefined ? undefined : new RateLimiter(options.rate, startUs);
+  sender.start(startUs);
   let sent = 0;
   let acked = 0;
   let failed = 0;
@@ -118,23 +118,19 @@ export async function produce(options: ProduceOptions, deps: ProduceDeps): Promi
       messages[i] = message;
     }
     sent += events.length;
-    const p = driver.send(options.destination, messages).then(
-      () => {
-        const ackUs = clock.nowUs();
-        acked += events.length;
-        bytesAcked += bytes;
-        recordUs(publish, ackUs - sendUs, events.length);
-        if (intendedUs) {
-          for (const t of intendedUs) {
-            recordUs(intended, ackUs - t);
-            recordUs(publishDelay, sendUs - t);
-          }
+    const onAck = () => {
+      const ackUs = clock.nowUs();
+      acked += events.length;
+      bytesAcked += bytes;
+      recordUs(publish, ackUs - sendUs, events.length);
+      if (intendedUs) {
+        for (const t of intendedUs) {
+          recordUs(intended, ackUs - t);
+          recordUs(publishDelay, sendUs - t);
         }
-      },
-      (err: unknown) => onFailure(err, events.length),
-    );
-    const tracked = p.finally(() => inFlight.delete(tracked));
-    inFlight.add(tracked);
+      }
+    };
+    sender.track(driver.send(options.destination, messages).then(onAck, (err: unknown) => onFailure(err, events.length)));
   };
 
   const take = async (max: number): Promise<GeneratedEvent[]> => {
@@ -153,30 +149,25 @@ export async function produce(options: ProduceOptions, deps: ProduceDeps): Promi
         deps.onProgress({ sent, acked, failed, elapsedMs: (nowUs - startUs) / 1000 });
       }
       let want = batchSize;
-      if (limiter) {
+      if (sender.paced) {
         // Everything whose intended time has come goes now, up to a batch.
-        const due = Math.floor((nowUs - limiter.peekUs()) / (1e6 / options.rate!)) + 1;
+        const due = sender.due(nowUs);
         if (due <= 0) {
-          await clock.sleep(Math.max(0, (limiter.peekUs() - nowUs) / 1000), signal);
+          await sender.untilNext(nowUs);
           continue;
         }
         want = Math.min(batchSize, due);
       }
-      while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
+      if (sender.full) await sender.room();
       if (stoppedEarly) break;
       const events = await take(want);
       if (events.length === 0) break;
-      let intendedUs: number[] | undefined;
-      if (limiter) {
-        intendedUs = new Array(events.length);
-        for (let i = 0; i < events.length; i++) intendedUs[i] = limiter.takeUs();
-      }
-      sendBatch(events, intendedUs);
+      sendBatch(events, sender.paced ? sender.take(events.length) : undefined);
     }
   } catch (err) {
     fatal = err;
   } finally {
-    await Promise.all(inFlight);
+    await sender.settle();
     source.close?.();
   }
 
@@ -191,7 +182,7 @@ export async function produce(options: ProduceOptions, deps: ProduceDeps): Promi
     failed,
     bytesAcked,
     elapsedS: elapsedUs / 1e6,
-    paced: limiter !== undefined,
+    paced: sender.paced,
     errors: [...errors],
     interrupted: signal?.aborted ?? false,
     stoppedEarly,

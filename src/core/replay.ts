@@ -1,7 +1,8 @@
 /**
  * `replay-dlq`: puts dead-lettered messages back where they came from (README "`payq replay-dlq`"). Reads the
  * DLQs as the consumer group `payq-replay`, works out each message's origin from its headers
- * (replay-origin.ts), applies the selection (replay-select.ts), and then, per message:
+ * (replay-origin.ts), applies the selection (replay-select.ts), decides (replay-decide.ts) and then,
+ * per message (sent by paced-sender.ts, counted by replay-tally.ts):
  *
  *   replay  republish to the origin with `payq-replay-count` + 1 and the same event id; once the
  *           broker confirmed the republish (Kafka acks=all, RabbitMQ publisher confirms), ack it
@@ -26,24 +27,18 @@
  * `limit` messages were replayed or parked, or on the abort signal (in-flight sends finish first).
  * Returns a ReplayResult; never prints.
  */
-import { isUtf8 } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import type { Delivery, Driver, Headers, OutgoingMessage, Subscription } from '../drivers/types.js';
 import { messageOf, TopologyError } from '../errors.js';
-import { decodeEvent, DEFAULT_DECODE, getPath, type DecodeOptions } from '../events/decode.js';
+import type { DecodeOptions } from '../events/decode.js';
 import type { Clock } from './clock.js';
-import { RateLimiter } from './rate-limiter.js';
-import {
-  dlqBase,
-  inspectDeadLetter,
-  ORIGIN_HEADER,
-  parkedHeaders,
-  parkingDestination,
-  ReplayHeader,
-  replayHeaders,
-  type DeadLetterInfo,
-} from './replay-origin.js';
-import { filterMismatch, type ReplayFilter } from './replay-select.js';
+import { PacedSender } from './paced-sender.js';
+import { ReplayDecider } from './replay-decide.js';
+import { parkedHeaders, ReplayHeader, replayHeaders } from './replay-origin.js';
+import type { ReplayFilter } from './replay-select.js';
+import { ReplayTally, type ReplayMessage, type ReplayOutcome, type ReplayProgress, type ReplayResult } from './replay-tally.js';
+
+export type { ReplayCounts, ReplayMessage, ReplayOutcome, ReplayProgress, ReplayResult, ReplayRow } from './replay-tally.js';
 
 export interface ReplayOptions {
   /** The DLQs to read (they must exist). */
@@ -83,84 +78,6 @@ export const REPLAY_DEFAULTS = {
   window: 10_000,
 } as const;
 
-/** What happened (or, in a dry run, would happen) to a message. */
-export type ReplayOutcome = 'replayed' | 'parked' | 'skipped' | 'unresolved' | 'invalid' | 'failed';
-
-export interface ReplayMessage {
-  dlq: string;
-  partition: number | undefined;
-  offset: string | undefined;
-  key: string | undefined;
-  event_id: string | undefined;
-  type: string | undefined;
-  payment_id: string | undefined;
-  origin: string | undefined;
-  /** The header (or --to) the origin came from. */
-  origin_from: string | undefined;
-  /** Kafka Connect / Spring: where in the origin it was read from. */
-  origin_partition: string | undefined;
-  origin_offset: string | undefined;
-  reason: string;
-  failed_at: string | undefined;
-  replay_count: number;
-  bytes: number;
-  outcome: ReplayOutcome;
-  /** Where it was (would be) sent: the origin or a parking destination. */
-  destination: string | undefined;
-  /** Why it is not replayed, for unresolved / invalid / parked / skipped ones. */
-  problem: string | undefined;
-}
-
-export interface ReplayRow {
-  origin: string;
-  reason: string;
-  type: string;
-  outcome: ReplayOutcome;
-  count: number;
-}
-
-export interface ReplayCounts {
-  /** Messages looked at (not counting those held unread after the limit or a Kafka wrap). */
-  seen: number;
-  replayed: number;
-  parked: number;
-  /** Of the parked: because they had been replayed --max-replays times. */
-  parked_over_max_replays: number;
-  skipped: number;
-  unresolved: number;
-  invalid: number;
-  failed: number;
-}
-
-export interface ReplayProgress extends ReplayCounts {
-  elapsedMs: number;
-}
-
-export interface ReplayResult extends ReplayCounts {
-  dry_run: boolean;
-  dlqs: string[];
-  /** Unresolved + invalid that stay in the DLQ (not parked), and failed ones. */
-  left: number;
-  rows: ReplayRow[];
-  /** One line per unresolved or invalid message (the first 100). */
-  problems: string[];
-  problem_count: number;
-  /** Distinct send errors (at most five). */
-  errors: string[];
-  messages: ReplayMessage[] | undefined;
-  stopped_by: 'idle' | 'limit' | 'signal';
-  /** The run held `window` messages and could not look further. */
-  window_full: boolean;
-  /** The whole run, the idle timeout at its end included. */
-  elapsed_s: number;
-  /** From the first message received to the last one handled. */
-  active_s: number;
-  /** Replayed + parked per second of active_s. */
-  messages_per_s: number;
-  interrupted: boolean;
-  run_id: string;
-}
-
 export interface ReplayDeps {
   driver: Driver;
   clock: Clock;
@@ -171,7 +88,6 @@ export interface ReplayDeps {
   onReady?: (() => void) | undefined;
 }
 
-const MAX_PROBLEM_LINES = 100;
 const PROGRESS_EVERY_MS = 100;
 
 /** The names among `names` that exist (a passive check, types.ts). */
@@ -189,39 +105,15 @@ interface Send {
   overMax: boolean;
 }
 
-/** Body check: undefined when it is a UTF-8 JSON object no larger than maxBytes. */
-function bodyProblem(value: Buffer, maxBytes: number): string | undefined {
-  if (value.length > maxBytes) return `the body of ${value.length.toLocaleString('en-US')} bytes is larger than --max-bytes ${maxBytes.toLocaleString('en-US')}`;
-  if (value.length === 0) return 'the body is empty';
-  if (!isUtf8(value)) return 'the body is not valid UTF-8';
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(value.toString('utf8'));
-  } catch {
-    return 'the body is not JSON';
-  }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return 'the body is JSON but not an object';
-  return undefined;
-}
-
-function timeOf(info: DeadLetterInfo, headers: Headers, body: Record<string, unknown> | undefined): number | undefined {
-  for (const text of [info.failedAt, headers['ce_time'], headers['cloudEvents_time'], getPath(body, 'occurred_at')]) {
-    if (typeof text !== 'string') continue;
-    const ms = Date.parse(text);
-    if (Number.isFinite(ms)) return ms;
-  }
-  return undefined;
+/** The message a delivery is sent on as: its body, these headers. */
+function resend(d: Delivery, record: ReplayMessage, headers: Headers, key = d.key ?? record.payment_id ?? record.event_id ?? ''): OutgoingMessage {
+  return { key, type: record.type ?? 'unknown', value: d.value, headers };
 }
 
 class ReplayRun {
-  private readonly counts: ReplayCounts = { seen: 0, replayed: 0, parked: 0, parked_over_max_replays: 0, skipped: 0, unresolved: 0, invalid: 0, failed: 0 };
-  private readonly rows = new Map<string, ReplayRow>();
-  private readonly problems: string[] = [];
-  private problemCount = 0;
-  private readonly errors = new Set<string>();
-  private readonly messages: ReplayMessage[] | undefined;
-  /** Deliveries left unsettled on purpose: given back when the subscription closes. */
-  private held = 0;
+  readonly tally: ReplayTally;
+  private readonly decider: ReplayDecider;
+  private readonly sender: PacedSender;
   private inFlight = 0;
   private stopping = false;
   private limitReached = false;
@@ -231,17 +123,10 @@ class ReplayRun {
   private lastHandledUs: number | undefined;
   /** Kafka partitions (`dlq\0partition`) in which this run met its own left-behind copies. */
   private readonly wrapped = new Set<string>();
-  private readonly originChecks = new Map<string, Promise<boolean>>();
-  /** Messages read per DLQ, and each record's place in that order: a position where there is no offset. */
-  private readonly readFrom = new Map<string, number>();
-  private readonly positions = new WeakMap<ReplayMessage, number>();
   private readonly parkingDeclared = new Map<string, Promise<void>>();
-  private limiter: RateLimiter | undefined;
   /** Acting on a message decided to replay or park it (counts against --limit). */
   private selected = 0;
-  private readonly maxReplays: number;
-  private readonly maxBytes: number;
-  private readonly window: number;
+  private readonly batchSize: number;
   /** Acks commit offsets (Kafka): leaving a message in place means copying it to the DLQ's end. */
   private readonly offsetCommits: boolean;
   readonly runId: string;
@@ -250,13 +135,33 @@ class ReplayRun {
     private readonly options: ReplayOptions,
     private readonly deps: ReplayDeps,
   ) {
-    this.maxReplays = options.maxReplays ?? REPLAY_DEFAULTS.maxReplays;
-    this.maxBytes = options.maxBytes ?? REPLAY_DEFAULTS.maxBytes;
-    this.window = options.window ?? REPLAY_DEFAULTS.window;
-    this.messages = options.listMessages ? [] : undefined;
-    this.offsetCommits = deps.driver.capabilities.partitions;
+    const { driver, clock, signal } = deps;
+    const parkUnresolved = options.parkUnresolved ?? false;
+    this.tally = new ReplayTally({
+      dlqs: options.dlqs,
+      dryRun: options.dryRun,
+      parkUnresolved,
+      listMessages: options.listMessages ?? false,
+      window: options.window ?? REPLAY_DEFAULTS.window,
+    });
+    this.decider = new ReplayDecider(
+      {
+        to: options.to,
+        filter: options.filter,
+        maxReplays: options.maxReplays ?? REPLAY_DEFAULTS.maxReplays,
+        maxBytes: options.maxBytes ?? REPLAY_DEFAULTS.maxBytes,
+        parkUnresolved,
+        decode: options.decode,
+      },
+      driver,
+    );
+    const rate = options.rate;
+    const { sendBatchSize, sendMaxInFlight } = driver.capabilities;
+    this.batchSize = Math.max(1, rate === undefined ? sendBatchSize : Math.min(sendBatchSize, Math.floor(rate / 10)));
+    this.sender = new PacedSender({ clock, signal, rate, maxInFlight: Math.max(1, sendMaxInFlight) });
+    this.offsetCommits = driver.capabilities.partitions;
     this.runId = options.runId ?? randomBytes(6).toString('hex');
-    this.lastActivityUs = deps.clock.nowUs();
+    this.lastActivityUs = clock.nowUs();
   }
 
   get idle(): boolean {
@@ -267,16 +172,8 @@ class ReplayRun {
     return this.limitReached && this.inFlight === 0;
   }
 
-  get windowFull(): boolean {
-    return this.held >= this.window;
-  }
-
   stop(): void {
     this.stopping = true;
-  }
-
-  snapshot(elapsedMs: number): ReplayProgress {
-    return { ...this.counts, elapsedMs };
   }
 
   /**
@@ -292,14 +189,14 @@ class ReplayRun {
       const sends: Send[] = [];
       for (const d of deliveries) {
         if (this.stopping || this.limitReached) {
-          this.hold();
+          this.tally.hold();
           continue;
         }
         if (this.offsetCommits && !this.options.dryRun) {
           const partitionKey = `${d.destination}\0${d.partition ?? ''}`;
           if (d.headers[ReplayHeader.leftBy] === this.runId) this.wrapped.add(partitionKey);
           if (this.wrapped.has(partitionKey)) {
-            this.hold();
+            this.tally.hold();
             continue;
           }
         }
@@ -309,7 +206,7 @@ class ReplayRun {
       await this.execute(sends);
     } catch (err) {
       // A bug, not a broker problem: what was not settled is given back (the driver nacks it).
-      if (this.errors.size < 5) this.errors.add(messageOf(err));
+      this.tally.error(messageOf(err));
       throw err;
     } finally {
       this.inFlight -= n;
@@ -318,202 +215,65 @@ class ReplayRun {
     }
   };
 
-  private hold(): void {
-    this.held++;
-  }
-
-  /** Decides what happens to one delivery; returns the send to make, or undefined (held). */
+  /** Carries out the decision on one delivery; returns the send to make, or undefined (held). */
   private async plan(d: Delivery): Promise<Send | undefined> {
-    const { options } = this;
-    const tooLarge = d.value.length > this.maxBytes;
-    // A body too large to replay is not parsed either; headers still give type and ids.
-    const event = decodeEvent(tooLarge ? Buffer.alloc(0) : d.value, d.headers, d.key, options.decode ?? DEFAULT_DECODE);
-    const info = inspectDeadLetter(d.headers, d.destination, options.to);
-    const record: ReplayMessage = {
-      dlq: d.destination,
-      partition: d.partition,
-      offset: d.offset,
-      key: d.key,
-      event_id: event.id,
-      type: event.type,
-      payment_id: event.paymentId,
-      origin: info.origin,
-      origin_from: info.via === undefined ? undefined : ORIGIN_HEADER[info.via],
-      origin_partition: info.originPartition,
-      origin_offset: info.originOffset,
-      reason: info.reason,
-      failed_at: info.failedAt,
-      replay_count: info.replayCount,
-      bytes: d.value.length,
-      outcome: 'skipped',
-      destination: undefined,
-      problem: undefined,
-    };
-    const position = (this.readFrom.get(d.destination) ?? 0) + 1;
-    this.readFrom.set(d.destination, position);
-    this.positions.set(record, position);
-    const mismatch = filterMismatch(options.filter, {
-      type: event.type,
-      reason: info.reason,
-      paymentId: event.paymentId,
-      origin: info.origin,
-      timeMs: timeOf(info, d.headers, event.body),
-    });
-    if (mismatch !== undefined) {
-      this.counts.seen++;
-      record.problem = `not selected: ${mismatch}`;
-      return this.leave(d, record, 'skipped');
+    const inspected = this.decider.inspect(d);
+    const { record } = inspected;
+    this.tally.look(record);
+    const decision = await this.decider.decide(d, inspected);
+    switch (decision.action) {
+      case 'undecided':
+        this.tally.error(decision.error);
+        this.tally.hold();
+        this.tally.count(record, 'failed');
+        return undefined;
+      case 'leave':
+        return this.leave(d, record, decision.outcome);
+      case 'park':
+        this.select(record, decision.destination, 'parked');
+        if (this.options.dryRun) return this.simulate(record, decision.overMax);
+        return { delivery: d, record, destination: decision.destination, outcome: 'parked', overMax: decision.overMax, message: resend(d, record, parkedHeaders(d.headers, decision.why)) };
+      case 'replay':
+        this.select(record, decision.destination, 'replayed');
+        if (this.options.dryRun) return this.simulate(record);
+        return {
+          delivery: d,
+          record,
+          destination: decision.destination,
+          outcome: 'replayed',
+          overMax: false,
+          message: resend(d, record, replayHeaders(d.headers, decision.replayCount, this.deps.clock.nowUs())),
+        };
     }
-    this.counts.seen++;
-
-    let problem = bodyProblem(d.value, this.maxBytes);
-    let outcome: ReplayOutcome = 'invalid';
-    let originUsable = false;
-    if (problem === undefined && info.origin === undefined) {
-      outcome = 'unresolved';
-      problem = `no origin: none of ${Object.values(ORIGIN_HEADER).slice(1).join(', ')} is set (use --to DEST)`;
-    } else if (info.origin !== undefined) {
-      if (info.origin === d.destination) {
-        problem ??= `its origin header (${record.origin_from}) names the DLQ itself`;
-      } else {
-        let exists: boolean;
-        try {
-          exists = await this.originExists(info.origin);
-        } catch (err) {
-          // The broker did not answer: nothing is decided, the message stays for the next run.
-          if (this.errors.size < 5) this.errors.add(`${info.origin}: ${messageOf(err)}`);
-          this.hold();
-          this.count(record, 'failed');
-          return undefined;
-        }
-        if (!exists) problem ??= `its origin '${info.origin}' (from ${record.origin_from}) does not exist on the broker`;
-        else originUsable = true;
-      }
-    }
-
-    if (problem !== undefined) {
-      record.problem = problem;
-      if (options.parkUnresolved) {
-        const base = originUsable ? info.origin! : dlqBase(d.destination);
-        return this.park(d, record, parkingDestination(base), `${outcome}: ${problem}`, false);
-      }
-      return this.leave(d, record, outcome);
-    }
-    const origin = info.origin!;
-    if (info.replayCount >= this.maxReplays) {
-      record.problem = `replayed ${info.replayCount} times already (--max-replays ${this.maxReplays})`;
-      return this.park(d, record, parkingDestination(origin), record.problem, true);
-    }
-    this.selected++;
-    if (options.limit !== undefined && this.selected >= options.limit) this.limitReached = true;
-    record.destination = origin;
-    record.outcome = 'replayed';
-    if (options.dryRun) return this.simulate(record);
-    return {
-      delivery: d,
-      record,
-      destination: origin,
-      outcome: 'replayed',
-      overMax: false,
-      message: {
-        key: d.key ?? event.paymentId ?? event.id ?? '',
-        type: event.type ?? 'unknown',
-        value: d.value,
-        headers: replayHeaders(d.headers, info.replayCount, this.deps.clock.nowUs()),
-      },
-    };
   }
 
-  private park(d: Delivery, record: ReplayMessage, destination: string, why: string, overMax: boolean): Send | undefined {
+  /** A message to replay or park: it counts against --limit. */
+  private select(record: ReplayMessage, destination: string, outcome: 'replayed' | 'parked'): void {
     this.selected++;
     if (this.options.limit !== undefined && this.selected >= this.options.limit) this.limitReached = true;
     record.destination = destination;
-    record.outcome = 'parked';
-    if (this.options.dryRun) {
-      this.hold();
-      this.count(record, 'parked', overMax);
-      return undefined;
-    }
-    const event = { type: record.type ?? 'unknown', key: d.key ?? record.payment_id ?? record.event_id ?? '' };
-    return {
-      delivery: d,
-      record,
-      destination,
-      outcome: 'parked',
-      overMax,
-      message: { key: event.key, type: event.type, value: d.value, headers: parkedHeaders(d.headers, why) },
-    };
+    record.outcome = outcome;
   }
 
   /** The message stays in the DLQ: held (RabbitMQ, memory, dry runs) or copied to the end (Kafka). */
   private leave(d: Delivery, record: ReplayMessage, outcome: 'skipped' | 'unresolved' | 'invalid'): Send | undefined {
     record.outcome = outcome;
-    if (this.options.dryRun || !this.offsetCommits) {
-      this.hold();
-      this.count(record, outcome);
-      return undefined;
-    }
+    if (this.options.dryRun || !this.offsetCommits) return this.simulate(record);
     return {
       delivery: d,
       record,
       destination: d.destination,
       outcome,
       overMax: false,
-      message: {
-        key: d.key ?? '',
-        type: record.type ?? 'unknown',
-        value: d.value,
-        headers: { ...d.headers, [ReplayHeader.leftBy]: this.runId },
-      },
+      message: resend(d, record, { ...d.headers, [ReplayHeader.leftBy]: this.runId }, d.key ?? ''),
     };
   }
 
-  /** Dry run: counted as what would happen; the delivery is held. */
-  private simulate(record: ReplayMessage): undefined {
-    this.hold();
-    this.count(record, record.outcome);
+  /** Held and counted as what happens (or, in a dry run, would happen) to it. */
+  private simulate(record: ReplayMessage, overMax = false): undefined {
+    this.tally.hold();
+    this.tally.count(record, record.outcome, overMax);
     return undefined;
-  }
-
-  /** One line for a message that cannot be replayed (unresolved, invalid, parked for that). */
-  private problem(record: ReplayMessage, parked: boolean): void {
-    this.problemCount++;
-    if (this.problems.length >= MAX_PROBLEM_LINES) return;
-    // Kafka: partition and offset; elsewhere the message's place in the order read from its DLQ.
-    const where =
-      record.offset === undefined
-        ? `${record.dlq} #${this.positions.get(record) ?? '?'}`
-        : `${record.dlq}${record.partition === undefined ? '' : `[${record.partition}]`}@${record.offset}`;
-    const what = record.event_id !== undefined ? `event ${record.event_id}` : record.key !== undefined && record.key !== '' ? `message with key ${record.key}` : 'a message without id or key';
-    const would = this.options.dryRun ? 'would be ' : '';
-    const fate = parked ? `${would}parked in ${record.destination}` : this.options.dryRun ? 'would stay in the DLQ' : 'left in the DLQ';
-    this.problems.push(`${where} ${what}: ${record.problem}; ${fate}`);
-  }
-
-  private count(record: ReplayMessage, outcome: ReplayOutcome, overMax = false): void {
-    record.outcome = outcome;
-    this.counts[outcome]++;
-    if (overMax) this.counts.parked_over_max_replays++;
-    if (outcome === 'unresolved' || outcome === 'invalid') this.problem(record, false);
-    else if (outcome === 'parked' && !overMax) this.problem(record, true);
-    const origin = record.origin ?? '(unresolved)';
-    const type = record.type ?? '(none)';
-    const key = `${origin}\0${record.reason}\0${type}\0${outcome}`;
-    const row = this.rows.get(key);
-    if (row) row.count++;
-    else this.rows.set(key, { origin, reason: record.reason, type, outcome, count: 1 });
-    this.messages?.push(record);
-  }
-
-  private originExists(name: string): Promise<boolean> {
-    let check = this.originChecks.get(name);
-    if (!check) {
-      check = existingDestinations(this.deps.driver, [name]).then((found) => found.has(name));
-      this.originChecks.set(name, check);
-      // A broker hiccup must not be remembered as "missing".
-      check.catch(() => this.originChecks.delete(name));
-    }
-    return check;
   }
 
   private declareParking(name: string): Promise<void> {
@@ -533,10 +293,8 @@ class ReplayRun {
    */
   private async execute(sends: Send[]): Promise<void> {
     if (sends.length === 0) return;
-    const { driver, clock, signal } = this.deps;
-    const rate = this.options.rate;
-    const batchSize = Math.max(1, rate === undefined ? driver.capabilities.sendBatchSize : Math.min(driver.capabilities.sendBatchSize, Math.floor(rate / 10)));
-    const maxInFlight = Math.max(1, driver.capabilities.sendMaxInFlight);
+    const { sender, batchSize } = this;
+    const { signal } = this.deps;
     const byDestination = new Map<string, Send[]>();
     for (const s of sends) {
       const list = byDestination.get(s.destination);
@@ -546,29 +304,26 @@ class ReplayRun {
     const chunks: Send[][] = [];
     for (const list of byDestination.values()) for (let i = 0; i < list.length; i += batchSize) chunks.push(list.slice(i, i + batchSize));
 
-    const running = new Set<Promise<void>>();
+    // Interrupted: sends already started finish; the rest is not started and stays in the DLQ.
+    const holdFrom = (i: number) => {
+      for (const rest of chunks.slice(i)) for (let k = 0; k < rest.length; k++) this.tally.hold();
+    };
     for (const [i, chunk] of chunks.entries()) {
-      while (running.size >= maxInFlight) await Promise.race(running);
+      if (sender.full) await sender.room();
       if (signal?.aborted) {
-        // Interrupted: sends already started finish; the rest is not started and stays in the DLQ.
-        for (const rest of chunks.slice(i)) for (let k = 0; k < rest.length; k++) this.hold();
+        holdFrom(i);
         break;
       }
-      if (rate !== undefined) {
-        this.limiter ??= new RateLimiter(rate, clock.nowUs());
-        let lastUs = 0;
-        for (let i = 0; i < chunk.length; i++) lastUs = this.limiter.takeUs();
-        const waitMs = (lastUs - clock.nowUs()) / 1000;
-        if (waitMs > 0) await clock.sleep(waitMs, signal);
+      if (sender.paced) {
+        await sender.takeAll(chunk.length);
         if (signal?.aborted) {
-          for (const rest of chunks.slice(i)) for (let k = 0; k < rest.length; k++) this.hold();
+          holdFrom(i);
           break;
         }
       }
-      const p = this.sendChunk(chunk).finally(() => running.delete(p));
-      running.add(p);
+      sender.track(this.sendChunk(chunk));
     }
-    await Promise.all(running);
+    await sender.settle();
   }
 
   private async sendChunk(chunk: Send[]): Promise<void> {
@@ -581,43 +336,23 @@ class ReplayRun {
         chunk.map((s) => s.message),
       );
     } catch (err) {
-      if (this.errors.size < 5) this.errors.add(`${destination}: ${messageOf(err)}`);
+      this.tally.error(`${destination}: ${messageOf(err)}`);
       for (const s of chunk) {
-        this.hold();
+        this.tally.hold();
         s.record.destination = destination;
-        this.count(s.record, 'failed');
+        this.tally.count(s.record, 'failed');
       }
       return;
     }
     for (const s of chunk) {
       s.delivery.ack();
-      this.count(s.record, s.outcome, s.overMax);
+      this.tally.count(s.record, s.outcome, s.overMax);
     }
   }
 
   result(stoppedBy: ReplayResult['stopped_by'], elapsedUs: number): ReplayResult {
-    const c = this.counts;
-    const left = (this.options.parkUnresolved ? 0 : c.unresolved + c.invalid) + c.failed;
-    const elapsedS = elapsedUs / 1e6;
-    const activeS = this.firstDeliveryUs === undefined ? 0 : Math.max(0, (this.lastHandledUs ?? this.firstDeliveryUs) - this.firstDeliveryUs) / 1e6;
-    return {
-      dry_run: this.options.dryRun,
-      dlqs: this.options.dlqs,
-      ...c,
-      left,
-      rows: [...this.rows.values()].sort((a, b) => a.origin.localeCompare(b.origin) || a.reason.localeCompare(b.reason) || a.type.localeCompare(b.type) || a.outcome.localeCompare(b.outcome)),
-      problems: [...this.problems],
-      problem_count: this.problemCount,
-      errors: [...this.errors],
-      messages: this.messages,
-      stopped_by: stoppedBy,
-      window_full: this.windowFull,
-      elapsed_s: Math.round(elapsedS * 1000) / 1000,
-      active_s: Math.round(activeS * 1000) / 1000,
-      messages_per_s: Math.round((c.replayed + c.parked) / Math.max(activeS, 0.001)),
-      interrupted: stoppedBy === 'signal',
-      run_id: this.runId,
-    };
+    const activeUs = this.firstDeliveryUs === undefined ? 0 : Math.max(0, (this.lastHandledUs ?? this.firstDeliveryUs) - this.firstDeliveryUs);
+    return this.tally.result({ stoppedBy, elapsedUs, activeUs, runId: this.runId });
   }
 }
 
@@ -660,7 +395,7 @@ export async function replayDlq(options: ReplayOptions, deps: ReplayDeps): Promi
         stoppedBy = 'idle';
         break;
       }
-      deps.onProgress?.(run.snapshot((nowUs - startUs) / 1000));
+      deps.onProgress?.(run.tally.snapshot((nowUs - startUs) / 1000));
       await clock.sleep(tickMs, signal);
     }
   } finally {
@@ -669,6 +404,6 @@ export async function replayDlq(options: ReplayOptions, deps: ReplayDeps): Promi
     await subscription.close();
   }
   const elapsedUs = Math.max(1, clock.nowUs() - startUs);
-  deps.onProgress?.(run.snapshot(elapsedUs / 1000));
+  deps.onProgress?.(run.tally.snapshot(elapsedUs / 1000));
   return run.result(stoppedBy, elapsedUs);
 }

@@ -16,11 +16,14 @@ import { createLatencyHistogram, type LatencyHistogram } from './histogram.js';
 import { buildReport, reportData, type Report, type RunData, type StageData } from './report.js';
 import { mergeTimeSeries } from './timeseries.js';
 
-const copyHistogram = (h: LatencyHistogram): LatencyHistogram => {
+/** A new histogram holding every sample of `hs` (none of them changes). */
+export function mergeHistograms(hs: LatencyHistogram[]): LatencyHistogram {
   const out = createLatencyHistogram();
-  out.add(h);
+  for (const h of hs) out.add(h);
   return out;
-};
+}
+
+const copyHistogram = (h: LatencyHistogram): LatencyHistogram => mergeHistograms([h]);
 
 function copyStage(st: StageData): StageData {
   return { ...st, processing: copyHistogram(st.processing), wall: copyHistogram(st.wall), delivery: copyHistogram(st.delivery) };

@@ -22,24 +22,46 @@ import type { TimeSeries } from './timeseries.js';
 
 export const REPORT_SCHEMA = 'payq.report/v1';
 
+const count = z.number().int().min(0);
+const nonNegative = z.number().min(0);
+const fraction = z.number().min(0).max(1);
+
 // ------------------------------------------------------------------------------------------------
 // Raw run data: what bench measured, before anything is derived.
 
-export interface StageData {
+/**
+ * A stage's counts, defined once: they are StageData's, and the report's handlers carry them as
+ * they are (in this order).
+ */
+const stageCountsShape = {
+  /** Deliveries to the stage, redeliveries included. */
+  received: count,
+  redelivered: count,
+  attempts: count,
+  retries: count,
+  transient_failures: count,
+  /** Events the stage emitted that the broker acknowledged. */
+  emitted: count,
+  dead_lettered: count,
+  bytes_received: count,
+  bytes_handled: count,
+  bytes_emitted: count,
+};
+
+export type StageCounts = { [K in keyof typeof stageCountsShape]: number };
+
+const STAGE_COUNTS = Object.keys(stageCountsShape) as (keyof StageCounts)[];
+
+/** The stage counts of `from`, and nothing else. */
+export function stageCounts(from: StageCounts): StageCounts {
+  const out = {} as StageCounts;
+  for (const k of STAGE_COUNTS) out[k] = from[k];
+  return out;
+}
+
+export interface StageData extends StageCounts {
   /** Successful handlings (events processed). */
   handled: number;
-  /** Deliveries to the stage, redeliveries included. */
-  received: number;
-  redelivered: number;
-  attempts: number;
-  retries: number;
-  transient_failures: number;
-  /** Events the stage emitted that the broker acknowledged. */
-  emitted: number;
-  dead_lettered: number;
-  bytes_received: number;
-  bytes_handled: number;
-  bytes_emitted: number;
   /** Processing time of each handled event, µs: APT's tᵢ is its mean. */
   processing: LatencyHistogram;
   /** Wall time the successful attempt took, µs (the processing time plus timer lateness). */
@@ -91,10 +113,6 @@ export interface RunData {
 // ------------------------------------------------------------------------------------------------
 // The report as written: the zod schema is the documented schema (README "JSON report").
 
-const count = z.number().int().min(0);
-const nonNegative = z.number().min(0);
-const fraction = z.number().min(0).max(1);
-
 export const latencySummarySchema = z.strictObject({
   count,
   mean_ms: nonNegative,
@@ -117,28 +135,23 @@ const handlerSchema = z.strictObject({
   max_ms: nonNegative,
   /** Mean wall time of the successful attempt (ms): t_ms plus the timers' lateness. */
   wall_t_ms: nonNegative,
-  received: count,
-  redelivered: count,
-  attempts: count,
-  retries: count,
-  transient_failures: count,
-  emitted: count,
-  dead_lettered: count,
-  bytes_received: count,
-  bytes_handled: count,
-  bytes_emitted: count,
+  ...stageCountsShape,
 });
 
 const encoded = z.string().regex(/^[A-Za-z0-9+/=]*$/, 'must be a compressed base64 HdrHistogram');
 
-export const ROLES = ['all', 'producer', 'worker', 'tracer'] as const;
-export type BenchRole = (typeof ROLES)[number];
+/**
+ * What one bench process runs (core/bench.ts `role`): `all` of the pipeline, or one part of a run
+ * whose reports merge (merge.ts).
+ */
+export const BENCH_ROLES = ['all', 'producer', 'worker', 'tracer'] as const;
+export type BenchRole = (typeof BENCH_ROLES)[number];
 
 export const reportSchema = z.strictObject({
   schema: z.literal(REPORT_SCHEMA),
   run_id: z.string(),
   /** Which part of the pipeline this report measured; `all` for a one-process bench. */
-  role: z.enum([...ROLES, 'merged']),
+  role: z.enum([...BENCH_ROLES, 'merged']),
   /** How many reports were merged into this one (1 for a plain run). */
   merged_from: z.number().int().min(1),
   /**
@@ -347,16 +360,7 @@ export function buildReport(data: RunData, meta: ReportMeta): Report {
       p99_ms: p.p99_ms,
       max_ms: p.max_ms,
       wall_t_ms: handlerTMs(wall.histogram),
-      received: st.received,
-      redelivered: st.redelivered,
-      attempts: st.attempts,
-      retries: st.retries,
-      transient_failures: st.transient_failures,
-      emitted: st.emitted,
-      dead_lettered: st.dead_lettered,
-      bytes_received: st.bytes_received,
-      bytes_handled: st.bytes_handled,
-      bytes_emitted: st.bytes_emitted,
+      ...stageCounts(st),
     };
     hops[name] = delivery.summary;
     histHops[name] = delivery.encoded;
@@ -445,16 +449,7 @@ export function reportData(report: Report): RunData {
   for (const [name, x] of Object.entries(report.handlers)) {
     stages[name] = {
       handled: x.count,
-      received: x.received,
-      redelivered: x.redelivered,
-      attempts: x.attempts,
-      retries: x.retries,
-      transient_failures: x.transient_failures,
-      emitted: x.emitted,
-      dead_lettered: x.dead_lettered,
-      bytes_received: x.bytes_received,
-      bytes_handled: x.bytes_handled,
-      bytes_emitted: x.bytes_emitted,
+      ...stageCounts(x),
       processing: dec(h.processing[name]),
       wall: dec(h.wall[name]),
       delivery: dec(h.hops[name]),
