@@ -198,7 +198,7 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
 
   const runners = stages.map(
     (stage) =>
-      new StageRunner({ scenario, stage, group: workerGroup(scenario, stage), driver, clock, policy, errors, signal, countRunId: options.countRunId }),
+      new StageRunner({ scenario, stage, group: workerGroup(scenario, stage), driver, clock, policy, errors, signal, countRunId: options.countRunId, prefetch }),
   );
   // Concurrently: joining a Kafka group takes seconds each.
   const subscribed = await Promise.allSettled(
@@ -242,6 +242,8 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
     await clock.sleep(Math.min(tickMs, Math.max(1, (endUs - nowUs) / 1000)), signal);
   }
 
+  // The handlings under way finish (and are acked) before the subscriptions close.
+  await Promise.all(runners.map((r) => r.drain()));
   await closeAll(subscriptions);
   const elapsedUs = Math.max(1, clock.nowUs() - startUs);
   deps.onProgress?.(snapshot(runners, elapsedUs / 1000));
