@@ -107,7 +107,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.findMax && o.role !== 'all') {
     // A search judges each step (the tracer's figures) before it chooses the next rate (the producer's).
     throw new UsageError(`--find-max cannot run as --role ${o.role}: a capacity search runs each step's producer, workers and tracer in one process`, {
-      hint: "leave out --role; extra workers elsewhere: 'payq worker' on the same --broker and --scenario shares the stages' consumer groups",
+      hint: "leave out --role; for more workers, run 'payq worker' elsewhere with the same --broker, --scenario and --seed: it joins the stages' consumer groups",
     });
   }
   if (o.role !== 'all' && o.runId === undefined) {
