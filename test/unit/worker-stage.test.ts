@@ -6,12 +6,18 @@
  * the work under way. No timing is asserted: the order of events is.
  */
 import { describe, expect, it } from 'vitest';
-import type { Clock } from '../../src/core/clock.js';
+import { systemClock, type Clock } from '../../src/core/clock.js';
+import { produce } from '../../src/core/produce.js';
+import { generatedSource } from '../../src/core/sources.js';
 import { ErrorLog, StageRunner } from '../../src/core/worker-stage.js';
+import { runWorker, type WorkerProgress } from '../../src/core/worker.js';
+import { createDriver } from '../../src/drivers/registry.js';
 import type { Delivery, Driver, OutgoingMessage } from '../../src/drivers/types.js';
 import { toMessage } from '../../src/events/codec.js';
 import { EventGenerator } from '../../src/events/generator.js';
 import { loadScenario } from '../../src/events/scenario.js';
+import { uniqueName } from '../helpers/brokers.js';
+import { waitFor } from '../helpers/wait.js';
 
 const checkout = loadScenario('checkout');
 const stage = checkout.stages[0]!;
@@ -149,5 +155,36 @@ describe('StageRunner', () => {
     clock.sleeping[1]!();
     await call;
     expect(late!.settled).toBe('ack');
+  });
+
+  it('a worker stopped while deliveries are working finishes every one of them before it closes (memory://, real processing times)', async () => {
+    const driver = await createDriver(`memory://${uniqueName('stop')}`);
+    await driver.connect();
+    try {
+      const entry = checkout.destinationFor(checkout.entry);
+      const produced = await produce(
+        { destination: entry, encode: { binding: 'kafka', sourcePrefix: '/payq/checkout', runId: 'unit' } },
+        { driver, source: generatedSource(new EventGenerator({ scenario: checkout, seed: 4, payments: 400, lifecycle: false })), clock: systemClock },
+      );
+      expect(produced.acked).toBe(400);
+      const controller = new AbortController();
+      let latest: WorkerProgress | undefined;
+      const running = runWorker(
+        { scenario: checkout, timeScale: 1, seed: 0, prefetch: 64 },
+        { driver, clock: systemClock, signal: controller.signal, onProgress: (p) => (latest = p) },
+      );
+      await waitFor(() => latest !== undefined && latest.handled > 20 && latest.inFlight > 0, 60_000, () => 'deliveries at work');
+      controller.abort();
+      const result = await running;
+      expect(result.interrupted).toBe(true);
+      for (const s of result.stages) {
+        // Every delivery handed to a stage ended in an ack or a dead letter, none given back.
+        expect(s.handled + s.dead_lettered_total, s.stage).toBe(s.received);
+        expect(s.nacked, s.stage).toBe(0);
+      }
+      expect(result.stages[0]!.received).toBeLessThan(400);
+    } finally {
+      await driver.close();
+    }
   });
 });
