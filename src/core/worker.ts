@@ -2,8 +2,9 @@
  * `worker`: runs a scenario's handler stages against a broker (README "`payq worker`"). Each stage consumes
  * its destination in the group `payq-worker.<scenario>.<stage>`, spends the sampled processing
  * time, fails and retries as configured, emits its next events and dead-letters what it gives up
- * on. Runs until the abort signal (then `interrupted`), a duration, or an idle timeout; closing
- * the subscriptions drains the handlers in flight. Returns a WorkerResult; never prints.
+ * on. Runs until the abort signal (then `interrupted`), a duration, or an idle timeout; then every
+ * handling under way finishes (StageRunner.drain) and the subscriptions close. Returns a
+ * WorkerResult; never prints.
  */
 import type { DestinationSpec, Driver, Subscription } from '../drivers/types.js';
 import { ConfigError } from '../errors.js';
