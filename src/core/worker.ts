@@ -2,8 +2,9 @@
  * `worker`: runs a scenario's handler stages against a broker (README "`payq worker`"). Each stage consumes
  * its destination in the group `payq-worker.<scenario>.<stage>`, spends the sampled processing
  * time, fails and retries as configured, emits its next events and dead-letters what it gives up
- * on. Runs until the abort signal (then `interrupted`), a duration, or an idle timeout; closing
- * the subscriptions drains the handlers in flight. Returns a WorkerResult; never prints.
+ * on. Runs until the abort signal (then `interrupted`), a duration, or an idle timeout; then every
+ * handling under way finishes (StageRunner.drain) and the subscriptions close. Returns a
+ * WorkerResult; never prints.
  */
 import type { DestinationSpec, Driver, Subscription } from '../drivers/types.js';
 import { ConfigError } from '../errors.js';
@@ -198,7 +199,7 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
 
   const runners = stages.map(
     (stage) =>
-      new StageRunner({ scenario, stage, group: workerGroup(scenario, stage), driver, clock, policy, errors, signal, countRunId: options.countRunId }),
+      new StageRunner({ scenario, stage, group: workerGroup(scenario, stage), driver, clock, policy, errors, signal, countRunId: options.countRunId, prefetch }),
   );
   // Concurrently: joining a Kafka group takes seconds each.
   const subscribed = await Promise.allSettled(
@@ -242,6 +243,8 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
     await clock.sleep(Math.min(tickMs, Math.max(1, (endUs - nowUs) / 1000)), signal);
   }
 
+  // The handlings under way finish (and are acked) before the subscriptions close.
+  await Promise.all(runners.map((r) => r.drain()));
   await closeAll(subscriptions);
   const elapsedUs = Math.max(1, clock.nowUs() - startUs);
   deps.onProgress?.(snapshot(runners, elapsedUs / 1000));

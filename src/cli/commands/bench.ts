@@ -104,6 +104,12 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.count !== undefined && o.duration !== undefined) throw new UsageError('--count and --duration exclude each other');
   if (o.jsonFile !== undefined && !o.json) throw new UsageError(`unexpected argument '${o.jsonFile}'`, { hint: 'did you mean --json FILE?' });
   // Before connecting anything: a bad assertion or scenario is a usage error, not a failed run.
+  if (o.findMax && o.role !== 'all') {
+    // A search judges each step (the tracer's figures) before it chooses the next rate (the producer's).
+    throw new UsageError(`--find-max cannot run as --role ${o.role}: a capacity search runs each step's producer, workers and tracer in one process`, {
+      hint: "leave out --role; for more workers, run 'payq worker' elsewhere with the same --broker, --scenario and --seed: it joins the stages' consumer groups",
+    });
+  }
   if (o.role !== 'all' && o.runId === undefined) {
     throw new UsageError(`--role ${o.role} needs --run-id: every part of a run must use the same one`, { hint: 'e.g. --run-id "$GITHUB_RUN_ID"' });
   }
@@ -117,7 +123,6 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.findMax) {
     if (assertions.length === 0) throw new UsageError('--find-max needs at least one --assert: the SLO each step must meet', { hint: "e.g. --find-max --assert 'p99_ms<250' --assert loss==0" });
     if (o.rate !== undefined || o.count !== undefined) throw new UsageError('--find-max chooses the rate itself: leave out --rate and --count (each step runs for --duration)');
-    if (o.role !== 'all') throw new UsageError('--find-max runs the whole pipeline in this process: leave out --role');
     if (o.maxRate !== undefined && o.maxRate < o.minRate) throw new UsageError(`--max-rate ${o.maxRate} is below --min-rate ${o.minRate}`);
   }
   checkAssertionKeys(
