@@ -21,7 +21,7 @@ import { retry, type BackoffOptions } from '../retry.js';
 import type { BrokerUrl } from '../url.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
 import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
-import { mapKafkaError, type KafkaOperation } from './errors.js';
+import { classifyKafkaError, mapKafkaError, type KafkaOperation } from './errors.js';
 import { KafkaSubscription, type DeadLetterMessage } from './subscription.js';
 
 /**
@@ -65,8 +65,6 @@ function withDeadline<T>(work: Promise<T>, ms: number, onTimeout: () => Error): 
  *  record batch even when every message goes to one partition. */
 const PRODUCE_REQUEST_BYTES = 900_000;
 
-/** Joins of a consumer group tried while the broker answers with a retriable error. */
-const SUBSCRIBE_ATTEMPTS = 5;
 /** Waits between attempts to reach a cluster that went away, up to `reconnectTimeoutMs` in all. */
 const RECONNECT_BACKOFF: BackoffOptions = { initialMs: 250, maxMs: 5_000 };
 
@@ -436,22 +434,41 @@ class KafkaDriver implements Driver {
           produceDeadLetter: (topic, message) => this.produceDeadLetter(topic, message),
           deleteGroup: (groupId) => this.deleteGroup(groupId),
           pinStart: (groupId, topics) => this.pinStart(groupId, topics),
+          link: this.linkMonitor,
         },
         options,
         handler,
       );
-    let subscription = create();
-    // A broker that has just started is still loading its group coordinator
-    // (COORDINATOR_LOAD_IN_PROGRESS, retriable): join again a few times before giving up.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await subscription.start();
-        break;
-      } catch (err) {
-        if (attempt >= SUBSCRIBE_ATTEMPTS || !isPayqError(err) || !err.retriable || this.closePromise) throw err;
-        await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** attempt));
-        subscription = create();
+    // A broker that is away, restarting, or has just started and is still loading its group
+    // coordinator (COORDINATOR_LOAD_IN_PROGRESS) fails a start retriable: a new subscription is
+    // started with the reconnect backoff until reconnectTimeoutMs (README "Failure drills").
+    let attempts = 0;
+    let subscription: KafkaSubscription;
+    try {
+      subscription = await retry(
+        async () => {
+          attempts++;
+          const next = create();
+          await next.start();
+          return next;
+        },
+        {
+          backoff: RECONNECT_BACKOFF,
+          deadlineMs: this.options.reconnectTimeoutMs,
+          isRetryable: (err) => isPayqError(err) && err.retriable && this.closePromise === undefined,
+          onRetry: (err) => {
+            if (classifyKafkaError(err) === 'unavailable') this.linkMonitor.lost();
+          },
+        },
+      );
+    } catch (err) {
+      if (attempts > 1 && err instanceof BrokerUnavailableError && err.retriable) {
+        throw new BrokerUnavailableError(
+          `kafka ${this.url.redacted}: could not subscribe within ${Math.round(this.options.reconnectTimeoutMs / 1000)} s (--reconnect-timeout): ${err.message}`,
+          { cause: err, hint: 'is Kafka running? a longer --reconnect-timeout rides out a longer outage' },
+        );
       }
+      throw err;
     }
     this.subscriptions.add(subscription);
     const close = subscription.close.bind(subscription);

@@ -23,13 +23,23 @@
  * (deps.pinStart, only where it has no offset yet): otherwise a partition not yet acked on when
  * the broker restarts would be reset to the end again, and what was sent meanwhile never seen
  * (README "Failure drills").
+ *
+ * A broker that goes away (README "Failure drills"): kafkajs' consumer crashes with a retriable
+ * error and restarts itself, joining the group again; the join resets the local windows, so each
+ * partition resumes at the group's committed offset (a tap's too: its commits and its pinned
+ * start are offsets of its own group), and late acks of deliveries from before the outage only
+ * mark their offsets done (PartitionOffsets: detached slots). The driver's link status follows
+ * (deps.link): lost at an outage crash, restored at the next join or fetch. A start that finds the
+ * broker away fails retriable (the driver tries again within reconnectTimeoutMs): a pinStart that
+ * could not reach the broker is such a failure, since joining unpinned would skip what is sent
+ * until the broker is back.
  */
 import type { Batch, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
 import { randomBytes } from 'node:crypto';
-import { InternalError, UsageError } from '../../errors.js';
+import { BrokerUnavailableError, InternalError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
 import { KAFKA_TUNING } from './config.js';
-import { mapKafkaError } from './errors.js';
+import { classifyKafkaError, mapKafkaError } from './errors.js';
 import { PartitionOffsets, type Slot } from './partition-offsets.js';
 
 export interface DeadLetterMessage {
@@ -52,6 +62,14 @@ export interface KafkaSubscriptionDeps {
    * instead of skipping to the end again (best effort: may reject).
    */
   pinStart(groupId: string, topics: string[]): Promise<void>;
+  /** The driver's LinkMonitor: told when the consumer loses the broker and when it works again. */
+  link: { lost(): void; restored(): void };
+}
+
+/** A failure that means the broker is away (worth waiting for), not a refusal. */
+function isOutage(err: unknown, url: string): boolean {
+  const mapped = mapKafkaError(err, { operation: 'subscribe', url });
+  return mapped instanceof BrokerUnavailableError && mapped.retriable;
 }
 
 /** A tap's group: unique, and recognisable in `kafka-consumer-groups --list`. */
@@ -141,6 +159,7 @@ export class KafkaSubscription implements Subscription {
     this.unsubscribers.push(
       consumer.on(consumer.events.GROUP_JOIN, () => {
         joined = true;
+        this.deps.link.restored();
         // Every join after the first is a rebalance: kafkajs restarts each partition from the
         // broker's committed offset, so the local windows (and pending rewinds) are void.
         if (this.joins++ > 0) {
@@ -155,9 +174,13 @@ export class KafkaSubscription implements Subscription {
       consumer.on(consumer.events.FETCH_START, () => this.applyRewinds()),
       // The first fetch after the join has resolved the initial offsets (earliest/latest).
       consumer.on(consumer.events.FETCH, () => {
-        if (joined) settleReady?.resolve();
+        if (!joined) return;
+        this.deps.link.restored();
+        settleReady?.resolve();
       }),
+      // After start, kafkajs restarts the consumer itself after a retriable crash (an outage).
       consumer.on(consumer.events.CRASH, (event) => {
+        if (!this.closing && classifyKafkaError(event.payload.error) === 'unavailable') this.deps.link.lost();
         settleReady?.reject(event.payload.error);
       }),
       // Commit what is acked before the group moves partitions away (best effort).
@@ -166,12 +189,18 @@ export class KafkaSubscription implements Subscription {
       }),
     );
 
+    // Retriable: a broker restarting meanwhile is why a group does not settle (the driver retries).
     const readyTimeout = setTimeout(
-      () => settleReady?.reject(new Error(`the group did not settle within ${tuning.readyTimeoutMs} ms`)),
+      () => settleReady?.reject(new BrokerUnavailableError(`kafka ${url}: the group did not settle within ${tuning.readyTimeoutMs} ms (${subject})`, { retriable: true })),
       tuning.readyTimeoutMs,
     );
     try {
-      if (!fromBeginning) await this.deps.pinStart(group, destinations).catch(noop);
+      if (!fromBeginning) {
+        // Best effort, except when the broker is away: then this start fails and is tried again.
+        await this.deps.pinStart(group, destinations).catch((err: unknown) => {
+          if (isOutage(err, url)) throw err;
+        });
+      }
       await consumer.connect();
       await consumer.subscribe({ topics: destinations, fromBeginning });
       await consumer.run({
