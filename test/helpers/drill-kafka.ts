@@ -77,13 +77,17 @@ export class DrillKafka {
 
   /**
    * SIGKILL, `pauseS` seconds away, then started again on the same data; resolves once it
-   * answers. The outage (kill → answering) is kept in `outagesMs`.
+   * answers. The outage (kill → answering) is kept in `outagesMs`; `onKilled` is called once the
+   * broker process is gone.
    */
-  async restart(pauseS = 2): Promise<number> {
+  async restart(pauseS = 2, onKilled?: () => void): Promise<number> {
     const started = performance.now();
     let killedAt: number | undefined;
     const r = await this.script('restart', { PAYQ_RESTART_PAUSE: String(pauseS) }, (line) => {
-      if (killedAt === undefined && /killed pid/.test(line)) killedAt = performance.now();
+      if (killedAt === undefined && /killed pid/.test(line)) {
+        killedAt = performance.now();
+        onKilled?.();
+      }
     });
     if (r.code !== 0) throw new Error(`drill Kafka restart failed (exit ${r.code}):\n${r.stderr.slice(-4000)}`);
     const outage = performance.now() - (killedAt ?? started);
