@@ -22,7 +22,7 @@ import type { BrokerUrl } from '../url.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
 import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
 import { mapKafkaError, type KafkaOperation } from './errors.js';
-import { KafkaSubscription, type DeadLetterMessage } from './subscription.js';
+import { KafkaSubscription, type DeadLetterMessage, type TopicPartitionOffset } from './subscription.js';
 
 /**
  * kafkajs 2.2.4's request queue schedules `setTimeout(throttledUntil - Date.now())` with
@@ -398,17 +398,19 @@ class KafkaDriver implements Driver {
     }
   }
 
-  /** See KafkaSubscriptionDeps.pinStart. */
-  private async pinStart(groupId: string, topics: string[]): Promise<void> {
+  /** See KafkaSubscriptionDeps.startOffsets. */
+  private async startOffsets(groupId: string, topics: string[]): Promise<TopicPartitionOffset[]> {
     const admin = await this.getAdmin();
     const committed = await admin.fetchOffsets({ groupId, topics });
-    for (const { topic, partitions } of committed) {
-      const unset = new Set(partitions.filter((p) => Number(p.offset) < 0).map((p) => p.partition));
-      if (unset.size === 0) continue;
-      const ends = await admin.fetchTopicOffsets(topic);
-      const pinned = ends.filter((p) => unset.has(p.partition)).map((p) => ({ partition: p.partition, offset: p.high }));
-      if (pinned.length > 0) await admin.setOffsets({ groupId, topic, partitions: pinned });
-    }
+    const perTopic = await Promise.all(
+      committed.map(async ({ topic, partitions }) => {
+        const unset = new Set(partitions.filter((p) => Number(p.offset) < 0).map((p) => p.partition));
+        if (unset.size === 0) return [];
+        const ends = await admin.fetchTopicOffsets(topic);
+        return ends.filter((p) => unset.has(p.partition)).map((p) => ({ topic, partition: p.partition, offset: p.high }));
+      }),
+    );
+    return perTopic.flat();
   }
 
   private produceDeadLetter(topic: string, message: DeadLetterMessage): Promise<void> {
@@ -435,7 +437,7 @@ class KafkaDriver implements Driver {
           url: this.url.redacted,
           produceDeadLetter: (topic, message) => this.produceDeadLetter(topic, message),
           deleteGroup: (groupId) => this.deleteGroup(groupId),
-          pinStart: (groupId, topics) => this.pinStart(groupId, topics),
+          startOffsets: (groupId, topics) => this.startOffsets(groupId, topics),
         },
         options,
         handler,

@@ -19,10 +19,11 @@
  * nothing behind. A process that dies without closing leaves its tap group until Kafka's
  * offsets.retention.minutes expires it (7 days by default); it holds no partitions meanwhile.
  *
- * A group that starts at the end (not fromBeginning) has that end committed before it joins
- * (deps.pinStart, only where it has no offset yet): otherwise a partition not yet acked on when
- * the broker restarts would be reset to the end again, and what was sent meanwhile never seen
- * (README "Failure drills").
+ * A group that starts at the end (not fromBeginning) commits that end, read before it joined, for
+ * its partitions that have no offset yet (deps.startOffsets): otherwise a partition not yet acked
+ * on when the broker restarts would be reset to the end again, and what was sent meanwhile never
+ * seen (README "Failure drills"). Through the member's own commit, not admin.setOffsets, which
+ * joins the group itself.
  */
 import type { Batch, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
 import { randomBytes } from 'node:crypto';
@@ -38,6 +39,12 @@ export interface DeadLetterMessage {
   headers: Headers;
 }
 
+export interface TopicPartitionOffset {
+  topic: string;
+  partition: number;
+  offset: string;
+}
+
 export interface KafkaSubscriptionDeps {
   kafka: Kafka;
   /** The redacted broker URL, for error messages. */
@@ -47,11 +54,12 @@ export interface KafkaSubscriptionDeps {
   /** Deletes a tap's consumer group once its consumer has left (best effort: may reject). */
   deleteGroup(groupId: string): Promise<void>;
   /**
-   * Commits the end of each partition of `topics` for which `groupId` has no committed offset,
-   * so a group that starts at the end resumes from there after a crash or a broker restart
-   * instead of skipping to the end again (best effort: may reject).
+   * The end of each partition of `topics` for which `groupId` has no committed offset (best
+   * effort: may reject). The subscription commits these for its own partitions once it has
+   * joined, so a group that starts at the end resumes from there after a crash or a broker
+   * restart instead of skipping to the end again.
    */
-  pinStart(groupId: string, topics: string[]): Promise<void>;
+  startOffsets(groupId: string, topics: string[]): Promise<TopicPartitionOffset[]>;
 }
 
 /** A tap's group: unique, and recognisable in `kafka-consumer-groups --list`. */
@@ -139,8 +147,9 @@ export class KafkaSubscription implements Subscription {
     // Awaited after connect and subscribe: a timeout before then must not be an unhandled rejection.
     ready.catch(noop);
     this.unsubscribers.push(
-      consumer.on(consumer.events.GROUP_JOIN, () => {
+      consumer.on(consumer.events.GROUP_JOIN, (event) => {
         joined = true;
+        assigned = event.payload.memberAssignment;
         // Every join after the first is a rebalance: kafkajs restarts each partition from the
         // broker's committed offset, so the local windows (and pending rewinds) are void.
         if (this.joins++ > 0) {
@@ -166,12 +175,14 @@ export class KafkaSubscription implements Subscription {
       }),
     );
 
+    // Before the join's clock starts: its admin round trips are not the group's settling.
+    const unset = fromBeginning ? [] : await this.deps.startOffsets(group, destinations).catch((): TopicPartitionOffset[] => []);
+    let assigned: Record<string, number[]> = {};
     const readyTimeout = setTimeout(
       () => settleReady?.reject(new Error(`the group did not settle within ${tuning.readyTimeoutMs} ms`)),
       tuning.readyTimeoutMs,
     );
     try {
-      if (!fromBeginning) await this.deps.pinStart(group, destinations).catch(noop);
       await consumer.connect();
       await consumer.subscribe({ topics: destinations, fromBeginning });
       await consumer.run({
@@ -181,6 +192,8 @@ export class KafkaSubscription implements Subscription {
         eachBatch: (payload) => this.onBatch(payload),
       });
       await ready;
+      const mine = unset.filter((p) => assigned[p.topic]?.includes(p.partition));
+      if (mine.length > 0) await consumer.commitOffsets(mine).catch(noop);
     } catch (err) {
       this.closing = true;
       this.stopListening();
