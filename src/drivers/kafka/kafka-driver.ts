@@ -14,6 +14,7 @@ import type {
   Subscription,
 } from '../types.js';
 import { usedAfterClose } from '../common.js';
+import { retry, type BackoffOptions } from '../retry.js';
 import type { BrokerUrl } from '../url.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
 import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
@@ -63,6 +64,12 @@ const PRODUCE_REQUEST_BYTES = 900_000;
 
 /** Joins of a consumer group tried while the broker answers with a retriable error. */
 const SUBSCRIBE_ATTEMPTS = 5;
+const SUBSCRIBE_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 4_000 };
+/** Deletes of a tap's group tried while the coordinator still reports it non-empty. */
+const GROUP_DELETE_ATTEMPTS = 5;
+const GROUP_DELETE_BACKOFF: BackoffOptions = { initialMs: 100, maxMs: 800 };
+/** Metadata polled this often until every new topic's partitions have a leader. */
+const LEADER_POLL: BackoffOptions = { initialMs: 100, maxMs: 100, jitter: 0 };
 
 interface QueuedProduce {
   topic: string;
@@ -252,21 +259,27 @@ class KafkaDriver implements Driver {
   }
 
   private async waitForLeaders(admin: Admin, topics: string[]): Promise<void> {
-    const deadline = Date.now() + KAFKA_TUNING.declareTimeoutMs;
     let lastError: unknown;
-    while (Date.now() < deadline) {
-      try {
-        const { topics: metadata } = await admin.fetchTopicMetadata({ topics });
-        const ready = metadata.every(
-          (t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0 && p.partitionErrorCode === 0),
-        );
-        if (ready && metadata.length === topics.length) return;
-      } catch (err) {
-        lastError = err;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+    const notYet = new Error(`topic leaders not elected within ${KAFKA_TUNING.declareTimeoutMs} ms`);
+    try {
+      await retry(
+        async () => {
+          let ready = false;
+          try {
+            const { topics: metadata } = await admin.fetchTopicMetadata({ topics });
+            ready =
+              metadata.length === topics.length &&
+              metadata.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0 && p.partitionErrorCode === 0));
+          } catch (err) {
+            lastError = err;
+          }
+          if (!ready) throw notYet;
+        },
+        { backoff: LEADER_POLL, deadlineMs: KAFKA_TUNING.declareTimeoutMs },
+      );
+    } catch {
+      throw lastError ?? notYet;
     }
-    throw lastError ?? new Error(`topic leaders not elected within ${KAFKA_TUNING.declareTimeoutMs} ms`);
   }
 
   async send(destination: string, messages: OutgoingMessage[]): Promise<void> {
@@ -333,18 +346,19 @@ class KafkaDriver implements Driver {
    */
   private async deleteGroup(groupId: string): Promise<void> {
     const admin = await this.getAdmin();
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await admin.deleteGroups([groupId]);
-        return;
-      } catch (err) {
-        // Already gone (an empty group without offsets is dropped by the coordinator): done.
-        const groups = (err as { groups?: Array<{ error?: { type?: string } }> }).groups ?? [];
-        if (groups.length > 0 && groups.every((g) => g.error?.type === 'GROUP_ID_NOT_FOUND')) return;
-        if (attempt >= 4) throw err;
-        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
-      }
-    }
+    await retry(
+      async () => {
+        try {
+          await admin.deleteGroups([groupId]);
+        } catch (err) {
+          // Already gone (an empty group without offsets is dropped by the coordinator): done.
+          const groups = (err as { groups?: Array<{ error?: { type?: string } }> }).groups ?? [];
+          if (groups.length > 0 && groups.every((g) => g.error?.type === 'GROUP_ID_NOT_FOUND')) return;
+          throw err;
+        }
+      },
+      { backoff: GROUP_DELETE_BACKOFF, attempts: GROUP_DELETE_ATTEMPTS },
+    );
   }
 
   private produceDeadLetter(topic: string, message: DeadLetterMessage): Promise<void> {
@@ -375,19 +389,20 @@ class KafkaDriver implements Driver {
         options,
         handler,
       );
-    let subscription = create();
     // A broker that has just started is still loading its group coordinator
     // (COORDINATOR_LOAD_IN_PROGRESS, retriable): join again a few times before giving up.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await subscription.start();
-        break;
-      } catch (err) {
-        if (attempt >= SUBSCRIBE_ATTEMPTS || !isPayqError(err) || !err.retriable || this.closePromise) throw err;
-        await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** attempt));
-        subscription = create();
-      }
-    }
+    const subscription = await retry(
+      async () => {
+        const attempt = create();
+        await attempt.start();
+        return attempt;
+      },
+      {
+        backoff: SUBSCRIBE_BACKOFF,
+        attempts: SUBSCRIBE_ATTEMPTS,
+        isRetryable: (err) => isPayqError(err) && err.retriable && !this.closePromise,
+      },
+    );
     this.subscriptions.add(subscription);
     const close = subscription.close.bind(subscription);
     subscription.close = () => {

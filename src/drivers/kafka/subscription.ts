@@ -23,6 +23,7 @@ import type { Batch, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage }
 import { randomBytes } from 'node:crypto';
 import { InternalError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
+import { HandlerFailures } from '../retry.js';
 import { KAFKA_TUNING } from './config.js';
 import { mapKafkaError } from './errors.js';
 import { PartitionOffsets, type Slot } from './partition-offsets.js';
@@ -84,6 +85,7 @@ export class KafkaSubscription implements Subscription {
   private readonly unsubscribers: Array<() => void> = [];
   private outstanding = 0;
   private closing = false;
+  private readonly failures = new HandlerFailures();
   private closePromise: Promise<void> | undefined;
   private handlerRunning: Promise<void> | undefined;
   private wake: (() => void) | undefined;
@@ -248,11 +250,14 @@ export class KafkaSubscription implements Subscription {
     // Started from a microtask so `handlerRunning` is set even if the handler throws at once.
     const run = Promise.resolve()
       .then(() => this.handler(chunk))
-      .catch(() => {
-        // The handler failed: what it left unsettled goes back for redelivery. (A subscription
-        // has no error channel; the handler owns its error reporting.)
-        for (const delivery of chunk) delivery.nack();
-      });
+      .then(
+        () => this.failures.succeeded(),
+        async () => {
+          // The handler-failure policy of every driver (retry.ts): unsettled messages back, a pause.
+          for (const delivery of chunk) delivery.nack();
+          await this.failures.failed();
+        },
+      );
     this.handlerRunning = run;
     try {
       await run;
@@ -358,6 +363,7 @@ export class KafkaSubscription implements Subscription {
     this.closePromise ??= (async () => {
       this.closing = true;
       this.wake?.();
+      this.failures.stop();
       if (this.handlerRunning) await this.handlerRunning;
       await this.commit();
       this.stopListening();
