@@ -13,7 +13,7 @@ import type {
   SubscribeOptions,
   Subscription,
 } from '../types.js';
-import { usedAfterClose } from '../common.js';
+import { PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import { retry, type BackoffOptions } from '../retry.js';
 import type { BrokerUrl } from '../url.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
@@ -49,14 +49,6 @@ export const KAFKA_CAPABILITIES: DriverCapabilities = {
 };
 
 const noop = () => {};
-
-function withDeadline<T>(work: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(onTimeout()), ms);
-  });
-  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
-}
 
 /** Bytes one produce request may carry: below the broker's default message.max.bytes (1 MiB) per
  *  record batch even when every message goes to one partition. */
@@ -110,7 +102,8 @@ class KafkaDriver implements Driver {
   private readonly produceQueue: QueuedProduce[] = [];
   private producing = false;
   private readonly subscriptions = new Set<KafkaSubscription>();
-  private readonly pending = new Set<Promise<unknown>>();
+  /** Sends and dead letters, settled before close() goes on. */
+  private readonly pending = new PendingWork();
   private clusterId: string | undefined;
   private brokerCount: number | undefined;
   private closePromise: Promise<void> | undefined;
@@ -166,14 +159,6 @@ class KafkaDriver implements Driver {
       }
     })();
     return this.producer;
-  }
-
-  /** Tracks work that close() must let settle first. */
-  private track<T>(work: Promise<T>): Promise<T> {
-    this.pending.add(work);
-    const forget = () => this.pending.delete(work);
-    work.then(forget, forget);
-    return work;
   }
 
   async connect(): Promise<void> {
@@ -285,7 +270,7 @@ class KafkaDriver implements Driver {
   async send(destination: string, messages: OutgoingMessage[]): Promise<void> {
     this.assertOpen('send');
     if (messages.length === 0) return;
-    await this.track(this.produce('send', destination, messages.map(toKafkaMessage)));
+    await this.pending.track(this.produce('send', destination, messages.map(toKafkaMessage)));
   }
 
   /**
@@ -362,7 +347,7 @@ class KafkaDriver implements Driver {
   }
 
   private produceDeadLetter(topic: string, message: DeadLetterMessage): Promise<void> {
-    return this.track(this.produce('dead-letter', topic, [message]));
+    return this.pending.track(this.produce('dead-letter', topic, [message]));
   }
 
   async subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription> {
@@ -392,18 +377,13 @@ class KafkaDriver implements Driver {
     // A broker that has just started is still loading its group coordinator
     // (COORDINATOR_LOAD_IN_PROGRESS, retriable): join again a few times before giving up.
     const subscription = await retry(
-      async () => {
-        const attempt = create();
-        await attempt.start();
-        return attempt;
-      },
+      () => startTracked(this.subscriptions, create()),
       {
         backoff: SUBSCRIBE_BACKOFF,
         attempts: SUBSCRIBE_ATTEMPTS,
         isRetryable: (err) => isPayqError(err) && err.retriable && !this.closePromise,
       },
     );
-    this.subscriptions.add(subscription);
     const close = subscription.close.bind(subscription);
     subscription.close = () => {
       this.subscriptions.delete(subscription);
@@ -437,9 +417,9 @@ class KafkaDriver implements Driver {
   close(): Promise<void> {
     this.closePromise ??= (async () => {
       // Pending sends and dead letters settle first (their callers see the outcome).
-      await Promise.allSettled([...this.pending]);
+      await this.pending.settled();
       await Promise.allSettled([...this.subscriptions].map((s) => s.close()));
-      await Promise.allSettled([...this.pending]);
+      await this.pending.settled();
       const producer = this.producer;
       const admin = this.admin;
       this.producer = undefined;

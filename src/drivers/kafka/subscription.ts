@@ -21,8 +21,9 @@
  */
 import type { Batch, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
 import { randomBytes } from 'node:crypto';
-import { InternalError, UsageError } from '../../errors.js';
+import { InternalError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
+import { tapDeadLetterRefused } from '../common.js';
 import { HandlerFailures } from '../retry.js';
 import { KAFKA_TUNING } from './config.js';
 import { mapKafkaError } from './errors.js';
@@ -316,7 +317,7 @@ export class KafkaSubscription implements Subscription {
         if (settled) throw new InternalError(`dead-letter of ${topic}[${partition}]@${message.offset}: already settled`);
         // A tap only watches: the topic's consumers decide; a copy from here would be a duplicate.
         if (this.options.tap) {
-          throw new UsageError(`cannot dead-letter a message seen by a tap on ${topic}: a tap observes, the destination's consumers decide`);
+          throw tapDeadLetterRefused(topic);
         }
         await this.deps.produceDeadLetter(`${topic}.dlq`, {
           key: message.key,

@@ -14,8 +14,9 @@
  * (core/destinations.ts), as on every broker. Declaring stays the way to get `<name>.dlq` created
  * up front.
  */
-import { DeliveryError, InternalError, UsageError } from '../../errors.js';
+import { DeliveryError, InternalError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, OutgoingMessage } from '../types.js';
+import { tapDeadLetterRefused } from '../common.js';
 import { HandlerFailures } from '../retry.js';
 import { RedeliveryQueue } from './redelivery-queue.js';
 import { SEGMENT_SIZE, SegmentedLog } from './segmented-log.js';
@@ -369,7 +370,7 @@ export class MemoryDelivery implements Delivery {
     if (this.#state !== PENDING) {
       return Promise.reject(new InternalError(`a message from ${this.destination} was dead-lettered after it was already acked or nacked`));
     }
-    if (this.#group.isTap) return Promise.reject(tapDeadLetterError(this.destination));
+    if (this.#group.isTap) return Promise.reject(tapDeadLetterRefused(this.destination));
     this.#state = DEAD_LETTERED;
     // The stored original, not this.headers: what a consumer edited is not part of the message.
     this.#group.destination.broker.destination(`${this.destination}.dlq`).appendStored(this.#message, extraHeaders);
@@ -383,14 +384,6 @@ export class MemoryDelivery implements Delivery {
     this.#state = RETURNED;
     this.#group.requeue(this.#message);
   }
-}
-
-/**
- * A tap only watches: its copy of a message is not the one the destination's consumers process,
- * so dead-lettering it would put a second copy into the DLQ. The same on every driver.
- */
-function tapDeadLetterError(destination: string): UsageError {
-  return new UsageError(`cannot dead-letter a message seen by a tap on ${destination}: a tap observes, the destination's consumers decide`);
 }
 
 /** Messages one subscriber may handle in one event-loop turn before letting others run. */

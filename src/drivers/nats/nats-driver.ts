@@ -25,7 +25,7 @@ import type {
   SubscribeOptions,
   Subscription,
 } from '../types.js';
-import { startTracked, usedAfterClose } from '../common.js';
+import { PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { natsConfig, type NatsConfig } from './config.js';
 import { apiCode, JsCode, mapNatsError, type NatsOperation } from './errors.js';
@@ -59,14 +59,6 @@ export const NATS_CAPABILITIES: DriverCapabilities = {
 
 const noop = () => {};
 
-function withDeadline<T>(work: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(onTimeout()), ms);
-  });
-  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
-}
-
 /** One message as published: its subject chosen, its key still to be written as a header. */
 interface Publication {
   subject: string;
@@ -89,7 +81,7 @@ class NatsDriver implements Driver {
   /** destination → the stream holding it (found by subject), once known. */
   private readonly streams = new Map<string, string>();
   private readonly subscriptions = new Set<NatsSubscription>();
-  private readonly pending = new Set<Promise<unknown>>();
+  private readonly pending = new PendingWork();
   private disconnected = false;
   private closing: Promise<void> | undefined;
 
@@ -172,13 +164,6 @@ class NatsDriver implements Driver {
     } catch {
       // the iterator ends with the connection
     }
-  }
-
-  private track<T>(work: Promise<T>): Promise<T> {
-    this.pending.add(work);
-    const forget = () => this.pending.delete(work);
-    work.then(forget, forget);
-    return work;
   }
 
   async connect(): Promise<void> {
@@ -286,7 +271,7 @@ class NatsDriver implements Driver {
     validateDestination(destination);
     if (messages.length === 0) return;
     const outgoing = messages.map((m) => ({ subject: publishSubject(destination, m.type), key: m.key, value: m.value, headers: m.headers }));
-    await this.track(this.publish('send', destination, outgoing));
+    await this.pending.track(this.publish('send', destination, outgoing));
   }
 
   /**
@@ -325,7 +310,7 @@ class NatsDriver implements Driver {
   /** A copy on `<destination>.dlq`, same type token, body and key, headers plus the extra ones. */
   private publishDeadLetter(destination: string, typeToken: string, value: Uint8Array, headers: Headers, key: string | undefined): Promise<void> {
     const dlq = `${destination}.dlq`;
-    return this.track(this.publish('dead-letter', dlq, [{ subject: `${SUBJECT_PREFIX}.${dlq}.${typeToken}`, key, value, headers }]));
+    return this.pending.track(this.publish('dead-letter', dlq, [{ subject: `${SUBJECT_PREFIX}.${dlq}.${typeToken}`, key, value, headers }]));
   }
 
   async subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription> {
@@ -395,9 +380,9 @@ class NatsDriver implements Driver {
     this.closing ??= (async () => {
       // Sends and dead letters settle first (their callers see the outcome), then subscriptions
       // (a finishing handler may still dead-letter), then the connection.
-      await Promise.allSettled([...this.pending]);
+      await this.pending.settled();
       await Promise.allSettled([...this.subscriptions].map((s) => s.close()));
-      await Promise.allSettled([...this.pending]);
+      await this.pending.settled();
       const connection = this.connection;
       this.connection = undefined;
       const conn = await connection?.catch(() => undefined);

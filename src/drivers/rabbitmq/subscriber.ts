@@ -43,6 +43,7 @@ import type { Channel, ConsumeMessage } from 'amqplib';
 import { randomBytes } from 'node:crypto';
 import { BrokerUnavailableError, ConfigError, TopologyError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
+import { tapDeadLetterRefused } from '../common.js';
 import { DeliveryPump } from '../pump.js';
 import { retry, type BackoffOptions } from '../retry.js';
 import type { BrokerUrl } from '../url.js';
@@ -343,7 +344,7 @@ export class RabbitMqSubscription implements Subscription {
       deadLetter: async (extra: Headers) => {
         if (settled) return;
         if (tap) {
-          throw new UsageError(`cannot dead-letter a message seen by a tap on ${queue}: a tap observes, the destination's consumers decide`);
+          throw tapDeadLetterRefused(queue);
         }
         const mode = await this.ctx.checkDeadLetter(queue);
         // Its channel is gone, so RabbitMQ redelivers it: a copy now would be a duplicate dead letter.
