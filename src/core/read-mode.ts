@@ -53,9 +53,14 @@ export function readMode(flags: ReadModeFlags, driver: Pick<Driver, 'name' | 'ca
     throw new UsageError('--requeue goes with --group: it hands back what a competing consumer read; without --group payq takes nothing anyway');
   }
   if ((flags.exchange === undefined) !== (flags.binding === undefined)) throw new UsageError('--exchange and --binding go together: the exchange to tap and the binding key');
-  const rabbit = driver.name === 'rabbitmq';
-  if (!rabbit && (flags.exchange !== undefined || flags.streamOffset !== undefined)) {
-    throw new UsageError(`${flags.exchange !== undefined ? '--exchange' : '--stream-offset'} is a RabbitMQ mode; on ${driver.name} a tap (no --group) already reads without taking`);
+  const unsupported =
+    flags.exchange !== undefined && !driver.capabilities.exchangeTaps
+      ? '--exchange'
+      : flags.streamOffset !== undefined && !driver.capabilities.streamOffsets
+        ? '--stream-offset'
+        : undefined;
+  if (unsupported !== undefined) {
+    throw new UsageError(`${unsupported} is a RabbitMQ mode; on ${driver.name} a tap (no --group) already reads without taking`);
   }
   if (flags.requeue && driver.capabilities.replayFromBeginning) {
     throw new UsageError(`--requeue is for queues, where reading takes the message; on ${driver.name} a tap (no --group) reads without taking`);

@@ -535,8 +535,8 @@ class ReplayRun {
     if (sends.length === 0) return;
     const { driver, clock, signal } = this.deps;
     const rate = this.options.rate;
-    const batchSize = Math.max(1, rate === undefined ? driver.capabilities.sendBatchSize : Math.min(driver.capabilities.sendBatchSize, Math.floor(rate / 10)));
-    const maxInFlight = Math.max(1, driver.capabilities.sendMaxInFlight);
+    const batchSize = Math.max(1, rate === undefined ? driver.tuning.sendBatchSize : Math.min(driver.tuning.sendBatchSize, Math.floor(rate / 10)));
+    const maxInFlight = Math.max(1, driver.tuning.sendMaxInFlight);
     const byDestination = new Map<string, Send[]>();
     for (const s of sends) {
       const list = byDestination.get(s.destination);

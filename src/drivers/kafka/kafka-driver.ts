@@ -8,7 +8,7 @@ import type {
   DeliveryHandler,
   DestinationSpec,
   Driver,
-  DriverCapabilities,
+ 
   OutgoingMessage,
   SubscribeOptions,
   Subscription,
@@ -16,6 +16,7 @@ import type {
 import { PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import { retry, type BackoffOptions } from '../retry.js';
 import type { BrokerUrl } from '../url.js';
+import { KAFKA_DRIVER } from './descriptor.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
 import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
 import { mapKafkaError, type KafkaOperation } from './errors.js';
@@ -34,19 +35,6 @@ process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
   if (type === 'TimeoutNegativeWarning' || (warning instanceof Error && warning.name === 'TimeoutNegativeWarning')) return;
   (emitWarning as (...args: unknown[]) => void)(warning, ...rest);
 }) as typeof process.emitWarning;
-
-export const KAFKA_CAPABILITIES: DriverCapabilities = {
-  consumerGroups: true,
-  persistence: true,
-  ordering: 'per-key',
-  replayFromBeginning: true,
-  nativeDeadLetter: false,
-  partitions: true,
-  headerBinding: 'kafka',
-  storedDestinations: true,
-  sendBatchSize: KAFKA_TUNING.sendBatchSize,
-  sendMaxInFlight: KAFKA_TUNING.sendMaxInFlight,
-};
 
 const noop = () => {};
 
@@ -95,7 +83,9 @@ function* chunksByBytes(messages: Message[]): Generator<Message[]> {
 
 class KafkaDriver implements Driver {
   readonly name = 'kafka';
-  readonly capabilities = KAFKA_CAPABILITIES;
+  readonly capabilities = KAFKA_DRIVER.capabilities;
+  readonly tuning = KAFKA_DRIVER.tuning;
+  readonly headerBinding = KAFKA_DRIVER.headerBinding;
   private readonly kafka: Kafka;
   private admin: Promise<Admin> | undefined;
   private producer: Promise<Producer> | undefined;

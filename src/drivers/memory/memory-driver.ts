@@ -21,13 +21,14 @@ import { ConfigError, DeliveryError, InternalError, TopologyError, UsageError } 
 import type {
   DestinationSpec,
   Driver,
-  DriverCapabilities,
+ 
   DeliveryHandler,
   OutgoingMessage,
   SubscribeOptions,
   Subscription,
 } from '../types.js';
 import type { BrokerUrl } from '../url.js';
+import { MEMORY_DRIVER } from './descriptor.js';
 import { MemoryBroker, Subscriber } from './broker.js';
 
 const brokers = new Map<string, MemoryBroker>();
@@ -47,19 +48,6 @@ function sharedBroker(name: string): MemoryBroker {
   return broker;
 }
 
-const CAPABILITIES: DriverCapabilities = Object.freeze({
-  consumerGroups: true,
-  persistence: false,
-  ordering: 'per-destination',
-  replayFromBeginning: true,
-  nativeDeadLetter: false,
-  partitions: false,
-  headerBinding: 'kafka',
-  storedDestinations: true,
-  sendBatchSize: 1000,
-  sendMaxInFlight: 4,
-});
-
 const DEFAULT_MAX_BACKLOG = 200_000;
 const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
 
@@ -72,7 +60,9 @@ function intParam(url: BrokerUrl, name: string, fallback: number): number {
 
 class MemoryDriver implements Driver {
   readonly name = 'memory';
-  readonly capabilities = CAPABILITIES;
+  readonly capabilities = MEMORY_DRIVER.capabilities;
+  readonly tuning = MEMORY_DRIVER.tuning;
+  readonly headerBinding = MEMORY_DRIVER.headerBinding;
   private state: 'new' | 'open' | 'closed' = 'new';
   private readonly broker: MemoryBroker;
   private readonly maxBacklog: number;

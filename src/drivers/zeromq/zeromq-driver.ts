@@ -28,7 +28,7 @@ import type {
   DeliveryHandler,
   DestinationSpec,
   Driver,
-  DriverCapabilities,
+ 
   Headers,
   OutgoingMessage,
   SubscribeOptions,
@@ -36,28 +36,11 @@ import type {
 } from '../types.js';
 import { startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
+import { ZMQ_DRIVER } from './descriptor.js';
 import { zmqConfig, type ZmqConfig } from './config.js';
 import { hostHub } from './hub.js';
 import { ZmqSubscription } from './subscription.js';
 import { decodeFrames, encodeMessage, probeTopic } from './wire.js';
-
-/**
- * ordering: one publisher's messages reach a subscriber in the order sent (TCP, one forwarder
- * thread); several publishers interleave; a nacked message comes back after later ones.
- * sendBatchSize: a batch is only queued into the socket; one in flight keeps send order.
- */
-export const ZMQ_CAPABILITIES: DriverCapabilities = {
-  consumerGroups: false,
-  persistence: false,
-  ordering: 'per-destination',
-  replayFromBeginning: false,
-  nativeDeadLetter: false,
-  partitions: false,
-  headerBinding: 'kafka',
-  storedDestinations: false,
-  sendBatchSize: 1000,
-  sendMaxInFlight: 1,
-};
 
 /** Destination names: anything printable without NUL (the topic terminator) or control characters. */
 // eslint-disable-next-line no-control-regex
@@ -77,7 +60,9 @@ function validateDestination(name: string): void {
 
 class ZmqDriver implements Driver {
   readonly name = 'zeromq';
-  readonly capabilities = ZMQ_CAPABILITIES;
+  readonly capabilities = ZMQ_DRIVER.capabilities;
+  readonly tuning = ZMQ_DRIVER.tuning;
+  readonly headerBinding = ZMQ_DRIVER.headerBinding;
   private readonly config: ZmqConfig;
   private readonly id = randomBytes(6).toString('hex');
   private pub: Publisher | undefined;
