@@ -1,10 +1,26 @@
 /**
- * The lifecycle helpers every driver shares, written once: the error for a driver used after
- * close(), work that close() lets settle first, subscriptions tracked from the start so close()
+ * The lifecycle helpers every driver shares, written once: what a driver takes from its
+ * descriptor, the error for a driver used after close(), work that close() lets settle first, subscriptions tracked from the start so close()
  * closes them, a deadline on a promise, and the refusal to dead-letter what a tap saw.
  * Retrying and handler failures are retry.ts.
  */
 import { DeliveryError, UsageError } from '../errors.js';
+import type { DriverCapabilities, DriverDescriptor, DriverTuning, HeaderBinding } from './types.js';
+
+/** The part of a Driver its folder's descriptor declares: each driver class extends this. */
+export abstract class DeclaredDriver {
+  readonly name: string;
+  readonly capabilities: DriverCapabilities;
+  readonly tuning: DriverTuning;
+  readonly headerBinding: HeaderBinding;
+
+  protected constructor(descriptor: DriverDescriptor) {
+    this.name = descriptor.name;
+    this.capabilities = descriptor.capabilities;
+    this.tuning = descriptor.tuning;
+    this.headerBinding = descriptor.headerBinding;
+  }
+}
 
 /** A driver used after close(): the caller's bug, said alike by every driver. */
 export function usedAfterClose(broker: string, redactedUrl: string, what: string): DeliveryError {

@@ -13,7 +13,7 @@ import type {
   SubscribeOptions,
   Subscription,
 } from '../types.js';
-import { PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
+import { DeclaredDriver, PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import { retry, type BackoffOptions } from '../retry.js';
 import type { BrokerUrl } from '../url.js';
 import { KAFKA_DRIVER } from './descriptor.js';
@@ -81,11 +81,7 @@ function* chunksByBytes(messages: Message[]): Generator<Message[]> {
   if (chunk.length > 0) yield chunk;
 }
 
-class KafkaDriver implements Driver {
-  readonly name = 'kafka';
-  readonly capabilities = KAFKA_DRIVER.capabilities;
-  readonly tuning = KAFKA_DRIVER.tuning;
-  readonly headerBinding = KAFKA_DRIVER.headerBinding;
+class KafkaDriver extends DeclaredDriver implements Driver {
   private readonly kafka: Kafka;
   private admin: Promise<Admin> | undefined;
   private producer: Promise<Producer> | undefined;
@@ -99,6 +95,7 @@ class KafkaDriver implements Driver {
   private closePromise: Promise<void> | undefined;
 
   constructor(readonly url: BrokerUrl) {
+    super(KAFKA_DRIVER);
     this.kafka = new Kafka(kafkaConfigFromUrl(url, logLevel.NOTHING));
   }
 

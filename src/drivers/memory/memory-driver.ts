@@ -28,6 +28,7 @@ import type {
   Subscription,
 } from '../types.js';
 import type { BrokerUrl } from '../url.js';
+import { DeclaredDriver } from '../common.js';
 import { MEMORY_DRIVER } from './descriptor.js';
 import { MemoryBroker, Subscriber } from './broker.js';
 
@@ -58,11 +59,7 @@ function intParam(url: BrokerUrl, name: string, fallback: number): number {
   return Number(text);
 }
 
-class MemoryDriver implements Driver {
-  readonly name = 'memory';
-  readonly capabilities = MEMORY_DRIVER.capabilities;
-  readonly tuning = MEMORY_DRIVER.tuning;
-  readonly headerBinding = MEMORY_DRIVER.headerBinding;
+class MemoryDriver extends DeclaredDriver implements Driver {
   private state: 'new' | 'open' | 'closed' = 'new';
   private readonly broker: MemoryBroker;
   private readonly maxBacklog: number;
@@ -72,6 +69,7 @@ class MemoryDriver implements Driver {
   private closing: Promise<void> | undefined;
 
   constructor(readonly url: BrokerUrl) {
+    super(MEMORY_DRIVER);
     this.broker = sharedBroker(brokerName(url));
     this.maxBacklog = intParam(url, 'maxBacklog', DEFAULT_MAX_BACKLOG);
     this.maxMessageBytes = intParam(url, 'maxMessageBytes', DEFAULT_MAX_MESSAGE_BYTES);

@@ -25,7 +25,7 @@ import type {
   SubscribeOptions,
   Subscription,
 } from '../types.js';
-import { PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
+import { DeclaredDriver, PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { NATS_DRIVER } from './descriptor.js';
 import { natsConfig, type NatsConfig } from './config.js';
@@ -50,11 +50,7 @@ interface Connected {
   jsm: JetStreamManager;
 }
 
-class NatsDriver implements Driver {
-  readonly name = 'nats';
-  readonly capabilities = NATS_DRIVER.capabilities;
-  readonly tuning = NATS_DRIVER.tuning;
-  readonly headerBinding = NATS_DRIVER.headerBinding;
+class NatsDriver extends DeclaredDriver implements Driver {
   private readonly config: NatsConfig;
   private connection: Promise<Connected> | undefined;
   /** destination → the stream holding it (found by subject), once known. */
@@ -65,6 +61,7 @@ class NatsDriver implements Driver {
   private closing: Promise<void> | undefined;
 
   constructor(readonly url: BrokerUrl) {
+    super(NATS_DRIVER);
     this.config = natsConfig(url);
   }
 

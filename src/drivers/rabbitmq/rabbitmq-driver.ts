@@ -4,7 +4,7 @@
  */
 import { TopologyError } from '../../errors.js';
 import type { DeliveryHandler, DestinationSpec, Driver, OutgoingMessage, SubscribeOptions, Subscription } from '../types.js';
-import { startTracked, usedAfterClose } from '../common.js';
+import { DeclaredDriver, startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { RABBITMQ_DRIVER } from './descriptor.js';
 import { rabbitMqConfig, type RabbitMqConfig } from './config.js';
@@ -23,11 +23,7 @@ export function createDriver(url: BrokerUrl): Driver {
   return new RabbitMqDriver(url);
 }
 
-class RabbitMqDriver implements Driver {
-  readonly name = 'rabbitmq';
-  readonly capabilities = RABBITMQ_DRIVER.capabilities;
-  readonly tuning = RABBITMQ_DRIVER.tuning;
-  readonly headerBinding = RABBITMQ_DRIVER.headerBinding;
+class RabbitMqDriver extends DeclaredDriver implements Driver {
   private readonly config: RabbitMqConfig;
   private readonly pub: AmqpConnection;
   private readonly sub: AmqpConnection;
@@ -38,6 +34,7 @@ class RabbitMqDriver implements Driver {
   private closing: Promise<void> | undefined;
 
   constructor(readonly url: BrokerUrl) {
+    super(RABBITMQ_DRIVER);
     this.config = rabbitMqConfig(url);
     this.pub = new AmqpConnection(url, this.config, 'publish');
     this.sub = new AmqpConnection(url, this.config, 'consume');

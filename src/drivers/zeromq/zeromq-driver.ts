@@ -34,7 +34,7 @@ import type {
   SubscribeOptions,
   Subscription,
 } from '../types.js';
-import { startTracked, usedAfterClose } from '../common.js';
+import { DeclaredDriver, startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { ZMQ_DRIVER } from './descriptor.js';
 import { zmqConfig, type ZmqConfig } from './config.js';
@@ -58,11 +58,7 @@ function validateDestination(name: string): void {
   }
 }
 
-class ZmqDriver implements Driver {
-  readonly name = 'zeromq';
-  readonly capabilities = ZMQ_DRIVER.capabilities;
-  readonly tuning = ZMQ_DRIVER.tuning;
-  readonly headerBinding = ZMQ_DRIVER.headerBinding;
+class ZmqDriver extends DeclaredDriver implements Driver {
   private readonly config: ZmqConfig;
   private readonly id = randomBytes(6).toString('hex');
   private pub: Publisher | undefined;
@@ -78,6 +74,7 @@ class ZmqDriver implements Driver {
   private closing: Promise<void> | undefined;
 
   constructor(readonly url: BrokerUrl) {
+    super(ZMQ_DRIVER);
     this.config = zmqConfig(url);
   }
 
