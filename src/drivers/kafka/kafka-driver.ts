@@ -8,7 +8,6 @@ import type {
   DeliveryHandler,
   DestinationSpec,
   Driver,
- 
   OutgoingMessage,
   SubscribeOptions,
   Subscription,
@@ -16,9 +15,9 @@ import type {
 import { DeclaredDriver, PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import { retry, type BackoffOptions } from '../retry.js';
 import type { BrokerUrl } from '../url.js';
-import { KAFKA_DRIVER } from './descriptor.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
 import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
+import { KAFKA_DRIVER } from './descriptor.js';
 import { mapKafkaError, type KafkaOperation } from './errors.js';
 import { KafkaSubscription, type DeadLetterMessage } from './subscription.js';
 

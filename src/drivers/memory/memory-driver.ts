@@ -21,16 +21,15 @@ import { ConfigError, DeliveryError, InternalError, TopologyError, UsageError } 
 import type {
   DestinationSpec,
   Driver,
- 
   DeliveryHandler,
   OutgoingMessage,
   SubscribeOptions,
   Subscription,
 } from '../types.js';
-import type { BrokerUrl } from '../url.js';
 import { DeclaredDriver } from '../common.js';
-import { MEMORY_DRIVER } from './descriptor.js';
+import type { BrokerUrl } from '../url.js';
 import { MemoryBroker, Subscriber } from './broker.js';
+import { MEMORY_DRIVER } from './descriptor.js';
 
 const brokers = new Map<string, MemoryBroker>();
 

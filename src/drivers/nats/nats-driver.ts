@@ -19,7 +19,6 @@ import type {
   DeliveryHandler,
   DestinationSpec,
   Driver,
- 
   Headers,
   OutgoingMessage,
   SubscribeOptions,
@@ -27,8 +26,8 @@ import type {
 } from '../types.js';
 import { DeclaredDriver, PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import type { BrokerUrl } from '../url.js';
-import { NATS_DRIVER } from './descriptor.js';
 import { natsConfig, type NatsConfig } from './config.js';
+import { NATS_DRIVER } from './descriptor.js';
 import { apiCode, JsCode, mapNatsError, type NatsOperation } from './errors.js';
 import { headerBytes, toNatsHeaders } from './headers.js';
 import { isValidDestination, probeSubject, publishSubject, streamName, streamSubject, SUBJECT_PREFIX, validateDestination } from './layout.js';

@@ -28,7 +28,6 @@ import type {
   DeliveryHandler,
   DestinationSpec,
   Driver,
- 
   Headers,
   OutgoingMessage,
   SubscribeOptions,
@@ -36,8 +35,8 @@ import type {
 } from '../types.js';
 import { DeclaredDriver, startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
-import { ZMQ_DRIVER } from './descriptor.js';
 import { zmqConfig, type ZmqConfig } from './config.js';
+import { ZMQ_DRIVER } from './descriptor.js';
 import { hostHub } from './hub.js';
 import { ZmqSubscription } from './subscription.js';
 import { decodeFrames, encodeMessage, probeTopic } from './wire.js';
