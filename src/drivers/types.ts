@@ -36,6 +36,13 @@ export interface DriverCapabilities {
   exchangeTaps: boolean;
   /** A destination can be a stream read from an offset (SubscribeOptions.streamOffset). */
   streamOffsets: boolean;
+  /**
+   * A group's subscriber competes with every other consumer of the queue (RabbitMQ: `group`
+   * selects nothing) rather than joining a group the broker keeps.
+   */
+  competingConsumers: boolean;
+  /** What a tap is on this broker, in a few words for consume's and trace's first line. */
+  tapReads: string | undefined;
 }
 
 /** How a driver sends best: measured settings, not what it can do (OMB keeps them apart too). */

@@ -19,6 +19,8 @@ export const KAFKA_DRIVER: DriverDescriptor = {
     createsOnSubscribe: false,
     exchangeTaps: false,
     streamOffsets: false,
+    competingConsumers: false,
+    tapReads: 'a consumer group of its own',
   },
   tuning: { sendBatchSize: KAFKA_TUNING.sendBatchSize, sendMaxInFlight: KAFKA_TUNING.sendMaxInFlight },
   headerBinding: 'kafka',

@@ -19,6 +19,8 @@ export const MEMORY_DRIVER: DriverDescriptor = {
     createsOnSubscribe: true,
     exchangeTaps: false,
     streamOffsets: false,
+    competingConsumers: false,
+    tapReads: undefined,
   },
   tuning: { sendBatchSize: 1000, sendMaxInFlight: 4 },
   headerBinding: 'kafka',

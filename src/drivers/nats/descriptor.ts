@@ -30,6 +30,8 @@ export const NATS_DRIVER: DriverDescriptor = {
     createsOnSubscribe: false,
     exchangeTaps: false,
     streamOffsets: false,
+    competingConsumers: false,
+    tapReads: 'an ephemeral consumer',
   },
   tuning: { sendBatchSize: 500, sendMaxInFlight: 4 },
   headerBinding: 'kafka',

@@ -25,6 +25,8 @@ export const RABBITMQ_DRIVER: DriverDescriptor = {
     createsOnSubscribe: false,
     exchangeTaps: true,
     streamOffsets: true,
+    competingConsumers: true,
+    tapReads: "a queue of its own bound to payq's exchange, seeing what is published after it starts",
   },
   tuning: { sendBatchSize: 500, sendMaxInFlight: 8 },
   headerBinding: 'amqp',

@@ -24,6 +24,8 @@ export const ZMQ_DRIVER: DriverDescriptor = {
     createsOnSubscribe: false,
     exchangeTaps: false,
     streamOffsets: false,
+    competingConsumers: false,
+    tapReads: undefined,
   },
   tuning: { sendBatchSize: 1000, sendMaxInFlight: 1 },
   headerBinding: 'kafka',
