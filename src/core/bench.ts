@@ -175,7 +175,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   const driver = new MeteredDriver(deps.driver, clock, runId);
   const entry = scenario.destinationFor(scenario.entry);
   const partitions = options.partitions ?? WORKER_DEFAULTS.partitions;
-  const encode = (id: string) => ({ binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: id });
+  const encode = (id: string) => ({ binding: driver.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: id });
 
   // Each part stops on its own controller; the caller's signal (Ctrl-C) stops them all.
   const producing = new AbortController();

@@ -73,8 +73,8 @@ const PROGRESS_EVERY_US = 100_000;
 
 export async function produce(options: ProduceOptions, deps: ProduceDeps): Promise<ProduceResult> {
   const { driver, source, clock, signal } = deps;
-  const batchSize = options.batchSize ?? driver.capabilities.sendBatchSize;
-  const maxInFlight = options.maxInFlight ?? driver.capabilities.sendMaxInFlight;
+  const batchSize = options.batchSize ?? driver.tuning.sendBatchSize;
+  const maxInFlight = options.maxInFlight ?? driver.tuning.sendMaxInFlight;
   const publish = createLatencyHistogram();
   const publishDelay = createLatencyHistogram();
   const intended = createLatencyHistogram();

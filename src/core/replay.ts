@@ -156,7 +156,7 @@ class ReplayRun {
       driver,
     );
     const rate = options.rate;
-    const { sendBatchSize, sendMaxInFlight } = driver.capabilities;
+    const { sendBatchSize, sendMaxInFlight } = driver.tuning;
     this.batchSize = Math.max(1, rate === undefined ? sendBatchSize : Math.min(sendBatchSize, Math.floor(rate / 10)));
     this.sender = new PacedSender({ clock, signal, rate, maxInFlight: Math.max(1, sendMaxInFlight) });
     this.offsetCommits = driver.capabilities.partitions;

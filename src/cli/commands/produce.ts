@@ -169,7 +169,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const driver = await openDriver(brokerUrl, ctx.out);
   const runId = o.runId ?? randomBytes(6).toString('hex');
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
-  const encode = { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId };
+  const encode = { binding: driver.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId };
   const produceOptions = { destination: topic, rate: shardRate, durationMs: o.duration, batchSize: o.batchSize, maxInFlight: o.maxInFlight, encode };
   const onProgress = (p: { sent: number; acked: number; failed: number; elapsedMs: number }) => {
     produceFigures(p);

@@ -8,7 +8,6 @@ import type {
   DeliveryHandler,
   DestinationSpec,
   Driver,
-  DriverCapabilities,
   DriverOptions,
   LinkStatus,
   OutgoingMessage,
@@ -16,11 +15,12 @@ import type {
   Subscription,
 } from '../types.js';
 import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
-import { LinkMonitor, usedAfterClose } from '../common.js';
+import { DeclaredDriver, LinkMonitor, PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import { retry, type BackoffOptions } from '../retry.js';
 import type { BrokerUrl } from '../url.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
 import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
+import { KAFKA_DRIVER } from './descriptor.js';
 import { mapKafkaError, type KafkaOperation } from './errors.js';
 import { KafkaSubscription, type DeadLetterMessage, type TopicPartitionOffset } from './subscription.js';
 
@@ -38,28 +38,7 @@ process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
   (emitWarning as (...args: unknown[]) => void)(warning, ...rest);
 }) as typeof process.emitWarning;
 
-export const KAFKA_CAPABILITIES: DriverCapabilities = {
-  consumerGroups: true,
-  persistence: true,
-  ordering: 'per-key',
-  replayFromBeginning: true,
-  nativeDeadLetter: false,
-  partitions: true,
-  headerBinding: 'kafka',
-  storedDestinations: true,
-  sendBatchSize: KAFKA_TUNING.sendBatchSize,
-  sendMaxInFlight: KAFKA_TUNING.sendMaxInFlight,
-};
-
 const noop = () => {};
-
-function withDeadline<T>(work: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(onTimeout()), ms);
-  });
-  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
-}
 
 /** Bytes one produce request may carry: below the broker's default message.max.bytes (1 MiB) per
  *  record batch even when every message goes to one partition. */
@@ -69,6 +48,12 @@ const PRODUCE_REQUEST_BYTES = 900_000;
 const SUBSCRIBE_ATTEMPTS = 5;
 /** Waits between attempts to reach a cluster that went away, up to `reconnectTimeoutMs` in all. */
 const RECONNECT_BACKOFF: BackoffOptions = { initialMs: 250, maxMs: 5_000 };
+const SUBSCRIBE_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 4_000 };
+/** Deletes of a tap's group tried while the coordinator still reports it non-empty. */
+const GROUP_DELETE_ATTEMPTS = 5;
+const GROUP_DELETE_BACKOFF: BackoffOptions = { initialMs: 100, maxMs: 800 };
+/** Metadata polled this often until every new topic's partitions have a leader. */
+const LEADER_POLL: BackoffOptions = { initialMs: 100, maxMs: 100, jitter: 0 };
 
 interface QueuedProduce {
   topic: string;
@@ -101,16 +86,15 @@ function* chunksByBytes(messages: Message[]): Generator<Message[]> {
   if (chunk.length > 0) yield chunk;
 }
 
-class KafkaDriver implements Driver {
-  readonly name = 'kafka';
-  readonly capabilities = KAFKA_CAPABILITIES;
+class KafkaDriver extends DeclaredDriver implements Driver {
   private readonly kafka: Kafka;
   private admin: Promise<Admin> | undefined;
   private producer: Promise<Producer> | undefined;
   private readonly produceQueue: QueuedProduce[] = [];
   private producing = false;
   private readonly subscriptions = new Set<KafkaSubscription>();
-  private readonly pending = new Set<Promise<unknown>>();
+  /** Sends and dead letters, settled before close() goes on. */
+  private readonly pending = new PendingWork();
   private clusterId: string | undefined;
   private brokerCount: number | undefined;
   private closePromise: Promise<void> | undefined;
@@ -120,6 +104,7 @@ class KafkaDriver implements Driver {
     readonly url: BrokerUrl,
     readonly options: DriverOptions = DEFAULT_DRIVER_OPTIONS,
   ) {
+    super(KAFKA_DRIVER);
     this.kafka = new Kafka(kafkaConfigFromUrl(url, logLevel.NOTHING));
   }
 
@@ -170,14 +155,6 @@ class KafkaDriver implements Driver {
       }
     })();
     return this.producer;
-  }
-
-  /** Tracks work that close() must let settle first. */
-  private track<T>(work: Promise<T>): Promise<T> {
-    this.pending.add(work);
-    const forget = () => this.pending.delete(work);
-    work.then(forget, forget);
-    return work;
   }
 
   async connect(): Promise<void> {
@@ -264,27 +241,33 @@ class KafkaDriver implements Driver {
   }
 
   private async waitForLeaders(admin: Admin, topics: string[]): Promise<void> {
-    const deadline = Date.now() + KAFKA_TUNING.declareTimeoutMs;
     let lastError: unknown;
-    while (Date.now() < deadline) {
-      try {
-        const { topics: metadata } = await admin.fetchTopicMetadata({ topics });
-        const ready = metadata.every(
-          (t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0 && p.partitionErrorCode === 0),
-        );
-        if (ready && metadata.length === topics.length) return;
-      } catch (err) {
-        lastError = err;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+    const notYet = new Error(`topic leaders not elected within ${KAFKA_TUNING.declareTimeoutMs} ms`);
+    try {
+      await retry(
+        async () => {
+          let ready = false;
+          try {
+            const { topics: metadata } = await admin.fetchTopicMetadata({ topics });
+            ready =
+              metadata.length === topics.length &&
+              metadata.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0 && p.partitionErrorCode === 0));
+          } catch (err) {
+            lastError = err;
+          }
+          if (!ready) throw notYet;
+        },
+        { backoff: LEADER_POLL, deadlineMs: KAFKA_TUNING.declareTimeoutMs },
+      );
+    } catch {
+      throw lastError ?? notYet;
     }
-    throw lastError ?? new Error(`topic leaders not elected within ${KAFKA_TUNING.declareTimeoutMs} ms`);
   }
 
   async send(destination: string, messages: OutgoingMessage[]): Promise<void> {
     this.assertOpen('send');
     if (messages.length === 0) return;
-    await this.track(this.produce('send', destination, messages.map(toKafkaMessage)));
+    await this.pending.track(this.produce('send', destination, messages.map(toKafkaMessage)));
   }
 
   /**
@@ -384,18 +367,19 @@ class KafkaDriver implements Driver {
    */
   private async deleteGroup(groupId: string): Promise<void> {
     const admin = await this.getAdmin();
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await admin.deleteGroups([groupId]);
-        return;
-      } catch (err) {
-        // Already gone (an empty group without offsets is dropped by the coordinator): done.
-        const groups = (err as { groups?: Array<{ error?: { type?: string } }> }).groups ?? [];
-        if (groups.length > 0 && groups.every((g) => g.error?.type === 'GROUP_ID_NOT_FOUND')) return;
-        if (attempt >= 4) throw err;
-        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
-      }
-    }
+    await retry(
+      async () => {
+        try {
+          await admin.deleteGroups([groupId]);
+        } catch (err) {
+          // Already gone (an empty group without offsets is dropped by the coordinator): done.
+          const groups = (err as { groups?: Array<{ error?: { type?: string } }> }).groups ?? [];
+          if (groups.length > 0 && groups.every((g) => g.error?.type === 'GROUP_ID_NOT_FOUND')) return;
+          throw err;
+        }
+      },
+      { backoff: GROUP_DELETE_BACKOFF, attempts: GROUP_DELETE_ATTEMPTS },
+    );
   }
 
   /** See KafkaSubscriptionDeps.startOffsets. */
@@ -414,7 +398,7 @@ class KafkaDriver implements Driver {
   }
 
   private produceDeadLetter(topic: string, message: DeadLetterMessage): Promise<void> {
-    return this.track(this.produce('dead-letter', topic, [message]));
+    return this.pending.track(this.produce('dead-letter', topic, [message]));
   }
 
   async subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription> {
@@ -442,20 +426,16 @@ class KafkaDriver implements Driver {
         options,
         handler,
       );
-    let subscription = create();
     // A broker that has just started is still loading its group coordinator
     // (COORDINATOR_LOAD_IN_PROGRESS, retriable): join again a few times before giving up.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await subscription.start();
-        break;
-      } catch (err) {
-        if (attempt >= SUBSCRIBE_ATTEMPTS || !isPayqError(err) || !err.retriable || this.closePromise) throw err;
-        await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** attempt));
-        subscription = create();
-      }
-    }
-    this.subscriptions.add(subscription);
+    const subscription = await retry(
+      () => startTracked(this.subscriptions, create()),
+      {
+        backoff: SUBSCRIBE_BACKOFF,
+        attempts: SUBSCRIBE_ATTEMPTS,
+        isRetryable: (err) => isPayqError(err) && err.retriable && !this.closePromise,
+      },
+    );
     const close = subscription.close.bind(subscription);
     subscription.close = () => {
       this.subscriptions.delete(subscription);
@@ -493,9 +473,9 @@ class KafkaDriver implements Driver {
   close(): Promise<void> {
     this.closePromise ??= (async () => {
       // Pending sends and dead letters settle first (their callers see the outcome).
-      await Promise.allSettled([...this.pending]);
+      await this.pending.settled();
       await Promise.allSettled([...this.subscriptions].map((s) => s.close()));
-      await Promise.allSettled([...this.pending]);
+      await this.pending.settled();
       const producer = this.producer;
       const admin = this.admin;
       this.producer = undefined;

@@ -27,8 +27,10 @@
  */
 import type { Batch, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
 import { randomBytes } from 'node:crypto';
-import { InternalError, UsageError } from '../../errors.js';
+import { InternalError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
+import { tapDeadLetterRefused } from '../common.js';
+import { HandlerFailures } from '../retry.js';
 import { KAFKA_TUNING } from './config.js';
 import { mapKafkaError } from './errors.js';
 import { PartitionOffsets, type Slot } from './partition-offsets.js';
@@ -103,6 +105,7 @@ export class KafkaSubscription implements Subscription {
   private readonly unsubscribers: Array<() => void> = [];
   private outstanding = 0;
   private closing = false;
+  private readonly failures = new HandlerFailures();
   private closePromise: Promise<void> | undefined;
   private handlerRunning: Promise<void> | undefined;
   private wake: (() => void) | undefined;
@@ -275,11 +278,14 @@ export class KafkaSubscription implements Subscription {
     // Started from a microtask so `handlerRunning` is set even if the handler throws at once.
     const run = Promise.resolve()
       .then(() => this.handler(chunk))
-      .catch(() => {
-        // The handler failed: what it left unsettled goes back for redelivery. (A subscription
-        // has no error channel; the handler owns its error reporting.)
-        for (const delivery of chunk) delivery.nack();
-      });
+      .then(
+        () => this.failures.succeeded(),
+        async () => {
+          // The handler-failure policy of every driver (retry.ts): unsettled messages back, a pause.
+          for (const delivery of chunk) delivery.nack();
+          await this.failures.failed();
+        },
+      );
     this.handlerRunning = run;
     try {
       await run;
@@ -338,7 +344,7 @@ export class KafkaSubscription implements Subscription {
         if (settled) throw new InternalError(`dead-letter of ${topic}[${partition}]@${message.offset}: already settled`);
         // A tap only watches: the topic's consumers decide; a copy from here would be a duplicate.
         if (this.options.tap) {
-          throw new UsageError(`cannot dead-letter a message seen by a tap on ${topic}: a tap observes, the destination's consumers decide`);
+          throw tapDeadLetterRefused(topic);
         }
         await this.deps.produceDeadLetter(`${topic}.dlq`, {
           key: message.key,
@@ -385,6 +391,7 @@ export class KafkaSubscription implements Subscription {
     this.closePromise ??= (async () => {
       this.closing = true;
       this.wake?.();
+      this.failures.stop();
       if (this.handlerRunning) await this.handlerRunning;
       await this.commit();
       this.stopListening();

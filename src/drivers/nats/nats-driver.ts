@@ -19,7 +19,6 @@ import type {
   DeliveryHandler,
   DestinationSpec,
   Driver,
-  DriverCapabilities,
   DriverOptions,
   Headers,
   LinkStatus,
@@ -28,47 +27,16 @@ import type {
   Subscription,
 } from '../types.js';
 import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
-import { LinkMonitor, startTracked, usedAfterClose } from '../common.js';
+import { DeclaredDriver, LinkMonitor, PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { natsConfig, type NatsConfig } from './config.js';
+import { NATS_DRIVER } from './descriptor.js';
 import { apiCode, JsCode, mapNatsError, type NatsOperation } from './errors.js';
 import { headerBytes, toNatsHeaders } from './headers.js';
 import { isValidDestination, probeSubject, publishSubject, streamName, streamSubject, SUBJECT_PREFIX, validateDestination } from './layout.js';
 import { NatsSubscription } from './subscription.js';
 
-/**
- * ordering: a stream is one ordered log and a pull consumer hands it out in stream order, so
- * one subscriber of a group sees a destination in send order (per sender; a nacked message comes
- * back after later ones). Several subscribers of a group split it with no order between them.
- *
- * sendBatchSize / sendMaxInFlight: a batch is published concurrently (every message its own
- * PubAck, all awaited together). Measured with 50 000 × 500-byte events to one file-backed
- * stream (nats-server 2.9.10, 2 shared cores): 500 × 4 ~10.8k events/s, 1000 × 4 ~12.4k,
- * 200 × 8 ~13.1k, 2000 × 2 ~12.6k: within the noise of a shared machine, so the smaller batch
- * (less latency per batch, less to redo when one fails) is kept.
- */
-export const NATS_CAPABILITIES: DriverCapabilities = {
-  consumerGroups: true,
-  persistence: true,
-  ordering: 'per-destination',
-  replayFromBeginning: true,
-  nativeDeadLetter: false,
-  partitions: false,
-  headerBinding: 'kafka',
-  storedDestinations: true,
-  sendBatchSize: 500,
-  sendMaxInFlight: 4,
-};
-
 const noop = () => {};
-
-function withDeadline<T>(work: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(onTimeout()), ms);
-  });
-  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
-}
 
 /** One message as published: its subject chosen, its key still to be written as a header. */
 interface Publication {
@@ -84,15 +52,13 @@ interface Connected {
   jsm: JetStreamManager;
 }
 
-class NatsDriver implements Driver {
-  readonly name = 'nats';
-  readonly capabilities = NATS_CAPABILITIES;
+class NatsDriver extends DeclaredDriver implements Driver {
   private readonly config: NatsConfig;
   private connection: Promise<Connected> | undefined;
   /** destination → the stream holding it (found by subject), once known. */
   private readonly streams = new Map<string, string>();
   private readonly subscriptions = new Set<NatsSubscription>();
-  private readonly pending = new Set<Promise<unknown>>();
+  private readonly pending = new PendingWork();
   private disconnected = false;
   private closing: Promise<void> | undefined;
   private readonly linkMonitor = new LinkMonitor();
@@ -101,6 +67,7 @@ class NatsDriver implements Driver {
     readonly url: BrokerUrl,
     readonly options: DriverOptions = DEFAULT_DRIVER_OPTIONS,
   ) {
+    super(NATS_DRIVER);
     this.config = natsConfig(url);
   }
 
@@ -179,13 +146,6 @@ class NatsDriver implements Driver {
     } catch {
       // the iterator ends with the connection
     }
-  }
-
-  private track<T>(work: Promise<T>): Promise<T> {
-    this.pending.add(work);
-    const forget = () => this.pending.delete(work);
-    work.then(forget, forget);
-    return work;
   }
 
   async connect(): Promise<void> {
@@ -294,7 +254,7 @@ class NatsDriver implements Driver {
     validateDestination(destination);
     if (messages.length === 0) return;
     const outgoing = messages.map((m) => ({ subject: publishSubject(destination, m.type), key: m.key, value: m.value, headers: m.headers }));
-    await this.track(this.publish('send', destination, outgoing));
+    await this.pending.track(this.publish('send', destination, outgoing));
   }
 
   /**
@@ -333,7 +293,7 @@ class NatsDriver implements Driver {
   /** A copy on `<destination>.dlq`, same type token, body and key, headers plus the extra ones. */
   private publishDeadLetter(destination: string, typeToken: string, value: Uint8Array, headers: Headers, key: string | undefined): Promise<void> {
     const dlq = `${destination}.dlq`;
-    return this.track(this.publish('dead-letter', dlq, [{ subject: `${SUBJECT_PREFIX}.${dlq}.${typeToken}`, key, value, headers }]));
+    return this.pending.track(this.publish('dead-letter', dlq, [{ subject: `${SUBJECT_PREFIX}.${dlq}.${typeToken}`, key, value, headers }]));
   }
 
   async subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription> {
@@ -407,9 +367,9 @@ class NatsDriver implements Driver {
     this.closing ??= (async () => {
       // Sends and dead letters settle first (their callers see the outcome), then subscriptions
       // (a finishing handler may still dead-letter), then the connection.
-      await Promise.allSettled([...this.pending]);
+      await this.pending.settled();
       await Promise.allSettled([...this.subscriptions].map((s) => s.close()));
-      await Promise.allSettled([...this.pending]);
+      await this.pending.settled();
       const connection = this.connection;
       this.connection = undefined;
       const conn = await connection?.catch(() => undefined);

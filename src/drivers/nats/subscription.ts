@@ -36,6 +36,7 @@ import { AckPolicy, DeliverPolicy, ReplayPolicy, RetentionPolicy, type JetStream
 import { createInbox, type Msg, type NatsConnection, type Subscription as NatsSub } from '@nats-io/transport-node';
 import { InternalError, TopologyError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
+import { tapDeadLetterRefused } from '../common.js';
 import { DeliveryPump } from '../pump.js';
 import type { NatsConfig } from './config.js';
 import { apiCode, JsCode, mapNatsError } from './errors.js';
@@ -361,7 +362,7 @@ export class NatsSubscription implements Subscription {
       nack: () => void settle(NAK),
       deadLetter: async (extra: Headers) => {
         if (tap) {
-          throw new UsageError(`cannot dead-letter a message seen by a tap on ${destination}: a tap observes, the destination's consumers decide`);
+          throw tapDeadLetterRefused(destination);
         }
         if (held.settled) throw new InternalError(`dead-letter of a message from ${destination}: already settled`);
         await this.deps.publishDeadLetter(destination, typeTokenOf(msg.subject), value, { ...headers, ...extra }, key);

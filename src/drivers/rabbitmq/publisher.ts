@@ -25,6 +25,7 @@ import type { OutgoingMessage } from '../types.js';
 import type { BrokerUrl } from '../url.js';
 import type { RabbitMqConfig } from './config.js';
 import { channelCloseReason, closeQuietly, type AmqpConnection } from './connection.js';
+import { PendingWork } from '../common.js';
 import { nackedError, operationError, replyCode, ReplyCode, serverText, unroutableError } from './errors.js';
 import { publishOptions } from './message.js';
 import { bindingPattern, routingKey, validateDestination } from './topology.js';
@@ -106,7 +107,7 @@ export class Publisher {
   private current: PubChannel | undefined;
   private opening: Promise<PubChannel> | undefined;
   private closing = false;
-  private readonly inFlight = new Set<Promise<void>>();
+  private readonly inFlight = new PendingWork();
   /** Per destination: checked to exist and bound (topic), or to be sent by queue name. */
   private readonly routes = new Map<string, Promise<Route>>();
 
@@ -125,13 +126,13 @@ export class Publisher {
   /** Resolves when the broker confirmed every message; close() waits for sends already begun. */
   send(destination: string, messages: OutgoingMessage[]): Promise<void> {
     if (this.closing) return Promise.reject(this.closedByPayq(destination));
-    return this.track(this.sendBatch(destination, messages));
+    return this.inFlight.track(this.sendBatch(destination, messages));
   }
 
   /** deadLetter's copy: one message to `queue` by name; the queue must exist. */
   sendToQueue(queue: string, content: Buffer, options: Options.Publish): Promise<void> {
     if (this.closing) return Promise.reject(this.closedByPayq(queue));
-    return this.track(this.sendOne(queue, content, options));
+    return this.inFlight.track(this.sendOne(queue, content, options));
   }
 
   private async sendBatch(destination: string, messages: OutgoingMessage[]): Promise<void> {
@@ -190,7 +191,7 @@ export class Publisher {
     if (this.inFlight.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        Promise.allSettled([...this.inFlight]),
+        this.inFlight.settled(),
         new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
       ]);
       clearTimeout(timer);
@@ -204,13 +205,6 @@ export class Publisher {
         // The connection went first; amqplib has already failed what was pending.
       }
     }
-  }
-
-  private track(work: Promise<void>): Promise<void> {
-    this.inFlight.add(work);
-    const forget = () => this.inFlight.delete(work);
-    work.then(forget, forget);
-    return work;
   }
 
   private publish(pc: PubChannel, p: Pending): void {

@@ -3,35 +3,17 @@
  * topology.ts, sending in publisher.ts, consuming and dead-lettering in subscriber.ts.
  */
 import { TopologyError } from '../../errors.js';
-import type { DeliveryHandler, DestinationSpec, Driver, DriverCapabilities, DriverOptions, LinkStatus, OutgoingMessage, SubscribeOptions, Subscription } from '../types.js';
+import type { DeliveryHandler, DestinationSpec, Driver, DriverOptions, LinkStatus, OutgoingMessage, SubscribeOptions, Subscription } from '../types.js';
 import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
-import { LinkMonitor, startTracked, usedAfterClose } from '../common.js';
+import { DeclaredDriver, LinkMonitor, startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { rabbitMqConfig, type RabbitMqConfig } from './config.js';
 import { AmqpConnection, closeQuietly } from './connection.js';
+import { RABBITMQ_DRIVER } from './descriptor.js';
 import { operationError, replyCode, ReplyCode } from './errors.js';
 import { Publisher } from './publisher.js';
 import { RabbitMqSubscription, type DeadLetterMode } from './subscriber.js';
 import { bindingPattern, dlqName, isDeadLetterQueueName, queueArguments, validateDestination } from './topology.js';
-
-/**
- * sendBatchSize / sendMaxInFlight: measured with 200 000 × 500-byte persistent events to one
- * durable queue (RabbitMQ 3.10, 2 shared cores): ~9.6–10.3k events/s, the broker (disk) being the
- * limit, not the client. 1 in flight was ~20% slower; 1000–2000 × 4–16 was within the noise
- * and only adds latency per batch.
- */
-export const RABBITMQ_CAPABILITIES: DriverCapabilities = {
-  consumerGroups: true,
-  persistence: true,
-  ordering: 'per-destination',
-  replayFromBeginning: false,
-  nativeDeadLetter: true,
-  partitions: false,
-  headerBinding: 'amqp',
-  storedDestinations: true,
-  sendBatchSize: 500,
-  sendMaxInFlight: 8,
-};
 
 /** Frames amqplib buffers per channel before publish() reports backpressure (its default is 1024). */
 const WRITE_HIGH_WATER_MARK = 1024;
@@ -42,9 +24,7 @@ export function createDriver(url: BrokerUrl, options: DriverOptions = DEFAULT_DR
   return new RabbitMqDriver(url, options);
 }
 
-class RabbitMqDriver implements Driver {
-  readonly name = 'rabbitmq';
-  readonly capabilities = RABBITMQ_CAPABILITIES;
+class RabbitMqDriver extends DeclaredDriver implements Driver {
   private readonly config: RabbitMqConfig;
   private readonly pub: AmqpConnection;
   private readonly sub: AmqpConnection;
@@ -59,6 +39,7 @@ class RabbitMqDriver implements Driver {
     readonly url: BrokerUrl,
     readonly options: DriverOptions = DEFAULT_DRIVER_OPTIONS,
   ) {
+    super(RABBITMQ_DRIVER);
     this.config = rabbitMqConfig(url);
     this.pub = new AmqpConnection(url, this.config, 'publish');
     this.sub = new AmqpConnection(url, this.config, 'consume');
