@@ -35,7 +35,9 @@ function manualClock(): Clock & { sleeping: (() => void)[] } {
 function fakeDriver(sent: OutgoingMessage[]): Driver {
   return {
     name: 'fake',
-    capabilities: { headerBinding: 'kafka', sendBatchSize: 100 },
+    capabilities: {},
+    headerBinding: 'kafka',
+    tuning: { sendBatchSize: 100, sendMaxInFlight: 1 },
     send: (_destination: string, messages: OutgoingMessage[]) => {
       sent.push(...messages);
       return Promise.resolve();
