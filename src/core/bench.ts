@@ -27,6 +27,7 @@ import { createLatencyHistogram, recordUs, type LatencyHistogram } from '../metr
 import type { RunData, StageData } from '../metrics/report.js';
 import { MeteredDriver } from './bench-driver.js';
 import type { Clock } from './clock.js';
+import { BENCH_DEFAULTS } from './defaults.js';
 import { produce, type ProduceResult } from './produce.js';
 import { generatedSource, type EventSource } from './sources.js';
 import { trace, type TraceDeps, type TraceResult } from './trace.js';
@@ -74,16 +75,7 @@ export const BENCH_ROLES: readonly BenchRole[] = ['all', 'producer', 'worker', '
 /** The warm-up's run id is the measured one with this suffix. */
 export const WARMUP_SUFFIX = '-warmup';
 
-export const BENCH_DEFAULTS = {
-  durationMs: 10_000,
-  warmupMs: 2_000,
-  producers: 1,
-  consumers: WORKER_DEFAULTS.prefetch,
-  drainTimeoutMs: 30_000,
-  quietMs: 3_000,
-  idleTimeoutMs: 10_000,
-  startTimeoutMs: 300_000,
-} as const;
+export { BENCH_DEFAULTS };
 
 /**
  * Flat out, the producers hold back while this many events wait in the pipeline: enough to keep

@@ -32,6 +32,7 @@ import type { Delivery, Driver, Headers, OutgoingMessage, Subscription } from '.
 import { messageOf, TopologyError } from '../errors.js';
 import { decodeEvent, DEFAULT_DECODE, getPath, type DecodeOptions } from '../events/decode.js';
 import type { Clock } from './clock.js';
+import { REPLAY_DEFAULTS } from './defaults.js';
 import { RateLimiter } from './rate-limiter.js';
 import {
   dlqBase,
@@ -75,13 +76,7 @@ export interface ReplayOptions {
   decode?: DecodeOptions | undefined;
 }
 
-export const REPLAY_DEFAULTS = {
-  maxReplays: 3,
-  maxBytes: 1024 * 1024,
-  idleTimeoutMs: 3000,
-  group: 'payq-replay',
-  window: 10_000,
-} as const;
+export { REPLAY_DEFAULTS };
 
 /** What happened (or, in a dry run, would happen) to a message. */
 export type ReplayOutcome = 'replayed' | 'parked' | 'skipped' | 'unresolved' | 'invalid' | 'failed';
