@@ -1,12 +1,12 @@
 import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
-import { runWorker, selectStages, WORKER_DEFAULTS, type StageStats, type WorkerResult } from '../../core/worker.js';
+import { runWorker, selectStages, type StageStats, type WorkerResult } from '../../core/worker.js';
 import { openDriver } from '../connect.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
 import { encodeHistogram } from '../../metrics/histogram.js';
-import { METRICS_OPTIONS, brokerSchema, durationSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, durationSchema, flagSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -42,28 +42,22 @@ const timeScaleSchema = z.union([z.number(), z.string()]).transform((v, ctx) => 
   return n;
 });
 
-const workerSchema = z.strictObject({
+export const schema = z.strictObject({
   ...METRICS_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
-  scenario: z.string().default('checkout'),
+  scenario: z.string(),
   stage: stageListSchema.optional(),
-  prefetch: wholeNumber(1, 100_000).default(WORKER_DEFAULTS.prefetch),
-  seed: wholeNumber(0).default(WORKER_DEFAULTS.seed),
-  failures: onOffSchema.default(WORKER_DEFAULTS.failures),
-  timeScale: timeScaleSchema.default(WORKER_DEFAULTS.timeScale),
+  prefetch: wholeNumber(1, 100_000),
+  seed: wholeNumber(0),
+  failures: onOffSchema,
+  timeScale: timeScaleSchema,
   duration: durationSchema.optional(),
   idleTimeout: durationSchema.optional(),
-  partitions: wholeNumber(1, 10_000).default(WORKER_DEFAULTS.partitions),
+  partitions: wholeNumber(1, 10_000),
 });
 
-export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
-  const o = resolveOptions(workerSchema, {
-    command: 'worker',
-    flags,
-    env: ctx.env,
-    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
-  });
+export async function run(o: z.output<typeof schema>, ctx: CommandContext): Promise<void> {
   if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER');
   if (!sharedAcrossProcesses(o.broker)) {
     throw new UsageError(
