@@ -88,7 +88,24 @@ export const flagSchema = z.union([z.boolean(), z.string()]).transform((v, ctx) 
   return addIssue(ctx, `must be true or false (got '${v}')`);
 });
 
-/** Options every command takes. */
+/** `on`/`off` (or true/false, yes/no, 1/0): `--failures`. */
+export const onOffSchema = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'boolean') return v;
+  if (/^(on|true|yes|1)$/i.test(v)) return true;
+  if (/^(off|false|no|0)$/i.test(v)) return false;
+  return addIssue(ctx, `must be on or off (got '${v}')`);
+});
+
+/** A number of 0 or more, fractions allowed: `--time-scale 0.5`. */
+export const nonNegativeSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = typeof v === 'number' ? v : /^\s*\d+(\.\d+)?\s*$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 0) || !Number.isFinite(n)) return addIssue(ctx, `must be a number of 0 or more, e.g. 0.5 (got '${v}')`);
+  return n;
+});
+
+/** A repeatable flag's values (`--assert a --assert b`), or one value, or a list in a config file. */
+export const listSchema = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : [v]));
+
 const envName = (key: string) => `PAYQ_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
 // `jsonFile` is bench's `--json FILE` (the file given after the --json flag).
 const flagName = (key: string) => (key === 'jsonFile' ? '--json FILE' : `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);

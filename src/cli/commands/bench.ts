@@ -10,7 +10,7 @@ import { loadScenario } from '../../events/scenario.js';
 import { DEAD_LETTER_REASONS } from '../../core/worker.js';
 import { benchReportKeys, checkAssertionKeys, evaluateAssertions, parseAssertion, type AssertionOutcome } from '../../metrics/assert.js';
 import { buildReport, type Report } from '../../metrics/report.js';
-import { METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, rateSchema, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, listSchema, nonNegativeSchema, onOffSchema, rateSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -19,25 +19,6 @@ import { renderHtmlReport } from '../html-report.js';
 import { LiveBenchMetrics, serveMetrics } from '../live-metrics.js';
 import { countOf } from '../../text.js';
 import { checkWritable, saveOutput, writeOutput } from './report.js';
-
-const onOff = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
-  if (typeof v === 'boolean') return v;
-  if (/^(on|true|yes|1)$/i.test(v)) return true;
-  if (/^(off|false|no|0)$/i.test(v)) return false;
-  ctx.addIssue({ code: 'custom', message: `must be on or off (got '${v}')` });
-  return z.NEVER;
-});
-
-const nonNegativeNumber = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const n = typeof v === 'number' ? v : /^\s*\d+(\.\d+)?\s*$/.test(v) ? Number(v) : NaN;
-  if (!(n >= 0) || !Number.isFinite(n)) {
-    ctx.addIssue({ code: 'custom', message: `must be a number of 0 or more, e.g. 0.5 (got '${v}')` });
-    return z.NEVER;
-  }
-  return n;
-});
-
-const list = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : [v]));
 
 /** `5%` or `5` → 0.05; more than 0, less than 100%. */
 const percentFraction = z.union([z.number(), z.string()]).transform((v, ctx) => {
@@ -57,7 +38,7 @@ export const schema = z.strictObject({
   jsonFile: fileName.optional(),
   markdown: fileName.optional(),
   html: fileName.optional(),
-  assert: list.default([]),
+  assert: listSchema.default([]),
   scenario: z.string(),
   duration: durationSchema.optional(),
   count: wholeNumber(1).optional(),
@@ -66,8 +47,8 @@ export const schema = z.strictObject({
   producers: wholeNumber(1, 64),
   consumers: wholeNumber(1, 100_000),
   seed: wholeNumber(0, 2 ** 31 - 1).optional(),
-  timeScale: nonNegativeNumber,
-  failures: onOff,
+  timeScale: nonNegativeSchema,
+  failures: onOffSchema,
   maxBacklog: wholeNumber(1).optional(),
   drainTimeout: durationSchema,
   partitions: wholeNumber(1, 10_000),

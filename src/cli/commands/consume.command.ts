@@ -1,6 +1,6 @@
 import { DEFAULT_START_TIMEOUT_MS } from '../../core/defaults.js';
 import { DEFAULT_DECODE, DEFAULT_TIME_FIELD } from '../../events/decode.js';
-import { DEFAULT_SCENARIO, durationText, type CommandDescription } from './describe.js';
+import { DEFAULT_SCENARIO, durationText, READ_MODE_FLAGS, type CommandDescription } from './describe.js';
 
 export const consumeCommand: CommandDescription = {
   name: 'consume',
@@ -28,10 +28,7 @@ export const consumeCommand: CommandDescription = {
         'read what the destinations already hold: Kafka history (a tap, or a new group); on RabbitMQ only with --group ' +
         '(a queue holds what no one acked, and --group reads it anyway); a RabbitMQ tap sees new messages only',
     },
-    { flags: '--requeue', help: 'with --group, on a queue: hold every message read and hand it back when done (each seen once; the queue keeps it, flagged redelivered)' },
-    { flags: '--exchange <name>', help: 'RabbitMQ: tap this exchange of yours (a queue of its own bound with --binding), taking nothing' },
-    { flags: '--binding <key>', help: 'RabbitMQ, with --exchange: the binding key (e.g. # for everything)' },
-    { flags: '--stream-offset <offset>', help: 'RabbitMQ stream queue: read it from first, last, next, an offset or an ISO time, taking nothing' },
+    ...READ_MODE_FLAGS,
     {
       flags: '--start-timeout <time>',
       help: 'wait this long for a missing destination, then exit 3 naming it (consume never creates it)',

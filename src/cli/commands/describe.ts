@@ -88,3 +88,11 @@ export const METRICS_FLAGS: readonly FlagSpec[] = [
   { flags: '--metrics-host <addr>', help: 'with --metrics-port: the address to listen on', default: '127.0.0.1' },
   { flags: '--metrics-linger <time>', help: 'with --metrics-port: keep serving the final figures this long after the end', default: '0s' },
 ];
+
+/** How consume and trace read besides a group or a tap (README "How payq reads a destination it did not build"). */
+export const READ_MODE_FLAGS: readonly FlagSpec[] = [
+  { flags: '--requeue', help: 'with --group, on a queue: hold every message read and hand it back when done (each seen once; the queue keeps it, flagged redelivered)' },
+  { flags: '--exchange <name>', help: 'RabbitMQ: tap this exchange of yours (a queue of its own bound with --binding), taking nothing' },
+  { flags: '--binding <key>', help: 'RabbitMQ, with --exchange: the binding key (e.g. # for everything)' },
+  { flags: '--stream-offset <offset>', help: 'RabbitMQ stream queue: read it from first, last, next, an offset or an ISO time, taking nothing' },
+];

@@ -7,12 +7,10 @@ import { compareReports } from '../../metrics/compare.js';
 import { mergeNamedReports } from '../../metrics/merge.js';
 import { parseReport, type Report } from '../../metrics/report.js';
 import type { Output } from '../output.js';
-import { flagSchema } from '../options.js';
+import { flagSchema, listSchema } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { renderHtmlReport } from '../html-report.js';
 import { assertionLines, benchReportMarkdown, benchReportText, comparisonMarkdown, comparisonTable } from '../render.js';
-
-const list = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : [v]));
 
 const percent = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const n = typeof v === 'number' ? v : /^\s*\d+(\.\d+)?%?\s*$/.test(v) ? Number(v.replace('%', '')) : NaN;
@@ -25,7 +23,7 @@ const percent = z.union([z.number(), z.string()]).transform((v, ctx) => {
 
 export const schema = z.strictObject({
   json: flagSchema.default(false),
-  files: list.default([]),
+  files: listSchema.default([]),
   merge: flagSchema.default(false),
   allowMixed: flagSchema.default(false),
   compare: z.string().min(1).optional(),
@@ -33,7 +31,7 @@ export const schema = z.strictObject({
   threshold: percent,
   markdown: z.string().min(1).optional(),
   html: z.string().min(1).optional(),
-  assert: list.default([]),
+  assert: listSchema.default([]),
 });
 
 function readReport(file: string): Report {

@@ -1,6 +1,6 @@
 import { DEFAULT_START_TIMEOUT_MS } from '../../core/defaults.js';
 import { DEFAULT_DECODE, DEFAULT_TIME_FIELD } from '../../events/decode.js';
-import { DEFAULT_SCENARIO, durationText, METRICS_FLAGS, type CommandDescription } from './describe.js';
+import { DEFAULT_SCENARIO, durationText, METRICS_FLAGS, READ_MODE_FLAGS, type CommandDescription } from './describe.js';
 
 /** With --expect and no --idle-timeout, trace ends after this long without events (or --within + 1 s, if longer). */
 export const EXPECT_IDLE_TIMEOUT_MS = 5_000;
@@ -32,10 +32,7 @@ export const traceCommand: CommandDescription = {
       default: durationText(DEFAULT_START_TIMEOUT_MS),
     },
     { flags: '--group <name>', help: 'read as a member of this group, TAKING the messages (on RabbitMQ: compete with the queue’s consumers); default: a tap, taking nothing' },
-    { flags: '--requeue', help: 'with --group, on a queue: hold every message read and hand it back when done (each seen once; the queue keeps it, flagged redelivered)' },
-    { flags: '--exchange <name>', help: 'RabbitMQ: tap this exchange of yours (a queue of its own bound with --binding), taking nothing' },
-    { flags: '--binding <key>', help: 'RabbitMQ, with --exchange: the binding key (e.g. # for everything)' },
-    { flags: '--stream-offset <offset>', help: 'RabbitMQ stream queue: read it from first, last, next, an offset or an ISO time, taking nothing' },
+    ...READ_MODE_FLAGS,
     { flags: '--duration <time>', help: 'end after this long' },
     { flags: '--type-field <path>', help: 'body field with the event type, for events payq did not write', shownDefault: DEFAULT_DECODE.typeField },
     {
