@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
 import { COMMANDS, GLOBAL_FLAGS } from '../../src/cli/commands/index.js';
@@ -35,5 +36,26 @@ describe('payq <command> --help', () => {
       if (shown !== undefined && !spec.quietDefault) expect(words(helpLine(spec))).toContain(String(shown));
     }
     for (const example of description.examples) expect(text).toContain(words(example));
+  });
+});
+
+describe('what --help loads', () => {
+  const dir = 'src/cli/commands';
+  /** The modules an import statement runs (type-only imports run nothing). */
+  const imports = (file: string) => [...readFileSync(file, 'utf8').matchAll(/^import (?!type )[^;]*? from '([^']+)';/gm)].map((m) => m[1]!);
+
+  it('the program and the command table import no validator, no config reader and no run', () => {
+    const eager = ['src/cli/program.ts', `${dir}/index.ts`, `${dir}/describe.ts`, ...readdirSync(dir).filter((f) => f.endsWith('.command.ts')).map((f) => `${dir}/${f}`)];
+    for (const file of eager) {
+      for (const spec of imports(file)) {
+        expect(spec, `${file} imports ${spec}`).not.toMatch(/^(zod|yaml)$|\/options\.js$|\/core\/(?!defaults\.js$)/);
+        // Beside the descriptions: only each other (a command's schema and run are loaded by its load()).
+        if (file.startsWith(dir)) expect(spec, `${file} imports ${spec}`).not.toMatch(/^\.\/(?!describe\.js$|[a-z-]+\.command\.js$)/);
+      }
+    }
+  });
+
+  it('no command imports the program', () => {
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.ts'))) expect(imports(`${dir}/${file}`), file).not.toContain('../program.js');
   });
 });
