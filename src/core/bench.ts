@@ -29,6 +29,7 @@ import { benchRunData } from './bench-data.js';
 import { MeteredDriver } from './bench-driver.js';
 import { drain, type BenchLive, type BenchPhase, type DrainEnd } from './bench-drain.js';
 import type { Clock } from './clock.js';
+import { BENCH_DEFAULTS } from './defaults.js';
 import { produce, type ProduceResult } from './produce.js';
 import { generatedSource, type EventSource } from './sources.js';
 import { trace, type TraceDeps, type TraceResult } from './trace.js';
@@ -76,16 +77,7 @@ export type { BenchPhase } from './bench-drain.js';
 /** The warm-up's run id is the measured one with this suffix. */
 export const WARMUP_SUFFIX = '-warmup';
 
-export const BENCH_DEFAULTS = {
-  durationMs: 10_000,
-  warmupMs: 2_000,
-  producers: 1,
-  consumers: WORKER_DEFAULTS.prefetch,
-  drainTimeoutMs: 30_000,
-  quietMs: 3_000,
-  idleTimeoutMs: 10_000,
-  startTimeoutMs: 300_000,
-} as const;
+export { BENCH_DEFAULTS };
 
 /**
  * Flat out, the producers hold back while this many events wait in the pipeline: enough to keep

@@ -32,6 +32,7 @@ import type { Delivery, Driver, Headers, OutgoingMessage, Subscription } from '.
 import { messageOf, TopologyError } from '../errors.js';
 import type { DecodeOptions } from '../events/decode.js';
 import type { Clock } from './clock.js';
+import { REPLAY_DEFAULTS } from './defaults.js';
 import { PacedSender } from './paced-sender.js';
 import { ReplayDecider } from './replay-decide.js';
 import { parkedHeaders, ReplayHeader, replayHeaders } from './replay-origin.js';
@@ -70,13 +71,7 @@ export interface ReplayOptions {
   decode?: DecodeOptions | undefined;
 }
 
-export const REPLAY_DEFAULTS = {
-  maxReplays: 3,
-  maxBytes: 1024 * 1024,
-  idleTimeoutMs: 3000,
-  group: 'payq-replay',
-  window: 10_000,
-} as const;
+export { REPLAY_DEFAULTS };
 
 export interface ReplayDeps {
   driver: Driver;

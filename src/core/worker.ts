@@ -12,6 +12,7 @@ import type { Scenario, Stage } from '../events/scenario.js';
 import { aptMs, handlerTMs } from '../metrics/apt.js';
 import { createLatencyHistogram, summarize, type LatencyHistogram, type LatencySummary } from '../metrics/histogram.js';
 import type { Clock } from './clock.js';
+import { WORKER_DEFAULTS } from './defaults.js';
 import { DEAD_LETTER_REASONS } from './worker-plan.js';
 import { ErrorLog, StageRunner, zeroCounts, type StageCounters, type StageMeasures } from './worker-stage.js';
 
@@ -43,7 +44,7 @@ export interface WorkerOptions {
   countRunId?: string | undefined;
 }
 
-export const WORKER_DEFAULTS = { prefetch: 64, seed: 0, failures: true, timeScale: 1, partitions: 6 } as const;
+export { WORKER_DEFAULTS };
 
 export interface WorkerProgress {
   elapsedMs: number;

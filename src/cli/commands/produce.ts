@@ -9,13 +9,14 @@ import { openDriver } from '../connect.js';
 import { ConfigError, DataError, InterruptedError, UsageError } from '../../errors.js';
 import { EventGenerator, type GeneratedEvent, type Shard } from '../../events/generator.js';
 import { loadScenario } from '../../events/scenario.js';
-import { METRICS_OPTIONS, brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, formatRate, keyValueTable } from '../render.js';
 import { countOf } from '../../text.js';
 import { produceInThreads } from './produce-procs.js';
+import { DEFAULT_COUNT } from './produce.command.js';
 import { CommandMetrics, serveMetrics } from '../live-metrics.js';
 import { sharedAcrossProcesses } from '../../drivers/url.js';
 
@@ -42,7 +43,7 @@ const procsSchema = z.union([z.number(), z.string()]).transform((v, ctx): number
   return n;
 });
 
-const produceSchema = z.strictObject({
+export const schema = z.strictObject({
   ...METRICS_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
@@ -51,22 +52,20 @@ const produceSchema = z.strictObject({
   duration: durationSchema.optional(),
   rate: rateSchema.optional(),
   seed: wholeNumber(0).optional(),
-  scenario: z.string().default('checkout'),
+  scenario: z.string(),
   lifecycle: flagSchema.default(false),
   fromFile: z.string().min(1, "must be a file name, or '-' for stdin").optional(),
   skipLines: wholeNumber(0).optional(),
-  typeField: z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or meta.type').default('event'),
-  size: wholeNumber(0, 1024 * 1024).default(0),
-  partitions: wholeNumber(1, 10_000).default(6),
+  typeField: z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or meta.type'),
+  size: wholeNumber(0, 1024 * 1024),
+  partitions: wholeNumber(1, 10_000),
   dryRun: flagSchema.default(false),
   runId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be letters, digits, . _ - (at most 64)').optional(),
   batchSize: wholeNumber(1, 100_000).optional(),
   maxInFlight: wholeNumber(1, 1024).optional(),
   shard: shardSchema.optional(),
-  procs: procsSchema.default(1),
+  procs: procsSchema,
 });
-
-const DEFAULT_COUNT = 1000;
 
 /** Payments of shard i/N among `payments`: those at positions ≡ i − 1 mod N. */
 function shardPayments(payments: number, shard: Shard | undefined): number {
@@ -74,13 +73,7 @@ function shardPayments(payments: number, shard: Shard | undefined): number {
   return Math.max(0, Math.ceil((payments - (shard.index - 1)) / shard.count));
 }
 
-export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
-  const o = resolveOptions(produceSchema, {
-    command: 'produce',
-    flags,
-    env: ctx.env,
-    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
-  });
+export async function run(o: z.output<typeof schema>, ctx: CommandContext): Promise<void> {
   if (o.count !== undefined && o.duration !== undefined) throw new UsageError('--count and --duration exclude each other');
   if (o.fromFile !== undefined && o.lifecycle) throw new UsageError('--lifecycle generates events; it does not apply to --from-file');
   if (o.fromFile !== undefined && o.size > 0) throw new UsageError('--size pads generated events; it does not apply to --from-file (your bodies are sent as written)');
