@@ -14,6 +14,7 @@ import type {
   Subscription,
 } from '../types.js';
 import { usedAfterClose } from '../common.js';
+import { packPayqHeaders } from '../../events/payq-header.js';
 import type { BrokerUrl } from '../url.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
 import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
@@ -348,7 +349,7 @@ class KafkaDriver implements Driver {
   }
 
   private produceDeadLetter(topic: string, message: DeadLetterMessage): Promise<void> {
-    return this.track(this.produce('dead-letter', topic, [message]));
+    return this.track(this.produce('dead-letter', topic, [{ ...message, headers: packPayqHeaders(message.headers) }]));
   }
 
   async subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription> {
@@ -438,8 +439,9 @@ class KafkaDriver implements Driver {
   }
 }
 
+/** payq's own fields travel in one compact `payq` header (events/payq-header.ts). */
 function toKafkaMessage(message: OutgoingMessage): Message {
-  return { key: message.key, value: message.value, headers: message.headers };
+  return { key: message.key, value: message.value, headers: packPayqHeaders(message.headers) };
 }
 
 export function createDriver(url: BrokerUrl): Driver {

@@ -22,6 +22,7 @@
 import type { Batch, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
 import { randomBytes } from 'node:crypto';
 import { InternalError, UsageError } from '../../errors.js';
+import { PAYQ_WIRE_HEADER, unpackPayqHeader } from '../../events/payq-header.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
 import { KAFKA_TUNING } from './config.js';
 import { mapKafkaError } from './errors.js';
@@ -57,7 +58,10 @@ export function decodeHeaders(headers: IHeaders | undefined): Headers {
     // A repeated header: the last one wins, as with Java's Headers.lastHeader.
     const value = Array.isArray(raw) ? raw[raw.length - 1] : raw;
     if (value === undefined) continue;
-    out[name] = typeof value === 'string' ? value : value.toString('utf8');
+    const text = typeof value === 'string' ? value : value.toString('utf8');
+    // payq's compact header becomes the fields it carries (events/payq-header.ts).
+    if (name === PAYQ_WIRE_HEADER && unpackPayqHeader(text, out)) continue;
+    out[name] = text;
   }
   return out;
 }
