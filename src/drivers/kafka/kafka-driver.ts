@@ -2,6 +2,8 @@
  * The Kafka driver (kafkajs). The only module outside this folder that knows about it is the
  * registry, which imports it lazily.
  */
+// Before kafkajs: puts payq's record codec in its place (see record-codec.ts).
+import './record-codec.js';
 import { Kafka, logLevel, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
 import { BrokerUnavailableError, ConfigError, isPayqError } from '../../errors.js';
 import type {
