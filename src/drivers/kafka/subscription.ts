@@ -54,10 +54,12 @@ const noop = () => {};
 export function decodeHeaders(headers: IHeaders | undefined): Headers {
   const out: Headers = {};
   if (!headers) return out;
-  for (const [name, raw] of Object.entries(headers)) {
+  for (const name in headers) {
+    const raw = headers[name];
     // A repeated header: the last one wins, as with Java's Headers.lastHeader.
     const value = Array.isArray(raw) ? raw[raw.length - 1] : raw;
-    if (value === undefined) continue;
+    // A header without a value (null, length -1 on the wire) is left out, as if absent.
+    if (value === undefined || value === null) continue;
     const text = typeof value === 'string' ? value : value.toString('utf8');
     // payq's compact header becomes the fields it carries (events/payq-header.ts).
     if (name === PAYQ_WIRE_HEADER && unpackPayqHeader(text, out)) continue;
