@@ -2,6 +2,8 @@
  * The Kafka driver (kafkajs). The only module outside this folder that knows about it is the
  * registry, which imports it lazily.
  */
+// Before kafkajs: puts payq's record codec in its place (see record-codec.ts).
+import './record-codec.js';
 import { Kafka, logLevel, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
 import { BrokerUnavailableError, ConfigError, isPayqError } from '../../errors.js';
 import type {
@@ -17,6 +19,7 @@ import type {
 import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
 import { DeclaredDriver, LinkMonitor, PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import { retry, type BackoffOptions } from '../retry.js';
+import { packPayqHeaders } from '../../events/payq-header.js';
 import type { BrokerUrl } from '../url.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
 import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
@@ -398,7 +401,7 @@ class KafkaDriver extends DeclaredDriver implements Driver {
   }
 
   private produceDeadLetter(topic: string, message: DeadLetterMessage): Promise<void> {
-    return this.pending.track(this.produce('dead-letter', topic, [message]));
+    return this.pending.track(this.produce('dead-letter', topic, [{ ...message, headers: packPayqHeaders(message.headers) }]));
   }
 
   async subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription> {
@@ -489,8 +492,9 @@ class KafkaDriver extends DeclaredDriver implements Driver {
   }
 }
 
+/** payq's own fields travel in one compact `payq` header (events/payq-header.ts). */
 function toKafkaMessage(message: OutgoingMessage): Message {
-  return { key: message.key, value: message.value, headers: message.headers };
+  return { key: message.key, value: message.value, headers: packPayqHeaders(message.headers) };
 }
 
 export function createDriver(url: BrokerUrl, options: DriverOptions = DEFAULT_DRIVER_OPTIONS): Driver {

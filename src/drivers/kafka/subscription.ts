@@ -28,6 +28,7 @@
 import type { Batch, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
 import { randomBytes } from 'node:crypto';
 import { InternalError } from '../../errors.js';
+import { PAYQ_WIRE_HEADER, unpackPayqHeader } from '../../events/payq-header.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
 import { tapDeadLetterRefused } from '../common.js';
 import { HandlerFailures } from '../retry.js';
@@ -74,11 +75,16 @@ const noop = () => {};
 export function decodeHeaders(headers: IHeaders | undefined): Headers {
   const out: Headers = {};
   if (!headers) return out;
-  for (const [name, raw] of Object.entries(headers)) {
+  for (const name in headers) {
+    const raw = headers[name];
     // A repeated header: the last one wins, as with Java's Headers.lastHeader.
     const value = Array.isArray(raw) ? raw[raw.length - 1] : raw;
-    if (value === undefined) continue;
-    out[name] = typeof value === 'string' ? value : value.toString('utf8');
+    // A header without a value (null, length -1 on the wire) is left out, as if absent.
+    if (value === undefined || value === null) continue;
+    const text = typeof value === 'string' ? value : value.toString('utf8');
+    // payq's compact header becomes the fields it carries (events/payq-header.ts).
+    if (name === PAYQ_WIRE_HEADER && unpackPayqHeader(text, out)) continue;
+    out[name] = text;
   }
   return out;
 }
