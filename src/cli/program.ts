@@ -133,6 +133,7 @@ const commands: CommandSpec[] = [
         .option('--binding <key>', 'RabbitMQ, with --exchange: the binding key (e.g. # for everything)')
         .option('--stream-offset <offset>', 'RabbitMQ stream queue: read it from first, last, next, an offset or an ISO time, taking nothing')
         .option('--duration <time>', 'end after this long')
+        .option('--shard <i/N>', 'trace shard i of N of the payments (Kafka: partitions ≡ i-1 mod N; elsewhere by a hash of the payment id); shards\' figures add up')
         .option('--type-field <path>', 'body field with the event type, for events payq did not write', 'event')
         .option('--correlate <paths>', 'body field that ties a payment\'s events together; per destination: orders=data.order_id,payments=data.order.id', 'payment_id')
         .option('--time-field <path>', 'body field with the event\'s business time (ISO 8601, epoch s or ms), shown in --payment timelines', 'occurred_at')
