@@ -247,6 +247,7 @@ const commands: CommandSpec[] = [
         .option('--html <file>', 'write the report as one self-contained HTML file with charts (opens offline)')
         .option('--run-id <id>', 'run id stamped on the measured events (default random; required with --role)')
         .option('--role <part>', 'run one part of the pipeline: producer, worker or tracer (default all, in this process)')
+        .option('--shard <i/N>', 'with --role producer or tracer: shard i of N (producer: of the seeded stream, at rate/N; tracer: of the payments)')
         .option('--idle-timeout <time>', 'worker and tracer parts: end once the run\'s events stopped coming for this long', '10s')
         .option('--start-timeout <time>', 'worker and tracer parts: give up when no event of the run arrived within this long', '5m')
         .option('--partitions <n>', 'partitions of the Kafka topics bench creates (default 6)')

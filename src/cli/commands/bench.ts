@@ -10,7 +10,7 @@ import { loadScenario } from '../../events/scenario.js';
 import { DEAD_LETTER_REASONS } from '../../core/worker.js';
 import { benchReportKeys, checkAssertionKeys, evaluateAssertions, parseAssertion, type AssertionOutcome } from '../../metrics/assert.js';
 import { buildReport, type Report } from '../../metrics/report.js';
-import { METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, rateSchema, resolveOptions, shardSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -73,6 +73,7 @@ const benchSchema = z.strictObject({
   partitions: wholeNumber(1, 10_000).default(6),
   size: wholeNumber(0, 1024 * 1024).default(0),
   runId: z.string().regex(/^[A-Za-z0-9._-]{1,56}$/, 'must be letters, digits, . _ - (at most 56)').optional(),
+  shard: shardSchema.optional(),
   role: z.enum(BENCH_ROLES, { message: `must be one of ${BENCH_ROLES.join(', ')}` }).default('all'),
   idleTimeout: durationSchema.default(BENCH_DEFAULTS.idleTimeoutMs),
   startTimeout: durationSchema.default(BENCH_DEFAULTS.startTimeoutMs),
@@ -110,6 +111,11 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.role !== 'all' && (o.broker !== undefined && !sharedAcrossProcesses(o.broker))) {
     throw new UsageError(`--role ${o.role} spreads a run over processes through the broker; memory:// lives inside one process`, {
       hint: 'use kafka:// or amqp://, or run every part in one process (no --role)',
+    });
+  }
+  if (o.shard !== undefined && o.role !== 'producer' && o.role !== 'tracer') {
+    throw new UsageError(`--shard splits a producer or tracer part (--role producer or --role tracer), not ${o.role === 'all' ? 'a one-process run' : `--role ${o.role}`}`, {
+      hint: o.role === 'worker' ? "workers of one scenario already share its consumer groups: start as many as you like" : undefined,
     });
   }
   const assertions = o.assert.map(parseAssertion);
@@ -170,6 +176,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
           runId: stepRunId,
           size: o.size,
           role: o.role,
+          shard: o.shard,
           idleTimeoutMs: o.idleTimeout,
           startTimeoutMs: o.startTimeout,
         },
