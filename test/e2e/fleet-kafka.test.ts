@@ -127,7 +127,10 @@ describe.skipIf(!available)('the Kubernetes fleet, run as local processes on Kaf
     // The merge reads only the shared folder: nothing of the broker's to replace.
     const [merge] = startJob('merge', {});
     await succeeded([merge!]);
-    const merged = parseReport(merge!.stdout(), 'the merge Job');
+    const merged = parseReport(readFileSync(path.join(reports, 'merged.json'), 'utf8'), 'the merge Job');
+    // Its log is the verdict: the merged report as a table, the assertion passed.
+    expect(merge!.stderr()).toMatch(/merged \d+ parts from \d+ reports: run /);
+    expect(merge!.stderr()).toMatch(/✓ loss==0 \(0\)/);
 
     // The same seed in one process, on topics of its own.
     const one = await runCli(['bench', '--broker', KAFKA_URL, '--scenario', single.file, '--seed', SEED, '--count', String(COUNT), '--rate', String(RATE), '--json'], {

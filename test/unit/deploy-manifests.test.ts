@@ -4,7 +4,7 @@
  * `payq` that prints its arguments — runs the payq command it should, shard by shard.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -109,12 +109,13 @@ describe('deploy/kubernetes manifests', () => {
     writeFileSync(path.join(reports, names[0]!), '{}');
     const complete = render(merge, undefined, reports);
     expect(complete.code, complete.stderr).toBe(0);
-    const args = complete.args!;
-    expect(args.slice(0, 2)).toEqual(['report', '--merge']);
-    // The shell's globs: every part's file, once each.
-    expect(args.filter((a) => a.endsWith('.json')).map((a) => path.basename(a)).sort()).toEqual([...names].sort());
-    expect(args).toContain('--json');
-    expect(args.join(' ')).toContain('--assert loss==0');
+    // The stand-in printed the merge's arguments into merged.json, then the verdict's on stdout.
+    const mergeArgs = JSON.parse(readFileSync(path.join(reports, 'merged.json'), 'utf8')) as string[];
+    expect(mergeArgs.slice(0, 2)).toEqual(['report', '--merge']);
+    // The shell's globs: every part's file, once each (merged.json is none of them).
+    expect(mergeArgs.filter((a) => a.endsWith('.json')).map((a) => path.basename(a)).sort()).toEqual([...names].sort());
+    expect(mergeArgs).toContain('--json');
+    expect(complete.args).toEqual(['report', `${reports}/merged.json`, '--assert', 'loss==0', '--markdown', `${reports}/summary.md`]);
   });
 
   it("expands $(VAR) as Kubernetes does and leaves the shell's $((…)) alone", () => {
