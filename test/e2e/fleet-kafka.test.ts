@@ -169,6 +169,40 @@ describe.skipIf(!available)('the Kubernetes fleet, run as local processes on Kaf
     expect(tracedByShard.reduce((a, b) => a + b, 0)).toBe(COUNT);
   }, 420_000);
 
+  it('payq trace --shard i/N on Kafka: the shards see disjoint payments that add up to one tracer', async () => {
+    const topic = uniqueName('fleet-trace');
+    cleanups.push(() => deleteDestinations(KAFKA_URL, [topic]));
+    const produced = await runCli(['produce', '--broker', KAFKA_URL, '--topic', topic, '--partitions', '4', '--count', '60', '--lifecycle', '--seed', '5', '--json']);
+    expect(produced.code, produced.stderr).toBe(0);
+    const traceShard = async (shard: string[]) => {
+      const r = await runCli(['trace', '--broker', KAFKA_URL, '--topic', topic, '--from-beginning', '--idle-timeout', '3s', '--stuck-after', '2s', '--json', ...shard]);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as { shard: string | null; payments: { seen: number }; events: { seen: number; other_shards: number } };
+    };
+    const whole = await traceShard([]);
+    expect(whole.payments.seen).toBe(60);
+    const shards = [await traceShard(['--shard', '1/2']), await traceShard(['--shard', '2/2'])];
+    expect(shards.map((s) => s.shard)).toEqual(['1/2', '2/2']);
+    // Split by partition: each shard reads only its partitions, so it skips nothing itself.
+    for (const s of shards) {
+      expect(s.payments.seen).toBeGreaterThan(0);
+      expect(s.events.other_shards).toBe(0);
+    }
+    expect(shards[0]!.payments.seen + shards[1]!.payments.seen).toBe(whole.payments.seen);
+    expect(shards[0]!.events.seen + shards[1]!.events.seen).toBe(whole.events.seen);
+  }, 180_000);
+
+  it('refuses a shard where it cannot split: a group member, a worker part, a one-process bench (exit 2)', async () => {
+    const group = await runCli(['trace', '--broker', KAFKA_URL, '--group', uniqueName('g'), '--shard', '1/2', '--start-timeout', '5s']);
+    expect(group.code, group.stderr).toBe(2);
+    expect(group.stderr).toMatch(/--shard goes with a tap \(no --group\)/);
+    for (const args of [['--role', 'worker', '--run-id', 'x'], []]) {
+      const r = await runCli(['bench', '--broker', KAFKA_URL, ...args, '--shard', '1/2']);
+      expect(r.code, r.stderr).toBe(2);
+      expectOneErrorLine(r.stderr, /--shard splits a producer or tracer part \(--role producer or --role tracer\)/);
+    }
+  }, 60_000);
+
   it('refuses to shard by partition over topics whose partition counts differ (exit 2, one line)', async () => {
     const a = uniqueName('fleet-p2');
     const b = uniqueName('fleet-p3');
