@@ -43,6 +43,21 @@ export const rateSchema = z.union([z.number(), z.string()]).transform((v, ctx) =
 });
 
 /** The longest duration a timer can wait (2^31 - 1 ms, about 596 h): longer ones fire at once. */
+/**
+ * `i/N`, 1 ≤ i ≤ N: shard i of N — of the seeded stream (produce, bench's producer part) or of the
+ * payments traced (trace, bench's tracer part). README: "payq produce", "Tracer shards".
+ */
+export const shardSchema = z.union([z.number(), z.string()]).transform((v, ctx): { index: number; count: number } => {
+  const m = /^\s*(\d{1,6})\s*\/\s*(\d{1,6})\s*$/.exec(String(v));
+  const index = m ? Number(m[1]) : NaN;
+  const count = m ? Number(m[2]) : NaN;
+  if (!(count >= 1 && index >= 1 && index <= count)) {
+    ctx.addIssue({ code: 'custom', message: `must be i/N with 1 ≤ i ≤ N, e.g. 1/3 (got '${v}')` });
+    return z.NEVER;
+  }
+  return { index, count };
+});
+
 export const MAX_DURATION_MS = 2 ** 31 - 1;
 
 /** `30s`, `5m`, `250ms`, `1h` or seconds → milliseconds. */

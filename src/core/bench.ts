@@ -70,6 +70,12 @@ export interface BenchOptions {
   idleTimeoutMs?: number | undefined;
   /** worker and tracer parts: give up when no event of the run arrived within this long. */
   startTimeoutMs?: number | undefined;
+  /**
+   * producer and tracer parts: shard `index` of `count`. A producer sends the payments of its
+   * shard of the seeded stream (at rate / count), a tracer follows its shard of the payments
+   * (core/trace.ts); N shards' reports merge into the report of one unsharded part.
+   */
+  shard?: { index: number; count: number } | undefined;
 }
 
 export { BENCH_ROLES, type BenchRole } from '../metrics/report.js';
@@ -221,6 +227,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
         idleTimeoutMs: undefined,
         durationMs: undefined,
         untilFinished: undefined,
+        shard: options.shard,
       },
       {
         driver,
@@ -332,7 +339,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
         produce(
           {
             destination: entry,
-            rate: options.rate === undefined ? undefined : options.rate / producers,
+            rate: options.rate === undefined ? undefined : options.rate / producers / (options.shard?.count ?? 1),
             durationMs: phaseMs,
             encode: encode(id),
             startAtIntended: true,
@@ -364,13 +371,13 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     if (has.producers) {
       if (warmupMs > 0) {
         live.phase = 'warmup';
-        const warm = new EventGenerator({ scenario, seed: (options.seed + 0x5eed) % 2 ** 31, payments: Infinity, lifecycle: false, size: options.size });
+        const warm = new EventGenerator({ scenario, seed: (options.seed + 0x5eed) % 2 ** 31, payments: Infinity, lifecycle: false, size: options.size, shard: options.shard });
         await runPhase(`${runId}${WARMUP_SUFFIX}`, generatedSource(warm), warmupMs, false);
       }
       live.phase = 'measure';
       measureStartUs = clock.nowUs();
       driver.availability.start(measureStartUs);
-      const gen = new EventGenerator({ scenario, seed: options.seed, payments: options.count ?? Infinity, lifecycle: false, size: options.size });
+      const gen = new EventGenerator({ scenario, seed: options.seed, payments: options.count ?? Infinity, lifecycle: false, size: options.size, shard: options.shard });
       produced = await runPhase(runId, generatedSource(gen), durationMs, true);
     }
     if (role === 'producer') {

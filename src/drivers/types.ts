@@ -166,6 +166,14 @@ export interface SubscribeOptions {
    * so this takes nothing from anyone.
    */
   streamOffset?: string | number | Date | undefined;
+  /**
+   * With `tap`: read only shard `index` of `count` (1 ≤ index ≤ count) of the destinations'
+   * messages, split by message key. Drivers with partitions (Kafka) read only the partitions p
+   * with p mod count = index − 1, which needs every destination to have the same partition count
+   * (UsageError otherwise); drivers without partitions ignore it, and the caller filters the
+   * deliveries itself (core/trace.ts: by a stable hash of the payment id).
+   */
+  shard?: { index: number; count: number } | undefined;
 }
 
 /**

@@ -32,6 +32,7 @@ export const benchCommand: CommandDescription = {
     { flags: '--markdown <file>', help: 'write the report as markdown (for $GITHUB_STEP_SUMMARY)' },
     { flags: '--html <file>', help: 'write the report as one self-contained HTML file with charts (opens offline)' },
     { flags: '--run-id <id>', help: 'run id stamped on the measured events (default random; required with --role)' },
+    { flags: '--shard <i/N>', help: 'with --role producer or tracer: shard i of N (producer: of the seeded stream, at rate/N; tracer: of the payments)' },
     { flags: '--role <part>', help: 'run one part of the pipeline: producer, worker or tracer (default {default}, in this process)', default: 'all' },
     {
       flags: '--idle-timeout <time>',

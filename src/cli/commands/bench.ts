@@ -10,7 +10,7 @@ import { loadScenario } from '../../events/scenario.js';
 import { DEAD_LETTER_REASONS } from '../../core/worker.js';
 import { benchReportKeys, checkAssertionKeys, evaluateAssertions, parseAssertion, type AssertionOutcome } from '../../metrics/assert.js';
 import { buildReport, type Report } from '../../metrics/report.js';
-import { METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, listSchema, nonNegativeSchema, onOffSchema, rateSchema, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, listSchema, nonNegativeSchema, onOffSchema, rateSchema, shardSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -54,6 +54,7 @@ export const schema = z.strictObject({
   partitions: wholeNumber(1, 10_000),
   size: wholeNumber(0, 1024 * 1024),
   runId: z.string().regex(/^[A-Za-z0-9._-]{1,56}$/, 'must be letters, digits, . _ - (at most 56)').optional(),
+  shard: shardSchema.optional(),
   role: z.enum(BENCH_ROLES, { message: `must be one of ${BENCH_ROLES.join(', ')}` }),
   idleTimeout: durationSchema,
   startTimeout: durationSchema,
@@ -91,6 +92,11 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   if (o.role !== 'all' && (o.broker !== undefined && !sharedAcrossProcesses(o.broker))) {
     throw new UsageError(`--role ${o.role} spreads a run over processes through the broker; memory:// lives inside one process`, {
       hint: 'use kafka:// or amqp://, or run every part in one process (no --role)',
+    });
+  }
+  if (o.shard !== undefined && o.role !== 'producer' && o.role !== 'tracer') {
+    throw new UsageError(`--shard splits a producer or tracer part (--role producer or --role tracer), not ${o.role === 'all' ? 'a one-process run' : `--role ${o.role}`}`, {
+      hint: o.role === 'worker' ? "workers of one scenario already share its consumer groups: start as many as you like" : undefined,
     });
   }
   const assertions = o.assert.map(parseAssertion);
@@ -150,6 +156,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
           runId: stepRunId,
           size: o.size,
           role: o.role,
+          shard: o.shard,
           idleTimeoutMs: o.idleTimeout,
           startTimeoutMs: o.startTimeout,
         },

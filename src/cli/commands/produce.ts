@@ -9,7 +9,7 @@ import { openDriver } from '../connect.js';
 import { ConfigError, DataError, InterruptedError, UsageError } from '../../errors.js';
 import { EventGenerator, type GeneratedEvent, type Shard } from '../../events/generator.js';
 import { loadScenario } from '../../events/scenario.js';
-import { METRICS_OPTIONS, brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, shardSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -19,18 +19,6 @@ import { produceInThreads } from './produce-procs.js';
 import { DEFAULT_COUNT } from './produce.command.js';
 import { CommandMetrics, serveMetrics } from '../live-metrics.js';
 import { sharedAcrossProcesses } from '../../drivers/url.js';
-
-/** `i/N`, 1 ≤ i ≤ N: shard i of N of the seeded stream (README: "payq produce", --shard). */
-const shardSchema = z.union([z.number(), z.string()]).transform((v, ctx): Shard => {
-  const m = /^\s*(\d{1,6})\s*\/\s*(\d{1,6})\s*$/.exec(String(v));
-  const index = m ? Number(m[1]) : NaN;
-  const count = m ? Number(m[2]) : NaN;
-  if (!(count >= 1 && index >= 1 && index <= count)) {
-    ctx.addIssue({ code: 'custom', message: `must be i/N with 1 ≤ i ≤ N, e.g. 1/3 (got '${v}')` });
-    return z.NEVER;
-  }
-  return { index, count };
-});
 
 /** A number of threads, or `auto`: one per core (os.availableParallelism()). */
 const procsSchema = z.union([z.number(), z.string()]).transform((v, ctx): number => {

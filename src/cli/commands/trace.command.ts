@@ -25,6 +25,7 @@ export const traceCommand: CommandDescription = {
     { flags: '--within <time>', help: 'with --expect: measured from the payment\'s start, on its events\' publish times' },
     { flags: '--payment <id>', help: 'print the timeline of this payment' },
     { flags: '--run-id <id>', help: 'only events of this run (payq-run-id)' },
+    { flags: '--shard <i/N>', help: "trace shard i of N of the payments (Kafka: partitions ≡ i-1 mod N; elsewhere by a hash of the payment id); shards' figures add up" },
     { flags: '--idle-timeout <time>', help: 'end after this long without events (default with --expect: {default})', shownDefault: durationText(EXPECT_IDLE_TIMEOUT_MS) },
     {
       flags: '--start-timeout <time>',

@@ -6,7 +6,7 @@ import { openDriver } from '../connect.js';
 import { DataError, InterruptedError, UsageError } from '../../errors.js';
 import { checkCorrelateDestinations, decodeOptionsOf } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
-import { METRICS_OPTIONS, brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, shardSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, keyValueTable, issuesTable } from '../render.js';
@@ -44,6 +44,7 @@ export const schema = z.strictObject({
   exchange: z.string().min(1).max(255).optional(),
   binding: z.string().max(255).optional(),
   streamOffset: z.string().min(1).optional(),
+  shard: shardSchema.optional(),
 });
 
 export async function run(o: z.output<typeof schema>, ctx: CommandContext): Promise<void> {
@@ -104,13 +105,15 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
         durationMs: o.duration,
         untilFinished: o.untilFinished,
         mode,
+        shard: o.shard,
       },
       {
         driver,
         clock: systemClock,
         signal: ctx.signal,
         // The first line says how payq reads (README "How payq reads a destination it did not build").
-        onReady: () => out.info(`trace: watching ${destinations.join(', ')} on ${o.broker!.redacted} ${modeLine(mode, driver)}`),
+        onReady: () =>
+          out.info(`trace: watching ${destinations.join(', ')} on ${o.broker!.redacted} ${modeLine(mode, driver)}${o.shard ? ` · shard ${o.shard.index}/${o.shard.count}` : ''}`),
         onHistograms: (h) => {
           live.histogram('payq_end_to_end_latency_seconds', "a payment's first event published to its last", h.endToEnd);
           hopsOf = h.hops;
@@ -134,7 +137,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   await metrics.stop(ctx.signal);
 
   const { histograms: _h, ...report } = result;
-  if (o.json) out.data(`${JSON.stringify({ schema: 'payq.trace/v1', broker: o.broker.redacted, destinations, scenario: scenario?.name ?? null, ...report }, null, 2)}\n`);
+  if (o.json) out.data(`${JSON.stringify({ schema: 'payq.trace/v1', broker: o.broker.redacted, destinations, scenario: scenario?.name ?? null, shard: o.shard ? `${o.shard.index}/${o.shard.count}` : null, ...report }, null, 2)}\n`);
   else render(result, ctx, o.payment);
   if (result.events.correlated_by_key > 0) {
     out.warn(

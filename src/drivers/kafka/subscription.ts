@@ -24,10 +24,17 @@
  * on when the broker restarts would be reset to the end again, and what was sent meanwhile never
  * seen (README "Failure drills"). Through the member's own commit, not admin.setOffsets, which
  * joins the group itself.
+ *
+ * A sharded tap (SubscribeOptions.shard, README "Tracer shards") reads only the partitions p with
+ * p mod count = index − 1 of every topic. kafkajs has no manual assignment, but the tap's group
+ * has one member: a partition assigner of payq's own hands that member only its shard's
+ * partitions, and a rebalance hands it the same ones again. Before joining, the topics'
+ * partition counts are checked: a payment's events (keyed by its id) sit in the same partition
+ * number of every topic only when the counts are equal.
  */
-import type { Batch, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
+import { AssignerProtocol, type Batch, type Consumer, type EachBatchPayload, type IHeaders, type Kafka, type KafkaMessage, type PartitionAssigner } from 'kafkajs';
 import { randomBytes } from 'node:crypto';
-import { InternalError } from '../../errors.js';
+import { ConfigError, InternalError, UsageError } from '../../errors.js';
 import { PAYQ_WIRE_HEADER, unpackPayqHeader } from '../../events/payq-header.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
 import { tapDeadLetterRefused } from '../common.js';
@@ -63,6 +70,62 @@ export interface KafkaSubscriptionDeps {
    * restart instead of skipping to the end again.
    */
   startOffsets(groupId: string, topics: string[]): Promise<TopicPartitionOffset[]>;
+}
+
+export interface Shard {
+  index: number;
+  count: number;
+}
+
+/** The partitions of shard `index`/`count` among `partitions` (0 … partitions − 1). */
+export function shardPartitions(partitions: number, shard: Shard): number[] {
+  const mine: number[] = [];
+  for (let p = shard.index - 1; p < partitions; p += shard.count) mine.push(p);
+  return mine;
+}
+
+const SHARD_ASSIGNER = 'PayqShardAssigner';
+
+/**
+ * The assigner of a sharded tap's one-member group: its member gets the shard's partitions of
+ * every topic (a second member, which a unique group never has, would get none).
+ */
+export function shardAssigner(shard: Shard): PartitionAssigner {
+  return ({ cluster }) => ({
+    name: SHARD_ASSIGNER,
+    version: 0,
+    async assign({ members, topics }) {
+      const assignment: Record<string, number[]> = {};
+      for (const topic of topics) {
+        const ids = cluster.findTopicPartitionMetadata(topic).map((m) => m.partitionId);
+        assignment[topic] = shardPartitions(ids.length === 0 ? 0 : Math.max(...ids) + 1, shard).filter((p) => ids.includes(p));
+      }
+      const sorted = [...members].sort((a, b) => (a.memberId < b.memberId ? -1 : 1));
+      return sorted.map((m, i) => ({
+        memberId: m.memberId,
+        memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 0, assignment: i === 0 ? assignment : {}, userData: Buffer.alloc(0) }),
+      }));
+    },
+    protocol({ topics }) {
+      return { name: SHARD_ASSIGNER, metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) };
+    },
+  });
+}
+
+/**
+ * Refuses a shard that cannot hold whole payments: topics with different partition counts (a
+ * payment's events would sit in different partition numbers), or a shard with no partition.
+ */
+export function checkShardLayout(partitionCounts: ReadonlyMap<string, number>, shard: Shard): void {
+  const counts = [...new Set(partitionCounts.values())];
+  if (counts.length > 1) {
+    const listed = [...partitionCounts].map(([topic, n]) => `${topic} ${n}`).join(', ');
+    throw new UsageError(`--shard ${shard.index}/${shard.count} splits by partition, which needs one partition count on every traced topic; these differ (${listed})`);
+  }
+  const partitions = counts[0] ?? 0;
+  if (shardPartitions(partitions, shard).length === 0) {
+    throw new UsageError(`--shard ${shard.index}/${shard.count}: the topics have ${partitions} partition${partitions === 1 ? '' : 's'}, so shard ${shard.index} would read none; use at most ${partitions} shards`);
+  }
 }
 
 /** A tap's group: unique, and recognisable in `kafka-consumer-groups --list`. */
@@ -135,8 +198,15 @@ export class KafkaSubscription implements Subscription {
     const { destinations, fromBeginning } = this.options;
     const group = this.groupId;
     const tuning = KAFKA_TUNING.consumer;
+    const shard = this.options.shard;
+    if (shard !== undefined) {
+      // Only a tap's group is ours alone: in a shared group the assigner would fight the others'.
+      if (!this.options.tap) throw new ConfigError('subscribe: a shard is read by a tap (a group of its own), not as a member of a shared group');
+      checkShardLayout(await this.partitionCounts(), shard);
+    }
     const consumer = kafka.consumer({
       groupId: group,
+      ...(shard !== undefined ? { partitionAssigners: [shardAssigner(shard)] } : {}),
       sessionTimeout: tuning.sessionTimeout,
       heartbeatInterval: tuning.heartbeatInterval,
       rebalanceTimeout: tuning.rebalanceTimeout,
@@ -215,6 +285,21 @@ export class KafkaSubscription implements Subscription {
     }
     this.commitTimer = setInterval(() => void this.commit(), tuning.commitIntervalMs);
     this.commitTimer.unref();
+  }
+
+  /** Each subscribed topic's partition count, from a short-lived admin client of its own. */
+  private async partitionCounts(): Promise<Map<string, number>> {
+    const { destinations } = this.options;
+    const admin = this.deps.kafka.admin({ retry: { ...KAFKA_TUNING.retry } });
+    try {
+      await admin.connect();
+      const { topics } = await admin.fetchTopicMetadata({ topics: destinations });
+      return new Map(topics.map((t) => [t.name, t.partitions.length]));
+    } catch (err) {
+      throw mapKafkaError(err, { operation: 'subscribe', url: this.deps.url, subject: `topics ${destinations.join(', ')}` });
+    } finally {
+      await admin.disconnect().catch(noop);
+    }
   }
 
   private stateFor(topic: string, partition: number): PartitionState {
