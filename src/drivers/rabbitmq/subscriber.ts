@@ -44,6 +44,7 @@ import { randomBytes } from 'node:crypto';
 import { BrokerUnavailableError, ConfigError, TopologyError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
 import { DeliveryPump } from '../pump.js';
+import { retry, type BackoffOptions } from '../retry.js';
 import type { BrokerUrl } from '../url.js';
 import type { RabbitMqConfig } from './config.js';
 import { closeQuietly, type AmqpConnection } from './connection.js';
@@ -100,7 +101,8 @@ interface Source {
   tap: boolean;
 }
 
-const MAX_BACKOFF_MS = 5000;
+/** Reopening a lost channel: tried until it works or the subscription closes. */
+const REOPEN_BACKOFF: BackoffOptions = { initialMs: 250, maxMs: 5000 };
 
 export class RabbitMqSubscription implements Subscription {
   private state: ChannelState | undefined;
@@ -108,8 +110,8 @@ export class RabbitMqSubscription implements Subscription {
   private readonly pump: DeliveryPump<{ state: ChannelState; delivery: Delivery }>;
   private closing = false;
   private closed: Promise<void> | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
-  private wakeRetry: (() => void) | undefined;
+  /** Aborted by close(): ends a reopen under way. */
+  private readonly closingSignal = new AbortController();
   private readonly tagPrefix: string;
 
   constructor(
@@ -145,8 +147,7 @@ export class RabbitMqSubscription implements Subscription {
 
   private async shutdown(): Promise<void> {
     this.closing = true;
-    clearTimeout(this.retryTimer);
-    this.wakeRetry?.();
+    this.closingSignal.abort();
     const state = this.state;
     if (state && !state.closed) {
       // Cancel first so nothing new arrives while the running handler finishes.
@@ -269,20 +270,8 @@ export class RabbitMqSubscription implements Subscription {
 
   /** Reopens after the channel or its connection was lost, until it works or the subscription closes. */
   private async recover(): Promise<void> {
-    let delay = 250;
-    while (!this.closing) {
-      await new Promise<void>((resolve) => {
-        this.wakeRetry = resolve;
-        this.retryTimer = setTimeout(resolve, delay);
-      });
-      if (this.closing) return;
-      try {
-        await this.open();
-        return;
-      } catch {
-        delay = Math.min(delay * 2, MAX_BACKOFF_MS);
-      }
-    }
+    // Ends only when reopened or closing (the abort): nothing to report either way.
+    await retry(() => this.open(), { backoff: REOPEN_BACKOFF, delayFirst: true, signal: this.closingSignal.signal }).catch(() => undefined);
   }
 
   /** amqplib calls this inside its frame loop: it must never throw. */
