@@ -44,6 +44,7 @@ import {
   type DeadLetterInfo,
 } from './replay-origin.js';
 import { filterMismatch, type ReplayFilter } from './replay-select.js';
+import { brokerAway } from '../drivers/common.js';
 
 export interface ReplayOptions {
   /** The DLQs to read (they must exist). */
@@ -656,6 +657,8 @@ export async function replayDlq(options: ReplayOptions, deps: ReplayDeps): Promi
         stoppedBy = 'limit';
         break;
       }
+      // A broker away is not a drained DLQ: the idle timeout counts from when it is back.
+      if (brokerAway(driver.link())) run.lastActivityUs = nowUs;
       if (run.idle && nowUs - run.lastActivityUs >= idleUs) {
         stoppedBy = 'idle';
         break;
