@@ -15,6 +15,9 @@ import path from 'node:path';
 import amqplib from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { createDriver } from '../../src/drivers/registry.js';
+import type { Delivery, OutgoingMessage } from '../../src/drivers/types.js';
+import { BrokerUnavailableError, isPayqError } from '../../src/errors.js';
 import { brokersRequired, uniqueName } from '../helpers/brokers.js';
 import { runCli } from '../helpers/cli.js';
 import { drillRabbitPossible, startDrillRabbit, type DrillRabbit } from '../helpers/drill-rabbitmq.js';
@@ -164,4 +167,87 @@ describe('RabbitMQ failure drills (a node of the test\'s own, stop_app / start_a
     expect(ids.size).toBe(dead);
     figures('replay-dlq', { dead_letters: dead, replayed: result.replayed, failed: result.failed, exit: run.code, found_in_origin: back.length, distinct: ids.size });
   }, 120_000);
+
+  it.skipIf(!possible)('the driver: link() goes down and comes back, a stale ack is a no-op, unconfirmed sends say so, new sends wait', async () => {
+    const r = rabbit!;
+    const queue = uniqueName('drilld');
+    const driver = await createDriver(r.url, { reconnectTimeoutMs: 30_000 });
+    await driver.connect();
+    const sent = new Set<string>();
+    let acked = 0;
+    let unconfirmed = 0;
+    let otherFailures = 0;
+    const seen = new Set<string>();
+    let held: Delivery | undefined;
+    try {
+      await driver.declare([{ name: queue }]);
+      const sub = await driver.subscribe({ destinations: [queue], group: 'drill', fromBeginning: true, prefetch: 50 }, (deliveries) => {
+        for (const d of deliveries) {
+          seen.add(d.key ?? '');
+          // One delivery kept unsettled across the restart: its late ack must do nothing.
+          if (held === undefined) held = d;
+          else d.ack();
+        }
+      });
+      let n = 0;
+      const batch = (): OutgoingMessage[] =>
+        Array.from({ length: 50 }, () => {
+          const key = `k${n++}`;
+          return { key, type: 'drill', value: Buffer.from(key), headers: { 'message-id': key } };
+        });
+      const sends: Promise<void>[] = [];
+      let sending = true;
+      const loop = (async () => {
+        while (sending) {
+          const messages = batch();
+          const p = driver.send(queue, messages).then(
+            () => {
+              acked += messages.length;
+              for (const m of messages) sent.add(m.key);
+            },
+            (err: unknown) => {
+              if (isPayqError(err) && err.unconfirmed && err.retriable) unconfirmed += messages.length;
+              else otherFailures += messages.length;
+            },
+          );
+          sends.push(p);
+          await new Promise((res) => setTimeout(res, 20));
+        }
+      })();
+      await outage(r, 1500, 3000);
+      await new Promise((res) => setTimeout(res, 1500));
+      sending = false;
+      await loop;
+      await Promise.all(sends);
+      const link = driver.link();
+      expect(link).toMatchObject({ connected: true, reconnects: 1 });
+      expect(link.downMs).toBeGreaterThan(0);
+      // The delivery of the lost channel: acking it now does nothing (no crash, no channel error).
+      held!.ack();
+      // Every acknowledged send is there to consume (the held one redelivered).
+      for (let i = 0; i < 100 && [...sent].some((k) => !seen.has(k)); i++) await new Promise((res) => setTimeout(res, 100));
+      expect([...sent].filter((k) => !seen.has(k))).toEqual([]);
+      expect(otherFailures).toBe(0);
+      await sub.close();
+      figures('driver', { acked, unconfirmed, link });
+
+      // Gone for longer than the reconnect timeout: a send fails, not retriable, saying how long it tried.
+      const short = await createDriver(r.url, { reconnectTimeoutMs: 2_000 });
+      await short.connect();
+      try {
+        await short.send(queue, batch());
+        await r.stopApp();
+        const failed = await short.send(queue, batch()).then(() => undefined, (err: unknown) => err);
+        expect(failed).toBeInstanceOf(BrokerUnavailableError);
+        expect((failed as BrokerUnavailableError).retriable).toBe(false);
+        expect((failed as Error).message).toMatch(/gave up reconnecting after \d+(\.\d)? s/);
+        expect(short.link().connected).toBe(false);
+      } finally {
+        await r.startApp();
+        await short.close();
+      }
+    } finally {
+      await driver.close();
+    }
+  }, 90_000);
 });
