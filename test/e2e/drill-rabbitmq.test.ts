@@ -123,9 +123,9 @@ describe('RabbitMQ failure drills (a node of the test\'s own, stop_app / start_a
     const r = rabbit!;
     const { file, sink } = scenarioFile(uniqueName('drillw'));
     const payments = 600;
-    const tracer = startCli(['trace', '--broker', r.url, '--scenario', file, '--idle-timeout', '12s', '--stuck-after', '60s', '--json']);
+    const tracer = startCli(['trace', '--broker', r.url, '--scenario', file, '--idle-timeout', '10s', '--stuck-after', '60s', '--json']);
     // trace waits for the layout, which the worker creates.
-    const worker = startCli(['worker', '--broker', r.url, '--scenario', file, '--failures', 'off', '--time-scale', '3', '--idle-timeout', '15s', '--json']);
+    const worker = startCli(['worker', '--broker', r.url, '--scenario', file, '--failures', 'off', '--time-scale', '1', '--idle-timeout', '10s', '--json']);
     await tracer.waitForStderr('trace: watching', 40_000);
     const producing = runCli(['produce', '--broker', r.url, '--scenario', file, '--count', String(payments), '--rate', '100', '--seed', '8', '--json'], { timeoutMs: 80_000 });
     await outage(r, 2500, 3000);
