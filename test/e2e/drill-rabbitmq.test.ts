@@ -26,7 +26,7 @@ import { startCli } from '../helpers/spawn.js';
 const possible = await drillRabbitPossible();
 if (brokersRequired && !possible) throw new Error('CI needs rabbitmq-server to start a drill node of its own');
 
-const tmp = mkdtempSync(path.join(tmpdir(), 'payq-drill-'));
+const tmp = mkdtempSync(path.join(tmpdir(), 'payq-drill-rabbitmq-scenarios-'));
 let rabbit: DrillRabbit | undefined;
 beforeAll(async () => {
   if (possible) rabbit = await startDrillRabbit();
