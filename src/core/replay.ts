@@ -40,6 +40,7 @@ import type { ReplayFilter } from './replay-select.js';
 import { ReplayTally, type ReplayMessage, type ReplayOutcome, type ReplayProgress, type ReplayResult } from './replay-tally.js';
 
 export type { ReplayCounts, ReplayMessage, ReplayOutcome, ReplayProgress, ReplayResult, ReplayRow } from './replay-tally.js';
+import { brokerAway } from '../drivers/common.js';
 
 export interface ReplayOptions {
   /** The DLQs to read (they must exist). */
@@ -386,6 +387,8 @@ export async function replayDlq(options: ReplayOptions, deps: ReplayDeps): Promi
         stoppedBy = 'limit';
         break;
       }
+      // A broker away is not a drained DLQ: the idle timeout counts from when it is back.
+      if (brokerAway(driver.link())) run.lastActivityUs = nowUs;
       if (run.idle && nowUs - run.lastActivityUs >= idleUs) {
         stoppedBy = 'idle';
         break;

@@ -14,6 +14,7 @@ import type { Clock } from './clock.js';
 import { awaitDestinations } from './destinations.js';
 import { UsageError } from '../errors.js';
 import { REQUEUE_DEFAULT_PREFETCH, subscribeMode, type ReadMode } from './read-mode.js';
+import { brokerAway } from '../drivers/common.js';
 
 export const DLQ_SUFFIX = '.dlq';
 
@@ -674,6 +675,8 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       if (nowUs >= endUs) break;
       if (options.untilFinished !== undefined && finished >= options.untilFinished) break;
       sweep(nowUs, false);
+      // A broker away is not quiet: the idle timeout counts from when it is back (README "Failure drills").
+      if (lastEventUs !== undefined && brokerAway(driver.link())) lastEventUs = nowUs;
       if (options.idleTimeoutMs !== undefined && lastEventUs === undefined && nowUs - startedUs > (options.startTimeoutMs ?? 60_000) * 1000) break;
       // Quiet for the idle timeout: nothing more is coming; the final sweep judges what is left.
       if (options.idleTimeoutMs !== undefined && lastEventUs !== undefined && nowUs - lastEventUs > options.idleTimeoutMs * 1000) break;

@@ -15,6 +15,7 @@ import type { Clock } from './clock.js';
 import { WORKER_DEFAULTS } from './defaults.js';
 import { DEAD_LETTER_REASONS } from './worker-plan.js';
 import { ErrorLog, StageRunner, zeroCounts, type StageCounters, type StageMeasures } from './worker-stage.js';
+import { brokerAway } from '../drivers/common.js';
 
 export { DeadLetterReason, DEAD_LETTER_REASONS, planHandling, childrenOf, type HandlingPlan } from './worker-plan.js';
 export type { StageCounters, StageMeasures } from './worker-stage.js';
@@ -236,6 +237,8 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
       stoppedBy = 'duration';
       break;
     }
+    // A broker away is not idleness: the idle timeout counts from when it is back (README "Failure drills").
+    if (brokerAway(driver.link())) for (const r of runners) r.lastActivityUs = nowUs;
     if (idleUs !== undefined && runners.every((r) => r.inFlight === 0 && nowUs - r.lastActivityUs >= idleUs)) {
       stoppedBy = 'idle';
       break;

@@ -117,3 +117,11 @@ export class LinkMonitor {
     return { connected: this.connectedNow, reconnects: this.reconnectCount, downMs: this.downTotalMs + current };
   }
 }
+
+/**
+ * An outage is under way: the driver had its broker and lost it (not merely never connected).
+ * Idle timeouts don't count while it lasts (README "Failure drills").
+ */
+export function brokerAway(link: LinkStatus): boolean {
+  return !link.connected && link.downMs > 0;
+}

@@ -148,7 +148,7 @@ export interface SubscribeOptions {
    * Observe without taking: the subscriber sees every message published to the destinations and
    * competes with no one (trace, consume without --group); `group` is then ignored. Kafka and
    * memory: a consumer group of its own; NATS: an ephemeral consumer per destination; RabbitMQ:
-   * an exclusive, auto-deleted queue bound to the exchange like each destination, so it sees what
+   * a queue of its own (durable, to outlive a broker restart) bound to the exchange like each destination, so it sees what
    * is published after it subscribed — through payq's exchange only: a tap on a queue payq did
    * not declare is refused (UsageError naming the other modes), since what others publish to it
    * straight through the default exchange would never reach the tap.

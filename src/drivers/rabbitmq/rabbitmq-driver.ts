@@ -34,6 +34,8 @@ class RabbitMqDriver extends DeclaredDriver implements Driver {
   private readonly deadLetterChecks = new Map<string, Promise<DeadLetterMode>>();
   private closing: Promise<void> | undefined;
   private readonly linkMonitor = new LinkMonitor();
+  /** A connection to the broker worked once (connect() or since). */
+  private connected = false;
 
   constructor(
     readonly url: BrokerUrl,
@@ -41,15 +43,24 @@ class RabbitMqDriver extends DeclaredDriver implements Driver {
   ) {
     super(RABBITMQ_DRIVER);
     this.config = rabbitMqConfig(url);
-    this.pub = new AmqpConnection(url, this.config, 'publish');
-    this.sub = new AmqpConnection(url, this.config, 'consume');
+    // The link is down while either connection is lost, and up again when both work.
+    const events = {
+      opened: () => {
+        this.connected = true;
+        if (!this.pub.down && !this.sub.down) this.linkMonitor.restored();
+      },
+      lost: () => this.linkMonitor.lost(),
+    };
+    // Once the driver has connected, a connection opened first during an outage waits for the broker too.
+    const patient = () => this.connected;
+    this.pub = new AmqpConnection(url, this.config, 'publish', options.reconnectTimeoutMs, events, patient);
+    this.sub = new AmqpConnection(url, this.config, 'consume', options.reconnectTimeoutMs, events, patient);
     this.publisher = new Publisher(this.pub, url, this.config, { highWaterMark: WRITE_HIGH_WATER_MARK });
   }
 
   async connect(): Promise<void> {
     this.assertOpen('connect');
     await this.pub.get();
-    this.linkMonitor.restored();
   }
 
   /**
@@ -126,6 +137,7 @@ class RabbitMqDriver extends DeclaredDriver implements Driver {
         exchangeExists: (name) => this.exchangeExists(name),
         exists: (queues) => this.exists(queues),
         forget: (s) => this.subscriptions.delete(s),
+        reconnectTimeoutMs: this.options.reconnectTimeoutMs,
       },
       options,
       handler,
