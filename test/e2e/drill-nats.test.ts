@@ -204,6 +204,48 @@ describe.skipIf(!natsServerAvailable())('NATS failure drills (a server of the te
     expect(driver.link().connected).toBe(false);
   }, 30_000);
 
+  it('driver: a tap whose ephemeral consumer the server lost gets a new one from where it was, seeing each message once', async () => {
+    const server = await drillServer();
+    const driver = await createDriver(server.url);
+    live.push(driver);
+    await driver.connect();
+    const destination = uniqueName('drill-tap');
+    await driver.declare([{ name: destination }]);
+    const batch = (from: number): OutgoingMessage[] =>
+      Array.from({ length: 100 }, (_, i) => ({ key: `k${from + i}`, type: 'order_placed', value: Buffer.from(JSON.stringify({ id: `e${from + i}` })), headers: {} }));
+    const seen: string[] = [];
+    const tap = await driver.subscribe({ destinations: [destination], group: '', fromBeginning: false, prefetch: 50, tap: true }, (deliveries) => {
+      for (const d of deliveries) {
+        seen.push((JSON.parse(d.value.toString()) as { id: string }).id);
+        d.ack();
+      }
+    });
+    await driver.send(destination, batch(0));
+    await waitFor(() => seen.length >= 100, 20_000, () => `${seen.length} of the first 100 seen by the tap`);
+    // The server forgets the tap's consumer (as one that lost it in a restart would).
+    const stream = await withNats(server, async (nc) => {
+      const jsm = await jetstreamManager(nc);
+      const name = await jsm.streams.find(`payq.${destination}._`);
+      const consumers = [];
+      for await (const c of jsm.consumers.list(name)) consumers.push(c.name);
+      expect(consumers).toHaveLength(1);
+      await jsm.consumers.delete(name, consumers[0]!);
+      return name;
+    });
+    await driver.send(destination, batch(100));
+    await waitFor(() => seen.length >= 200, 20_000, () => `${seen.length} of 200 seen by the tap`);
+    await sleep(1_500);
+    expect(seen.length).toBe(200);
+    expect(new Set(seen).size).toBe(200);
+    await tap.close();
+    const left = await withNats(server, async (nc) => {
+      const names = [];
+      for await (const c of (await jetstreamManager(nc)).consumers.list(stream)) names.push(c.name);
+      return names;
+    });
+    expect(left).toEqual([]);
+  }, 60_000);
+
   it('payq produce --rate across a restart: every event acknowledged or failed, the stream holds exactly the acknowledged plus at most the unconfirmed', async () => {
     const server = await drillServer();
     const watch = await observer(server);
