@@ -362,7 +362,7 @@ describe.skipIf(!natsServerAvailable())('NATS failure drills (a server of the te
     // An ack written just before the kill is lost with the connection: JetStream redelivers that
     // message after ack_wait, which a short one (5 s) brings within the next run.
     const replayUrl = `${server.url}?ackWait=5`;
-    const replaying = runCli(['replay-dlq', '--broker', replayUrl, '--dlq', dlq, '--rate', '100', '--idle-timeout', '10s', '--json'], { timeoutMs: 55_000 });
+    const replaying = runCli(['replay-dlq', '--broker', replayUrl, '--dlq', dlq, '--rate', '100', '--idle-timeout', '8s', '--json'], { timeoutMs: 55_000 });
     await waitFor(async () => (await storedCount(server, capture)) >= before + 100, 20_000, 'the first 100 replayed');
     await server.restart(DOWN_MS, 'SIGKILL');
     const first = await replaying;

@@ -38,7 +38,8 @@
  * what is written while it is disconnected. The server takes them after a restart too: a durable
  * consumer keeps its pending messages on the store. A settlement written just before the drop
  * may be lost with it; the server then redelivers that message after ack_wait (a duplicate, not
- * a loss). A tap's ephemeral consumer that the server no longer has is re-created to start after
+ * a loss). What is still held gets +WPI at once after the reconnect (the outage may have taken
+it past ack_wait). A tap's ephemeral consumer that the server no longer has is re-created to start after
  * the last stream sequence the tap saw (or where it started), so it sees everything published
  * after the restart and nothing twice.
  */
@@ -309,6 +310,9 @@ export class NatsSubscription implements Subscription {
     if (!this.offline) return;
     this.offline = false;
     for (const { msg, reply } of this.unsent.splice(0)) this.respond(msg, reply);
+    // What the handler still holds may be past ack_wait by now: +WPI before any pull, so the
+    // server does not hand it out again under the handler.
+    this.keepAlive(0);
     if (this.closing) return;
     if (!this.tap) {
       for (const source of this.sources) this.pull(source);
