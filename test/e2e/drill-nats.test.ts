@@ -280,6 +280,38 @@ describe.skipIf(!natsServerAvailable())('NATS failure drills (a server of the te
     );
   }, 60_000);
 
+  it('payq consume (a tap) across a restart: prints every event the stream holds, before and after the restart', async () => {
+    const server = await drillServer();
+    const topic = uniqueName('drill-consume');
+    await declareLayout(server.url, [topic]);
+    const watch = await observer(server);
+    live.push(watch);
+    const consumer = startCli(['consume', '--broker', server.url, '--topic', topic, '--idle-timeout', '8s', '--json', '-v']);
+    live.push(consumer);
+    await waitFor(async () => (await withNats(server, async (nc) => {
+      const jsm = await jetstreamManager(nc);
+      let n = 0;
+      for await (const _ of jsm.consumers.list(await jsm.streams.find(`payq.${topic}._`))) n++;
+      return n;
+    })) === 1, 20_000, 'the tap’s consumer');
+    const producing = runCli(['produce', '--broker', server.url, '--topic', topic, '--count', '4000', '--rate', '1000', '--seed', '18', '--json'], { timeoutMs: 55_000 });
+    await waitFor(async () => (await storedCount(server, topic)) >= 1_000, 20_000, 'the first 1,000 events stored');
+    await server.restart(DOWN_MS, 'SIGKILL');
+    const p = await producing;
+    const produced = JSON.parse(p.stdout) as { acked: number; failed: number; unconfirmed: number };
+    expect(produced.acked + produced.failed).toBe(4_000);
+    expect(await consumer.exited, consumer.stderr()).toBe(0);
+    const link = watch.link();
+    const printed = consumer.stdout().trim().split('\n').map((l) => (JSON.parse(l) as { id: string }).id);
+    const stored = await readAll(server, topic);
+    const seen = new Set(printed);
+    expect(stored.filter((m) => !seen.has(m.id)).map((m) => m.id)).toEqual([]);
+    expect(printed.filter((id) => !stored.some((m) => m.id === id))).toEqual([]);
+    console.log(
+      `drill figures: payq consume (tap): produced acknowledged ${produced.acked}, failed ${produced.failed}, unconfirmed ${produced.unconfirmed}; stored ${stored.length}, printed ${printed.length} (${duplicates(printed)} duplicates); down ${Math.round(link.downMs)} ms`,
+    );
+  }, 60_000);
+
   it('payq worker + payq trace across a restart: every payment completes; redeliveries are duplicates, not losses', async () => {
     const server = await drillServer();
     const prefix = uniqueName('drill-pipe');
