@@ -392,8 +392,9 @@ describe.skipIf(!natsServerAvailable())('NATS failure drills (a server of the te
     const watch = await observer(server);
     live.push(watch);
     // An ack written just before the kill is lost with the connection: JetStream redelivers that
-    // message after ack_wait, which a short one (5 s) brings within the next run.
-    const replayUrl = `${server.url}?ackWait=5`;
+    // message after ack_wait, which a shorter one (15 s) brings within the next run. Shorter
+    // still, what the run holds (paced by --rate) would pass it during the outage and come twice.
+    const replayUrl = `${server.url}?ackWait=15`;
     const replaying = runCli(['replay-dlq', '--broker', replayUrl, '--dlq', dlq, '--rate', '100', '--idle-timeout', '8s', '--json'], { timeoutMs: 55_000 });
     await waitFor(async () => (await storedCount(server, capture)) >= before + 100, 20_000, 'the first 100 replayed');
     await server.restart(DOWN_MS, 'SIGKILL');
@@ -403,7 +404,7 @@ describe.skipIf(!natsServerAvailable())('NATS failure drills (a server of the te
     const r1 = JSON.parse(first.stdout) as { seen: number; replayed: number; failed: number; left: number };
     if (first.code === 4) expect(r1.failed + r1.left).toBeGreaterThan(0);
     // 3. Run again: it resumes with what the first run could not finish (failed, or acked but lost).
-    const again = await runCli(['replay-dlq', '--broker', replayUrl, '--dlq', dlq, '--idle-timeout', '6s', '--json']);
+    const again = await runCli(['replay-dlq', '--broker', replayUrl, '--dlq', dlq, '--idle-timeout', '10s', '--json']);
     expect(again.code, again.stderr).toBe(0);
     const r2 = JSON.parse(again.stdout) as { seen: number; replayed: number; failed: number };
     const after = await runCli(['replay-dlq', '--broker', replayUrl, '--dlq', dlq, '--dry-run', '--idle-timeout', '2s', '--json']);
