@@ -225,6 +225,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     sent: result.sent,
     acked: result.acked,
     failed: result.failed,
+    unconfirmed: result.unconfirmed,
     not_sent:
       Number.isFinite(payments) && o.fromFile === undefined && !o.lifecycle ? Math.max(0, shardPayments(payments, o.shard) - result.sent) : null,
     bytes_acked: result.bytes_acked,
@@ -252,6 +253,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     ['sent', formatCount(result.sent)],
     ['acked', result.acked === result.sent ? c.green(formatCount(result.acked)) : c.yellow(formatCount(result.acked))],
     ['failed', result.failed === 0 ? '0' : c.red(formatCount(result.failed))],
+    ...(result.unconfirmed > 0 ? ([['unconfirmed', `${formatCount(result.unconfirmed)} of the failed (the broker may have stored them)`]] as [string, string][]) : []),
     ['elapsed', `${result.elapsed_s} s`],
     ['throughput', `${formatRate(result.events_per_s)} events/s · ${result.mb_per_s} MB/s`],
     ['publish latency', formatLatency(result.publish_latency)],
