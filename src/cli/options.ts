@@ -1,6 +1,6 @@
 /**
- * One typed path for options: schema defaults < config file < PAYQ_* environment < flags,
- * validated once per command with zod. Unknown keys in a config file are errors, and every
+ * One typed path for options: the flags' defaults < config file < PAYQ_* environment < flags,
+ * validated once per command with zod, here and nowhere else: a command's run is handed the result. Unknown keys in a config file are errors, and every
  * message names where the bad value came from (`--count`, `PAYQ_RATE`, `payq.yaml: produce.rate`).
  */
 import { readFileSync } from 'node:fs';
@@ -11,6 +11,9 @@ import { parseBrokerUrl, type BrokerUrl } from '../drivers/url.js';
 import { parseDurationMs } from '../core/clock.js';
 import { parseCorrelate, parseFieldPath, type CorrelateSpec } from '../events/decode.js';
 import { passwordSource, withPassword } from './credentials.js';
+import type { CommandContext } from './context.js';
+import { COMMAND_NAMES, GLOBAL_FLAGS } from './commands/index.js';
+import { defaultsOf, flagKey, type CommandDescription, type FlagValue } from './commands/describe.js';
 
 type Raw = string | number | boolean;
 
@@ -40,6 +43,21 @@ export const rateSchema = z.union([z.number(), z.string()]).transform((v, ctx) =
 });
 
 /** The longest duration a timer can wait (2^31 - 1 ms, about 596 h): longer ones fire at once. */
+/**
+ * `i/N`, 1 ≤ i ≤ N: shard i of N — of the seeded stream (produce, bench's producer part) or of the
+ * payments traced (trace, bench's tracer part). README: "payq produce", "Tracer shards".
+ */
+export const shardSchema = z.union([z.number(), z.string()]).transform((v, ctx): { index: number; count: number } => {
+  const m = /^\s*(\d{1,6})\s*\/\s*(\d{1,6})\s*$/.exec(String(v));
+  const index = m ? Number(m[1]) : NaN;
+  const count = m ? Number(m[2]) : NaN;
+  if (!(count >= 1 && index >= 1 && index <= count)) {
+    ctx.addIssue({ code: 'custom', message: `must be i/N with 1 ≤ i ≤ N, e.g. 1/3 (got '${v}')` });
+    return z.NEVER;
+  }
+  return { index, count };
+});
+
 export const MAX_DURATION_MS = 2 ** 31 - 1;
 
 /** `30s`, `5m`, `250ms`, `1h` or seconds → milliseconds. */
@@ -85,7 +103,24 @@ export const flagSchema = z.union([z.boolean(), z.string()]).transform((v, ctx) 
   return addIssue(ctx, `must be true or false (got '${v}')`);
 });
 
-/** Options every command takes. */
+/** `on`/`off` (or true/false, yes/no, 1/0): `--failures`. */
+export const onOffSchema = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'boolean') return v;
+  if (/^(on|true|yes|1)$/i.test(v)) return true;
+  if (/^(off|false|no|0)$/i.test(v)) return false;
+  return addIssue(ctx, `must be on or off (got '${v}')`);
+});
+
+/** A number of 0 or more, fractions allowed: `--time-scale 0.5`. */
+export const nonNegativeSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = typeof v === 'number' ? v : /^\s*\d+(\.\d+)?\s*$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 0) || !Number.isFinite(n)) return addIssue(ctx, `must be a number of 0 or more, e.g. 0.5 (got '${v}')`);
+  return n;
+});
+
+/** A repeatable flag's values (`--assert a --assert b`), or one value, or a list in a config file. */
+export const listSchema = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : [v]));
+
 const envName = (key: string) => `PAYQ_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
 // `jsonFile` is bench's `--json FILE` (the file given after the --json flag).
 const flagName = (key: string) => (key === 'jsonFile' ? '--json FILE' : `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
@@ -115,7 +150,12 @@ export interface ResolveInput {
   env?: NodeJS.ProcessEnv;
   /** Path of a config file (`--config` or PAYQ_CONFIG). */
   configFile?: string | undefined;
+  /** The flags' defaults (commands/describe.ts), below every other source. */
+  defaults?: Readonly<Record<string, FlagValue>>;
 }
+
+/** Options any command's config file may set at its top even when that command does not take them (`broker:` for report). */
+const GLOBAL_CONFIG_KEYS = GLOBAL_FLAGS.filter((f) => f.inConfigFile).map((f) => flagKey(f.flags));
 
 /**
  * Merges the sources for one command and validates the result. The config file may hold
@@ -126,15 +166,15 @@ export function resolveOptions<S extends z.ZodObject>(schema: S, input: ResolveI
   const env = input.env ?? process.env;
   const merged: Record<string, unknown> = {};
   const origin: Record<string, string> = {};
+  for (const [key, value] of Object.entries(input.defaults ?? {})) if (keys.includes(key)) merged[key] = value;
 
   if (input.configFile) {
     const file = readConfigFile(input.configFile);
     const section = file[input.command];
-    const commands = ['produce', 'consume', 'worker', 'trace', 'replay-dlq', 'bench', 'report'];
     for (const [key, value] of Object.entries(file)) {
-      if (commands.includes(key)) continue;
+      if (COMMAND_NAMES.includes(key)) continue;
       if (!keys.includes(key)) {
-        if (['broker', 'json', 'quiet', 'verbose', 'debug'].includes(key)) continue;
+        if (GLOBAL_CONFIG_KEYS.includes(key)) continue;
         throw new ConfigError(`config file ${input.configFile}: unknown option '${key}'`);
       }
       merged[key] = value;
@@ -240,9 +280,26 @@ export const durationOrZero = z.union([z.number(), z.string()]).transform((v, ct
   return ms;
 });
 
-/** `--metrics-port`, `--metrics-host`, `--metrics-linger` (README "Live metrics"), for every command that serves them. */
+/** `--metrics-port`, `--metrics-host`, `--metrics-linger` (README "Live metrics"; their defaults: describe.ts METRICS_FLAGS). */
 export const METRICS_OPTIONS = {
   metricsPort: wholeNumber(0, 65_535).optional(),
-  metricsHost: z.string().min(1).default('127.0.0.1'),
-  metricsLinger: durationOrZero.default(0),
+  metricsHost: z.string().min(1),
+  metricsLinger: durationOrZero,
 };
+
+/**
+ * Runs one command: loads its schema and run, resolves its options from the flags typed (only
+ * those), PAYQ_*, the config file (`--config` or PAYQ_CONFIG) and its flags' defaults, and hands
+ * run the validated result.
+ */
+export async function runCommand(command: CommandDescription, flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
+  const { schema, run } = await command.load();
+  const options = resolveOptions(schema, {
+    command: command.name,
+    flags,
+    env: ctx.env,
+    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
+    defaults: defaultsOf(command.flags),
+  });
+  await run(options, ctx);
+}

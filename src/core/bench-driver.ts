@@ -27,6 +27,8 @@ export interface RunCounts {
 export class MeteredDriver implements Driver {
   readonly name: string;
   readonly capabilities: Driver['capabilities'];
+  readonly tuning: Driver['tuning'];
+  readonly headerBinding: Driver['headerBinding'];
   readonly url: Driver['url'];
   readonly availability = new AvailabilityTracker();
   readonly run: RunCounts = { sent: 0, acknowledged: 0, unacknowledged: 0, consumed: 0, redelivered: 0 };
@@ -46,6 +48,8 @@ export class MeteredDriver implements Driver {
   ) {
     this.name = inner.name;
     this.capabilities = inner.capabilities;
+    this.tuning = inner.tuning;
+    this.headerBinding = inner.headerBinding;
     this.url = inner.url;
   }
 

@@ -29,6 +29,7 @@ import { benchRunData } from './bench-data.js';
 import { MeteredDriver } from './bench-driver.js';
 import { drain, type BenchLive, type BenchPhase, type DrainEnd } from './bench-drain.js';
 import type { Clock } from './clock.js';
+import { BENCH_DEFAULTS } from './defaults.js';
 import { produce, type ProduceResult } from './produce.js';
 import { generatedSource, type EventSource } from './sources.js';
 import { trace, type TraceDeps, type TraceResult } from './trace.js';
@@ -69,6 +70,12 @@ export interface BenchOptions {
   idleTimeoutMs?: number | undefined;
   /** worker and tracer parts: give up when no event of the run arrived within this long. */
   startTimeoutMs?: number | undefined;
+  /**
+   * producer and tracer parts: shard `index` of `count`. A producer sends the payments of its
+   * shard of the seeded stream (at rate / count), a tracer follows its shard of the payments
+   * (core/trace.ts); N shards' reports merge into the report of one unsharded part.
+   */
+  shard?: { index: number; count: number } | undefined;
 }
 
 export { BENCH_ROLES, type BenchRole } from '../metrics/report.js';
@@ -76,16 +83,7 @@ export type { BenchPhase } from './bench-drain.js';
 /** The warm-up's run id is the measured one with this suffix. */
 export const WARMUP_SUFFIX = '-warmup';
 
-export const BENCH_DEFAULTS = {
-  durationMs: 10_000,
-  warmupMs: 2_000,
-  producers: 1,
-  consumers: WORKER_DEFAULTS.prefetch,
-  drainTimeoutMs: 30_000,
-  quietMs: 3_000,
-  idleTimeoutMs: 10_000,
-  startTimeoutMs: 300_000,
-} as const;
+export { BENCH_DEFAULTS };
 
 /**
  * Flat out, the producers hold back while this many events wait in the pipeline: enough to keep
@@ -175,7 +173,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   const driver = new MeteredDriver(deps.driver, clock, runId);
   const entry = scenario.destinationFor(scenario.entry);
   const partitions = options.partitions ?? WORKER_DEFAULTS.partitions;
-  const encode = (id: string) => ({ binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: id });
+  const encode = (id: string) => ({ binding: driver.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: id });
 
   // Each part stops on its own controller; the caller's signal (Ctrl-C) stops them all.
   const producing = new AbortController();
@@ -229,6 +227,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
         idleTimeoutMs: undefined,
         durationMs: undefined,
         untilFinished: undefined,
+        shard: options.shard,
       },
       {
         driver,
@@ -340,7 +339,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
         produce(
           {
             destination: entry,
-            rate: options.rate === undefined ? undefined : options.rate / producers,
+            rate: options.rate === undefined ? undefined : options.rate / producers / (options.shard?.count ?? 1),
             durationMs: phaseMs,
             encode: encode(id),
             startAtIntended: true,
@@ -372,13 +371,13 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     if (has.producers) {
       if (warmupMs > 0) {
         live.phase = 'warmup';
-        const warm = new EventGenerator({ scenario, seed: (options.seed + 0x5eed) % 2 ** 31, payments: Infinity, lifecycle: false, size: options.size });
+        const warm = new EventGenerator({ scenario, seed: (options.seed + 0x5eed) % 2 ** 31, payments: Infinity, lifecycle: false, size: options.size, shard: options.shard });
         await runPhase(`${runId}${WARMUP_SUFFIX}`, generatedSource(warm), warmupMs, false);
       }
       live.phase = 'measure';
       measureStartUs = clock.nowUs();
       driver.availability.start(measureStartUs);
-      const gen = new EventGenerator({ scenario, seed: options.seed, payments: options.count ?? Infinity, lifecycle: false, size: options.size });
+      const gen = new EventGenerator({ scenario, seed: options.seed, payments: options.count ?? Infinity, lifecycle: false, size: options.size, shard: options.shard });
       produced = await runPhase(runId, generatedSource(gen), durationMs, true);
     }
     if (role === 'producer') {

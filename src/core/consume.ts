@@ -12,6 +12,7 @@ import { isUtf8 } from 'node:buffer';
 import type { Delivery, Driver, Headers } from '../drivers/types.js';
 import { decodeEvent, DEFAULT_DECODE, type DecodeOptions, type ReceivedEvent } from '../events/decode.js';
 import { systemClock, type Clock } from './clock.js';
+import { DEFAULT_START_TIMEOUT_MS } from './defaults.js';
 import { awaitDestinations } from './destinations.js';
 import { REQUEUE_DEFAULT_PREFETCH, subscribeMode, type ReadMode } from './read-mode.js';
 
@@ -98,7 +99,7 @@ export interface ConsumeResult {
 export const NOT_JSON_TYPE = '(not JSON)';
 export const NO_TYPE = '(no type)';
 const DEFAULT_PREFETCH = 500;
-export const DEFAULT_START_TIMEOUT_MS = 60_000;
+export { DEFAULT_START_TIMEOUT_MS };
 /** The group name passed with a tap; drivers ignore it (a tap gets a group or queue of its own). */
 const TAP_GROUP = 'payq-consume-tap';
 

@@ -50,6 +50,8 @@ export interface ProduceResult {
   sent: number;
   acked: number;
   failed: number;
+  /** Of the failed: sends whose acknowledgement was lost with the connection (the broker may hold them). */
+  unconfirmed: number;
   bytes_acked: number;
   elapsed_s: number;
   events_per_s: number;
@@ -73,8 +75,8 @@ const PROGRESS_EVERY_US = 100_000;
 
 export async function produce(options: ProduceOptions, deps: ProduceDeps): Promise<ProduceResult> {
   const { driver, source, clock, signal } = deps;
-  const batchSize = options.batchSize ?? driver.capabilities.sendBatchSize;
-  const maxInFlight = options.maxInFlight ?? driver.capabilities.sendMaxInFlight;
+  const batchSize = options.batchSize ?? driver.tuning.sendBatchSize;
+  const maxInFlight = options.maxInFlight ?? driver.tuning.sendMaxInFlight;
   const publish = createLatencyHistogram();
   const publishDelay = createLatencyHistogram();
   const intended = createLatencyHistogram();
@@ -87,6 +89,7 @@ export async function produce(options: ProduceOptions, deps: ProduceDeps): Promi
   let sent = 0;
   let acked = 0;
   let failed = 0;
+  let unconfirmed = 0;
   let bytesAcked = 0;
   let stoppedEarly = false;
   let fatal: unknown;
@@ -95,6 +98,7 @@ export async function produce(options: ProduceOptions, deps: ProduceDeps): Promi
 
   const onFailure = (err: unknown, count: number) => {
     failed += count;
+    if (isPayqError(err) && err.unconfirmed) unconfirmed += count;
     if (errors.size < 5) errors.add(messageOf(err));
     // A broker that is gone or refuses us: stop rather than fail every remaining batch slowly.
     if (!isPayqError(err) || !err.retriable) stoppedEarly = true;
@@ -180,6 +184,7 @@ export async function produce(options: ProduceOptions, deps: ProduceDeps): Promi
     sent,
     acked,
     failed,
+    unconfirmed,
     bytesAcked,
     elapsedS: elapsedUs / 1e6,
     paced: sender.paced,
@@ -197,6 +202,7 @@ export function produceResult(r: {
   sent: number;
   acked: number;
   failed: number;
+  unconfirmed: number;
   bytesAcked: number;
   elapsedS: number;
   paced: boolean;
@@ -212,6 +218,7 @@ export function produceResult(r: {
     sent: r.sent,
     acked: r.acked,
     failed: r.failed,
+    unconfirmed: r.unconfirmed,
     bytes_acked: r.bytesAcked,
     elapsed_s: Math.round(r.elapsedS * 1000) / 1000,
     events_per_s: Math.round(r.acked / r.elapsedS),

@@ -53,9 +53,14 @@ export function readMode(flags: ReadModeFlags, driver: Pick<Driver, 'name' | 'ca
     throw new UsageError('--requeue goes with --group: it hands back what a competing consumer read; without --group payq takes nothing anyway');
   }
   if ((flags.exchange === undefined) !== (flags.binding === undefined)) throw new UsageError('--exchange and --binding go together: the exchange to tap and the binding key');
-  const rabbit = driver.name === 'rabbitmq';
-  if (!rabbit && (flags.exchange !== undefined || flags.streamOffset !== undefined)) {
-    throw new UsageError(`${flags.exchange !== undefined ? '--exchange' : '--stream-offset'} is a RabbitMQ mode; on ${driver.name} a tap (no --group) already reads without taking`);
+  const unsupported =
+    flags.exchange !== undefined && !driver.capabilities.exchangeTaps
+      ? '--exchange'
+      : flags.streamOffset !== undefined && !driver.capabilities.streamOffsets
+        ? '--stream-offset'
+        : undefined;
+  if (unsupported !== undefined) {
+    throw new UsageError(`${unsupported} is a RabbitMQ mode; on ${driver.name} a tap (no --group) already reads without taking`);
   }
   if (flags.requeue && driver.capabilities.replayFromBeginning) {
     throw new UsageError(`--requeue is for queues, where reading takes the message; on ${driver.name} a tap (no --group) reads without taking`);
@@ -72,28 +77,24 @@ export function takesMessages(mode: ReadMode): boolean {
 }
 
 /** How a tap reads on this broker, said after the mode in the first line. */
-export function tapDetail(mode: ReadMode, driver: Pick<Driver, 'name'>): string | undefined {
-  if (mode.kind !== 'tap') return undefined;
-  if (driver.name === 'kafka') return 'a consumer group of its own';
-  if (driver.name === 'nats') return 'an ephemeral consumer';
-  if (driver.name === 'rabbitmq') return "a queue of its own bound to payq's exchange, seeing what is published after it starts";
-  return undefined;
+export function tapDetail(mode: ReadMode, driver: Pick<Driver, 'capabilities'>): string | undefined {
+  return mode.kind === 'tap' ? driver.capabilities.tapReads : undefined;
 }
 
 /** The mode and, for a tap, how it reads: `(mode) — detail`, for the first line of output. */
-export function modeLine(mode: ReadMode, driver: Pick<Driver, 'name'>): string {
+export function modeLine(mode: ReadMode, driver: Pick<Driver, 'capabilities'>): string {
   const detail = tapDetail(mode, driver);
   return `(${describeReadMode(mode, driver)})${detail === undefined ? '' : ` — ${detail}`}`;
 }
 
 /** What the mode does, in a few words (the first line of output, the summary). */
-export function describeReadMode(mode: ReadMode, driver: Pick<Driver, 'name'>): string {
+export function describeReadMode(mode: ReadMode, driver: Pick<Driver, 'capabilities'>): string {
   switch (mode.kind) {
     case 'tap':
       return 'tap: observing, taking nothing';
     case 'group':
       if (mode.requeue) return `group ${mode.group} with --requeue: competing with the queue’s consumers, holding what it reads and handing every message back when it ends (redelivered)`;
-      return driver.name === 'rabbitmq'
+      return driver.capabilities.competingConsumers
         ? `group ${mode.group}: competing with the queue’s consumers, taking the messages`
         : `group ${mode.group}: taking the messages as a member of the group`;
     case 'exchange':

@@ -32,6 +32,7 @@ import type { Delivery, Driver, Headers, OutgoingMessage, Subscription } from '.
 import { messageOf, TopologyError } from '../errors.js';
 import type { DecodeOptions } from '../events/decode.js';
 import type { Clock } from './clock.js';
+import { REPLAY_DEFAULTS } from './defaults.js';
 import { PacedSender } from './paced-sender.js';
 import { ReplayDecider } from './replay-decide.js';
 import { parkedHeaders, ReplayHeader, replayHeaders } from './replay-origin.js';
@@ -39,6 +40,7 @@ import type { ReplayFilter } from './replay-select.js';
 import { ReplayTally, type ReplayMessage, type ReplayOutcome, type ReplayProgress, type ReplayResult } from './replay-tally.js';
 
 export type { ReplayCounts, ReplayMessage, ReplayOutcome, ReplayProgress, ReplayResult, ReplayRow } from './replay-tally.js';
+import { brokerAway } from '../drivers/common.js';
 
 export interface ReplayOptions {
   /** The DLQs to read (they must exist). */
@@ -70,13 +72,7 @@ export interface ReplayOptions {
   decode?: DecodeOptions | undefined;
 }
 
-export const REPLAY_DEFAULTS = {
-  maxReplays: 3,
-  maxBytes: 1024 * 1024,
-  idleTimeoutMs: 3000,
-  group: 'payq-replay',
-  window: 10_000,
-} as const;
+export { REPLAY_DEFAULTS };
 
 export interface ReplayDeps {
   driver: Driver;
@@ -156,7 +152,7 @@ class ReplayRun {
       driver,
     );
     const rate = options.rate;
-    const { sendBatchSize, sendMaxInFlight } = driver.capabilities;
+    const { sendBatchSize, sendMaxInFlight } = driver.tuning;
     this.batchSize = Math.max(1, rate === undefined ? sendBatchSize : Math.min(sendBatchSize, Math.floor(rate / 10)));
     this.sender = new PacedSender({ clock, signal, rate, maxInFlight: Math.max(1, sendMaxInFlight) });
     this.offsetCommits = driver.capabilities.partitions;
@@ -391,6 +387,8 @@ export async function replayDlq(options: ReplayOptions, deps: ReplayDeps): Promi
         stoppedBy = 'limit';
         break;
       }
+      // A broker away is not a drained DLQ: the idle timeout counts from when it is back.
+      if (brokerAway(driver.link())) run.lastActivityUs = nowUs;
       if (run.idle && nowUs - run.lastActivityUs >= idleUs) {
         stoppedBy = 'idle';
         break;

@@ -12,7 +12,9 @@ import type { Scenario } from '../events/scenario.js';
 import { createLatencyHistogram, recordUs, summarize, type LatencyHistogram, type LatencySummary } from '../metrics/histogram.js';
 import type { Clock } from './clock.js';
 import { awaitDestinations } from './destinations.js';
+import { UsageError } from '../errors.js';
 import { REQUEUE_DEFAULT_PREFETCH, subscribeMode, type ReadMode } from './read-mode.js';
+import { brokerAway } from '../drivers/common.js';
 
 export const DLQ_SUFFIX = '.dlq';
 
@@ -44,6 +46,33 @@ export interface TraceOptions {
   prefetch?: number;
   /** How to read (read-mode.ts); default a tap. Only a tap also reads each destination's DLQ. */
   mode?: ReadMode | undefined;
+  /**
+   * Trace only shard `index` of `count` of the payments (README "Tracer shards"): on a driver
+   * with partitions, the partitions p with p mod count = index − 1 (a payment's events share its
+   * key, so its partition number); elsewhere every event is read and those of payments whose id
+   * hashes to another shard are skipped. The shards' figures add up to one tracer's.
+   */
+  shard?: TraceShard | undefined;
+}
+
+export interface TraceShard {
+  index: number;
+  count: number;
+}
+
+/** A stable hash of a payment id (FNV-1a, 32 bits), the same in every process and on every machine. */
+export function paymentHash(paymentId: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < paymentId.length; i++) {
+    h ^= paymentId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** The shard (1 … count) whose tracer follows this payment on a broker without partitions. */
+export function paymentShard(paymentId: string, count: number): number {
+  return (paymentHash(paymentId) % count) + 1;
 }
 
 export interface TraceDeps {
@@ -108,6 +137,8 @@ export interface TraceResult {
     missing_steps: number;
     undecodable: number;
     other_runs: number;
+    /** --shard on a broker without partitions: events of payments another shard traces, skipped. */
+    other_shards: number;
   };
   latency: {
     /** Published → seen by trace, per event published after trace subscribed (none from history). */
@@ -289,7 +320,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   let stuckCount = 0;
   let expectPassed = 0;
   let expectFailed = 0;
-  const counts = { seen: 0, from_history: 0, correlated_by_key: 0, duplicates: 0, out_of_order: 0, missing_steps: 0, undecodable: 0, other_runs: 0 };
+  const counts = { seen: 0, from_history: 0, correlated_by_key: 0, duplicates: 0, out_of_order: 0, missing_steps: 0, undecodable: 0, other_runs: 0, other_shards: 0 };
   let lastEventUs: number | undefined;
   /** When trace subscribed: events published before it are history. */
   let readyUs = startedUs;
@@ -305,6 +336,9 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   // are not parsed. A payq event with a broken body still counts as an event here; the worker
   // that consumes it dead-letters it, and trace sees that.
   const decode: DecodeOptions = { ...options.decode, headersFirst: true };
+  // Sharded: by partition where the driver has partitions (it reads only the shard's), else here.
+  const partitionShard = options.shard !== undefined && options.shard.count > 1 && driver.capabilities.partitions ? options.shard : undefined;
+  const hashShard = options.shard !== undefined && options.shard.count > 1 && !driver.capabilities.partitions ? options.shard : undefined;
   const isTerminal = (type: string) => scenario?.terminalTypes.has(type) ?? false;
 
   const inferParent = (p: PaymentState, type: string): string | undefined => {
@@ -412,8 +446,14 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     const destination = isDlq ? d.destination.slice(0, -DLQ_SUFFIX.length) : d.destination;
     const e = decodeEvent(d.value, d.headers, d.key, decode, d.destination);
     if (e.problem !== undefined || e.type === undefined || e.paymentId === undefined) {
+      // Every hash shard reads it: the first one counts it, so the shards add up to one tracer.
+      if (hashShard !== undefined && hashShard.index !== 1) return;
       counts.undecodable++;
       if (undecodableSamples.length < 10) undecodableSamples.push(`${d.destination}: ${e.problem ?? 'unreadable'}`);
+      return;
+    }
+    if (hashShard !== undefined && paymentShard(e.paymentId, hashShard.count) !== hashShard.index) {
+      counts.other_shards++;
       return;
     }
     if (options.runId !== undefined && e.runId !== options.runId) {
@@ -586,6 +626,10 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   // Read-only: trace creates nothing (core/destinations.ts). A tap also reads the DLQs that exist;
   // the other modes read only what the user named (a group would take a DLQ's messages).
   const mode: ReadMode = options.mode ?? { kind: 'tap' };
+  // A shard skips other shards' payments: only a reader that takes nothing may skip.
+  if (options.shard !== undefined && mode.kind === 'group') {
+    throw new UsageError(`--shard goes with a tap (no --group): a member of group ${mode.group} would take the messages it skips`);
+  }
   const requeue = mode.kind === 'group' && mode.requeue;
   const dlqs = mode.kind === 'tap' ? options.destinations.filter((d) => !d.endsWith(DLQ_SUFFIX)).map((d) => `${d}${DLQ_SUFFIX}`) : [];
   const waited =
@@ -604,6 +648,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       fromBeginning: options.fromBeginning || (waited.createdWhileWaiting && driver.capabilities.replayFromBeginning),
       prefetch: options.prefetch ?? (requeue ? REQUEUE_DEFAULT_PREFETCH : 1000),
       ...subscribeMode(mode, 'payq-trace'),
+      ...(partitionShard !== undefined ? { shard: partitionShard } : {}),
     },
     (deliveries) => {
       const nowUs = clock.nowUs();
@@ -630,6 +675,8 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       if (nowUs >= endUs) break;
       if (options.untilFinished !== undefined && finished >= options.untilFinished) break;
       sweep(nowUs, false);
+      // A broker away is not quiet: the idle timeout counts from when it is back (README "Failure drills").
+      if (lastEventUs !== undefined && brokerAway(driver.link())) lastEventUs = nowUs;
       if (options.idleTimeoutMs !== undefined && lastEventUs === undefined && nowUs - startedUs > (options.startTimeoutMs ?? 60_000) * 1000) break;
       // Quiet for the idle timeout: nothing more is coming; the final sweep judges what is left.
       if (options.idleTimeoutMs !== undefined && lastEventUs !== undefined && nowUs - lastEventUs > options.idleTimeoutMs * 1000) break;

@@ -194,7 +194,7 @@ export class StageRunner {
   constructor(private readonly ctx: StageRunnerContext) {
     const { driver, scenario } = ctx;
     this.counted = new StageTally(this.newCounters());
-    this.encode = { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}` };
+    this.encode = { binding: driver.headerBinding, sourcePrefix: `/payq/${scenario.name}` };
     this.lastActivityUs = ctx.clock.nowUs();
   }
 
@@ -506,7 +506,7 @@ export class StageRunner {
     });
 
     const failed = new Set<number>();
-    const batchSize = Math.max(1, driver.capabilities.sendBatchSize);
+    const batchSize = Math.max(1, driver.tuning.sendBatchSize);
     const sends: Promise<void>[] = [];
     for (const [destination, { messages, owners }] of byDestination) {
       for (let i = 0; i < messages.length; i += batchSize) {

@@ -12,8 +12,10 @@ import type { Scenario, Stage } from '../events/scenario.js';
 import { aptMs, handlerTMs } from '../metrics/apt.js';
 import { createLatencyHistogram, summarize, type LatencyHistogram, type LatencySummary } from '../metrics/histogram.js';
 import type { Clock } from './clock.js';
+import { WORKER_DEFAULTS } from './defaults.js';
 import { DEAD_LETTER_REASONS } from './worker-plan.js';
 import { ErrorLog, StageRunner, zeroCounts, type StageCounters, type StageMeasures } from './worker-stage.js';
+import { brokerAway } from '../drivers/common.js';
 
 export { DeadLetterReason, DEAD_LETTER_REASONS, planHandling, childrenOf, type HandlingPlan } from './worker-plan.js';
 export type { StageCounters, StageMeasures } from './worker-stage.js';
@@ -43,7 +45,7 @@ export interface WorkerOptions {
   countRunId?: string | undefined;
 }
 
-export const WORKER_DEFAULTS = { prefetch: 64, seed: 0, failures: true, timeScale: 1, partitions: 6 } as const;
+export { WORKER_DEFAULTS };
 
 export interface WorkerProgress {
   elapsedMs: number;
@@ -235,6 +237,8 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
       stoppedBy = 'duration';
       break;
     }
+    // A broker away is not idleness: the idle timeout counts from when it is back (README "Failure drills").
+    if (brokerAway(driver.link())) for (const r of runners) r.lastActivityUs = nowUs;
     if (idleUs !== undefined && runners.every((r) => r.inFlight === 0 && nowUs - r.lastActivityUs >= idleUs)) {
       stoppedBy = 'idle';
       break;

@@ -3,6 +3,7 @@
  * handler: at most `prefetch` per call, one call at a time, starting on the turn after something
  * arrives so a burst becomes one batch. The memory broker pulls instead and needs none of this.
  */
+import { HandlerFailures } from './retry.js';
 import type { Delivery, DeliveryHandler } from './types.js';
 
 export class DeliveryPump<T> {
@@ -11,6 +12,7 @@ export class DeliveryPump<T> {
   private scheduled = false;
   private running: Promise<void> | undefined;
   private stopped = false;
+  private readonly failures = new HandlerFailures();
 
   constructor(
     prefetch: number,
@@ -33,6 +35,7 @@ export class DeliveryPump<T> {
    */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.failures.stop();
     this.buffer.length = 0;
     await this.running;
   }
@@ -59,10 +62,12 @@ export class DeliveryPump<T> {
       if (batch.length === 0) continue;
       try {
         await this.handler(batch);
+        this.failures.succeeded();
       } catch {
-        // The interface gives a failing handler nowhere to report to: what it left unsettled goes
-        // back to the broker for redelivery (settled deliveries ignore nack).
+        // The handler-failure policy of every driver (retry.ts): what it left unsettled goes back
+        // to the broker for redelivery (settled deliveries ignore nack), then a pause.
         for (const d of batch) d.nack();
+        await this.failures.failed();
       }
     }
   }

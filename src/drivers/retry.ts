@@ -121,17 +121,29 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, options: Ret
 /** Handler failures: see the header. */
 export const HANDLER_FAILURE_BACKOFF: BackoffOptions = { initialMs: 50, maxMs: 2000, factor: 2, jitter: 0 };
 
-/** The pause after each consecutive failing handler call (see the header); reset by a success. */
+/**
+ * The pause after each consecutive failing handler call (see the header), reset by a success;
+ * one per subscription, stopped when it closes.
+ */
 export class HandlerFailures {
   private delays: Generator<number, never> | undefined;
+  private readonly stopped = new AbortController();
 
-  /** A handler call failed: how long to pause before handing out more. */
-  failed(): number {
+  constructor(private readonly clock: RetryClock = systemRetryClock) {}
+
+  /** A handler call failed (its deliveries are nacked): resolves when more may be handed out. */
+  async failed(): Promise<void> {
+    if (this.stopped.signal.aborted) return;
     this.delays ??= backoffDelays(HANDLER_FAILURE_BACKOFF);
-    return this.delays.next().value;
+    await this.clock.sleep(this.delays.next().value, this.stopped.signal).catch(() => undefined);
   }
 
   succeeded(): void {
     this.delays = undefined;
+  }
+
+  /** Ends the pause under way, and skips any later one: the subscription is closing. */
+  stop(): void {
+    this.stopped.abort();
   }
 }

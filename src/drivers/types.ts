@@ -2,7 +2,7 @@
  * The driver interface: the only thing commands and core know about a broker. Client libraries
  * (kafkajs, amqplib, …) are imported only inside src/drivers/<name>/.
  */
-import type { BrokerUrl } from './url.js';
+import type { BrokerUrl, DriverUrlSpec } from './url.js';
 
 /** What a driver can do; commands and the conformance suite read these instead of the scheme. */
 export interface DriverCapabilities {
@@ -21,16 +21,54 @@ export interface DriverCapabilities {
   nativeDeadLetter: boolean;
   /** Destinations have partitions. */
   partitions: boolean;
-  /** How CloudEvents attributes are written as headers (its protocol binding). */
-  headerBinding: 'kafka' | 'amqp';
   /**
    * Destinations are things the broker holds, which exist or not (false: ZeroMQ, where a
    * destination is only a topic name: readers have nothing to check or wait for).
    */
   storedDestinations: boolean;
-  /** A good batch size and number of batches in flight for `send`. */
+  /**
+   * A subscription or a send creates a missing destination by itself (memory://, in process, like
+   * Kafka's auto-create); readers check with `exists` first. False: subscribing to a missing
+   * destination is a TopologyError.
+   */
+  createsOnSubscribe: boolean;
+  /** A tap can bind to an exchange of the user's with a binding key (SubscribeOptions.exchange). */
+  exchangeTaps: boolean;
+  /** A destination can be a stream read from an offset (SubscribeOptions.streamOffset). */
+  streamOffsets: boolean;
+  /**
+   * A group's subscriber competes with every other consumer of the queue (RabbitMQ: `group`
+   * selects nothing) rather than joining a group the broker keeps.
+   */
+  competingConsumers: boolean;
+  /** What a tap is on this broker, in a few words for consume's and trace's first line. */
+  tapReads: string | undefined;
+}
+
+/** How a driver sends best: measured settings, not what it can do (OMB keeps them apart too). */
+export interface DriverTuning {
+  /** A good batch size for `send`. */
   sendBatchSize: number;
+  /** A good number of batches in flight at once. */
   sendMaxInFlight: number;
+}
+
+/** How CloudEvents attributes are written as headers (the CloudEvents protocol binding). */
+export type HeaderBinding = 'kafka' | 'amqp';
+
+/**
+ * What a driver folder declares about itself (its `descriptor.ts`), read without loading the
+ * client library: the registry lists one per driver, and URL parsing, `--broker`'s help, the
+ * scheme hint and the test helpers derive from that list. `load` imports the driver itself.
+ */
+export interface DriverDescriptor {
+  /** As in Driver.name and in messages (`kafka`, `rabbitmq`, …). */
+  name: string;
+  url: DriverUrlSpec;
+  capabilities: DriverCapabilities;
+  tuning: DriverTuning;
+  headerBinding: HeaderBinding;
+  load(): Promise<{ createDriver(url: BrokerUrl, options?: DriverOptions): Driver }>;
 }
 
 export type Headers = Record<string, string>;
@@ -110,7 +148,7 @@ export interface SubscribeOptions {
    * Observe without taking: the subscriber sees every message published to the destinations and
    * competes with no one (trace, consume without --group); `group` is then ignored. Kafka and
    * memory: a consumer group of its own; NATS: an ephemeral consumer per destination; RabbitMQ:
-   * an exclusive, auto-deleted queue bound to the exchange like each destination, so it sees what
+   * a queue of its own (durable, to outlive a broker restart) bound to the exchange like each destination, so it sees what
    * is published after it subscribed — through payq's exchange only: a tap on a queue payq did
    * not declare is refused (UsageError naming the other modes), since what others publish to it
    * straight through the default exchange would never reach the tap.
@@ -128,6 +166,14 @@ export interface SubscribeOptions {
    * so this takes nothing from anyone.
    */
   streamOffset?: string | number | Date | undefined;
+  /**
+   * With `tap`: read only shard `index` of `count` (1 ≤ index ≤ count) of the destinations'
+   * messages, split by message key. Drivers with partitions (Kafka) read only the partitions p
+   * with p mod count = index − 1, which needs every destination to have the same partition count
+   * (UsageError otherwise); drivers without partitions ignore it, and the caller filters the
+   * deliveries itself (core/trace.ts: by a stable hash of the payment id).
+   */
+  shard?: { index: number; count: number } | undefined;
 }
 
 /**
@@ -155,6 +201,8 @@ export interface Driver {
   readonly name: string;
   readonly url: BrokerUrl;
   readonly capabilities: DriverCapabilities;
+  readonly tuning: DriverTuning;
+  readonly headerBinding: HeaderBinding;
   /** Connects and checks the broker answers; throws BrokerUnavailableError / AuthError. */
   connect(): Promise<void>;
   /**

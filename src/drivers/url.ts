@@ -5,9 +5,10 @@
  */
 import { ConfigError } from '../errors.js';
 import { redactedUserinfo } from '../secrets.js';
-import { DRIVERS } from './registry.js';
+import { descriptorFor, DRIVERS } from './registry.js';
 
-export type BrokerScheme = 'memory' | 'kafka' | 'amqp' | 'nats' | 'zmq';
+/** A driver's main scheme (DriverUrlSpec.scheme): `memory`, `kafka`, `amqp`, … (registry.ts lists them). */
+export type BrokerScheme = string;
 
 export interface HostPort {
   /** A name or an IP address; an IPv6 literal without its brackets (`::1`). */
@@ -238,5 +239,5 @@ export function parseBrokerUrl(input: string): BrokerUrl {
 
 /** Whether another process reaches the same broker through `url` (README "Brokers and URLs"). */
 export function sharedAcrossProcesses(url: BrokerUrl): boolean {
-  return DRIVERS.find((d) => d.url.scheme === url.scheme)?.url.sharedAcrossProcesses ?? true;
+  return descriptorFor(url.scheme)?.url.sharedAcrossProcesses ?? true;
 }

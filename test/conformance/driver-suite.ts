@@ -1,7 +1,10 @@
 /**
- * The one conformance suite every driver passes (Watermill's TestPubSub, for payq): it creates
- * drivers through the registry, like the CLI does, and reads `driver.capabilities` to decide which
- * expectations apply. Each driver has a two-line test file calling defineDriverConformance.
+ * The one conformance suite every driver passes (Watermill's TestPubSub, for payq): a table of
+ * cases (CASES), each naming what it needs (NEEDS: the driver's declared capabilities, what its
+ * URL declares, what the test file says of the transport); a case whose needs are not met is
+ * skipped with the reason. Drivers are created through the registry, like the CLI does. Each
+ * driver has a short test file calling defineDriverConformance; cases are numbered by their
+ * place in the table.
  *
  * Every case uses fresh destination and group names, waits for conditions (never for time), and
  * where it must prove that something did NOT arrive, it sends a marker on a one-partition
@@ -12,12 +15,13 @@
  */
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createDriver } from '../../src/drivers/registry.js';
+import { createDriver, descriptorFor } from '../../src/drivers/registry.js';
 import type {
   Delivery,
   DeliveryHandler,
   Driver,
   DriverCapabilities,
+  DriverTuning,
   OutgoingMessage,
   Subscription,
 } from '../../src/drivers/types.js';
@@ -43,7 +47,7 @@ export interface ConformanceOptions {
    */
   returnsUnsettled?: boolean;
   /**
-   * Case 10's address for a port nothing listens on. Default: the suite's URL with that port.
+   * The unreachable-address case's URL for a port nothing listens on. Default: the suite's URL with that port.
    * A brokerless driver that would itself listen there (ZeroMQ hosts its hub) passes one that
    * only joins.
    */
@@ -151,98 +155,66 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-export function defineDriverConformance(name: string, url: string, options: ConformanceOptions = {}): void {
-  const flagsReturnedMessages = options.flagsReturnedMessages ?? true;
-  const returnsUnsettled = options.returnsUnsettled ?? true;
+/** What a case may need: the driver's declared capabilities, its URL's, and the test file's word. */
+export interface Features extends DriverCapabilities {
+  /** Another process reaches the broker at the URL's address (false: memory://, in process). */
+  sharedAcrossProcesses: boolean;
+  flagsReturnedMessages: boolean;
+  returnsUnsettled: boolean;
+}
 
-  describe.skipIf(options.skip ?? false)(`driver conformance: ${name}`, () => {
-    let caps: DriverCapabilities;
-    let opened: Driver[] = [];
-    const unhandled: unknown[] = [];
-    const onUnhandled = (reason: unknown): void => {
-      unhandled.push(reason);
-    };
-    const createdDestinations = new Set<string>();
-    const createdGroups = new Set<string>();
+/** One need of a case: met when `has` says so, else the case is skipped saying `otherwise`. */
+interface Need {
+  has: (f: Features) => boolean;
+  otherwise: string;
+}
 
-    /** A fresh destination name, deleted (with its `.dlq`) after the suite. */
-    function destinationName(prefix: string): string {
-      const name = uniqueName(prefix);
-      createdDestinations.add(name);
-      return name;
-    }
+const NEEDS = {
+  returnsUnsettled: { has: (f) => f.returnsUnsettled, otherwise: 'the transport keeps no messages to give back' },
+  ordering: { has: (f) => f.ordering !== 'none', otherwise: 'the driver declares no ordering' },
+  consumerGroups: { has: (f) => f.consumerGroups, otherwise: 'the driver has no consumer groups' },
+  storedDestinations: { has: (f) => f.storedDestinations, otherwise: 'destinations are only topic names here: nothing to look up' },
+  unstoredDestinations: { has: (f) => !f.storedDestinations, otherwise: 'the broker stores its destinations (the exists case covers them)' },
+  refusesMissing: {
+    has: (f) => !f.createsOnSubscribe,
+    otherwise: 'the driver creates on subscribe, in process (types.ts): readers check with exists first',
+  },
+  address: { has: (f) => f.sharedAcrossProcesses, otherwise: 'the broker lives in this process: it has no address' },
+} satisfies Record<string, Need>;
 
-    /** A fresh consumer group name, deleted after the suite where groups are broker state (Kafka). */
-    function groupName(): string {
-      const name = uniqueName('group');
-      createdGroups.add(name);
-      return name;
-    }
+/** What a case runs with: the suite's helpers, and what the driver declared. */
+interface Suite {
+  name: string;
+  url: string;
+  options: ConformanceOptions;
+  caps: Features;
+  tuning: DriverTuning;
+  flagsReturnedMessages: boolean;
+  returnsUnsettled: boolean;
+  /** A new driver of the suite's URL, connected; closed after the case. */
+  open(): Promise<Driver>;
+  /** A fresh destination name, deleted (with its `.dlq`) after the suite. */
+  destinationName(prefix: string): string;
+  /** A fresh consumer group name, deleted after the suite where groups are broker state (Kafka). */
+  groupName(): string;
+  /** Subscribes with the suite's defaults; `handle` decides per batch (default: ack all). */
+  subscribe(driver: Driver, destination: string, group: string, received: Received, handle?: DeliveryHandler, prefetch?: number): Promise<Subscription>;
+  /** Sends a marker on `destination` and waits until `received` has it (see the header comment). */
+  sendMarker(driver: Driver, destination: string, received: Received, prefix: string): Promise<string>;
+  batchSize(): number;
+  partitionsFor(n: number): number | undefined;
+}
 
-    async function open(): Promise<Driver> {
-      const driver = await createDriver(url);
-      opened.push(driver);
-      await driver.connect();
-      return driver;
-    }
+interface ConformanceCase {
+  title: string;
+  needs?: Need[];
+  run(suite: Suite): Promise<void>;
+}
 
-    /** Subscribes with the suite's defaults; `handle` decides per batch (default: ack all). */
-    function subscribe(
-      driver: Driver,
-      destination: string,
-      group: string,
-      received: Received,
-      handle?: DeliveryHandler,
-      prefetch = 100,
-    ): Promise<Subscription> {
-      return driver.subscribe({ destinations: [destination], group, fromBeginning: true, prefetch }, async (batch) => {
-        if (handle) return handle(batch);
-        for (const d of batch) {
-          received.add(d);
-          d.ack();
-        }
-      });
-    }
-
-    /** Sends a marker on `destination` and waits until `received` has it (see the header comment). */
-    async function sendMarker(driver: Driver, destination: string, received: Received, prefix: string): Promise<string> {
-      const [marker] = makeMessages(`${prefix}-marker`, 1);
-      await driver.send(destination, [marker!]);
-      const id = marker!.headers['ce_id']!;
-      await waitFor(() => received.has(id), 30_000, `marker ${id} on ${destination}`);
-      return id;
-    }
-
-    function batchSize(): number {
-      return Math.min(100, caps.sendBatchSize);
-    }
-
-    function partitionsFor(n: number): number | undefined {
-      return caps.partitions ? n : undefined;
-    }
-
-    beforeAll(async () => {
-      process.on('unhandledRejection', onUnhandled);
-      const probe = await open();
-      caps = probe.capabilities;
-    });
-
-    afterEach(async () => {
-      const drivers = opened;
-      opened = [];
-      const results = await Promise.allSettled(drivers.map((d) => withTimeout(d.close(), 15_000, `${name} driver close()`)));
-      const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-      expect(failures.map((f) => describeError(f.reason)), 'driver close() failures').toEqual([]);
-      expect(unhandled.splice(0).map(describeError), 'unhandled promise rejections').toEqual([]);
-    });
-
-    afterAll(async () => {
-      process.off('unhandledRejection', onUnhandled);
-      // After afterEach closed every driver: Kafka deletes a group only once its members left.
-      await deleteDestinations(url, createdDestinations, { groups: createdGroups });
-    });
-
-    it('1. round trip: 1000 messages arrive once each with key, body and headers intact', async () => {
+const CASES: ConformanceCase[] = [
+  {
+    title: 'round trip: 1000 messages arrive once each with key, body and headers intact',
+    run: async ({ open, destinationName, groupName, subscribe, batchSize, partitionsFor, tuning }) => {
       const producer = await open();
       const consumer = await open();
       const dest = destinationName('roundtrip');
@@ -251,7 +223,7 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       await subscribe(consumer, dest, groupName(), received, undefined, 200);
 
       const messages = makeMessages('rt', 1000, 50);
-      await sendAll(producer, dest, messages, batchSize(), caps.sendMaxInFlight);
+      await sendAll(producer, dest, messages, batchSize(), tuning.sendMaxInFlight);
       await waitFor(() => received.ids.size >= messages.length, 30_000, () => `1000 messages, got ${received.ids.size}`);
 
       expect(setDiff(received.ids, idsOf(messages))).toEqual({ missing: [], extra: [] });
@@ -264,9 +236,11 @@ export function defineDriverConformance(name: string, url: string, options: Conf
         expect(bodyOf(d).note).toBe(NOTE);
         expect(d.headers).toMatchObject(want.headers);
       }
-    });
-
-    it('2. headers survive with exact names and string values', async () => {
+    },
+  },
+  {
+    title: 'headers survive with exact names and string values',
+    run: async ({ open, destinationName, groupName, subscribe, partitionsFor }) => {
       const driver = await open();
       const dest = destinationName('headers');
       await driver.declare([{ name: dest, partitions: partitionsFor(1) }]);
@@ -297,9 +271,11 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       for (const [k, v] of Object.entries(headers)) {
         expect({ header: k, value: got[k] }).toEqual({ header: k, value: v });
       }
-    });
-
-    it('3. ack/nack: a nacked message comes again; acked ones never do after re-subscribing', async () => {
+    },
+  },
+  {
+    title: 'ack/nack: a nacked message comes again; acked ones never do after re-subscribing',
+    run: async ({ open, destinationName, groupName, subscribe, sendMarker, batchSize, partitionsFor }) => {
       const producer = await open();
       const consumer = await open();
       const dest = destinationName('acknack');
@@ -336,10 +312,12 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       await subscribe(await open(), dest, group, again);
       const marker = await sendMarker(producer, dest, again, 'an');
       expect([...again.ids].filter((id) => id !== marker), 'acked messages delivered again').toEqual([]);
-    });
-
-    it('4. unacked messages come back to a new subscriber of the group after the subscription closes', async ({ skip }) => {
-      if (!returnsUnsettled) skip('the transport keeps no messages to give back');
+    },
+  },
+  {
+    title: 'unacked messages come back to a new subscriber of the group after the subscription closes',
+    needs: [NEEDS.returnsUnsettled],
+    run: async ({ open, destinationName, groupName, subscribe, batchSize, partitionsFor, flagsReturnedMessages }) => {
       const producer = await open();
       const dest = destinationName('unacked');
       const group = groupName();
@@ -362,10 +340,12 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       if (flagsReturnedMessages) {
         expect(second.deliveries.filter((d) => !d.redelivered).map(idOf), 'redeliveries not flagged').toEqual([]);
       }
-    });
-
-    it('5. ordering: 500 messages over 5 keys arrive in send order per key (per destination where declared)', async ({ skip }) => {
-      if (caps.ordering === 'none') skip('the driver declares no ordering');
+    },
+  },
+  {
+    title: 'ordering: 500 messages over 5 keys arrive in send order per key (per destination where declared)',
+    needs: [NEEDS.ordering],
+    run: async ({ open, destinationName, groupName, subscribe, partitionsFor, caps }) => {
       const producer = await open();
       const consumer = await open();
       const dest = destinationName('ordering');
@@ -396,10 +376,12 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       if (caps.ordering === 'per-destination') {
         expect(firstSeen.map((b) => b.index)).toEqual(Array.from({ length: 500 }, (_, i) => i));
       }
-    });
-
-    it('6. consumer groups: two subscribers of a group share the messages; another group gets them all', async ({ skip }) => {
-      if (!caps.consumerGroups) skip('the driver has no consumer groups');
+    },
+  },
+  {
+    title: 'consumer groups: two subscribers of a group share the messages; another group gets them all',
+    needs: [NEEDS.consumerGroups],
+    run: async ({ open, destinationName, groupName, subscribe, batchSize, partitionsFor, caps }) => {
       const producer = await open();
       const dest = destinationName('groups');
       const group = groupName();
@@ -427,9 +409,11 @@ export function defineDriverConformance(name: string, url: string, options: Conf
         await waitFor(() => other.ids.size >= messages.length, 30_000, () => `300 messages for a second group, got ${other.ids.size}`);
         expect(setDiff(other.ids, idsOf(messages))).toEqual({ missing: [], extra: [] });
       }
-    });
-
-    it('7. dead-lettering moves the message to <dest>.dlq with its body, headers and the extra header', async () => {
+    },
+  },
+  {
+    title: 'dead-lettering moves the message to <dest>.dlq with its body, headers and the extra header',
+    run: async ({ open, destinationName, groupName, subscribe, sendMarker, batchSize, partitionsFor, caps }) => {
       const producer = await open();
       const consumer = await open();
       const dest = destinationName('deadletter');
@@ -470,9 +454,11 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       await subscribe(await open(), dest, group, again);
       const marker = await sendMarker(producer, dest, again, 'dl');
       expect([...again.ids].filter((id) => id !== marker), 'settled messages delivered again').toEqual([]);
-    });
-
-    it('8. close while a handler runs: close waits, acked stay acked, the rest is redelivered', async () => {
+    },
+  },
+  {
+    title: 'close while a handler runs: close waits, acked stay acked, the rest is redelivered',
+    run: async ({ open, destinationName, groupName, subscribe, sendMarker, batchSize, partitionsFor, returnsUnsettled }) => {
       const producer = await open();
       const consumer = await open();
       const dest = destinationName('closing');
@@ -525,9 +511,11 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       // Without persistence the unsettled ones are gone; acked ones must not come back either way.
       const want = returnsUnsettled ? idsOf(messages).filter((id) => !acked.includes(id)) : [];
       expect(setDiff(redelivered, want), `redelivered after close (acked: ${acked.join(', ')})`).toEqual({ missing: [], extra: [] });
-    });
-
-    it('9. send after close() rejects with a PayqError', async () => {
+    },
+  },
+  {
+    title: 'send after close() rejects with a PayqError',
+    run: async ({ open, destinationName }) => {
       const driver = await open();
       const dest = destinationName('closed');
       await driver.declare([{ name: dest }]);
@@ -538,9 +526,11 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       );
       expect(outcome, 'send after close() must reject').not.toBe('resolved');
       expect(isPayqError(outcome), `rejected with a PayqError, got ${describeError(outcome)}`).toBe(true);
-    });
-
-    it('10. taps: each sees every message, a group still gets all of them, a tap on <dest>.dlq sees dead letters', async () => {
+    },
+  },
+  {
+    title: 'taps: each sees every message, a group still gets all of them, a tap on <dest>.dlq sees dead letters',
+    run: async ({ open, destinationName, groupName, subscribe, batchSize, partitionsFor, caps }) => {
       const producer = await open();
       const dest = destinationName('tap');
       const dlq = `${dest}.dlq`;
@@ -611,10 +601,12 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       // Makes a stray second dead letter (e.g. one from tap B) more likely to be seen first.
       await sleep(300);
       expect([...dead.ids], 'the DLQ tap sees only the dead-lettered message').toEqual([targetId]);
-    });
-
-    it('11. exists is passive: a missing name stays missing; declare creates payq\'s layout once, and again changes nothing', async ({ skip }) => {
-      if (!caps.storedDestinations) skip('destinations are only topic names here: nothing to look up');
+    },
+  },
+  {
+    title: 'exists is passive: a missing name stays missing; declare creates payq\'s layout once, and again changes nothing',
+    needs: [NEEDS.storedDestinations],
+    run: async ({ open, destinationName, partitionsFor }) => {
       const driver = await open();
       const dest = destinationName('exists');
       const before = await driver.exists([dest, `${dest}.dlq`]);
@@ -624,11 +616,12 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       expect(await driver.declare([{ name: dest, partitions: partitionsFor(2), deadLetter: true }]), 'no notice for payq\'s own new layout').toEqual([]);
       expect([...(await driver.exists([dest, `${dest}.dlq`, `${dest}.other`]))].sort()).toEqual([dest, `${dest}.dlq`]);
       expect(await driver.declare([{ name: dest, partitions: partitionsFor(2), deadLetter: true }]), 'declaring its own layout again').toEqual([]);
-    });
-
-    it('12. subscribing to a missing destination fails with exit code 3 and creates nothing', async ({ skip }) => {
-      if (!caps.storedDestinations) skip('destinations are only topic names here');
-      if (parseBrokerUrl(url).scheme === 'memory') skip('memory:// creates on subscribe, in process (types.ts): readers check with exists first');
+    },
+  },
+  {
+    title: 'subscribing to a missing destination fails with exit code 3 and creates nothing',
+    needs: [NEEDS.storedDestinations, NEEDS.refusesMissing],
+    run: async ({ open, destinationName, groupName }) => {
       const driver = await open();
       const dest = destinationName('missing');
       for (const tap of [false, true]) {
@@ -642,11 +635,13 @@ export function defineDriverConformance(name: string, url: string, options: Conf
         expect({ tap, error: describeError(outcome), exitCode: (outcome as { exitCode?: unknown }).exitCode }).toMatchObject({ exitCode: 3 });
       }
       expect([...(await driver.exists([dest, `${dest}.dlq`]))]).toEqual([]);
-    });
-
-    it('13. connecting to an unreachable address rejects with exit code 3 within 15 s', async ({ skip }) => {
+    },
+  },
+  {
+    title: 'connecting to an unreachable address rejects with exit code 3 within 15 s',
+    needs: [NEEDS.address],
+    run: async ({ url, options }) => {
       const parsed = parseBrokerUrl(url);
-      if (parsed.scheme === 'memory') skip('the memory broker has no address');
       const port = await closedPort();
       const user =
         parsed.username === undefined
@@ -666,6 +661,137 @@ export function defineDriverConformance(name: string, url: string, options: Conf
       await withTimeout(driver.close().catch(() => undefined), 10_000, 'close() after a failed connect');
       expect(outcome, 'connect() must reject').not.toBe('resolved');
       expect({ error: describeError(outcome), exitCode: (outcome as { exitCode?: unknown }).exitCode }).toMatchObject({ exitCode: 3 });
+    },
+  },
+
+  {
+    title: 'exists sees what another driver of the URL declared, and only the names asked for',
+    needs: [NEEDS.storedDestinations],
+    run: async ({ open, destinationName, partitionsFor }) => {
+      const declarer = await open();
+      const checker = await open();
+      const dest = destinationName('exists-other');
+      const missing = destinationName('exists-missing');
+      await declarer.declare([{ name: dest, partitions: partitionsFor(1) }]);
+      expect([...(await checker.exists([dest, missing]))]).toEqual([dest]);
+      expect([...(await checker.exists([]))]).toEqual([]);
+      expect([...(await checker.exists([missing]))]).toEqual([]);
+    },
+  },
+  {
+    title: 'exists refuses with a ConfigError (exit 2) where destinations are not stored',
+    needs: [NEEDS.unstoredDestinations],
+    run: async ({ open, destinationName }) => {
+      const driver = await open();
+      const outcome = await driver.exists([destinationName('unstored')]).then(
+        () => 'answered',
+        (err: unknown) => err,
+      );
+      expect({ error: describeError(outcome), exitCode: (outcome as { exitCode?: unknown }).exitCode }).toMatchObject({ exitCode: 2 });
+    },
+  },
+  {
+    title: 'brokerVersion: one line naming the broker, the same when asked again, without the URL\'s password',
+    run: async ({ open, url }) => {
+      const driver = await open();
+      const version = await driver.brokerVersion();
+      expect(typeof version, 'every driver here tells its broker and version').toBe('string');
+      expect(version!.trim(), 'a version text').not.toBe('');
+      expect(version, 'one line').not.toMatch(/[\r\n]/);
+      const { password } = parseBrokerUrl(url);
+      if (password !== undefined && password !== '') expect(version).not.toContain(password);
+      expect(await driver.brokerVersion()).toBe(version);
+    },
+  },
+];
+
+export function defineDriverConformance(name: string, url: string, options: ConformanceOptions = {}): void {
+  const flagsReturnedMessages = options.flagsReturnedMessages ?? true;
+  const returnsUnsettled = options.returnsUnsettled ?? true;
+  const descriptor = descriptorFor(parseBrokerUrl(url).scheme)!;
+
+  describe.skipIf(options.skip ?? false)(`driver conformance: ${name}`, () => {
+    let opened: Driver[] = [];
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => {
+      unhandled.push(reason);
+    };
+    const createdDestinations = new Set<string>();
+    const createdGroups = new Set<string>();
+
+    const suite: Suite = {
+      name,
+      url,
+      options,
+      flagsReturnedMessages,
+      returnsUnsettled,
+      // Replaced in beforeAll by what a connected driver says of itself.
+      caps: { ...descriptor.capabilities, sharedAcrossProcesses: descriptor.url.sharedAcrossProcesses, flagsReturnedMessages, returnsUnsettled },
+      tuning: descriptor.tuning,
+      async open() {
+        const driver = await createDriver(url);
+        opened.push(driver);
+        await driver.connect();
+        return driver;
+      },
+      destinationName(prefix) {
+        const destination = uniqueName(prefix);
+        createdDestinations.add(destination);
+        return destination;
+      },
+      groupName() {
+        const group = uniqueName('group');
+        createdGroups.add(group);
+        return group;
+      },
+      subscribe(driver, destination, group, received, handle, prefetch = 100) {
+        return driver.subscribe({ destinations: [destination], group, fromBeginning: true, prefetch }, async (batch) => {
+          if (handle) return handle(batch);
+          for (const d of batch) {
+            received.add(d);
+            d.ack();
+          }
+        });
+      },
+      async sendMarker(driver, destination, received, prefix) {
+        const [marker] = makeMessages(`${prefix}-marker`, 1);
+        await driver.send(destination, [marker!]);
+        const id = marker!.headers['ce_id']!;
+        await waitFor(() => received.has(id), 30_000, `marker ${id} on ${destination}`);
+        return id;
+      },
+      batchSize: () => Math.min(100, suite.tuning.sendBatchSize),
+      partitionsFor: (n) => (suite.caps.partitions ? n : undefined),
+    };
+
+    beforeAll(async () => {
+      process.on('unhandledRejection', onUnhandled);
+      const probe = await suite.open();
+      suite.caps = { ...suite.caps, ...probe.capabilities };
+      suite.tuning = probe.tuning;
     });
+
+    afterEach(async () => {
+      const drivers = opened;
+      opened = [];
+      const results = await Promise.allSettled(drivers.map((d) => withTimeout(d.close(), 15_000, `${name} driver close()`)));
+      const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      expect(failures.map((f) => describeError(f.reason)), 'driver close() failures').toEqual([]);
+      expect(unhandled.splice(0).map(describeError), 'unhandled promise rejections').toEqual([]);
+    });
+
+    afterAll(async () => {
+      process.off('unhandledRejection', onUnhandled);
+      // After afterEach closed every driver: Kafka deletes a group only once its members left.
+      await deleteDestinations(url, createdDestinations, { groups: createdGroups });
+    });
+
+    for (const [i, c] of CASES.entries()) {
+      it(`${i + 1}. ${c.title}`, async ({ skip }) => {
+        const unmet = c.needs?.find((need) => !need.has(suite.caps));
+        if (unmet) skip(unmet.otherwise);
+        await c.run(suite);
+      });
+    }
   });
 }

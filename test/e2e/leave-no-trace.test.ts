@@ -32,9 +32,12 @@ interface Lister {
 
 async function rabbitQueuesOf(child: Background): Promise<string[]> {
   const pid = child.child.pid!;
+  const queues = JSON.parse((await run('rabbitmqctl', ['-q', 'list_queues', 'name', 'owner_pid', '--formatter', 'json'])).stdout) as Array<{ name: string; owner_pid: string }>;
+  // A tap's queue is durable (it outlives a broker restart), so no connection owns it: its name says whose it is.
+  const named = queues.filter((q) => q.name.startsWith(`payq.tap.${pid}.`)).map((q) => q.name);
+  if (named.length > 0) return named;
   const connections = JSON.parse((await run('rabbitmqctl', ['-q', 'list_connections', 'pid', 'client_properties', '--formatter', 'json'])).stdout) as Array<{ pid: string }>;
   const mine = new Set(connections.filter((c) => JSON.stringify(c).includes(`(pid ${pid})`)).map((c) => c.pid));
-  const queues = JSON.parse((await run('rabbitmqctl', ['-q', 'list_queues', 'name', 'owner_pid', '--formatter', 'json'])).stdout) as Array<{ name: string; owner_pid: string }>;
   return queues.filter((q) => mine.has(q.owner_pid)).map((q) => q.name);
 }
 

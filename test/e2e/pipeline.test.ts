@@ -78,7 +78,7 @@ for (const [name, url] of [
         await tapped;
         const working = runWorker({ scenario, timeScale: 0, seed: 9, prefetch: 200 }, { driver, clock: systemClock, signal: controller.signal });
         const produced = await produce(
-          { destination: scenario.destinationFor(scenario.entry), encode: { binding: driver.capabilities.headerBinding, sourcePrefix: '/payq/checkout', runId: prefix } },
+          { destination: scenario.destinationFor(scenario.entry), encode: { binding: driver.headerBinding, sourcePrefix: '/payq/checkout', runId: prefix } },
           { driver, clock: systemClock, source: generatedSource(new EventGenerator({ scenario, seed: SEED, payments: PAYMENTS, lifecycle: false })) },
         );
         expect(produced.acked).toBe(PAYMENTS);

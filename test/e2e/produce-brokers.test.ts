@@ -39,6 +39,8 @@ function checkAll(received: Received[], expected: Map<string, string>, prefix: '
     ids.add(id);
     if (expected.get(id) !== r.body) badBody++;
     const event = JSON.parse(r.body);
+    // On Kafka payq's own fields travel in the compact `payq` header (README "Events").
+    const published = prefix === 'ce_' ? /(?:^|;)p=(\d+)(?:;|$)/.exec(r.headers['payq'] ?? '')?.[1] : r.headers['payq-published-us'];
     const ok =
       event.id === id &&
       r.headers[`${prefix}type`] === 'order_placed' &&
@@ -46,7 +48,7 @@ function checkAll(received: Received[], expected: Map<string, string>, prefix: '
       r.headers[`${prefix}subject`] === event.payment_id &&
       r.headers[`${prefix}source`] === '/payq/checkout/producer' &&
       /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/.test(r.headers['traceparent'] ?? '') &&
-      /^\d{16}$/.test(r.headers['payq-published-us'] ?? '') &&
+      /^\d{16}$/.test(published ?? '') &&
       (r.key === undefined || r.key === event.payment_id);
     if (!ok) badHeaders++;
   }

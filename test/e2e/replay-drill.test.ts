@@ -124,7 +124,7 @@ for (const [name, url, payments] of [
         await traced1.ready;
         const working1 = runWorker({ scenario, timeScale: 0, seed: 9, prefetch: 200 }, { driver, clock: systemClock, signal: phase1.signal });
         const produced = await produce(
-          { destination: scenario.destinationFor(scenario.entry), encode: { binding: driver.capabilities.headerBinding, sourcePrefix: '/payq/drill', runId: prefix } },
+          { destination: scenario.destinationFor(scenario.entry), encode: { binding: driver.headerBinding, sourcePrefix: '/payq/drill', runId: prefix } },
           { driver, clock: systemClock, source: generatedSource(new EventGenerator({ scenario, seed: SEED, payments, lifecycle: false })) },
         );
         expect(produced.acked).toBe(payments);

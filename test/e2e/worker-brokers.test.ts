@@ -87,7 +87,7 @@ async function pipelineOn(url: string, scenario: Scenario, readerGroup: string):
     await driver.declare([{ name: entry, partitions: 3, deadLetter: true }]);
     const generator = new EventGenerator({ scenario, seed: SEED, payments: PAYMENTS, lifecycle: false });
     const produced = await produce(
-      { destination: entry, encode: { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: 'e2e' } },
+      { destination: entry, encode: { binding: driver.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: 'e2e' } },
       { driver, source: generatedSource(generator), clock: systemClock },
     );
     expect(produced.acked).toBe(PAYMENTS);

@@ -10,6 +10,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import amqplib from 'amqplib';
 import { Kafka, logLevel } from 'kafkajs';
+import { DRIVERS } from '../../src/drivers/registry.js';
 
 export interface CleanupOptions {
   /** Kafka consumer groups to delete too (RabbitMQ and memory have nothing to delete). */
@@ -28,11 +29,12 @@ function withCompanions(names: Iterable<string>): string[] {
 export async function deleteDestinations(url: string, names: Iterable<string>, options: CleanupOptions = {}): Promise<void> {
   const all = withCompanions(names);
   const scheme = /^([a-z]+):/.exec(url)?.[1];
-  if (scheme === 'memory') return; // gone with the process
+  const driver = DRIVERS.find((d) => d.url.schemes.some((s) => s.name === scheme));
+  // In process (gone with it), or nothing stored at all (ZeroMQ): nothing to delete.
+  if (driver && (!driver.url.sharedAcrossProcesses || !driver.capabilities.storedDestinations)) return;
   if (scheme === 'amqp' || scheme === 'amqps') return deleteQueues(url, all);
   if (scheme === 'kafka') return deleteTopicsAndGroups(url, all, [...(options.groups ?? [])]);
   if (scheme === 'nats') return deleteStreams(url, all);
-  if (scheme === 'zmq') return; // ZeroMQ keeps nothing
   throw new Error(`deleteDestinations: no cleanup for ${url.replace(/:[^:@/]*@/, ':***@')}`);
 }
 

@@ -66,6 +66,8 @@ function passThrough(inner: Driver, send: Driver['send']): Driver {
     name: inner.name,
     url: inner.url,
     capabilities: inner.capabilities,
+    tuning: inner.tuning,
+    headerBinding: inner.headerBinding,
     connect: () => inner.connect(),
     declare: (d) => inner.declare(d),
     exists: (d) => inner.exists(d),
@@ -115,7 +117,7 @@ async function workerAlone(scenario: Scenario, seed: number, payments: number, t
   try {
     const generator = new EventGenerator({ scenario, seed, payments, lifecycle: false });
     const produced = await produce(
-      { destination: scenario.destinationFor(scenario.entry), encode: { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: 'w' } },
+      { destination: scenario.destinationFor(scenario.entry), encode: { binding: driver.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: 'w' } },
       { driver, source: generatedSource(generator), clock: systemClock },
     );
     expect(produced.acked).toBe(payments);

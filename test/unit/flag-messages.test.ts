@@ -1,24 +1,15 @@
 /**
  * Every validation error names the flag, says what was expected and what it got: a table of bad
  * values for the numeric, duration, enum and text flags of every command, run through each
- * command's own option resolution (in process: the first thing each command does).
+ * command's option resolution (in process, as the program runs a command: options.ts runCommand).
  */
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { Output } from '../../src/cli/output.js';
 import type { CommandContext } from '../../src/cli/context.js';
-import type { CommandModule } from '../../src/cli/program.js';
+import { COMMANDS } from '../../src/cli/commands/index.js';
+import { runCommand } from '../../src/cli/options.js';
 import { UsageError } from '../../src/errors.js';
-
-const modules: Record<string, () => Promise<CommandModule>> = {
-  produce: () => import('../../src/cli/commands/produce.js'),
-  consume: () => import('../../src/cli/commands/consume.js'),
-  worker: () => import('../../src/cli/commands/worker.js'),
-  trace: () => import('../../src/cli/commands/trace.js'),
-  'replay-dlq': () => import('../../src/cli/commands/replay-dlq.js'),
-  bench: () => import('../../src/cli/commands/bench.js'),
-  report: () => import('../../src/cli/commands/report.js'),
-};
 
 const WHOLE = /must be a whole number/;
 const DURATION = /must be a duration/;
@@ -128,11 +119,11 @@ const flagName = (key: string) => (key === 'jsonFile' ? '--json FILE' : `--${key
 
 describe('validation messages name the flag, the expected form and the value', () => {
   it.each(cases)('%s --%s %j', async (command, key, value, expected) => {
-    const mod = await modules[command]!();
+    const description = COMMANDS.find((c) => c.name === command)!;
     const flags: Record<string, unknown> = { [key]: value };
     // A broker that is never reached: the options are refused before anything connects.
     if (command !== 'report' && command !== 'bench') flags['broker'] = 'kafka://127.0.0.1:1';
-    const error = await mod.run(flags, ctx()).then(
+    const error = await runCommand(description, flags, ctx()).then(
       () => undefined,
       (err: unknown) => err,
     );

@@ -6,7 +6,7 @@ import { natsConfig } from '../../src/drivers/nats/config.js';
 import { mapNatsError } from '../../src/drivers/nats/errors.js';
 import { decodeValue, encodeValue, fromNatsHeaders, KEY_HEADER, toNatsHeaders } from '../../src/drivers/nats/headers.js';
 import { consumerName, publishSubject, streamName, streamSubject, typeTokenOf, validateDestination } from '../../src/drivers/nats/layout.js';
-import { deliveryCount } from '../../src/drivers/nats/subscription.js';
+import { deliveryCount, streamSequence } from '../../src/drivers/nats/subscription.js';
 import { parseBrokerUrl } from '../../src/drivers/url.js';
 import { AuthError, BrokerUnavailableError, ConfigError, DeliveryError, TopologyError } from '../../src/errors.js';
 
@@ -83,6 +83,19 @@ describe('NATS ack subjects and errors', () => {
     expect(deliveryCount('$JS.ACK.S.C.3.5.9.1795709320961777166.0')).toBe(3);
     expect(deliveryCount('$JS.ACK.dom.ACCHASH.S.C.2.5.9.1795709320961777166.0.tok')).toBe(2);
     expect(deliveryCount(undefined)).toBe(1);
+  });
+
+  it('reads the stream sequence (where a re-created tap starts after) from both formats', () => {
+    expect(streamSequence('$JS.ACK.S.C.1.5.5.1795709320961777166.0')).toBe(5);
+    expect(streamSequence('$JS.ACK.dom.ACCHASH.S.C.2.17.9.1795709320961777166.0.tok')).toBe(17);
+    expect(streamSequence('_INBOX.x.1')).toBe(0);
+    expect(streamSequence(undefined)).toBe(0);
+  });
+
+  it('a publish whose acknowledgement timed out is unconfirmed (the server may hold it), a lookup that timed out is not', () => {
+    const send = mapNatsError(new TimeoutError(), { operation: 'send', url: 'nats://h:1' });
+    expect(send).toMatchObject({ unconfirmed: true, retriable: true });
+    expect(mapNatsError(new TimeoutError(), { operation: 'exists', url: 'nats://h:1' })).toMatchObject({ unconfirmed: false, retriable: true });
   });
 
   it('maps client errors onto exit codes, naming the broker by its redacted URL', () => {

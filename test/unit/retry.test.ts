@@ -136,13 +136,27 @@ describe('retry', () => {
 });
 
 describe('HandlerFailures', () => {
-  it('pauses longer after each consecutive failure and starts over after a success', () => {
-    const failures = new HandlerFailures();
-    const first = [failures.failed(), failures.failed(), failures.failed()];
-    expect(first).toEqual(take(3, backoffDelays(HANDLER_FAILURE_BACKOFF)));
-    expect(first[0]).toBeLessThan(first[2]!);
+  it('pauses longer after each consecutive failure and starts over after a success', async () => {
+    const clock = fakeClock();
+    const failures = new HandlerFailures(clock);
+    for (let i = 0; i < 8; i++) await failures.failed();
     failures.succeeded();
-    expect(failures.failed()).toBe(first[0]);
-    for (let i = 0; i < 20; i++) expect(failures.failed()).toBeLessThanOrEqual(HANDLER_FAILURE_BACKOFF.maxMs);
+    await failures.failed();
+    const expected = take(8, backoffDelays(HANDLER_FAILURE_BACKOFF));
+    expect(clock.slept).toEqual([...expected, expected[0]]);
+    expect(expected[0]).toBeLessThan(expected[1]!);
+    expect(Math.max(...expected)).toBe(HANDLER_FAILURE_BACKOFF.maxMs);
+  });
+
+  it('ends a pause under way and skips later ones once stopped', async () => {
+    const failures = new HandlerFailures();
+    const pausing = failures.failed();
+    failures.stop();
+    await pausing; // the system clock's 50 ms timer is cleared, not waited for
+    const clock = fakeClock();
+    const stopped = new HandlerFailures(clock);
+    stopped.stop();
+    await stopped.failed();
+    expect(clock.slept).toEqual([]);
   });
 });

@@ -35,7 +35,9 @@ function manualClock(): Clock & { sleeping: (() => void)[] } {
 function fakeDriver(sent: OutgoingMessage[]): Driver {
   return {
     name: 'fake',
-    capabilities: { headerBinding: 'kafka', sendBatchSize: 100 },
+    capabilities: {},
+    headerBinding: 'kafka',
+    tuning: { sendBatchSize: 100, sendMaxInFlight: 1 },
     send: (_destination: string, messages: OutgoingMessage[]) => {
       sent.push(...messages);
       return Promise.resolve();
@@ -164,9 +166,9 @@ describe('StageRunner', () => {
       const entry = checkout.destinationFor(checkout.entry);
       const produced = await produce(
         { destination: entry, encode: { binding: 'kafka', sourcePrefix: '/payq/checkout', runId: 'unit' } },
-        { driver, source: generatedSource(new EventGenerator({ scenario: checkout, seed: 4, payments: 400, lifecycle: false })), clock: systemClock },
+        { driver, source: generatedSource(new EventGenerator({ scenario: checkout, seed: 4, payments: 2000, lifecycle: false })), clock: systemClock },
       );
-      expect(produced.acked).toBe(400);
+      expect(produced.acked).toBe(2000);
       const controller = new AbortController();
       let latest: WorkerProgress | undefined;
       const running = runWorker(
@@ -182,7 +184,7 @@ describe('StageRunner', () => {
         expect(s.handled + s.dead_lettered_total, s.stage).toBe(s.received);
         expect(s.nacked, s.stage).toBe(0);
       }
-      expect(result.stages[0]!.received).toBeLessThan(400);
+      expect(result.stages[0]!.received).toBeLessThan(2000);
     } finally {
       await driver.close();
     }

@@ -96,7 +96,7 @@ async function runPipeline(options: PipelineOptions): Promise<PipelineRun> {
   const entry = scenario.destinationFor(scenario.entry);
   const generator = new EventGenerator({ scenario, seed: options.seed, payments: options.payments, lifecycle: false });
   const produced = await produce(
-    { destination: entry, encode: { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: 'unit' } },
+    { destination: entry, encode: { binding: driver.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: 'unit' } },
     { driver, source: generatedSource(generator), clock: systemClock },
   );
   expect(produced.acked).toBe(options.payments);
@@ -375,6 +375,8 @@ describe('runWorker on memory://', () => {
       name: inner.name,
       url: inner.url,
       capabilities: inner.capabilities,
+      tuning: inner.tuning,
+      headerBinding: inner.headerBinding,
       connect: () => inner.connect(),
       declare: (specs) => inner.declare(specs),
       exists: (names) => inner.exists(names),

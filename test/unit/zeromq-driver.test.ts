@@ -1,7 +1,7 @@
 /** The ZeroMQ driver's pure parts (frames, URL) and its refusals, which need no socket. */
 import { describe, expect, it } from 'vitest';
 import { zmqConfig } from '../../src/drivers/zeromq/config.js';
-import { ZMQ_CAPABILITIES } from '../../src/drivers/zeromq/zeromq-driver.js';
+import { ZMQ_DRIVER } from '../../src/drivers/zeromq/descriptor.js';
 import { decodeFrames, encodeMessage, probeTopic } from '../../src/drivers/zeromq/wire.js';
 import { createDriver } from '../../src/drivers/registry.js';
 import { parseBrokerUrl } from '../../src/drivers/url.js';
@@ -42,7 +42,7 @@ describe('ZeroMQ URL', () => {
 
 describe('ZeroMQ capabilities and refusals', () => {
   it('declares what a brokerless transport lacks', () => {
-    expect(ZMQ_CAPABILITIES).toMatchObject({ persistence: false, replayFromBeginning: false, consumerGroups: false, nativeDeadLetter: false, partitions: false });
+    expect(ZMQ_DRIVER.capabilities).toMatchObject({ persistence: false, replayFromBeginning: false, consumerGroups: false, nativeDeadLetter: false, partitions: false });
   });
 
   it('operations that need stored messages fail at once with exit 2 and say why', async () => {

@@ -10,7 +10,7 @@ import { loadScenario } from '../../events/scenario.js';
 import { DEAD_LETTER_REASONS } from '../../core/worker.js';
 import { benchReportKeys, checkAssertionKeys, evaluateAssertions, parseAssertion, type AssertionOutcome } from '../../metrics/assert.js';
 import { buildReport, type Report } from '../../metrics/report.js';
-import { METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, listSchema, nonNegativeSchema, onOffSchema, rateSchema, shardSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -19,25 +19,6 @@ import { renderHtmlReport } from '../html-report.js';
 import { LiveBenchMetrics, serveMetrics } from '../live-metrics.js';
 import { countOf } from '../../text.js';
 import { checkWritable, saveOutput, writeOutput } from './report.js';
-
-const onOff = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
-  if (typeof v === 'boolean') return v;
-  if (/^(on|true|yes|1)$/i.test(v)) return true;
-  if (/^(off|false|no|0)$/i.test(v)) return false;
-  ctx.addIssue({ code: 'custom', message: `must be on or off (got '${v}')` });
-  return z.NEVER;
-});
-
-const nonNegativeNumber = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const n = typeof v === 'number' ? v : /^\s*\d+(\.\d+)?\s*$/.test(v) ? Number(v) : NaN;
-  if (!(n >= 0) || !Number.isFinite(n)) {
-    ctx.addIssue({ code: 'custom', message: `must be a number of 0 or more, e.g. 0.5 (got '${v}')` });
-    return z.NEVER;
-  }
-  return n;
-});
-
-const list = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : [v]));
 
 /** `5%` or `5` → 0.05; more than 0, less than 100%. */
 const percentFraction = z.union([z.number(), z.string()]).transform((v, ctx) => {
@@ -50,37 +31,38 @@ const percentFraction = z.union([z.number(), z.string()]).transform((v, ctx) => 
 });
 const fileName = z.string().min(1);
 
-const benchSchema = z.strictObject({
+export const schema = z.strictObject({
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
   /** `--json FILE`: the positional after --json (see the command's preAction hook). */
   jsonFile: fileName.optional(),
   markdown: fileName.optional(),
   html: fileName.optional(),
-  assert: list.default([]),
-  scenario: z.string().default('checkout'),
+  assert: listSchema.default([]),
+  scenario: z.string(),
   duration: durationSchema.optional(),
   count: wholeNumber(1).optional(),
-  warmup: durationOrZero.default(BENCH_DEFAULTS.warmupMs),
+  warmup: durationOrZero,
   rate: rateSchema.optional(),
-  producers: wholeNumber(1, 64).default(BENCH_DEFAULTS.producers),
-  consumers: wholeNumber(1, 100_000).default(BENCH_DEFAULTS.consumers),
+  producers: wholeNumber(1, 64),
+  consumers: wholeNumber(1, 100_000),
   seed: wholeNumber(0, 2 ** 31 - 1).optional(),
-  timeScale: nonNegativeNumber.default(1),
-  failures: onOff.default(true),
+  timeScale: nonNegativeSchema,
+  failures: onOffSchema,
   maxBacklog: wholeNumber(1).optional(),
-  drainTimeout: durationSchema.default(BENCH_DEFAULTS.drainTimeoutMs),
-  partitions: wholeNumber(1, 10_000).default(6),
-  size: wholeNumber(0, 1024 * 1024).default(0),
+  drainTimeout: durationSchema,
+  partitions: wholeNumber(1, 10_000),
+  size: wholeNumber(0, 1024 * 1024),
   runId: z.string().regex(/^[A-Za-z0-9._-]{1,56}$/, 'must be letters, digits, . _ - (at most 56)').optional(),
-  role: z.enum(BENCH_ROLES, { message: `must be one of ${BENCH_ROLES.join(', ')}` }).default('all'),
-  idleTimeout: durationSchema.default(BENCH_DEFAULTS.idleTimeoutMs),
-  startTimeout: durationSchema.default(BENCH_DEFAULTS.startTimeoutMs),
+  shard: shardSchema.optional(),
+  role: z.enum(BENCH_ROLES, { message: `must be one of ${BENCH_ROLES.join(', ')}` }),
+  idleTimeout: durationSchema,
+  startTimeout: durationSchema,
   findMax: flagSchema.default(false),
-  minRate: rateSchema.default(10),
+  minRate: rateSchema,
   maxRate: rateSchema.optional(),
-  precision: percentFraction.default(0.05),
-  maxDuration: durationSchema.default(600_000),
+  precision: percentFraction,
+  maxDuration: durationSchema,
   ...METRICS_OPTIONS,
 });
 
@@ -93,13 +75,7 @@ function progressText(p: BenchProgress): string {
   return p.phase === 'drain' ? `draining · ${what}` : `${s} s · ${what}`;
 }
 
-export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
-  const o = resolveOptions(benchSchema, {
-    command: 'bench',
-    flags,
-    env: ctx.env,
-    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
-  });
+export async function run(o: z.output<typeof schema>, ctx: CommandContext): Promise<void> {
   const out = ctx.out;
   if (o.count !== undefined && o.duration !== undefined) throw new UsageError('--count and --duration exclude each other');
   if (o.jsonFile !== undefined && !o.json) throw new UsageError(`unexpected argument '${o.jsonFile}'`, { hint: 'did you mean --json FILE?' });
@@ -116,6 +92,11 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   if (o.role !== 'all' && (o.broker !== undefined && !sharedAcrossProcesses(o.broker))) {
     throw new UsageError(`--role ${o.role} spreads a run over processes through the broker; memory:// lives inside one process`, {
       hint: 'use kafka:// or amqp://, or run every part in one process (no --role)',
+    });
+  }
+  if (o.shard !== undefined && o.role !== 'producer' && o.role !== 'tracer') {
+    throw new UsageError(`--shard splits a producer or tracer part (--role producer or --role tracer), not ${o.role === 'all' ? 'a one-process run' : `--role ${o.role}`}`, {
+      hint: o.role === 'worker' ? "workers of one scenario already share its consumer groups: start as many as you like" : undefined,
     });
   }
   const assertions = o.assert.map(parseAssertion);
@@ -175,6 +156,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
           runId: stepRunId,
           size: o.size,
           role: o.role,
+          shard: o.shard,
           idleTimeoutMs: o.idleTimeout,
           startTimeoutMs: o.startTimeout,
         },

@@ -1,6 +1,6 @@
 import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
-import { consume, DEFAULT_START_TIMEOUT_MS, type ConsumedMessage, type ConsumeResult } from '../../core/consume.js';
+import { consume, type ConsumedMessage, type ConsumeResult } from '../../core/consume.js';
 import { describeReadMode, modeLine, readMode, type ReadMode } from '../../core/read-mode.js';
 import { openDriver } from '../connect.js';
 import type { Driver } from '../../drivers/types.js';
@@ -8,7 +8,7 @@ import { InterruptedError, UsageError } from '../../errors.js';
 import { CURRENCY_EXPONENT } from '../../events/currencies.js';
 import { checkCorrelateDestinations, decodeOptionsOf, getPath } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
-import { brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
+import { brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, wholeNumber } from '../options.js';
 import type { Output } from '../output.js';
 import type { CommandContext } from '../context.js';
 import { formatCount, keyValueTable } from '../render.js';
@@ -23,11 +23,11 @@ function listOf(item: z.ZodString) {
     .pipe(z.array(item).min(1, 'needs at least one name'));
 }
 
-const consumeSchema = z.strictObject({
+export const schema = z.strictObject({
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
   topic: listOf(destinationSchema).optional(),
-  scenario: z.string().default('checkout'),
+  scenario: z.string(),
   group: z.string().regex(/^[A-Za-z0-9._:-]{1,200}$/, 'must be letters, digits, . _ : - (at most 200)').optional(),
   fromBeginning: flagSchema.default(false),
   type: listOf(z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, 'event types are letters, digits, _ . : -')).optional(),
@@ -42,19 +42,13 @@ const consumeSchema = z.strictObject({
   exchange: z.string().min(1).max(255).optional(),
   binding: z.string().max(255).optional(),
   streamOffset: z.string().min(1).optional(),
-  startTimeout: durationSchema.default(DEFAULT_START_TIMEOUT_MS),
+  startTimeout: durationSchema,
 });
 
 /** Warnings about bodies that are not JSON, one per message up to this many. */
 const MAX_PROBLEM_WARNINGS = 10;
 
-export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
-  const o = resolveOptions(consumeSchema, {
-    command: 'consume',
-    flags,
-    env: ctx.env,
-    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
-  });
+export async function run(o: z.output<typeof schema>, ctx: CommandContext): Promise<void> {
   const out = ctx.out;
   if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER');
   if (!sharedAcrossProcesses(o.broker)) {

@@ -134,6 +134,7 @@ export async function produceInThreads(
     sent: sum((r) => r.sent),
     acked: sum((r) => r.acked),
     failed: sum((r) => r.failed),
+    unconfirmed: sum((r) => r.unconfirmed),
     bytesAcked: sum((r) => r.bytes_acked),
     elapsedS,
     paced: parts[0]!.result.publish_delay !== undefined,

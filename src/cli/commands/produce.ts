@@ -9,27 +9,16 @@ import { openDriver } from '../connect.js';
 import { ConfigError, DataError, InterruptedError, UsageError } from '../../errors.js';
 import { EventGenerator, type GeneratedEvent, type Shard } from '../../events/generator.js';
 import { loadScenario } from '../../events/scenario.js';
-import { METRICS_OPTIONS, brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, shardSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, formatRate, keyValueTable } from '../render.js';
 import { countOf } from '../../text.js';
 import { produceInThreads } from './produce-procs.js';
+import { DEFAULT_COUNT } from './produce.command.js';
 import { CommandMetrics, serveMetrics } from '../live-metrics.js';
 import { sharedAcrossProcesses } from '../../drivers/url.js';
-
-/** `i/N`, 1 ≤ i ≤ N: shard i of N of the seeded stream (README: "payq produce", --shard). */
-const shardSchema = z.union([z.number(), z.string()]).transform((v, ctx): Shard => {
-  const m = /^\s*(\d{1,6})\s*\/\s*(\d{1,6})\s*$/.exec(String(v));
-  const index = m ? Number(m[1]) : NaN;
-  const count = m ? Number(m[2]) : NaN;
-  if (!(count >= 1 && index >= 1 && index <= count)) {
-    ctx.addIssue({ code: 'custom', message: `must be i/N with 1 ≤ i ≤ N, e.g. 1/3 (got '${v}')` });
-    return z.NEVER;
-  }
-  return { index, count };
-});
 
 /** A number of threads, or `auto`: one per core (os.availableParallelism()). */
 const procsSchema = z.union([z.number(), z.string()]).transform((v, ctx): number => {
@@ -42,7 +31,7 @@ const procsSchema = z.union([z.number(), z.string()]).transform((v, ctx): number
   return n;
 });
 
-const produceSchema = z.strictObject({
+export const schema = z.strictObject({
   ...METRICS_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
@@ -51,22 +40,20 @@ const produceSchema = z.strictObject({
   duration: durationSchema.optional(),
   rate: rateSchema.optional(),
   seed: wholeNumber(0).optional(),
-  scenario: z.string().default('checkout'),
+  scenario: z.string(),
   lifecycle: flagSchema.default(false),
   fromFile: z.string().min(1, "must be a file name, or '-' for stdin").optional(),
   skipLines: wholeNumber(0).optional(),
-  typeField: z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or meta.type').default('event'),
-  size: wholeNumber(0, 1024 * 1024).default(0),
-  partitions: wholeNumber(1, 10_000).default(6),
+  typeField: z.string().regex(/^[A-Za-z0-9_$][A-Za-z0-9_$.-]*$/, 'must be a field path such as event or meta.type'),
+  size: wholeNumber(0, 1024 * 1024),
+  partitions: wholeNumber(1, 10_000),
   dryRun: flagSchema.default(false),
   runId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be letters, digits, . _ - (at most 64)').optional(),
   batchSize: wholeNumber(1, 100_000).optional(),
   maxInFlight: wholeNumber(1, 1024).optional(),
   shard: shardSchema.optional(),
-  procs: procsSchema.default(1),
+  procs: procsSchema,
 });
-
-const DEFAULT_COUNT = 1000;
 
 /** Payments of shard i/N among `payments`: those at positions ≡ i − 1 mod N. */
 function shardPayments(payments: number, shard: Shard | undefined): number {
@@ -74,13 +61,7 @@ function shardPayments(payments: number, shard: Shard | undefined): number {
   return Math.max(0, Math.ceil((payments - (shard.index - 1)) / shard.count));
 }
 
-export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
-  const o = resolveOptions(produceSchema, {
-    command: 'produce',
-    flags,
-    env: ctx.env,
-    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
-  });
+export async function run(o: z.output<typeof schema>, ctx: CommandContext): Promise<void> {
   if (o.count !== undefined && o.duration !== undefined) throw new UsageError('--count and --duration exclude each other');
   if (o.fromFile !== undefined && o.lifecycle) throw new UsageError('--lifecycle generates events; it does not apply to --from-file');
   if (o.fromFile !== undefined && o.size > 0) throw new UsageError('--size pads generated events; it does not apply to --from-file (your bodies are sent as written)');
@@ -169,7 +150,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const driver = await openDriver(brokerUrl, ctx.out);
   const runId = o.runId ?? randomBytes(6).toString('hex');
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
-  const encode = { binding: driver.capabilities.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId };
+  const encode = { binding: driver.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId };
   const produceOptions = { destination: topic, rate: shardRate, durationMs: o.duration, batchSize: o.batchSize, maxInFlight: o.maxInFlight, encode };
   const onProgress = (p: { sent: number; acked: number; failed: number; elapsedMs: number }) => {
     produceFigures(p);
@@ -244,6 +225,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     sent: result.sent,
     acked: result.acked,
     failed: result.failed,
+    unconfirmed: result.unconfirmed,
     not_sent:
       Number.isFinite(payments) && o.fromFile === undefined && !o.lifecycle ? Math.max(0, shardPayments(payments, o.shard) - result.sent) : null,
     bytes_acked: result.bytes_acked,
@@ -271,6 +253,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     ['sent', formatCount(result.sent)],
     ['acked', result.acked === result.sent ? c.green(formatCount(result.acked)) : c.yellow(formatCount(result.acked))],
     ['failed', result.failed === 0 ? '0' : c.red(formatCount(result.failed))],
+    ...(result.unconfirmed > 0 ? ([['unconfirmed', `${formatCount(result.unconfirmed)} of the failed (the broker may have stored them)`]] as [string, string][]) : []),
     ['elapsed', `${result.elapsed_s} s`],
     ['throughput', `${formatRate(result.events_per_s)} events/s · ${result.mb_per_s} MB/s`],
     ['publish latency', formatLatency(result.publish_latency)],

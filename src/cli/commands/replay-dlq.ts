@@ -1,12 +1,13 @@
 import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
-import { existingDestinations, REPLAY_DEFAULTS, replayDlq, type ReplayResult } from '../../core/replay.js';
+import { existingDestinations, replayDlq, type ReplayResult } from '../../core/replay.js';
 import { parseFilters } from '../../core/replay-select.js';
 import { openDriver } from '../connect.js';
 import { DataError, InterruptedError, TopologyError, UsageError } from '../../errors.js';
+import { DEFAULT_DECODE } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
-import { brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, resolveOptions, wholeNumber } from '../options.js';
+import { brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -21,10 +22,10 @@ const nameList = z.union([z.string(), z.array(z.string())]).transform((v) =>
   (Array.isArray(v) ? v : [v]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter((s) => s !== ''),
 );
 
-const replaySchema = z.strictObject({
+export const schema = z.strictObject({
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
-  scenario: z.string().default('checkout'),
+  scenario: z.string(),
   dlq: nameList.pipe(z.array(destinationSchema)).optional(),
   to: destinationSchema.optional(),
   dryRun: flagSchema.default(false),
@@ -33,25 +34,19 @@ const replaySchema = z.strictObject({
   until: z.string().min(1).optional(),
   limit: wholeNumber(1).optional(),
   rate: rateSchema.optional(),
-  maxReplays: wholeNumber(0, 1_000_000).default(REPLAY_DEFAULTS.maxReplays),
+  maxReplays: wholeNumber(0, 1_000_000),
   parkUnresolved: flagSchema.default(false),
-  maxBytes: wholeNumber(1, 2 ** 31).default(REPLAY_DEFAULTS.maxBytes),
-  idleTimeout: durationSchema.default(REPLAY_DEFAULTS.idleTimeoutMs),
-  group: z.string().regex(/^[A-Za-z0-9._:-]{1,200}$/, 'must be letters, digits, . _ : - (at most 200)').default(REPLAY_DEFAULTS.group),
-  window: wholeNumber(1, 65_535).default(REPLAY_DEFAULTS.window),
-  typeField: fieldPath.default('event'),
-  correlate: fieldPath.default('payment_id'),
+  maxBytes: wholeNumber(1, 2 ** 31),
+  idleTimeout: durationSchema,
+  group: z.string().regex(/^[A-Za-z0-9._:-]{1,200}$/, 'must be letters, digits, . _ : - (at most 200)'),
+  window: wholeNumber(1, 65_535),
+  typeField: fieldPath,
+  correlate: fieldPath,
 });
 
 const MAX_PROBLEM_LINES = 20;
 
-export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
-  const o = resolveOptions(replaySchema, {
-    command: 'replay-dlq',
-    flags,
-    env: ctx.env,
-    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
-  });
+export async function run(o: z.output<typeof schema>, ctx: CommandContext): Promise<void> {
   if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER');
   if (!sharedAcrossProcesses(o.broker)) {
     throw new UsageError('replay-dlq cannot reach memory:// from another process: the memory broker lives inside one process; use kafka:// or amqp://');
@@ -61,7 +56,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   const scenario = o.dlq === undefined ? loadScenario(o.scenario) : undefined;
   const candidates = o.dlq ?? scenario!.destinations.map((d) => `${d}.dlq`);
   if (candidates.length === 0) throw new UsageError('--dlq needs a name');
-  const plainEvents = o.typeField !== 'event' || o.correlate !== 'payment_id';
+  const plainEvents = o.typeField !== DEFAULT_DECODE.typeField || o.correlate !== DEFAULT_DECODE.correlate;
 
   const out = ctx.out;
   const driver = await openDriver(o.broker, ctx.out);

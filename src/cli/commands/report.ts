@@ -7,12 +7,10 @@ import { compareReports } from '../../metrics/compare.js';
 import { mergeNamedReports } from '../../metrics/merge.js';
 import { parseReport, type Report } from '../../metrics/report.js';
 import type { Output } from '../output.js';
-import { flagSchema, resolveOptions } from '../options.js';
+import { flagSchema, listSchema } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { renderHtmlReport } from '../html-report.js';
 import { assertionLines, benchReportMarkdown, benchReportText, comparisonMarkdown, comparisonTable } from '../render.js';
-
-const list = z.union([z.string(), z.array(z.string())]).transform((v) => (Array.isArray(v) ? v : [v]));
 
 const percent = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const n = typeof v === 'number' ? v : /^\s*\d+(\.\d+)?%?\s*$/.test(v) ? Number(v.replace('%', '')) : NaN;
@@ -23,17 +21,17 @@ const percent = z.union([z.number(), z.string()]).transform((v, ctx) => {
   return n;
 });
 
-const reportSchema = z.strictObject({
+export const schema = z.strictObject({
   json: flagSchema.default(false),
-  files: list.default([]),
+  files: listSchema.default([]),
   merge: flagSchema.default(false),
   allowMixed: flagSchema.default(false),
   compare: z.string().min(1).optional(),
   failOnRegression: percent.optional(),
-  threshold: percent.default(5),
+  threshold: percent,
   markdown: z.string().min(1).optional(),
   html: z.string().min(1).optional(),
-  assert: list.default([]),
+  assert: listSchema.default([]),
 });
 
 function readReport(file: string): Report {
@@ -46,13 +44,7 @@ function readReport(file: string): Report {
   return parseReport(text, file);
 }
 
-export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
-  const o = resolveOptions(reportSchema, {
-    command: 'report',
-    flags,
-    env: ctx.env,
-    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
-  });
+export async function run(o: z.output<typeof schema>, ctx: CommandContext): Promise<void> {
   const out = ctx.out;
   if (o.files.length === 0) throw new UsageError('no report files given', { hint: 'payq report FILE... (reports written by payq bench --json FILE)' });
   if (o.failOnRegression !== undefined && o.compare === undefined) throw new UsageError('--fail-on-regression goes with --compare BASELINE');

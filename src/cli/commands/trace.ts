@@ -6,7 +6,7 @@ import { openDriver } from '../connect.js';
 import { DataError, InterruptedError, UsageError } from '../../errors.js';
 import { checkCorrelateDestinations, decodeOptionsOf } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
-import { METRICS_OPTIONS, brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, shardSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, keyValueTable, issuesTable } from '../render.js';
@@ -14,15 +14,17 @@ import { countOf } from '../../text.js';
 import { CommandMetrics, serveMetrics } from '../live-metrics.js';
 import type { LatencyHistogram } from '../../metrics/histogram.js';
 import { sharedAcrossProcesses } from '../../drivers/url.js';
+import { DEFAULT_SCENARIO } from './describe.js';
+import { EXPECT_IDLE_TIMEOUT_MS } from './trace.command.js';
 
-const traceSchema = z.strictObject({
+export const schema = z.strictObject({
   ...METRICS_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
   scenario: z.string().optional(),
   topic: z.array(destinationSchema).default([]),
   fromBeginning: flagSchema.default(false),
-  stuckAfter: durationSchema.default(30_000),
+  stuckAfter: durationSchema,
   expect: z
     .string()
     .transform((v) => v.split(',').map((t) => t.trim()).filter(Boolean))
@@ -31,7 +33,7 @@ const traceSchema = z.strictObject({
   payment: z.string().min(1).optional(),
   runId: z.string().min(1).optional(),
   idleTimeout: durationSchema.optional(),
-  startTimeout: durationSchema.default(60_000),
+  startTimeout: durationSchema,
   duration: durationSchema.optional(),
   untilFinished: wholeNumber(1).optional(),
   typeField: fieldPathSchema.optional(),
@@ -42,15 +44,10 @@ const traceSchema = z.strictObject({
   exchange: z.string().min(1).max(255).optional(),
   binding: z.string().max(255).optional(),
   streamOffset: z.string().min(1).optional(),
+  shard: shardSchema.optional(),
 });
 
-export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
-  const o = resolveOptions(traceSchema, {
-    command: 'trace',
-    flags,
-    env: ctx.env,
-    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
-  });
+export async function run(o: z.output<typeof schema>, ctx: CommandContext): Promise<void> {
   if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER');
   if (!sharedAcrossProcesses(o.broker)) {
     throw new UsageError('trace cannot watch memory:// from another process: the memory broker lives inside one process (payq bench runs a tracer in-process); use kafka:// or amqp://');
@@ -61,7 +58,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
     throw new UsageError(`--expect '${o.expect.join(',')}': an empty event type (expected TYPE,TYPE or TYPE|TYPE for alternatives)`);
   }
   // Own events on own topics need no scenario; otherwise the scenario names the destinations.
-  const scenario = o.scenario !== undefined || (o.topic.length === 0 && o.exchange === undefined) ? loadScenario(o.scenario ?? 'checkout') : undefined;
+  const scenario = o.scenario !== undefined || (o.topic.length === 0 && o.exchange === undefined) ? loadScenario(o.scenario ?? DEFAULT_SCENARIO) : undefined;
   // An expectation the scenario can never meet would fail every payment, or worse pass unchecked.
   const unproducible = scenario && o.expect ? unproducibleExpected(scenario, o.expect) : [];
   if (scenario && unproducible.length > 0) {
@@ -71,7 +68,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   }
   const destinations = o.exchange !== undefined ? [o.exchange] : o.topic.length > 0 ? o.topic : scenario!.destinations;
   // With --expect and no end condition, end once the pipeline has been quiet for a while.
-  const idleTimeoutMs = o.idleTimeout ?? (o.expect && o.duration === undefined ? Math.max(5_000, (o.within ?? 0) + 1_000) : undefined);
+  const idleTimeoutMs = o.idleTimeout ?? (o.expect && o.duration === undefined ? Math.max(EXPECT_IDLE_TIMEOUT_MS, (o.within ?? 0) + 1_000) : undefined);
   if (o.correlate) checkCorrelateDestinations(o.correlate, destinations);
 
   const out = ctx.out;
@@ -108,13 +105,15 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
         durationMs: o.duration,
         untilFinished: o.untilFinished,
         mode,
+        shard: o.shard,
       },
       {
         driver,
         clock: systemClock,
         signal: ctx.signal,
         // The first line says how payq reads (README "How payq reads a destination it did not build").
-        onReady: () => out.info(`trace: watching ${destinations.join(', ')} on ${o.broker!.redacted} ${modeLine(mode, driver)}`),
+        onReady: () =>
+          out.info(`trace: watching ${destinations.join(', ')} on ${o.broker!.redacted} ${modeLine(mode, driver)}${o.shard ? ` · shard ${o.shard.index}/${o.shard.count}` : ''}`),
         onHistograms: (h) => {
           live.histogram('payq_end_to_end_latency_seconds', "a payment's first event published to its last", h.endToEnd);
           hopsOf = h.hops;
@@ -138,7 +137,7 @@ export async function run(flags: Record<string, unknown>, ctx: CommandContext): 
   await metrics.stop(ctx.signal);
 
   const { histograms: _h, ...report } = result;
-  if (o.json) out.data(`${JSON.stringify({ schema: 'payq.trace/v1', broker: o.broker.redacted, destinations, scenario: scenario?.name ?? null, ...report }, null, 2)}\n`);
+  if (o.json) out.data(`${JSON.stringify({ schema: 'payq.trace/v1', broker: o.broker.redacted, destinations, scenario: scenario?.name ?? null, shard: o.shard ? `${o.shard.index}/${o.shard.count}` : null, ...report }, null, 2)}\n`);
   else render(result, ctx, o.payment);
   if (result.events.correlated_by_key > 0) {
     out.warn(

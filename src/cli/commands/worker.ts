@@ -1,12 +1,12 @@
 import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
-import { runWorker, selectStages, WORKER_DEFAULTS, type StageStats, type WorkerResult } from '../../core/worker.js';
+import { runWorker, selectStages, type StageStats, type WorkerResult } from '../../core/worker.js';
 import { openDriver } from '../connect.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
 import { encodeHistogram } from '../../metrics/histogram.js';
-import { METRICS_OPTIONS, brokerSchema, durationSchema, flagSchema, resolveOptions, wholeNumber } from '../options.js';
+import { METRICS_OPTIONS, brokerSchema, durationSchema, flagSchema, nonNegativeSchema, onOffSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -14,14 +14,6 @@ import { fitTable, formatCount, formatRate } from '../render.js';
 import { countOf } from '../../text.js';
 import { CommandMetrics, serveMetrics } from '../live-metrics.js';
 import { sharedAcrossProcesses } from '../../drivers/url.js';
-
-const onOffSchema = z.union([z.boolean(), z.string()]).transform((v, ctx) => {
-  if (typeof v === 'boolean') return v;
-  if (/^(on|true|yes|1)$/i.test(v)) return true;
-  if (/^(off|false|no|0)$/i.test(v)) return false;
-  ctx.addIssue({ code: 'custom', message: `must be on or off (got '${v}')` });
-  return z.NEVER;
-});
 
 /** `--stage a --stage b`, `--stage a,b`, or a list in a config file. */
 const stageListSchema = z.union([z.string(), z.array(z.string())]).transform((v, ctx) => {
@@ -33,37 +25,22 @@ const stageListSchema = z.union([z.string(), z.array(z.string())]).transform((v,
   return names;
 });
 
-const timeScaleSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const n = typeof v === 'number' ? v : /^\s*\d+(\.\d+)?\s*$/.test(v) ? Number(v) : NaN;
-  if (!(n >= 0) || !Number.isFinite(n)) {
-    ctx.addIssue({ code: 'custom', message: `must be a number of 0 or more, e.g. 0.5 (got '${v}')` });
-    return z.NEVER;
-  }
-  return n;
-});
-
-const workerSchema = z.strictObject({
+export const schema = z.strictObject({
   ...METRICS_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
-  scenario: z.string().default('checkout'),
+  scenario: z.string(),
   stage: stageListSchema.optional(),
-  prefetch: wholeNumber(1, 100_000).default(WORKER_DEFAULTS.prefetch),
-  seed: wholeNumber(0).default(WORKER_DEFAULTS.seed),
-  failures: onOffSchema.default(WORKER_DEFAULTS.failures),
-  timeScale: timeScaleSchema.default(WORKER_DEFAULTS.timeScale),
+  prefetch: wholeNumber(1, 100_000),
+  seed: wholeNumber(0),
+  failures: onOffSchema,
+  timeScale: nonNegativeSchema,
   duration: durationSchema.optional(),
   idleTimeout: durationSchema.optional(),
-  partitions: wholeNumber(1, 10_000).default(WORKER_DEFAULTS.partitions),
+  partitions: wholeNumber(1, 10_000),
 });
 
-export async function run(flags: Record<string, unknown>, ctx: CommandContext): Promise<void> {
-  const o = resolveOptions(workerSchema, {
-    command: 'worker',
-    flags,
-    env: ctx.env,
-    configFile: (flags['config'] as string | undefined) ?? ctx.env['PAYQ_CONFIG'],
-  });
+export async function run(o: z.output<typeof schema>, ctx: CommandContext): Promise<void> {
   if (!o.broker) throw new UsageError('no broker: pass --broker URL or set PAYQ_BROKER');
   if (!sharedAcrossProcesses(o.broker)) {
     throw new UsageError(

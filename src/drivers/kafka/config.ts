@@ -21,11 +21,15 @@ export const KAFKA_TUNING = {
   /** Topic creation and leader election. */
   declareTimeoutMs: 15_000,
   /**
-   * Measured with 200 000 × ~500 B (key + 5 headers) to a 6-partition topic on the local broker
-   * (2 cores shared with the broker): every setting from 250 to 2000 per batch and 4 to 16 in
-   * flight lands on the same plateau (now 5-11k events/s with payq's 12 headers, ~690 B a record: npm run bench:produce, 2026-12), bounded by kafkajs' encoder (CPU); a bare
-   * kafkajs loop does the same. The smallest setting on the plateau keeps publish latency and
-   * memory low; 4 × 500 in flight still covers a few ms of network round trip.
+   * Every setting from 250 to 2000 per batch and 4 to 16 in flight lands on the same plateau,
+   * bounded by the client's CPU, not by the broker (a bare kafkajs loop does the same). The
+   * smallest setting on the plateau keeps publish latency and memory low; 4 × 500 in flight still
+   * covers a few ms of network round trip. What the plateau is depends on the machine's load, so
+   * it is measured as CPU per event (`/usr/bin/time -v payq produce --count 100000`, user + sys /
+   * events, 2 cores shared with the broker and other work, 2026-12): ~64 µs/event (12k events/s
+   * when the machine was otherwise idle) with kafkajs' record encoder and 11 headers a record,
+   * about half of that with the compact `payq` header and record-codec.ts (46–70 µs/event beside
+   * 92–136 µs/event for the former, alternating runs on a machine loaded 13–20 deep).
    */
   sendBatchSize: 500,
   sendMaxInFlight: 4,

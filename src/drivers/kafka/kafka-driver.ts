@@ -2,13 +2,14 @@
  * The Kafka driver (kafkajs). The only module outside this folder that knows about it is the
  * registry, which imports it lazily.
  */
+// Before kafkajs: puts payq's record codec in its place (see record-codec.ts).
+import './record-codec.js';
 import { Kafka, logLevel, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
 import { BrokerUnavailableError, ConfigError, isPayqError } from '../../errors.js';
 import type {
   DeliveryHandler,
   DestinationSpec,
   Driver,
-  DriverCapabilities,
   DriverOptions,
   LinkStatus,
   OutgoingMessage,
@@ -16,13 +17,15 @@ import type {
   Subscription,
 } from '../types.js';
 import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
-import { LinkMonitor, usedAfterClose } from '../common.js';
+import { DeclaredDriver, LinkMonitor, PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import { retry, type BackoffOptions } from '../retry.js';
+import { packPayqHeaders } from '../../events/payq-header.js';
 import type { BrokerUrl } from '../url.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
 import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
+import { KAFKA_DRIVER } from './descriptor.js';
 import { classifyKafkaError, mapKafkaError, type KafkaOperation } from './errors.js';
-import { KafkaSubscription, type DeadLetterMessage } from './subscription.js';
+import { KafkaSubscription, type DeadLetterMessage, type TopicPartitionOffset } from './subscription.js';
 
 /**
  * kafkajs 2.2.4's request queue schedules `setTimeout(throttledUntil - Date.now())` with
@@ -38,28 +41,7 @@ process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
   (emitWarning as (...args: unknown[]) => void)(warning, ...rest);
 }) as typeof process.emitWarning;
 
-export const KAFKA_CAPABILITIES: DriverCapabilities = {
-  consumerGroups: true,
-  persistence: true,
-  ordering: 'per-key',
-  replayFromBeginning: true,
-  nativeDeadLetter: false,
-  partitions: true,
-  headerBinding: 'kafka',
-  storedDestinations: true,
-  sendBatchSize: KAFKA_TUNING.sendBatchSize,
-  sendMaxInFlight: KAFKA_TUNING.sendMaxInFlight,
-};
-
 const noop = () => {};
-
-function withDeadline<T>(work: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(onTimeout()), ms);
-  });
-  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
-}
 
 /** Bytes one produce request may carry: below the broker's default message.max.bytes (1 MiB) per
  *  record batch even when every message goes to one partition. */
@@ -67,6 +49,11 @@ const PRODUCE_REQUEST_BYTES = 900_000;
 
 /** Waits between attempts to reach a cluster that went away, up to `reconnectTimeoutMs` in all. */
 const RECONNECT_BACKOFF: BackoffOptions = { initialMs: 250, maxMs: 5_000 };
+/** Deletes of a tap's group tried while the coordinator still reports it non-empty. */
+const GROUP_DELETE_ATTEMPTS = 5;
+const GROUP_DELETE_BACKOFF: BackoffOptions = { initialMs: 100, maxMs: 800 };
+/** Metadata polled this often until every new topic's partitions have a leader. */
+const LEADER_POLL: BackoffOptions = { initialMs: 100, maxMs: 100, jitter: 0 };
 
 interface QueuedProduce {
   topic: string;
@@ -99,16 +86,15 @@ function* chunksByBytes(messages: Message[]): Generator<Message[]> {
   if (chunk.length > 0) yield chunk;
 }
 
-class KafkaDriver implements Driver {
-  readonly name = 'kafka';
-  readonly capabilities = KAFKA_CAPABILITIES;
+class KafkaDriver extends DeclaredDriver implements Driver {
   private readonly kafka: Kafka;
   private admin: Promise<Admin> | undefined;
   private producer: Promise<Producer> | undefined;
   private readonly produceQueue: QueuedProduce[] = [];
   private producing = false;
   private readonly subscriptions = new Set<KafkaSubscription>();
-  private readonly pending = new Set<Promise<unknown>>();
+  /** Sends and dead letters, settled before close() goes on. */
+  private readonly pending = new PendingWork();
   private clusterId: string | undefined;
   private brokerCount: number | undefined;
   private closePromise: Promise<void> | undefined;
@@ -118,6 +104,7 @@ class KafkaDriver implements Driver {
     readonly url: BrokerUrl,
     readonly options: DriverOptions = DEFAULT_DRIVER_OPTIONS,
   ) {
+    super(KAFKA_DRIVER);
     this.kafka = new Kafka(kafkaConfigFromUrl(url, logLevel.NOTHING));
   }
 
@@ -168,14 +155,6 @@ class KafkaDriver implements Driver {
       }
     })();
     return this.producer;
-  }
-
-  /** Tracks work that close() must let settle first. */
-  private track<T>(work: Promise<T>): Promise<T> {
-    this.pending.add(work);
-    const forget = () => this.pending.delete(work);
-    work.then(forget, forget);
-    return work;
   }
 
   async connect(): Promise<void> {
@@ -262,27 +241,33 @@ class KafkaDriver implements Driver {
   }
 
   private async waitForLeaders(admin: Admin, topics: string[]): Promise<void> {
-    const deadline = Date.now() + KAFKA_TUNING.declareTimeoutMs;
     let lastError: unknown;
-    while (Date.now() < deadline) {
-      try {
-        const { topics: metadata } = await admin.fetchTopicMetadata({ topics });
-        const ready = metadata.every(
-          (t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0 && p.partitionErrorCode === 0),
-        );
-        if (ready && metadata.length === topics.length) return;
-      } catch (err) {
-        lastError = err;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+    const notYet = new Error(`topic leaders not elected within ${KAFKA_TUNING.declareTimeoutMs} ms`);
+    try {
+      await retry(
+        async () => {
+          let ready = false;
+          try {
+            const { topics: metadata } = await admin.fetchTopicMetadata({ topics });
+            ready =
+              metadata.length === topics.length &&
+              metadata.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0 && p.partitionErrorCode === 0));
+          } catch (err) {
+            lastError = err;
+          }
+          if (!ready) throw notYet;
+        },
+        { backoff: LEADER_POLL, deadlineMs: KAFKA_TUNING.declareTimeoutMs },
+      );
+    } catch {
+      throw lastError ?? notYet;
     }
-    throw lastError ?? new Error(`topic leaders not elected within ${KAFKA_TUNING.declareTimeoutMs} ms`);
   }
 
   async send(destination: string, messages: OutgoingMessage[]): Promise<void> {
     this.assertOpen('send');
     if (messages.length === 0) return;
-    await this.track(this.produce('send', destination, messages.map(toKafkaMessage)));
+    await this.pending.track(this.produce('send', destination, messages.map(toKafkaMessage)));
   }
 
   /**
@@ -382,35 +367,38 @@ class KafkaDriver implements Driver {
    */
   private async deleteGroup(groupId: string): Promise<void> {
     const admin = await this.getAdmin();
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await admin.deleteGroups([groupId]);
-        return;
-      } catch (err) {
-        // Already gone (an empty group without offsets is dropped by the coordinator): done.
-        const groups = (err as { groups?: Array<{ error?: { type?: string } }> }).groups ?? [];
-        if (groups.length > 0 && groups.every((g) => g.error?.type === 'GROUP_ID_NOT_FOUND')) return;
-        if (attempt >= 4) throw err;
-        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
-      }
-    }
+    await retry(
+      async () => {
+        try {
+          await admin.deleteGroups([groupId]);
+        } catch (err) {
+          // Already gone (an empty group without offsets is dropped by the coordinator): done.
+          const groups = (err as { groups?: Array<{ error?: { type?: string } }> }).groups ?? [];
+          if (groups.length > 0 && groups.every((g) => g.error?.type === 'GROUP_ID_NOT_FOUND')) return;
+          throw err;
+        }
+      },
+      { backoff: GROUP_DELETE_BACKOFF, attempts: GROUP_DELETE_ATTEMPTS },
+    );
   }
 
-  /** See KafkaSubscriptionDeps.pinStart. */
-  private async pinStart(groupId: string, topics: string[]): Promise<void> {
+  /** See KafkaSubscriptionDeps.startOffsets. */
+  private async startOffsets(groupId: string, topics: string[]): Promise<TopicPartitionOffset[]> {
     const admin = await this.getAdmin();
     const committed = await admin.fetchOffsets({ groupId, topics });
-    for (const { topic, partitions } of committed) {
-      const unset = new Set(partitions.filter((p) => Number(p.offset) < 0).map((p) => p.partition));
-      if (unset.size === 0) continue;
-      const ends = await admin.fetchTopicOffsets(topic);
-      const pinned = ends.filter((p) => unset.has(p.partition)).map((p) => ({ partition: p.partition, offset: p.high }));
-      if (pinned.length > 0) await admin.setOffsets({ groupId, topic, partitions: pinned });
-    }
+    const perTopic = await Promise.all(
+      committed.map(async ({ topic, partitions }) => {
+        const unset = new Set(partitions.filter((p) => Number(p.offset) < 0).map((p) => p.partition));
+        if (unset.size === 0) return [];
+        const ends = await admin.fetchTopicOffsets(topic);
+        return ends.filter((p) => unset.has(p.partition)).map((p) => ({ topic, partition: p.partition, offset: p.high }));
+      }),
+    );
+    return perTopic.flat();
   }
 
   private produceDeadLetter(topic: string, message: DeadLetterMessage): Promise<void> {
-    return this.track(this.produce('dead-letter', topic, [message]));
+    return this.pending.track(this.produce('dead-letter', topic, [{ ...message, headers: packPayqHeaders(message.headers) }]));
   }
 
   async subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription> {
@@ -433,7 +421,7 @@ class KafkaDriver implements Driver {
           url: this.url.redacted,
           produceDeadLetter: (topic, message) => this.produceDeadLetter(topic, message),
           deleteGroup: (groupId) => this.deleteGroup(groupId),
-          pinStart: (groupId, topics) => this.pinStart(groupId, topics),
+          startOffsets: (groupId, topics) => this.startOffsets(groupId, topics),
           link: this.linkMonitor,
         },
         options,
@@ -446,11 +434,9 @@ class KafkaDriver implements Driver {
     let subscription: KafkaSubscription;
     try {
       subscription = await retry(
-        async () => {
+        () => {
           attempts++;
-          const next = create();
-          await next.start();
-          return next;
+          return startTracked(this.subscriptions, create());
         },
         {
           backoff: RECONNECT_BACKOFF,
@@ -470,7 +456,6 @@ class KafkaDriver implements Driver {
       }
       throw err;
     }
-    this.subscriptions.add(subscription);
     const close = subscription.close.bind(subscription);
     subscription.close = () => {
       this.subscriptions.delete(subscription);
@@ -508,9 +493,9 @@ class KafkaDriver implements Driver {
   close(): Promise<void> {
     this.closePromise ??= (async () => {
       // Pending sends and dead letters settle first (their callers see the outcome).
-      await Promise.allSettled([...this.pending]);
+      await this.pending.settled();
       await Promise.allSettled([...this.subscriptions].map((s) => s.close()));
-      await Promise.allSettled([...this.pending]);
+      await this.pending.settled();
       const producer = this.producer;
       const admin = this.admin;
       this.producer = undefined;
@@ -524,8 +509,9 @@ class KafkaDriver implements Driver {
   }
 }
 
+/** payq's own fields travel in one compact `payq` header (events/payq-header.ts). */
 function toKafkaMessage(message: OutgoingMessage): Message {
-  return { key: message.key, value: message.value, headers: message.headers };
+  return { key: message.key, value: message.value, headers: packPayqHeaders(message.headers) };
 }
 
 export function createDriver(url: BrokerUrl, options: DriverOptions = DEFAULT_DRIVER_OPTIONS): Driver {

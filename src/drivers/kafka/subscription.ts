@@ -19,25 +19,36 @@
  * nothing behind. A process that dies without closing leaves its tap group until Kafka's
  * offsets.retention.minutes expires it (7 days by default); it holds no partitions meanwhile.
  *
- * A group that starts at the end (not fromBeginning) has that end committed before it joins
- * (deps.pinStart, only where it has no offset yet): otherwise a partition not yet acked on when
- * the broker restarts would be reset to the end again, and what was sent meanwhile never seen
- * (README "Failure drills").
+ * A group that starts at the end (not fromBeginning) commits that end, read before it joined, for
+ * its partitions that have no offset yet (deps.startOffsets): otherwise a partition not yet acked
+ * on when the broker restarts would be reset to the end again, and what was sent meanwhile never
+ * seen (README "Failure drills"). Through the member's own commit, not admin.setOffsets, which
+ * joins the group itself.
  *
  * A broker that goes away (README "Failure drills"): kafkajs' consumer crashes with a retriable
  * error and restarts itself, joining the group again; the join resets the local windows, so each
- * partition resumes at the group's committed offset (a tap's too: its commits and its pinned
- * start are offsets of its own group), and late acks of deliveries from before the outage only
- * mark their offsets done (PartitionOffsets: detached slots). The driver's link status follows
- * (deps.link): lost at an outage crash, restored at the next join or fetch. A start that finds the
- * broker away fails retriable (the driver tries again within reconnectTimeoutMs): a pinStart that
- * could not reach the broker is such a failure, since joining unpinned would skip what is sent
+ * partition resumes at the group's committed offset (a tap's too: its commits and its start are
+ * offsets of its own group), and late acks of deliveries from before the outage only mark their
+ * offsets done (PartitionOffsets: detached slots). The driver's link status follows (deps.link):
+ * lost at an outage crash, restored at the next join or fetch. A start that finds the broker
+ * away fails retriable (the driver tries again within reconnectTimeoutMs): startOffsets failing
+ * to reach the broker is such a failure, since joining without them would skip what is sent
  * until the broker is back.
+ *
+ * A sharded tap (SubscribeOptions.shard, README "Tracer shards") reads only the partitions p with
+ * p mod count = index − 1 of every topic. kafkajs has no manual assignment, but the tap's group
+ * has one member: a partition assigner of payq's own hands that member only its shard's
+ * partitions, and a rebalance hands it the same ones again. Before joining, the topics'
+ * partition counts are checked: a payment's events (keyed by its id) sit in the same partition
+ * number of every topic only when the counts are equal.
  */
-import type { Batch, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
+import { AssignerProtocol, type Batch, type Consumer, type EachBatchPayload, type IHeaders, type Kafka, type KafkaMessage, type PartitionAssigner } from 'kafkajs';
 import { randomBytes } from 'node:crypto';
-import { BrokerUnavailableError, InternalError, UsageError } from '../../errors.js';
+import { BrokerUnavailableError, ConfigError, InternalError, UsageError } from '../../errors.js';
+import { PAYQ_WIRE_HEADER, unpackPayqHeader } from '../../events/payq-header.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
+import { tapDeadLetterRefused } from '../common.js';
+import { HandlerFailures } from '../retry.js';
 import { KAFKA_TUNING } from './config.js';
 import { classifyKafkaError, mapKafkaError } from './errors.js';
 import { PartitionOffsets, type Slot } from './partition-offsets.js';
@@ -46,6 +57,12 @@ export interface DeadLetterMessage {
   key: Buffer | null;
   value: Buffer | null;
   headers: Headers;
+}
+
+export interface TopicPartitionOffset {
+  topic: string;
+  partition: number;
+  offset: string;
 }
 
 export interface KafkaSubscriptionDeps {
@@ -57,11 +74,12 @@ export interface KafkaSubscriptionDeps {
   /** Deletes a tap's consumer group once its consumer has left (best effort: may reject). */
   deleteGroup(groupId: string): Promise<void>;
   /**
-   * Commits the end of each partition of `topics` for which `groupId` has no committed offset,
-   * so a group that starts at the end resumes from there after a crash or a broker restart
-   * instead of skipping to the end again (best effort: may reject).
+   * The end of each partition of `topics` for which `groupId` has no committed offset (best
+   * effort: may reject). The subscription commits these for its own partitions once it has
+   * joined, so a group that starts at the end resumes from there after a crash or a broker
+   * restart instead of skipping to the end again.
    */
-  pinStart(groupId: string, topics: string[]): Promise<void>;
+  startOffsets(groupId: string, topics: string[]): Promise<TopicPartitionOffset[]>;
   /** The driver's LinkMonitor: told when the consumer loses the broker and when it works again. */
   link: { lost(): void; restored(): void };
 }
@@ -70,6 +88,62 @@ export interface KafkaSubscriptionDeps {
 function isOutage(err: unknown, url: string): boolean {
   const mapped = mapKafkaError(err, { operation: 'subscribe', url });
   return mapped instanceof BrokerUnavailableError && mapped.retriable;
+}
+
+export interface Shard {
+  index: number;
+  count: number;
+}
+
+/** The partitions of shard `index`/`count` among `partitions` (0 … partitions − 1). */
+export function shardPartitions(partitions: number, shard: Shard): number[] {
+  const mine: number[] = [];
+  for (let p = shard.index - 1; p < partitions; p += shard.count) mine.push(p);
+  return mine;
+}
+
+const SHARD_ASSIGNER = 'PayqShardAssigner';
+
+/**
+ * The assigner of a sharded tap's one-member group: its member gets the shard's partitions of
+ * every topic (a second member, which a unique group never has, would get none).
+ */
+export function shardAssigner(shard: Shard): PartitionAssigner {
+  return ({ cluster }) => ({
+    name: SHARD_ASSIGNER,
+    version: 0,
+    async assign({ members, topics }) {
+      const assignment: Record<string, number[]> = {};
+      for (const topic of topics) {
+        const ids = cluster.findTopicPartitionMetadata(topic).map((m) => m.partitionId);
+        assignment[topic] = shardPartitions(ids.length === 0 ? 0 : Math.max(...ids) + 1, shard).filter((p) => ids.includes(p));
+      }
+      const sorted = [...members].sort((a, b) => (a.memberId < b.memberId ? -1 : 1));
+      return sorted.map((m, i) => ({
+        memberId: m.memberId,
+        memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 0, assignment: i === 0 ? assignment : {}, userData: Buffer.alloc(0) }),
+      }));
+    },
+    protocol({ topics }) {
+      return { name: SHARD_ASSIGNER, metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) };
+    },
+  });
+}
+
+/**
+ * Refuses a shard that cannot hold whole payments: topics with different partition counts (a
+ * payment's events would sit in different partition numbers), or a shard with no partition.
+ */
+export function checkShardLayout(partitionCounts: ReadonlyMap<string, number>, shard: Shard): void {
+  const counts = [...new Set(partitionCounts.values())];
+  if (counts.length > 1) {
+    const listed = [...partitionCounts].map(([topic, n]) => `${topic} ${n}`).join(', ');
+    throw new UsageError(`--shard ${shard.index}/${shard.count} splits by partition, which needs one partition count on every traced topic; these differ (${listed})`);
+  }
+  const partitions = counts[0] ?? 0;
+  if (shardPartitions(partitions, shard).length === 0) {
+    throw new UsageError(`--shard ${shard.index}/${shard.count}: the topics have ${partitions} partition${partitions === 1 ? '' : 's'}, so shard ${shard.index} would read none; use at most ${partitions} shards`);
+  }
 }
 
 /** A tap's group: unique, and recognisable in `kafka-consumer-groups --list`. */
@@ -82,11 +156,16 @@ const noop = () => {};
 export function decodeHeaders(headers: IHeaders | undefined): Headers {
   const out: Headers = {};
   if (!headers) return out;
-  for (const [name, raw] of Object.entries(headers)) {
+  for (const name in headers) {
+    const raw = headers[name];
     // A repeated header: the last one wins, as with Java's Headers.lastHeader.
     const value = Array.isArray(raw) ? raw[raw.length - 1] : raw;
-    if (value === undefined) continue;
-    out[name] = typeof value === 'string' ? value : value.toString('utf8');
+    // A header without a value (null, length -1 on the wire) is left out, as if absent.
+    if (value === undefined || value === null) continue;
+    const text = typeof value === 'string' ? value : value.toString('utf8');
+    // payq's compact header becomes the fields it carries (events/payq-header.ts).
+    if (name === PAYQ_WIRE_HEADER && unpackPayqHeader(text, out)) continue;
+    out[name] = text;
   }
   return out;
 }
@@ -113,6 +192,7 @@ export class KafkaSubscription implements Subscription {
   private readonly unsubscribers: Array<() => void> = [];
   private outstanding = 0;
   private closing = false;
+  private readonly failures = new HandlerFailures();
   private closePromise: Promise<void> | undefined;
   private handlerRunning: Promise<void> | undefined;
   private wake: (() => void) | undefined;
@@ -136,8 +216,15 @@ export class KafkaSubscription implements Subscription {
     const { destinations, fromBeginning } = this.options;
     const group = this.groupId;
     const tuning = KAFKA_TUNING.consumer;
+    const shard = this.options.shard;
+    if (shard !== undefined) {
+      // Only a tap's group is ours alone: in a shared group the assigner would fight the others'.
+      if (!this.options.tap) throw new ConfigError('subscribe: a shard is read by a tap (a group of its own), not as a member of a shared group');
+      checkShardLayout(await this.partitionCounts(), shard);
+    }
     const consumer = kafka.consumer({
       groupId: group,
+      ...(shard !== undefined ? { partitionAssigners: [shardAssigner(shard)] } : {}),
       sessionTimeout: tuning.sessionTimeout,
       heartbeatInterval: tuning.heartbeatInterval,
       rebalanceTimeout: tuning.rebalanceTimeout,
@@ -157,9 +244,10 @@ export class KafkaSubscription implements Subscription {
     // Awaited after connect and subscribe: a timeout before then must not be an unhandled rejection.
     ready.catch(noop);
     this.unsubscribers.push(
-      consumer.on(consumer.events.GROUP_JOIN, () => {
+      consumer.on(consumer.events.GROUP_JOIN, (event) => {
         joined = true;
         this.deps.link.restored();
+        assigned = event.payload.memberAssignment;
         // Every join after the first is a rebalance: kafkajs restarts each partition from the
         // broker's committed offset, so the local windows (and pending rewinds) are void.
         if (this.joins++ > 0) {
@@ -189,18 +277,22 @@ export class KafkaSubscription implements Subscription {
       }),
     );
 
+    // Before the join's clock starts: its admin round trips are not the group's settling. Best
+    // effort, except when the broker is away: then this start fails and is tried again.
+    const unset = fromBeginning
+      ? []
+      : await this.deps.startOffsets(group, destinations).catch((err: unknown): TopicPartitionOffset[] => {
+          if (!isOutage(err, url)) return [];
+          this.stopListening();
+          throw mapKafkaError(err, { operation: 'subscribe', url, subject });
+        });
+    let assigned: Record<string, number[]> = {};
     // Retriable: a broker restarting meanwhile is why a group does not settle (the driver retries).
     const readyTimeout = setTimeout(
       () => settleReady?.reject(new BrokerUnavailableError(`kafka ${url}: the group did not settle within ${tuning.readyTimeoutMs} ms (${subject})`, { retriable: true })),
       tuning.readyTimeoutMs,
     );
     try {
-      if (!fromBeginning) {
-        // Best effort, except when the broker is away: then this start fails and is tried again.
-        await this.deps.pinStart(group, destinations).catch((err: unknown) => {
-          if (isOutage(err, url)) throw err;
-        });
-      }
       await consumer.connect();
       await consumer.subscribe({ topics: destinations, fromBeginning });
       await consumer.run({
@@ -210,6 +302,8 @@ export class KafkaSubscription implements Subscription {
         eachBatch: (payload) => this.onBatch(payload),
       });
       await ready;
+      const mine = unset.filter((p) => assigned[p.topic]?.includes(p.partition));
+      if (mine.length > 0) await consumer.commitOffsets(mine).catch(noop);
     } catch (err) {
       this.closing = true;
       this.stopListening();
@@ -222,6 +316,21 @@ export class KafkaSubscription implements Subscription {
     }
     this.commitTimer = setInterval(() => void this.commit(), tuning.commitIntervalMs);
     this.commitTimer.unref();
+  }
+
+  /** Each subscribed topic's partition count, from a short-lived admin client of its own. */
+  private async partitionCounts(): Promise<Map<string, number>> {
+    const { destinations } = this.options;
+    const admin = this.deps.kafka.admin({ retry: { ...KAFKA_TUNING.retry } });
+    try {
+      await admin.connect();
+      const { topics } = await admin.fetchTopicMetadata({ topics: destinations });
+      return new Map(topics.map((t) => [t.name, t.partitions.length]));
+    } catch (err) {
+      throw mapKafkaError(err, { operation: 'subscribe', url: this.deps.url, subject: `topics ${destinations.join(', ')}` });
+    } finally {
+      await admin.disconnect().catch(noop);
+    }
   }
 
   private stateFor(topic: string, partition: number): PartitionState {
@@ -291,11 +400,14 @@ export class KafkaSubscription implements Subscription {
     // Started from a microtask so `handlerRunning` is set even if the handler throws at once.
     const run = Promise.resolve()
       .then(() => this.handler(chunk))
-      .catch(() => {
-        // The handler failed: what it left unsettled goes back for redelivery. (A subscription
-        // has no error channel; the handler owns its error reporting.)
-        for (const delivery of chunk) delivery.nack();
-      });
+      .then(
+        () => this.failures.succeeded(),
+        async () => {
+          // The handler-failure policy of every driver (retry.ts): unsettled messages back, a pause.
+          for (const delivery of chunk) delivery.nack();
+          await this.failures.failed();
+        },
+      );
     this.handlerRunning = run;
     try {
       await run;
@@ -354,7 +466,7 @@ export class KafkaSubscription implements Subscription {
         if (settled) throw new InternalError(`dead-letter of ${topic}[${partition}]@${message.offset}: already settled`);
         // A tap only watches: the topic's consumers decide; a copy from here would be a duplicate.
         if (this.options.tap) {
-          throw new UsageError(`cannot dead-letter a message seen by a tap on ${topic}: a tap observes, the destination's consumers decide`);
+          throw tapDeadLetterRefused(topic);
         }
         await this.deps.produceDeadLetter(`${topic}.dlq`, {
           key: message.key,
@@ -401,6 +513,7 @@ export class KafkaSubscription implements Subscription {
     this.closePromise ??= (async () => {
       this.closing = true;
       this.wake?.();
+      this.failures.stop();
       if (this.handlerRunning) await this.handlerRunning;
       await this.commit();
       this.stopListening();

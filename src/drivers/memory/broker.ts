@@ -14,8 +14,10 @@
  * (core/destinations.ts), as on every broker. Declaring stays the way to get `<name>.dlq` created
  * up front.
  */
-import { DeliveryError, InternalError, UsageError } from '../../errors.js';
+import { DeliveryError, InternalError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, OutgoingMessage } from '../types.js';
+import { tapDeadLetterRefused } from '../common.js';
+import { HandlerFailures } from '../retry.js';
 import { RedeliveryQueue } from './redelivery-queue.js';
 import { SEGMENT_SIZE, SegmentedLog } from './segmented-log.js';
 
@@ -368,7 +370,7 @@ export class MemoryDelivery implements Delivery {
     if (this.#state !== PENDING) {
       return Promise.reject(new InternalError(`a message from ${this.destination} was dead-lettered after it was already acked or nacked`));
     }
-    if (this.#group.isTap) return Promise.reject(tapDeadLetterError(this.destination));
+    if (this.#group.isTap) return Promise.reject(tapDeadLetterRefused(this.destination));
     this.#state = DEAD_LETTERED;
     // The stored original, not this.headers: what a consumer edited is not part of the message.
     this.#group.destination.broker.destination(`${this.destination}.dlq`).appendStored(this.#message, extraHeaders);
@@ -384,17 +386,8 @@ export class MemoryDelivery implements Delivery {
   }
 }
 
-/**
- * A tap only watches: its copy of a message is not the one the destination's consumers process,
- * so dead-lettering it would put a second copy into the DLQ. The same on every driver.
- */
-function tapDeadLetterError(destination: string): UsageError {
-  return new UsageError(`cannot dead-letter a message seen by a tap on ${destination}: a tap observes, the destination's consumers decide`);
-}
-
 /** Messages one subscriber may handle in one event-loop turn before letting others run. */
 const TURN_BUDGET = 4096;
-const MAX_BACKOFF_MS = 2000;
 
 /** One `subscribe` call: a member of its group on each of its destinations. */
 export class Subscriber {
@@ -404,11 +397,9 @@ export class Subscriber {
   private active = false;
   private closing = false;
   private kickQueued = false;
-  private failures = 0;
+  private readonly failures = new HandlerFailures();
   private readonly open = new Set<Batch>();
   private stopped: (() => void) | undefined;
-  private pauseTimer: NodeJS.Timeout | undefined;
-  private pauseDone: (() => void) | undefined;
   private closePromise: Promise<void> | undefined;
 
   constructor(
@@ -471,13 +462,11 @@ export class Subscriber {
         if (batch === undefined) break; // resumed by the destination's wake-up
         try {
           await this.handler(batch.deliveries);
-          this.failures = 0;
+          this.failures.succeeded();
         } catch {
-          // The interface has no error channel: a failing handler gets its unsettled messages
-          // back (redelivered) after a growing pause, like a consumer that keeps retrying.
+          // The handler-failure policy of every driver (retry.ts): unsettled messages back, a pause.
           for (const d of batch.deliveries) d.nack();
-          this.failures++;
-          await this.pause(Math.min(MAX_BACKOFF_MS, 25 * 2 ** this.failures));
+          await this.failures.failed();
           continue;
         }
         budget -= batch.deliveries.length;
@@ -492,13 +481,6 @@ export class Subscriber {
     }
   }
 
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      this.pauseDone = resolve;
-      this.pauseTimer = setTimeout(resolve, ms);
-    });
-  }
-
   /** Stops fetching, waits for the running handler, gives unsettled messages back to the group. */
   close(): Promise<void> {
     this.closePromise ??= this.doClose();
@@ -507,10 +489,7 @@ export class Subscriber {
 
   private async doClose(): Promise<void> {
     this.closing = true;
-    if (this.pauseTimer !== undefined) {
-      clearTimeout(this.pauseTimer);
-      this.pauseDone?.();
-    }
+    this.failures.stop();
     if (this.active) await new Promise<void>((resolve) => (this.stopped = resolve));
     for (const batch of this.open) {
       for (const d of batch.deliveries) d.returnToGroup();

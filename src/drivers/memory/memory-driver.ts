@@ -21,15 +21,16 @@ import { ConfigError, DeliveryError, InternalError, TopologyError, UsageError } 
 import type {
   DestinationSpec,
   Driver,
-  DriverCapabilities,
   DeliveryHandler,
   LinkStatus,
   OutgoingMessage,
   SubscribeOptions,
   Subscription,
 } from '../types.js';
+import { DeclaredDriver } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { MemoryBroker, Subscriber } from './broker.js';
+import { MEMORY_DRIVER } from './descriptor.js';
 
 const brokers = new Map<string, MemoryBroker>();
 
@@ -48,19 +49,6 @@ function sharedBroker(name: string): MemoryBroker {
   return broker;
 }
 
-const CAPABILITIES: DriverCapabilities = Object.freeze({
-  consumerGroups: true,
-  persistence: false,
-  ordering: 'per-destination',
-  replayFromBeginning: true,
-  nativeDeadLetter: false,
-  partitions: false,
-  headerBinding: 'kafka',
-  storedDestinations: true,
-  sendBatchSize: 1000,
-  sendMaxInFlight: 4,
-});
-
 const DEFAULT_MAX_BACKLOG = 200_000;
 const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
 
@@ -71,9 +59,7 @@ function intParam(url: BrokerUrl, name: string, fallback: number): number {
   return Number(text);
 }
 
-class MemoryDriver implements Driver {
-  readonly name = 'memory';
-  readonly capabilities = CAPABILITIES;
+class MemoryDriver extends DeclaredDriver implements Driver {
   private state: 'new' | 'open' | 'closed' = 'new';
   private readonly broker: MemoryBroker;
   private readonly maxBacklog: number;
@@ -83,6 +69,7 @@ class MemoryDriver implements Driver {
   private closing: Promise<void> | undefined;
 
   constructor(readonly url: BrokerUrl) {
+    super(MEMORY_DRIVER);
     this.broker = sharedBroker(brokerName(url));
     this.maxBacklog = intParam(url, 'maxBacklog', DEFAULT_MAX_BACKLOG);
     this.maxMessageBytes = intParam(url, 'maxMessageBytes', DEFAULT_MAX_MESSAGE_BYTES);

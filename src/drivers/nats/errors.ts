@@ -134,8 +134,11 @@ export function mapNatsError(err: unknown, ctx: NatsErrorContext): PayqError {
     return new DeliveryError(text(`message larger than the stream allows while ${doing}`), { cause: err });
   }
   if (has(err, TimeoutError)) {
-    const Cls = ctx.operation === 'send' || ctx.operation === 'dead-letter' ? DeliveryError : BrokerUnavailableError;
-    return new Cls(text(`no answer in time while ${doing}`), { cause: err, retriable: true });
+    // A publish whose PubAck did not come in time may well be stored: unconfirmed, not refused.
+    if (ctx.operation === 'send' || ctx.operation === 'dead-letter') {
+      return new DeliveryError(text(`no acknowledgement in time while ${doing}`), { cause: err, retriable: true, unconfirmed: true });
+    }
+    return new BrokerUnavailableError(text(`no answer in time while ${doing}`), { cause: err, retriable: true });
   }
   switch (ctx.operation) {
     case 'send':

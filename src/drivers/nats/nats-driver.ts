@@ -4,9 +4,24 @@
  * subscription.ts, header mapping in headers.ts.
  *
  * One NATS connection per driver carries publishing, consuming and acks: NATS has no publisher
- * flow control that could stall acks (RabbitMQ's reason for two connections). The client
- * reconnects by itself (forever, every second); while it is away, sends fail after the request
- * timeout with BrokerUnavailableError, and subscriptions pick up again when it is back.
+ * flow control that could stall acks (RabbitMQ's reason for two connections).
+ *
+ * A server that goes away (README "Failure drills"): nats.js reconnects by itself, waiting
+ * between attempts as retry.ts's one backoff policy says; payq bounds the whole outage by
+ * `reconnectTimeoutMs` with a timer of its own (an attempt count would not: a refused attempt
+ * takes no time, an unanswered one the connect timeout), then closes the connection, and
+ * everything fails from then on with a BrokerUnavailableError (not retriable) saying how long it
+ * tried. Meanwhile:
+ * - publishes whose PubAck was awaited when the connection dropped reject at once, flagged
+ *   `unconfirmed` (the server may have stored them; payq never sends them again: that could
+ *   store them twice), and retriable;
+ * - new sends and JetStream API calls wait for the reconnect, then go: nats.js drops what is
+ *   written while it is disconnected (it resets its outbound buffer on each attempt), so
+ *   nothing is handed to it before;
+ * - subscriptions stop pulling, keep their settlements (ack, nak) until the reconnect and then
+ *   send them, and pull again (subscription.ts): durable consumers keep their state on the
+ *   server, a tap's ephemeral consumer is re-created from where it was if the server lost it.
+ * `link()` tells the outages (LinkMonitor).
  *
  * Dead letters: JetStream has no dead-letter queue of its own (max_deliver only stops
  * redelivering and emits an advisory), so `deadLetter` publishes a copy with the provenance
@@ -15,11 +30,11 @@
 import { jetstream, jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { BrokerUnavailableError, ConfigError, DeliveryError, TopologyError } from '../../errors.js';
+import { backoffDelays, type BackoffOptions } from '../retry.js';
 import type {
   DeliveryHandler,
   DestinationSpec,
   Driver,
-  DriverCapabilities,
   DriverOptions,
   Headers,
   LinkStatus,
@@ -28,46 +43,45 @@ import type {
   Subscription,
 } from '../types.js';
 import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
-import { LinkMonitor, startTracked, usedAfterClose } from '../common.js';
+import { DeclaredDriver, LinkMonitor, PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { natsConfig, type NatsConfig } from './config.js';
+import { NATS_DRIVER } from './descriptor.js';
 import { apiCode, JsCode, mapNatsError, type NatsOperation } from './errors.js';
 import { headerBytes, toNatsHeaders } from './headers.js';
 import { isValidDestination, probeSubject, publishSubject, streamName, streamSubject, SUBJECT_PREFIX, validateDestination } from './layout.js';
 import { NatsSubscription } from './subscription.js';
 
-/**
- * ordering: a stream is one ordered log and a pull consumer hands it out in stream order, so
- * one subscriber of a group sees a destination in send order (per sender; a nacked message comes
- * back after later ones). Several subscribers of a group split it with no order between them.
- *
- * sendBatchSize / sendMaxInFlight: a batch is published concurrently (every message its own
- * PubAck, all awaited together). Measured with 50 000 × 500-byte events to one file-backed
- * stream (nats-server 2.9.10, 2 shared cores): 500 × 4 ~10.8k events/s, 1000 × 4 ~12.4k,
- * 200 × 8 ~13.1k, 2000 × 2 ~12.6k: within the noise of a shared machine, so the smaller batch
- * (less latency per batch, less to redo when one fails) is kept.
- */
-export const NATS_CAPABILITIES: DriverCapabilities = {
-  consumerGroups: true,
-  persistence: true,
-  ordering: 'per-destination',
-  replayFromBeginning: true,
-  nativeDeadLetter: false,
-  partitions: false,
-  headerBinding: 'kafka',
-  storedDestinations: true,
-  sendBatchSize: 500,
-  sendMaxInFlight: 4,
-};
-
 const noop = () => {};
 
-function withDeadline<T>(work: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(onTimeout()), ms);
-  });
-  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+/** Waits between reconnect attempts (nats.js' reconnectDelayHandler), from the first loss on. */
+export const NATS_RECONNECT_BACKOFF: BackoffOptions = { initialMs: 250, maxMs: 2_000, factor: 2, jitter: 0.2 };
+
+/** What a publish awaiting its PubAck rejects with when the connection drops (see the header). */
+class ConnectionLost extends Error {
+  override readonly name = 'ConnectionLost';
+}
+
+/** One stretch of a working connection: `lost` rejects when it ends. */
+interface Stretch {
+  lost: Promise<never>;
+  end(): void;
+}
+
+function newStretch(): Stretch {
+  let end: () => void = noop;
+  const lost = new Promise<never>((_, reject) => (end = () => reject(new ConnectionLost('the connection to the server was lost'))));
+  lost.catch(noop);
+  return { lost, end };
+}
+
+/** The server is away: what waits for it, and the timer that ends the wait. */
+interface Outage {
+  since: number;
+  restored: Promise<void>;
+  resolve(): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
 }
 
 /** One message as published: its subject chosen, its key still to be written as a header. */
@@ -84,28 +98,32 @@ interface Connected {
   jsm: JetStreamManager;
 }
 
-class NatsDriver implements Driver {
-  readonly name = 'nats';
-  readonly capabilities = NATS_CAPABILITIES;
+class NatsDriver extends DeclaredDriver implements Driver {
   private readonly config: NatsConfig;
   private connection: Promise<Connected> | undefined;
   /** destination → the stream holding it (found by subject), once known. */
   private readonly streams = new Map<string, string>();
   private readonly subscriptions = new Set<NatsSubscription>();
-  private readonly pending = new Set<Promise<unknown>>();
-  private disconnected = false;
+  private readonly pending = new PendingWork();
   private closing: Promise<void> | undefined;
   private readonly linkMonitor = new LinkMonitor();
+  /** Set between a disconnect and the reconnect. */
+  private outage: Outage | undefined;
+  private stretch = newStretch();
+  /** Once set, the connection is closed for good and every call fails with it. */
+  private gaveUp: BrokerUnavailableError | undefined;
+  private reconnectDelays = backoffDelays(NATS_RECONNECT_BACKOFF);
 
   constructor(
     readonly url: BrokerUrl,
     readonly options: DriverOptions = DEFAULT_DRIVER_OPTIONS,
   ) {
+    super(NATS_DRIVER);
     this.config = natsConfig(url);
   }
 
   private fail(err: unknown, operation: NatsOperation, subject?: string) {
-    if (this.disconnected && (operation === 'send' || operation === 'dead-letter') && !(err instanceof TopologyError)) {
+    if (this.outage !== undefined && (operation === 'send' || operation === 'dead-letter') && !(err instanceof TopologyError)) {
       return new BrokerUnavailableError(`NATS ${this.url.redacted}: the connection is lost (reconnecting) while ${operation === 'send' ? 'publishing' : 'dead-lettering'}${subject ? ` (${subject})` : ''}`, {
         cause: err,
         retriable: true,
@@ -138,8 +156,9 @@ class NatsDriver implements Driver {
       ...(config.tls ? { tls: { ...config.tls } } : {}),
       name: `payq (pid ${process.pid})`,
       timeout: config.connectTimeoutMs,
+      // Bounded by payq's own timer (see the header), paced by the one backoff policy.
       maxReconnectAttempts: -1,
-      reconnectTimeWait: 1000,
+      reconnectDelayHandler: () => this.reconnectDelays.next().value,
     });
     let nc: NatsConnection;
     try {
@@ -169,23 +188,90 @@ class NatsDriver implements Driver {
     }
   }
 
-  /** Tracks whether the client is between a disconnect and a reconnect, for error messages. */
+  /** Follows the client's disconnects and reconnects (see the header). */
   private async watch(nc: NatsConnection): Promise<void> {
+    void nc.closed().then((err) => this.onClosed(err));
     try {
       for await (const s of nc.status()) {
-        if (s.type === 'disconnect') this.disconnected = true;
-        else if (s.type === 'reconnect') this.disconnected = false;
+        if (s.type === 'disconnect') this.onDisconnect(nc);
+        else if (s.type === 'reconnect') this.onReconnect();
       }
     } catch {
       // the iterator ends with the connection
     }
   }
 
-  private track<T>(work: Promise<T>): Promise<T> {
-    this.pending.add(work);
-    const forget = () => this.pending.delete(work);
-    work.then(forget, forget);
-    return work;
+  private onDisconnect(nc: NatsConnection): void {
+    if (this.outage || this.gaveUp || this.closing) return;
+    this.linkMonitor.lost();
+    this.stretch.end();
+    let resolve: () => void = noop;
+    let reject: (err: Error) => void = noop;
+    const restored = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    restored.catch(noop);
+    const since = performance.now();
+    const timer = setTimeout(() => this.giveUp(nc), this.options.reconnectTimeoutMs);
+    this.outage = { since, restored, resolve, reject, timer };
+    for (const s of this.subscriptions) s.connectionLost();
+  }
+
+  private onReconnect(): void {
+    const outage = this.outage;
+    if (!outage) return;
+    this.outage = undefined;
+    clearTimeout(outage.timer);
+    this.reconnectDelays = backoffDelays(NATS_RECONNECT_BACKOFF);
+    this.stretch = newStretch();
+    this.linkMonitor.restored();
+    outage.resolve();
+    for (const s of this.subscriptions) s.connectionRestored();
+  }
+
+  /** The outage lasted reconnectTimeoutMs: the connection is closed, and stays closed. */
+  private giveUp(nc: NatsConnection): void {
+    const outage = this.outage;
+    if (!outage) return;
+    const seconds = Math.round((performance.now() - outage.since) / 100) / 10;
+    this.endFor(
+      new BrokerUnavailableError(`NATS ${this.url.redacted}: the server has been unreachable for ${seconds} s: gave up reconnecting (reconnect timeout ${this.options.reconnectTimeoutMs / 1000} s)`, {
+        hint: 'is nats-server running? a longer --reconnect-timeout rides out a longer outage',
+      }),
+    );
+    void nc.close().catch(noop);
+  }
+
+  /** nats.js closed the connection by itself (e.g. refused on reconnecting): the same as giving up. */
+  private onClosed(err: Error | void): void {
+    if (this.closing || this.gaveUp) return;
+    this.endFor(
+      new BrokerUnavailableError(`NATS ${this.url.redacted}: the connection was closed${err ? `: ${err.message}` : ''}`, {
+        ...(err ? { cause: err } : {}),
+        hint: 'is nats-server still running?',
+      }),
+    );
+  }
+
+  private endFor(err: BrokerUnavailableError): void {
+    this.gaveUp = err;
+    const outage = this.outage;
+    this.outage = undefined;
+    if (outage) {
+      clearTimeout(outage.timer);
+      outage.reject(err);
+    }
+    this.stretch.end();
+  }
+
+  /** The connection, once it works: waits out an outage (bounded by the reconnect timeout). */
+  private async usable(): Promise<Connected> {
+    const conn = await this.conn();
+    if (this.gaveUp) throw this.gaveUp;
+    if (this.outage) await this.outage.restored;
+    if (this.gaveUp) throw this.gaveUp;
+    return conn;
   }
 
   async connect(): Promise<void> {
@@ -203,7 +289,7 @@ class NatsDriver implements Driver {
       if (spec.deadLetter) names.push(`${spec.name}.dlq`);
     }
     if (names.length === 0) return [];
-    const { jsm } = await this.conn();
+    const { jsm } = await this.usable();
     for (const name of new Set(names)) {
       try {
         await this.ensureStream(jsm, name);
@@ -294,7 +380,7 @@ class NatsDriver implements Driver {
     validateDestination(destination);
     if (messages.length === 0) return;
     const outgoing = messages.map((m) => ({ subject: publishSubject(destination, m.type), key: m.key, value: m.value, headers: m.headers }));
-    await this.track(this.publish('send', destination, outgoing));
+    await this.pending.track(this.publish('send', destination, outgoing));
   }
 
   /**
@@ -304,11 +390,12 @@ class NatsDriver implements Driver {
   private async publish(operation: 'send' | 'dead-letter', destination: string, messages: Publication[]): Promise<void> {
     let conn: Connected;
     try {
-      conn = await this.conn();
+      conn = await this.usable();
     } catch (err) {
       throw this.fail(err, operation, destination);
     }
     const { nc, js } = conn;
+    const { lost } = this.stretch;
     const maxPayload = nc.info?.max_payload ?? 1024 * 1024;
     // The whole batch is checked first: nothing is published if one message can't be.
     const prepared = messages.map((m) => {
@@ -322,18 +409,25 @@ class NatsDriver implements Driver {
       return { subject: m.subject, value: m.value, headers };
     });
     const results = await Promise.allSettled(
-      prepared.map((p) => js.publish(p.subject, p.value, { headers: p.headers, timeout: this.config.requestTimeoutMs })),
+      prepared.map((p) => Promise.race([js.publish(p.subject, p.value, { headers: p.headers, timeout: this.config.requestTimeoutMs }), lost])),
     );
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed.length > 0) {
-      throw this.fail(failed[0]!.reason, operation, `${failed.length} of ${messages.length} message(s) to '${destination}'`);
-    }
+    if (failed.length === 0) return;
+    const about = `${failed.length} of ${messages.length} message(s) to '${destination}'`;
+    // A definite refusal says more than a loss: it is the one reported.
+    const refused = failed.find((r) => !(r.reason instanceof ConnectionLost));
+    if (refused) throw this.fail(refused.reason, operation, about);
+    if (this.gaveUp) throw this.gaveUp;
+    throw new DeliveryError(
+      `NATS ${this.url.redacted}: the connection to the server was lost while waiting for its acknowledgement (${about}): the server may have stored them`,
+      { cause: failed[0]!.reason, retriable: true, unconfirmed: true, hint: 'counted as failed and reported as unconfirmed; payq does not send them again' },
+    );
   }
 
   /** A copy on `<destination>.dlq`, same type token, body and key, headers plus the extra ones. */
   private publishDeadLetter(destination: string, typeToken: string, value: Uint8Array, headers: Headers, key: string | undefined): Promise<void> {
     const dlq = `${destination}.dlq`;
-    return this.track(this.publish('dead-letter', dlq, [{ subject: `${SUBJECT_PREFIX}.${dlq}.${typeToken}`, key, value, headers }]));
+    return this.pending.track(this.publish('dead-letter', dlq, [{ subject: `${SUBJECT_PREFIX}.${dlq}.${typeToken}`, key, value, headers }]));
   }
 
   async subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription> {
@@ -348,7 +442,7 @@ class NatsDriver implements Driver {
     if (!Number.isInteger(prefetch) || prefetch < 1) throw new ConfigError(`prefetch must be a whole number of at least 1, got ${prefetch}`);
     let conn: Connected;
     try {
-      conn = await this.conn();
+      conn = await this.usable();
     } catch (err) {
       throw this.fail(err, 'subscribe');
     }
@@ -384,7 +478,7 @@ class NatsDriver implements Driver {
     const wanted = [...new Set(destinations)].filter(isValidDestination);
     if (wanted.length === 0) return found;
     try {
-      const { jsm } = await this.conn();
+      const { jsm } = await this.usable();
       for (const name of wanted) if (await this.findReadable(jsm, name)) found.add(name);
     } catch (err) {
       throw this.fail(err, 'exists', wanted.join(', '));
@@ -393,7 +487,7 @@ class NatsDriver implements Driver {
   }
 
   async brokerVersion(): Promise<string | undefined> {
-    const { nc } = await this.conn();
+    const { nc } = await this.usable();
     const info = nc.info;
     if (!info) return undefined;
     return `nats-server ${info.version}${info.jetstream ? ' (JetStream)' : ''}${info.cluster ? `; cluster ${info.cluster}` : ''}`;
@@ -405,11 +499,16 @@ class NatsDriver implements Driver {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
+      // Whatever waits for a server that is away fails now rather than when it is back.
+      if (this.outage) {
+        clearTimeout(this.outage.timer);
+        this.outage.reject(new BrokerUnavailableError(`NATS ${this.url.redacted}: closed while the server was unreachable`, { retriable: true }));
+      }
       // Sends and dead letters settle first (their callers see the outcome), then subscriptions
       // (a finishing handler may still dead-letter), then the connection.
-      await Promise.allSettled([...this.pending]);
+      await this.pending.settled();
       await Promise.allSettled([...this.subscriptions].map((s) => s.close()));
-      await Promise.allSettled([...this.pending]);
+      await this.pending.settled();
       const connection = this.connection;
       this.connection = undefined;
       const conn = await connection?.catch(() => undefined);

@@ -31,11 +31,23 @@
  *
  * Messages held longer than a third of ack_wait are kept alive with +WPI (in progress), so a
  * slow handler or replay's long dry runs don't get their messages redelivered under them.
+ *
+ * When the connection drops (the driver calls connectionLost / connectionRestored): the pull
+ * requests are gone with it and nothing is pulled until the reconnect; acks and naks of what is
+ * held (received before the outage) are kept and sent after the reconnect, since nats.js drops
+ * what is written while it is disconnected. The server takes them after a restart too: a durable
+ * consumer keeps its pending messages on the store. A settlement written just before the drop
+ * may be lost with it; the server then redelivers that message after ack_wait (a duplicate, not
+ * a loss). What is still held gets +WPI at once after the reconnect (the outage may have taken
+it past ack_wait). A tap's ephemeral consumer that the server no longer has is re-created to start after
+ * the last stream sequence the tap saw (or where it started), so it sees everything published
+ * after the restart and nothing twice.
  */
 import { AckPolicy, DeliverPolicy, ReplayPolicy, RetentionPolicy, type JetStreamManager } from '@nats-io/jetstream';
 import { createInbox, type Msg, type NatsConnection, type Subscription as NatsSub } from '@nats-io/transport-node';
 import { InternalError, TopologyError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
+import { tapDeadLetterRefused } from '../common.js';
 import { DeliveryPump } from '../pump.js';
 import type { NatsConfig } from './config.js';
 import { apiCode, JsCode, mapNatsError } from './errors.js';
@@ -46,7 +58,10 @@ import { consumerDescription, consumerName, streamSubject, typeTokenOf } from '.
 const PULL_EXPIRES_MS = 1_000;
 /** A request not ended by then is taken as lost (a reconnect drops pull requests). */
 const PULL_LOST_AFTER_MS = PULL_EXPIRES_MS + 2_000;
-/** Pause after a 409 (limits exceeded, consumer deleted, leader change) before pulling again. */
+/**
+ * Pause after a 409 (limits exceeded, consumer deleted, leader change) or a 503 (no responders:
+ * the consumer is gone, or JetStream not ready after a restart) before pulling again.
+ */
 const PULL_BACKOFF_MS = 500;
 const TAP_INACTIVE_THRESHOLD_MS = 60_000;
 
@@ -71,15 +86,28 @@ export interface NatsSubscriptionDeps {
   forget(sub: NatsSubscription): void;
 }
 
+/**
+ * A number from a JetStream ack subject: v1 `$JS.ACK.stream.consumer.delivered.sseq.cseq.ts.pending`
+ * (9 tokens); v2 adds domain and account hash after ACK (and may end with a random token).
+ * `field` 0 is the delivery count, 1 the stream sequence.
+ */
+function ackToken(reply: string | undefined, field: 0 | 1): number {
+  if (!reply) return NaN;
+  const t = reply.split('.');
+  const at = t.length === 9 ? 4 : t.length >= 11 ? 6 : -1;
+  return at === -1 ? NaN : Number(t[at + field]);
+}
+
 /** The delivery count from a JetStream ack subject ($JS.ACK.<stream>.<consumer>.<delivered>.…). */
 export function deliveryCount(reply: string | undefined): number {
-  if (!reply) return 1;
-  const t = reply.split('.');
-  // v1: $JS.ACK.stream.consumer.delivered.sseq.cseq.ts.pending (9 tokens); v2 adds domain and
-  // account hash after ACK (and may end with a random token).
-  const at = t.length === 9 ? 4 : t.length >= 11 ? 6 : -1;
-  const n = at === -1 ? NaN : Number(t[at]);
+  const n = ackToken(reply, 0);
   return Number.isFinite(n) && n > 0 ? n : 1;
+}
+
+/** The stream sequence of a delivery, from its ack subject; 0 when it cannot be read. */
+export function streamSequence(reply: string | undefined): number {
+  const n = ackToken(reply, 1);
+  return Number.isFinite(n) && n > 0 ? n : 0;
 }
 
 interface Held {
@@ -109,6 +137,10 @@ interface Source {
   /** close() waiting for the request in flight to end. */
   onEnd: (() => void) | undefined;
   pullScheduled: boolean;
+  /** The consumer's subject filter (undefined on a user's stream: read whole). */
+  filter: string | undefined;
+  /** A tap: the last stream sequence it has seen (or the one before where it started). */
+  lastSeq: number;
 }
 
 export class NatsSubscription implements Subscription {
@@ -121,6 +153,12 @@ export class NatsSubscription implements Subscription {
   private readonly tap: boolean;
   /** A tap's ephemeral consumers, deleted on close. */
   private readonly tapConsumers: Array<{ stream: string; name: string }> = [];
+  /** Between connectionLost and connectionRestored (see the header). */
+  private offline = false;
+  /** Settlements made while offline, sent after the reconnect. */
+  private readonly unsent: Array<{ msg: Msg; reply: string }> = [];
+  /** A tap re-checking its consumers after a reconnect. */
+  private resuming: Promise<void> | undefined;
 
   constructor(
     private readonly deps: NatsSubscriptionDeps,
@@ -141,7 +179,8 @@ export class NatsSubscription implements Subscription {
         // A user's stream is read as it is: every subject it holds.
         const filter = foreign ? undefined : streamSubject(destination);
         if (this.tap && foreign) await this.refuseWorkQueueTap(stream, destination);
-        const consumer = this.tap ? await this.createTapConsumer(stream, destination, filter) : await this.ensureGroupConsumer(stream, destination, filter);
+        const tapStart = this.tap ? await this.createTapConsumer(stream, destination, filter, undefined) : undefined;
+        const consumer = tapStart ? tapStart.name : await this.ensureGroupConsumer(stream, destination, filter);
         const source: Source = {
           destination,
           stream,
@@ -157,6 +196,8 @@ export class NatsSubscription implements Subscription {
           backoffTimer: undefined,
           onEnd: undefined,
           pullScheduled: false,
+          filter,
+          lastSeq: tapStart?.lastSeq ?? 0,
         };
         this.sources.push(source);
       }
@@ -221,13 +262,21 @@ export class NatsSubscription implements Subscription {
     return name;
   }
 
-  private async createTapConsumer(stream: string, destination: string, filter: string | undefined): Promise<string> {
+  /**
+   * A tap's consumer: from the beginning or what comes next, or (re-created after a restart)
+   * from just after `afterSeq`. Resolves with its name and the stream sequence it starts after.
+   */
+  private async createTapConsumer(stream: string, destination: string, filter: string | undefined, afterSeq: number | undefined): Promise<{ name: string; lastSeq: number }> {
     const { jsm, config } = this.deps;
+    const start =
+      afterSeq !== undefined
+        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: afterSeq + 1 }
+        : { deliver_policy: this.options.fromBeginning ? DeliverPolicy.All : DeliverPolicy.New };
     const info = await jsm.consumers.add(stream, {
       description: `payq tap on '${destination}' (pid ${process.pid})`,
       ...(filter === undefined ? {} : { filter_subject: filter }),
       ack_policy: AckPolicy.Explicit,
-      deliver_policy: this.options.fromBeginning ? DeliverPolicy.All : DeliverPolicy.New,
+      ...start,
       replay_policy: ReplayPolicy.Instant,
       ack_wait: ns(config.ackWaitMs),
       max_deliver: -1,
@@ -236,7 +285,81 @@ export class NatsSubscription implements Subscription {
     });
     // Recorded at once so a failure later in start() still deletes it.
     this.tapConsumers.push({ stream, name: info.name });
-    return info.name;
+    // DeliverNew starts after the stream's last message at creation, which `delivered` tells.
+    return { name: info.name, lastSeq: afterSeq ?? (this.options.fromBeginning ? 0 : info.delivered.stream_seq) };
+  }
+
+  /** The driver found the connection gone: pull requests are lost, settlements wait. */
+  connectionLost(): void {
+    if (this.closing) return;
+    this.offline = true;
+    for (const source of this.sources) {
+      clearTimeout(source.lostTimer);
+      clearTimeout(source.backoffTimer);
+      source.lostTimer = undefined;
+      source.backoffTimer = undefined;
+      source.current = undefined;
+      source.owed = 0;
+      const onEnd = source.onEnd;
+      source.onEnd = undefined;
+      onEnd?.();
+    }
+  }
+
+  /** The connection works again: kept settlements go, a tap gets its consumers back, pulling resumes. */
+  connectionRestored(): void {
+    if (!this.offline) return;
+    this.offline = false;
+    for (const { msg, reply } of this.unsent.splice(0)) this.respond(msg, reply);
+    // What the handler still holds may be past ack_wait by now: +WPI before any pull, so the
+    // server does not hand it out again under the handler.
+    this.keepAlive(0);
+    if (this.closing) return;
+    if (!this.tap) {
+      for (const source of this.sources) this.pull(source);
+      return;
+    }
+    this.resuming ??= this.recheckTapConsumers().finally(() => (this.resuming = undefined));
+  }
+
+  /** Each tap consumer the server lost is re-created after what the tap saw; then it pulls. */
+  private async recheckTapConsumers(): Promise<void> {
+    for (const source of this.sources) {
+      if (this.closing || this.offline) return;
+      try {
+        await this.ensureTapConsumer(source);
+      } catch {
+        // Not now (the server is still starting, or away again): the next 503 or reconnect retries.
+      }
+      this.pull(source);
+    }
+  }
+
+  private async ensureTapConsumer(source: Source): Promise<void> {
+    const { jsm } = this.deps;
+    try {
+      await jsm.consumers.info(source.stream, source.consumer);
+      return;
+    } catch (err) {
+      if (apiCode(err) !== JsCode.consumerNotFound) throw err;
+    }
+    const gone = source.consumer;
+    const at = this.tapConsumers.findIndex((c) => c.stream === source.stream && c.name === gone);
+    if (at !== -1) this.tapConsumers.splice(at, 1);
+    const fresh = await this.createTapConsumer(source.stream, source.destination, source.filter, source.lastSeq);
+    source.consumer = fresh.name;
+  }
+
+  private respond(msg: Msg, reply: string): void {
+    if (this.offline) {
+      this.unsent.push({ msg, reply });
+      return;
+    }
+    try {
+      msg.respond(reply);
+    } catch {
+      // Connection closed for good: the server redelivers it after ack_wait.
+    }
   }
 
   private async deleteTapConsumers(): Promise<void> {
@@ -246,7 +369,7 @@ export class NatsSubscription implements Subscription {
 
   /** Asks for the room left, unless a request is in flight (see the header). */
   private pull(source: Source): void {
-    if (this.closing || source.current !== undefined || source.backoffTimer !== undefined) return;
+    if (this.closing || this.offline || source.current !== undefined || source.backoffTimer !== undefined) return;
     const room = source.share - source.unsettled;
     if (room <= 0) return;
     const reply = `${source.inbox}.${++source.requests}`;
@@ -308,9 +431,14 @@ export class NatsSubscription implements Subscription {
     try {
       const status = !msg.reply && msg.headers !== undefined ? msg.headers.code : 0;
       if (status !== 0) {
-        // 404 no messages, 408 request expired, 409 limits / consumer deleted / leader change:
-        // the request is over. A status of an older request (its subject differs) changes nothing.
-        if (msg.subject === source.current) this.endRequest(source, status === 409 ? PULL_BACKOFF_MS : 0);
+        // 404 no messages, 408 request expired, 409 limits / consumer deleted / leader change,
+        // 503 no responders: the request is over. A status of an older request (its subject
+        // differs) changes nothing. A tap whose consumer is gone gets it back (after a restart).
+        if (msg.subject === source.current) {
+          const busy = status === 409 || status === 503;
+          this.endRequest(source, busy ? PULL_BACKOFF_MS : 0);
+          if (busy && this.tap && !this.closing) this.resuming ??= this.recheckTapConsumers().finally(() => (this.resuming = undefined));
+        }
         return;
       }
       if (!msg.reply) return; // not a JetStream delivery
@@ -333,6 +461,7 @@ export class NatsSubscription implements Subscription {
     const destination = source.destination;
     const tap = this.tap;
     const held: Held = { msg, source, receivedAt: Date.now(), settled: false, delivery: undefined as unknown as Delivery };
+    source.lastSeq = Math.max(source.lastSeq, streamSequence(msg.reply));
     source.unsettled++;
     this.held.add(held);
     const settle = (reply: string): boolean => {
@@ -340,11 +469,7 @@ export class NatsSubscription implements Subscription {
       held.settled = true;
       source.unsettled--;
       this.held.delete(held);
-      try {
-        msg.respond(reply);
-      } catch {
-        // Connection closed: the server redelivers it after ack_wait.
-      }
+      this.respond(msg, reply);
       this.schedulePull(source);
       return true;
     };
@@ -361,7 +486,7 @@ export class NatsSubscription implements Subscription {
       nack: () => void settle(NAK),
       deadLetter: async (extra: Headers) => {
         if (tap) {
-          throw new UsageError(`cannot dead-letter a message seen by a tap on ${destination}: a tap observes, the destination's consumers decide`);
+          throw tapDeadLetterRefused(destination);
         }
         if (held.settled) throw new InternalError(`dead-letter of a message from ${destination}: already settled`);
         await this.deps.publishDeadLetter(destination, typeTokenOf(msg.subject), value, { ...headers, ...extra }, key);
@@ -373,6 +498,7 @@ export class NatsSubscription implements Subscription {
 
   /** +WPI for what has been held a while, so JetStream doesn't redeliver it under the handler. */
   private keepAlive(olderThanMs: number): void {
+    if (this.offline) return;
     const before = Date.now() - olderThanMs;
     for (const held of this.held) {
       if (held.receivedAt > before) continue;

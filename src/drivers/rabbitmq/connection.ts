@@ -1,7 +1,14 @@
 /**
- * One AMQP connection that reopens on demand. The driver keeps two, as RabbitMQ advises: one for
- * publishing and one for consuming, so flow control on a publisher (resource alarms block the
- * publishing connection) never stops consumers from acknowledging.
+ * One AMQP connection that comes back after a loss. The driver keeps two, as RabbitMQ advises:
+ * one for publishing and one for consuming, so flow control on a publisher (resource alarms block
+ * the publishing connection) never stops consumers from acknowledging.
+ *
+ * Riding out a broker that goes away (README "Failure drills"): the first open fails at once (a
+ * wrong URL is said in seconds); once a connection has worked, losing it starts a reconnect at
+ * once, with the one backoff policy (retry.ts), for at most `reconnectTimeoutMs` from the loss.
+ * Everything that needs the connection meanwhile (a send, a declare, a subscription reopening its
+ * channel) waits in `get()` for that reconnect. When it gives up, `get()` fails from then on with
+ * one BrokerUnavailableError (not retriable) saying how long it tried: the driver is done.
  *
  * Every amqplib emitter here gets an 'error' listener: an unhandled 'error' event would crash the
  * process, and a lost connection must instead fail the pending operations with
@@ -9,7 +16,8 @@
  */
 import amqp from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel } from 'amqplib';
-import { BrokerUnavailableError, PayqError } from '../../errors.js';
+import { BrokerUnavailableError, PayqError, messageOf } from '../../errors.js';
+import { retry, type BackoffOptions } from '../retry.js';
 import type { BrokerUrl } from '../url.js';
 import type { RabbitMqConfig } from './config.js';
 import { connectError, connectionLost } from './errors.js';
@@ -38,10 +46,29 @@ export async function closeQuietly(channel: Channel): Promise<void> {
   }
 }
 
+/** Reconnecting after a loss: the first try soon, then doubling up to 2 s (bounded by reconnectTimeoutMs). */
+export const RECONNECT_BACKOFF: BackoffOptions = { initialMs: 100, maxMs: 2000 };
+
+/** What the driver hears of a connection's state (its LinkMonitor). */
+export interface ConnectionEvents {
+  /** The connection works (the first time, or again after a loss). */
+  opened(conn: AmqpConnection): void;
+  /** The connection ended without payq closing it. */
+  lost(conn: AmqpConnection): void;
+}
+
 export class AmqpConnection {
   private model: ChannelModel | undefined;
   private opening: Promise<ChannelModel> | undefined;
   private closing = false;
+  private readonly closeSignal = new AbortController();
+  /** A connection worked once: later opens are reconnects, retried with backoff. */
+  private everOpened = false;
+  /** Lost and not open again yet; since when (epoch ms). */
+  private downNow = false;
+  private downSince: number | undefined;
+  /** The reconnect gave up: every later get() fails with this. */
+  private gaveUp: BrokerUnavailableError | undefined;
   /** Why the last connection ended, if payq didn't end it. */
   lost: PayqError | undefined;
   blockedReason: string | undefined;
@@ -51,10 +78,24 @@ export class AmqpConnection {
     private readonly url: BrokerUrl,
     private readonly config: RabbitMqConfig,
     private readonly role: 'publish' | 'consume',
+    private readonly reconnectTimeoutMs: number,
+    private readonly events: ConnectionEvents,
+    /** Whether a first open should be retried like a reconnect (the driver's other connection worked). */
+    private readonly patientFirstOpen: () => boolean = () => false,
   ) {}
 
   get isOpen(): boolean {
     return this.model !== undefined;
+  }
+
+  /** Lost and not open again (a reconnect under way, or given up). */
+  get down(): boolean {
+    return this.downNow;
+  }
+
+  /** A lost connection is being reopened (or will be on the next get()): waiting in get() is worth it. */
+  get recovering(): boolean {
+    return !this.closing && this.gaveUp === undefined && this.model === undefined && (this.everOpened || this.patientFirstOpen());
   }
 
   serverProperties(): Record<string, unknown> | undefined {
@@ -71,10 +112,31 @@ export class AmqpConnection {
   async get(): Promise<ChannelModel> {
     if (this.closing) throw new BrokerUnavailableError(`the connection to ${this.url.redacted} was closed by payq`);
     if (this.model) return this.model;
-    this.opening ??= this.open().finally(() => {
+    if (this.gaveUp) throw this.gaveUp;
+    this.opening ??= (this.everOpened || this.patientFirstOpen() ? this.reconnect() : this.open()).finally(() => {
       this.opening = undefined;
     });
     return this.opening;
+  }
+
+  /** Opens again with backoff, for at most reconnectTimeoutMs since the loss (or since now). */
+  private async reconnect(): Promise<ChannelModel> {
+    const since = this.downSince ?? Date.now();
+    try {
+      return await retry(() => this.open(), {
+        backoff: RECONNECT_BACKOFF,
+        until: since + this.reconnectTimeoutMs,
+        signal: this.closeSignal.signal,
+      });
+    } catch (err) {
+      if (this.closing) throw new BrokerUnavailableError(`the connection to ${this.url.redacted} was closed by payq`);
+      const seconds = Math.round((Date.now() - since) / 100) / 10;
+      this.gaveUp = new BrokerUnavailableError(
+        `RabbitMQ at ${this.url.redacted} did not come back: gave up reconnecting after ${seconds} s (the reconnect timeout is ${this.reconnectTimeoutMs / 1000} s); last error: ${messageOf(err)}`,
+        { cause: err, hint: 'is RabbitMQ running? --reconnect-timeout sets how long payq waits for it' },
+      );
+      throw this.gaveUp;
+    }
   }
 
   async createChannel(): Promise<Channel> {
@@ -151,15 +213,30 @@ export class AmqpConnection {
       if (this.closing) return;
       const lost = connectionLost(url, err ?? lastError);
       this.lost = lost;
+      this.downNow = true;
+      this.downSince = Date.now();
+      this.events.lost(this);
       for (const listener of [...this.lostListeners]) listener(lost);
+      // Reconnect now, not at the next use: the link is restored (and reported) as soon as it can be.
+      this.get().catch(() => undefined);
     });
+    if (this.closing) {
+      await model.close().catch(() => undefined);
+      throw new BrokerUnavailableError(`the connection to ${this.url.redacted} was closed by payq`);
+    }
     this.model = model;
     this.lost = undefined;
+    this.everOpened = true;
+    this.downNow = false;
+    this.downSince = undefined;
+    this.events.opened(this);
     return model;
   }
 
   async close(): Promise<void> {
     this.closing = true;
+    this.downNow = false;
+    this.closeSignal.abort();
     const model = this.model ?? (await this.opening?.catch(() => undefined));
     this.model = undefined;
     if (!model) return;

@@ -18,6 +18,11 @@
  *      exchange + routing key.
  *   A user who may not bind, or a vhost where the exchange can't be created, sends by queue name
  *   through the default exchange instead (still mandatory, exact).
+ * - A lost connection (README "Failure drills"): messages published and not yet confirmed fail
+ *   their batch with an error flagged `unconfirmed` (and retriable): the broker may have stored
+ *   them, so they are never published again here; the caller counts them failed (unconfirmed).
+ *   A batch not yet begun, and new sends, wait for the reconnect (connection.ts) and go on the
+ *   new channel; when the reconnect gives up they fail with its BrokerUnavailableError.
  */
 import type { ConfirmChannel, Message, Options } from 'amqplib';
 import { AuthError, BrokerUnavailableError, DeliveryError, PayqError, TopologyError } from '../../errors.js';
@@ -25,6 +30,7 @@ import type { OutgoingMessage } from '../types.js';
 import type { BrokerUrl } from '../url.js';
 import type { RabbitMqConfig } from './config.js';
 import { channelCloseReason, closeQuietly, type AmqpConnection } from './connection.js';
+import { PendingWork } from '../common.js';
 import { nackedError, operationError, replyCode, ReplyCode, serverText, unroutableError } from './errors.js';
 import { publishOptions } from './message.js';
 import { bindingPattern, routingKey, validateDestination } from './topology.js';
@@ -50,8 +56,11 @@ interface Pending {
   settled: boolean;
 }
 
-/** 'closed': the channel closed first; why is asked when the batch finishes (see settle). */
-type Outcome = 'ok' | 'nacked' | 'unroutable' | 'closed' | PayqError;
+/**
+ * 'closed': published, and the channel closed before its confirm (the broker may hold it);
+ * 'unsent': not published, the channel being closed. Why is asked when the batch finishes.
+ */
+type Outcome = 'ok' | 'nacked' | 'unroutable' | 'closed' | 'unsent' | PayqError;
 /** topic: via the exchange, the queue is bound; queue: by name through the default exchange. */
 type Route = 'topic' | 'queue';
 
@@ -60,6 +69,7 @@ class Batch {
   private nacked = 0;
   private unroutable = 0;
   private closed = 0;
+  private unsent = 0;
   private error: PayqError | undefined;
   readonly promise: Promise<void>;
   private resolve!: () => void;
@@ -68,7 +78,8 @@ class Batch {
   constructor(
     readonly destination: string,
     readonly total: number,
-    private readonly closedError: () => PayqError,
+    /** Why the channel closed; `unconfirmed`: some of the batch were published and not confirmed. */
+    private readonly closedError: (unconfirmed: number) => PayqError,
   ) {
     this.remaining = total;
     this.promise = new Promise<void>((resolve, reject) => {
@@ -81,6 +92,7 @@ class Batch {
     if (outcome === 'nacked') this.nacked += count;
     else if (outcome === 'unroutable') this.unroutable += count;
     else if (outcome === 'closed') this.closed += count;
+    else if (outcome === 'unsent') this.unsent += count;
     else if (outcome !== 'ok') this.error ??= outcome;
     this.remaining -= count;
     // A microtask later: when a connection drops, amqplib fails the confirms before it emits the
@@ -89,7 +101,7 @@ class Batch {
   }
 
   private finish(): void {
-    if (this.closed > 0) this.error ??= this.closedError();
+    if (this.closed + this.unsent > 0) this.error ??= this.closedError(this.closed);
     if (this.error) this.reject(this.error);
     else if (this.unroutable > 0) this.reject(unroutableError(this.destination, this.unroutable, this.total));
     else if (this.nacked > 0) this.reject(nackedError(this.destination, this.nacked, this.total));
@@ -106,7 +118,7 @@ export class Publisher {
   private current: PubChannel | undefined;
   private opening: Promise<PubChannel> | undefined;
   private closing = false;
-  private readonly inFlight = new Set<Promise<void>>();
+  private readonly inFlight = new PendingWork();
   /** Per destination: checked to exist and bound (topic), or to be sent by queue name. */
   private readonly routes = new Map<string, Promise<Route>>();
 
@@ -125,13 +137,13 @@ export class Publisher {
   /** Resolves when the broker confirmed every message; close() waits for sends already begun. */
   send(destination: string, messages: OutgoingMessage[]): Promise<void> {
     if (this.closing) return Promise.reject(this.closedByPayq(destination));
-    return this.track(this.sendBatch(destination, messages));
+    return this.inFlight.track(this.sendBatch(destination, messages));
   }
 
   /** deadLetter's copy: one message to `queue` by name; the queue must exist. */
   sendToQueue(queue: string, content: Buffer, options: Options.Publish): Promise<void> {
     if (this.closing) return Promise.reject(this.closedByPayq(queue));
-    return this.track(this.sendOne(queue, content, options));
+    return this.inFlight.track(this.sendOne(queue, content, options));
   }
 
   private async sendBatch(destination: string, messages: OutgoingMessage[]): Promise<void> {
@@ -143,12 +155,16 @@ export class Publisher {
     }
     const pc = await this.channel();
     const byName = !pc.topic || (await this.route(destination)) === 'queue';
-    const batch = new Batch(destination, messages.length, () => this.closedError(pc, destination));
+    const batch = new Batch(destination, messages.length, (unconfirmed) => this.closedError(pc, destination, unconfirmed, messages.length));
     const timestamp = Math.floor(Date.now() / 1000);
     for (let i = 0; i < messages.length; i++) {
       if (pc.needDrain && !pc.closed) await new Promise<void>((resolve) => pc.drainWaiters.push(resolve));
+      if (pc.closed && i === 0 && this.conn.recovering) {
+        // Lost before anything of this batch was published: safe to send it all after the reconnect.
+        return this.sendBatch(destination, messages);
+      }
       if (pc.closed) {
-        batch.settle('closed', messages.length - i);
+        batch.settle('unsent', messages.length - i);
         break;
       }
       const m = messages[i]!;
@@ -167,9 +183,10 @@ export class Publisher {
 
   private async sendOne(queue: string, content: Buffer, options: Options.Publish): Promise<void> {
     const pc = await this.channel();
-    const batch = new Batch(queue, 1, () => this.closedError(pc, queue));
+    const batch = new Batch(queue, 1, (unconfirmed) => this.closedError(pc, queue, unconfirmed, 1));
     if (pc.needDrain && !pc.closed) await new Promise<void>((resolve) => pc.drainWaiters.push(resolve));
-    if (pc.closed) batch.settle('closed');
+    if (pc.closed && this.conn.recovering) return this.sendOne(queue, content, options);
+    if (pc.closed) batch.settle('unsent');
     else {
       this.publish(pc, {
         batch,
@@ -190,7 +207,7 @@ export class Publisher {
     if (this.inFlight.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        Promise.allSettled([...this.inFlight]),
+        this.inFlight.settled(),
         new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
       ]);
       clearTimeout(timer);
@@ -204,13 +221,6 @@ export class Publisher {
         // The connection went first; amqplib has already failed what was pending.
       }
     }
-  }
-
-  private track(work: Promise<void>): Promise<void> {
-    this.inFlight.add(work);
-    const forget = () => this.inFlight.delete(work);
-    work.then(forget, forget);
-    return work;
   }
 
   private publish(pc: PubChannel, p: Pending): void {
@@ -235,7 +245,7 @@ export class Publisher {
         p.settled = true;
         p.batch.settle(
           closing
-            ? 'closed'
+            ? 'unsent'
             : new DeliveryError(`cannot encode a message for '${p.batch.destination}': ${err instanceof Error ? err.message : String(err)}`, { cause: err }),
         );
       }
@@ -302,12 +312,21 @@ export class Publisher {
     }
   }
 
+  /** The confirm channel, opened again when it closed; waits for a reconnect under way (connection.ts). */
   private async channel(): Promise<PubChannel> {
-    if (this.current && !this.current.closed) return this.current;
-    this.opening ??= this.openChannel().finally(() => {
-      this.opening = undefined;
-    });
-    return this.opening;
+    for (;;) {
+      if (this.current && !this.current.closed) return this.current;
+      this.opening ??= this.openChannel().finally(() => {
+        this.opening = undefined;
+      });
+      try {
+        return await this.opening;
+      } catch (err) {
+        // The connection went while the channel opened: wait for the reconnect (get() gives up in time).
+        if (!this.conn.recovering) throw err;
+        await this.conn.get();
+      }
+    }
   }
 
   private async openChannel(): Promise<PubChannel> {
@@ -360,10 +379,21 @@ export class Publisher {
     }
   }
 
-  /** Why messages in flight on `pc` were not confirmed. */
-  private closedError(pc: PubChannel, destination: string): PayqError {
+  /**
+   * Why messages in flight on `pc` were not confirmed. `unconfirmed` of the `total` were
+   * published: the broker may have stored them (the error says so, flagged `unconfirmed`).
+   */
+  private closedError(pc: PubChannel, destination: string, unconfirmed: number, total: number): PayqError {
     if (this.closing) return this.closedByPayq(destination);
-    if (!this.conn.isOpen) return this.conn.lost ?? new BrokerUnavailableError(`lost the connection to RabbitMQ at ${this.url.redacted}`, { retriable: true });
+    if (!this.conn.isOpen || this.conn.down) {
+      const why = this.conn.lost ? this.conn.lost.message : `lost the connection to RabbitMQ at ${this.url.redacted}`;
+      if (unconfirmed === 0) return new BrokerUnavailableError(`${why} (before ${total} message(s) to '${destination}' were sent)`, { retriable: true, cause: this.conn.lost });
+      return new BrokerUnavailableError(`${why}, before it confirmed ${unconfirmed} of ${total} message(s) sent to '${destination}': the broker may have stored them (unconfirmed, not sent again)`, {
+        retriable: true,
+        unconfirmed: true,
+        cause: this.conn.lost,
+      });
+    }
     const reason = channelCloseReason(pc.ch);
     const text = reason ? serverText(reason) : 'the channel closed';
     switch (replyCode(reason)) {
@@ -377,6 +407,7 @@ export class Publisher {
         return new BrokerUnavailableError(`the publishing channel to ${this.url.redacted} closed before RabbitMQ confirmed the sends to '${destination}': ${text}`, {
           cause: reason,
           retriable: true,
+          unconfirmed: unconfirmed > 0,
         });
     }
   }

@@ -3,35 +3,17 @@
  * topology.ts, sending in publisher.ts, consuming and dead-lettering in subscriber.ts.
  */
 import { TopologyError } from '../../errors.js';
-import type { DeliveryHandler, DestinationSpec, Driver, DriverCapabilities, DriverOptions, LinkStatus, OutgoingMessage, SubscribeOptions, Subscription } from '../types.js';
+import type { DeliveryHandler, DestinationSpec, Driver, DriverOptions, LinkStatus, OutgoingMessage, SubscribeOptions, Subscription } from '../types.js';
 import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
-import { LinkMonitor, startTracked, usedAfterClose } from '../common.js';
+import { DeclaredDriver, LinkMonitor, startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { rabbitMqConfig, type RabbitMqConfig } from './config.js';
 import { AmqpConnection, closeQuietly } from './connection.js';
+import { RABBITMQ_DRIVER } from './descriptor.js';
 import { operationError, replyCode, ReplyCode } from './errors.js';
 import { Publisher } from './publisher.js';
 import { RabbitMqSubscription, type DeadLetterMode } from './subscriber.js';
 import { bindingPattern, dlqName, isDeadLetterQueueName, queueArguments, validateDestination } from './topology.js';
-
-/**
- * sendBatchSize / sendMaxInFlight: measured with 200 000 × 500-byte persistent events to one
- * durable queue (RabbitMQ 3.10, 2 shared cores): ~9.6–10.3k events/s, the broker (disk) being the
- * limit, not the client. 1 in flight was ~20% slower; 1000–2000 × 4–16 was within the noise
- * and only adds latency per batch.
- */
-export const RABBITMQ_CAPABILITIES: DriverCapabilities = {
-  consumerGroups: true,
-  persistence: true,
-  ordering: 'per-destination',
-  replayFromBeginning: false,
-  nativeDeadLetter: true,
-  partitions: false,
-  headerBinding: 'amqp',
-  storedDestinations: true,
-  sendBatchSize: 500,
-  sendMaxInFlight: 8,
-};
 
 /** Frames amqplib buffers per channel before publish() reports backpressure (its default is 1024). */
 const WRITE_HIGH_WATER_MARK = 1024;
@@ -42,9 +24,7 @@ export function createDriver(url: BrokerUrl, options: DriverOptions = DEFAULT_DR
   return new RabbitMqDriver(url, options);
 }
 
-class RabbitMqDriver implements Driver {
-  readonly name = 'rabbitmq';
-  readonly capabilities = RABBITMQ_CAPABILITIES;
+class RabbitMqDriver extends DeclaredDriver implements Driver {
   private readonly config: RabbitMqConfig;
   private readonly pub: AmqpConnection;
   private readonly sub: AmqpConnection;
@@ -54,21 +34,33 @@ class RabbitMqDriver implements Driver {
   private readonly deadLetterChecks = new Map<string, Promise<DeadLetterMode>>();
   private closing: Promise<void> | undefined;
   private readonly linkMonitor = new LinkMonitor();
+  /** A connection to the broker worked once (connect() or since). */
+  private connected = false;
 
   constructor(
     readonly url: BrokerUrl,
     readonly options: DriverOptions = DEFAULT_DRIVER_OPTIONS,
   ) {
+    super(RABBITMQ_DRIVER);
     this.config = rabbitMqConfig(url);
-    this.pub = new AmqpConnection(url, this.config, 'publish');
-    this.sub = new AmqpConnection(url, this.config, 'consume');
+    // The link is down while either connection is lost, and up again when both work.
+    const events = {
+      opened: () => {
+        this.connected = true;
+        if (!this.pub.down && !this.sub.down) this.linkMonitor.restored();
+      },
+      lost: () => this.linkMonitor.lost(),
+    };
+    // Once the driver has connected, a connection opened first during an outage waits for the broker too.
+    const patient = () => this.connected;
+    this.pub = new AmqpConnection(url, this.config, 'publish', options.reconnectTimeoutMs, events, patient);
+    this.sub = new AmqpConnection(url, this.config, 'consume', options.reconnectTimeoutMs, events, patient);
     this.publisher = new Publisher(this.pub, url, this.config, { highWaterMark: WRITE_HIGH_WATER_MARK });
   }
 
   async connect(): Promise<void> {
     this.assertOpen('connect');
     await this.pub.get();
-    this.linkMonitor.restored();
   }
 
   /**
@@ -145,6 +137,7 @@ class RabbitMqDriver implements Driver {
         exchangeExists: (name) => this.exchangeExists(name),
         exists: (queues) => this.exists(queues),
         forget: (s) => this.subscriptions.delete(s),
+        reconnectTimeoutMs: this.options.reconnectTimeoutMs,
       },
       options,
       handler,

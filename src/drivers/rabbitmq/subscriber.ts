@@ -7,9 +7,11 @@
  * - `group` does not select anything: every subscriber of a queue competes for its messages
  *   (RabbitMQ's competing consumers); the group only names the consumer tag.
  * - `fromBeginning` has no meaning: a queue holds what no one has acked yet.
- * - If the channel or connection is lost, the subscription reopens it (backoff up to 5 s) until
- *   closed; unacked messages go back to the queue and are redelivered with `redelivered` set.
- *   ack/nack on a delivery from the lost channel do nothing (RabbitMQ has requeued it already).
+ * - If the channel or connection is lost, the subscription reopens it (backoff up to 5 s, waiting
+ *   for the connection's reconnect, connection.ts) and consumes the same queues again, until
+ *   closed or the reconnect gives up; unacked messages go back to the queue and are redelivered
+ *   with `redelivered` set. ack/nack on a delivery from the lost channel do nothing (RabbitMQ
+ *   has requeued it already).
  *
  * deadLetter: RabbitMQ dead-letters with the queue's DLX (adding x-death) only when a message
  * is rejected or expires, and a reject can't add headers. payq wants both its provenance headers
@@ -29,13 +31,15 @@
  * All consumers of a queue that payq dead-letters from should be payq: another consumer could
  * receive the copy (when it has spare prefetch) and process it twice.
  *
- * Taps (`tap: true`): one exclusive, auto-deleted, non-durable queue named by the server, bound to
- * the topic exchange with `D.*.*` for each destination D and, for a DLQ `D.dlq`, to the DLX with
- * `D.dlq` (dead letters never pass the topic exchange). It sees what is published after it
- * subscribed and takes nothing from D's consumers; acks settle its own copies. A queue cannot
- * replay, so `fromBeginning` with a tap is a ConfigError rather than silently ignored. The queue
- * goes when the subscription closes (auto-delete on cancel, exclusive on connection loss); after a
- * lost channel a new one is bound, and what was published in between is not seen. A tap delivery
+ * Taps (`tap: true`): one queue of the tap's own, `payq.tap.<pid>.<random>`, bound to the topic
+ * exchange with `D.*.*` for each destination D and, for a DLQ `D.dlq`, to the DLX with `D.dlq`
+ * (dead letters never pass the topic exchange). It sees what is published after it subscribed and
+ * takes nothing from D's consumers; acks settle its own copies. A queue cannot replay, so
+ * `fromBeginning` with a tap is a ConfigError rather than silently ignored. The queue is durable,
+ * so it outlives a broker restart and a lost connection (README "Failure drills": the tap
+ * resubscribes to it and sees everything published meanwhile, the copies it had not acked again);
+ * it is deleted when the subscription closes, and by the broker (`x-expires`) once nothing used it
+ * for twice the reconnect timeout (at least a minute), should payq die without closing. A tap delivery
  * cannot be dead-lettered (UsageError), as on every driver: the destination's consumers decide.
  * The marked copy deadLetter publishes goes to a queue by name, so taps never see it.
  */
@@ -43,7 +47,9 @@ import type { Channel, ConsumeMessage } from 'amqplib';
 import { randomBytes } from 'node:crypto';
 import { BrokerUnavailableError, ConfigError, TopologyError, UsageError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
+import { tapDeadLetterRefused } from '../common.js';
 import { DeliveryPump } from '../pump.js';
+import { retry, type BackoffOptions } from '../retry.js';
 import type { BrokerUrl } from '../url.js';
 import type { RabbitMqConfig } from './config.js';
 import { closeQuietly, type AmqpConnection } from './connection.js';
@@ -78,7 +84,12 @@ export interface SubscriberContext {
   exists(queues: string[]): Promise<Set<string>>;
   /** The subscription is gone; the driver stops tracking it. */
   forget(sub: RabbitMqSubscription): void;
+  /** DriverOptions.reconnectTimeoutMs: a tap's queue outlives an outage this long. */
+  reconnectTimeoutMs: number;
 }
+
+/** A tap's queue expires once unused for twice the reconnect timeout, at least this long. */
+const MIN_TAP_EXPIRES_MS = 60_000;
 
 /**
  * 'native': the queue has payq's DLX; the marked copy reaches `<queue>.dlq` through it and
@@ -100,7 +111,8 @@ interface Source {
   tap: boolean;
 }
 
-const MAX_BACKOFF_MS = 5000;
+/** Reopening a lost channel: tried until it works or the subscription closes. */
+const REOPEN_BACKOFF: BackoffOptions = { initialMs: 250, maxMs: 5000 };
 
 export class RabbitMqSubscription implements Subscription {
   private state: ChannelState | undefined;
@@ -108,9 +120,11 @@ export class RabbitMqSubscription implements Subscription {
   private readonly pump: DeliveryPump<{ state: ChannelState; delivery: Delivery }>;
   private closing = false;
   private closed: Promise<void> | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
-  private wakeRetry: (() => void) | undefined;
+  /** Aborted by close(): ends a reopen under way. */
+  private readonly closingSignal = new AbortController();
   private readonly tagPrefix: string;
+  /** The tap's own queue, once declared: consumed again after a loss, deleted on close. */
+  private tapQueue: string | undefined;
 
   constructor(
     private readonly ctx: SubscriberContext,
@@ -145,8 +159,7 @@ export class RabbitMqSubscription implements Subscription {
 
   private async shutdown(): Promise<void> {
     this.closing = true;
-    clearTimeout(this.retryTimer);
-    this.wakeRetry?.();
+    this.closingSignal.abort();
     const state = this.state;
     if (state && !state.closed) {
       // Cancel first so nothing new arrives while the running handler finishes.
@@ -160,6 +173,13 @@ export class RabbitMqSubscription implements Subscription {
     }
     // Received but never handed out: the channel close below returns them to their queues.
     await this.pump.stop();
+    if (state && !state.closed && this.tapQueue !== undefined) {
+      try {
+        await state.ch.deleteQueue(this.tapQueue);
+      } catch {
+        // The channel went: the queue expires by itself (x-expires).
+      }
+    }
     if (state) await closeQuietly(state.ch);
     this.ctx.forget(this);
   }
@@ -224,7 +244,7 @@ export class RabbitMqSubscription implements Subscription {
         throw new TopologyError(`no exchange '${user.name}' in vhost '${this.ctx.config.vhost}' to tap`, { hint: 'check the name (--exchange); payq never creates it' });
       }
       step('declare the tap queue');
-      const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
+      const queue = await this.declareTapQueue(ch);
       step(`bind the tap queue to exchange '${user.name}' with '${user.binding}'`);
       await ch.bindQueue(queue, user.name, user.binding);
       return queue;
@@ -255,7 +275,7 @@ export class RabbitMqSubscription implements Subscription {
       if (!(await this.ctx.exchangeExists(deadLetterExchange))) dlqs = [];
     }
     step('declare the tap queue');
-    const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
+    const queue = await this.declareTapQueue(ch);
     for (const d of destinations) {
       step(`bind the tap queue to exchange '${exchange}' for '${d}'`);
       await ch.bindQueue(queue, exchange, bindingPattern(d));
@@ -267,22 +287,27 @@ export class RabbitMqSubscription implements Subscription {
     return queue;
   }
 
-  /** Reopens after the channel or its connection was lost, until it works or the subscription closes. */
+  /** The tap's queue: named by payq, durable, expiring when unused (see the header); the same one after a loss. */
+  private async declareTapQueue(ch: Channel): Promise<string> {
+    this.tapQueue ??= `payq.tap.${process.pid}.${randomBytes(6).toString('hex')}`;
+    const expires = Math.max(MIN_TAP_EXPIRES_MS, 2 * this.ctx.reconnectTimeoutMs);
+    await ch.assertQueue(this.tapQueue, { durable: true, arguments: { 'x-expires': expires } });
+    return this.tapQueue;
+  }
+
+  /**
+   * Reopens after the channel or its connection was lost, until it works, the subscription
+   * closes, or the connection gave up reconnecting (the driver is done then).
+   */
   private async recover(): Promise<void> {
-    let delay = 250;
-    while (!this.closing) {
-      await new Promise<void>((resolve) => {
-        this.wakeRetry = resolve;
-        this.retryTimer = setTimeout(resolve, delay);
-      });
-      if (this.closing) return;
-      try {
-        await this.open();
-        return;
-      } catch {
-        delay = Math.min(delay * 2, MAX_BACKOFF_MS);
-      }
-    }
+    const { conn } = this.ctx;
+    // Ends when reopened, closing (the abort) or given up: nothing to report either way.
+    await retry(() => this.open(), {
+      backoff: REOPEN_BACKOFF,
+      delayFirst: true,
+      signal: this.closingSignal.signal,
+      isRetryable: () => conn.isOpen || conn.recovering,
+    }).catch(() => undefined);
   }
 
   /** amqplib calls this inside its frame loop: it must never throw. */
@@ -354,7 +379,7 @@ export class RabbitMqSubscription implements Subscription {
       deadLetter: async (extra: Headers) => {
         if (settled) return;
         if (tap) {
-          throw new UsageError(`cannot dead-letter a message seen by a tap on ${queue}: a tap observes, the destination's consumers decide`);
+          throw tapDeadLetterRefused(queue);
         }
         const mode = await this.ctx.checkDeadLetter(queue);
         // Its channel is gone, so RabbitMQ redelivers it: a copy now would be a duplicate dead letter.

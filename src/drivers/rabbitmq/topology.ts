@@ -10,7 +10,7 @@
  *   single words, `D.*.*` matches exactly the keys of D and nothing of another destination:
  *   `payments.*.*` does not match `payments.dlq.order_placed.p1` (one word too many), which
  *   `payments.#` would, duplicating every send to `payments.dlq` into `payments`.
- * - Taps (SubscribeOptions.tap: an exclusive, auto-deleted, server-named queue of the tap's own)
+ * - Taps (SubscribeOptions.tap: a durable queue of the tap's own, `payq.tap.<pid>.<random>`)
  *   bind `D.*.*` for each destination D and see sends without taking them from D's consumers.
  *   A tap on a DLQ `D.dlq` also binds the DLX with `D.dlq`: dead letters reach `D.dlq` through
  *   the DLX, never through the topic exchange.

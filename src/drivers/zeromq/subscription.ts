@@ -18,8 +18,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Subscriber } from 'zeromq';
-import { BrokerUnavailableError, InternalError, UsageError } from '../../errors.js';
+import { BrokerUnavailableError, InternalError } from '../../errors.js';
 import type { Delivery, DeliveryHandler, Headers, SubscribeOptions, Subscription } from '../types.js';
+import { tapDeadLetterRefused } from '../common.js';
 import { DeliveryPump } from '../pump.js';
 import type { ZmqConfig } from './config.js';
 import { decodeFrames, probeTopic, topicOf } from './wire.js';
@@ -132,7 +133,7 @@ export class ZmqSubscription implements Subscription {
         if (settle() && !this.closing) this.pump.push(this.delivery(destination, key, type, headers, value, true));
       },
       deadLetter: async (extra: Headers) => {
-        if (tap) throw new UsageError(`cannot dead-letter a message seen by a tap on ${destination}: a tap observes, the destination's consumers decide`);
+        if (tap) throw tapDeadLetterRefused(destination);
         if (settled) throw new InternalError(`dead-letter of a message from ${destination}: already settled`);
         await this.deps.publishDeadLetter(destination, { key, type, value, headers: { ...headers, ...extra } });
         settle();

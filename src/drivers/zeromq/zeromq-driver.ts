@@ -28,37 +28,19 @@ import type {
   DeliveryHandler,
   DestinationSpec,
   Driver,
-  DriverCapabilities,
   Headers,
   LinkStatus,
   OutgoingMessage,
   SubscribeOptions,
   Subscription,
 } from '../types.js';
-import { LinkMonitor, startTracked, usedAfterClose } from '../common.js';
+import { DeclaredDriver, LinkMonitor, startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { zmqConfig, type ZmqConfig } from './config.js';
+import { ZMQ_DRIVER } from './descriptor.js';
 import { hostHub } from './hub.js';
 import { ZmqSubscription } from './subscription.js';
 import { decodeFrames, encodeMessage, probeTopic } from './wire.js';
-
-/**
- * ordering: one publisher's messages reach a subscriber in the order sent (TCP, one forwarder
- * thread); several publishers interleave; a nacked message comes back after later ones.
- * sendBatchSize: a batch is only queued into the socket; one in flight keeps send order.
- */
-export const ZMQ_CAPABILITIES: DriverCapabilities = {
-  consumerGroups: false,
-  persistence: false,
-  ordering: 'per-destination',
-  replayFromBeginning: false,
-  nativeDeadLetter: false,
-  partitions: false,
-  headerBinding: 'kafka',
-  storedDestinations: false,
-  sendBatchSize: 1000,
-  sendMaxInFlight: 1,
-};
 
 /** Destination names: anything printable without NUL (the topic terminator) or control characters. */
 // eslint-disable-next-line no-control-regex
@@ -76,9 +58,7 @@ function validateDestination(name: string): void {
   }
 }
 
-class ZmqDriver implements Driver {
-  readonly name = 'zeromq';
-  readonly capabilities = ZMQ_CAPABILITIES;
+class ZmqDriver extends DeclaredDriver implements Driver {
   private readonly config: ZmqConfig;
   private readonly id = randomBytes(6).toString('hex');
   private pub: Publisher | undefined;
@@ -95,6 +75,7 @@ class ZmqDriver implements Driver {
   private closing: Promise<void> | undefined;
 
   constructor(readonly url: BrokerUrl) {
+    super(ZMQ_DRIVER);
     this.config = zmqConfig(url);
   }
 
