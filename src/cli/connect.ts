@@ -8,7 +8,7 @@ import type { Driver } from '../drivers/types.js';
 import type { BrokerUrl } from '../drivers/url.js';
 import type { Output } from './output.js';
 
-export async function openDriver(url: BrokerUrl, out: Output): Promise<Driver> {
+export async function openDriver(url: BrokerUrl, out: Output, options: { reconnectTimeout: number }): Promise<Driver> {
   for (const warning of tlsWarnings(url)) out.warn(warning);
-  return createDriver(url);
+  return createDriver(url, { reconnectTimeoutMs: options.reconnectTimeout });
 }
