@@ -1,14 +1,44 @@
 /**
  * The one way commands get a driver: what weakens a connection's security is said first
- * (`?insecure=true`, README "TLS and SASL"), then the driver for the URL's scheme is loaded.
+ * (`?insecure=true`, README "TLS and SASL"), then the driver for the URL's scheme is loaded, and
+ * its link is watched: a broker that goes away and comes back is said on stderr as it happens
+ * (README "Failure drills").
  */
+import { brokerAway } from '../drivers/common.js';
 import { createDriver } from '../drivers/registry.js';
 import { tlsWarnings } from '../drivers/tls.js';
 import type { Driver } from '../drivers/types.js';
 import type { BrokerUrl } from '../drivers/url.js';
 import type { Output } from './output.js';
 
-export async function openDriver(url: BrokerUrl, out: Output): Promise<Driver> {
+/** How often the link is looked at for an outage to report. */
+const LINK_WATCH_MS = 250;
+
+export async function openDriver(url: BrokerUrl, out: Output, options: { reconnectTimeout: number }): Promise<Driver> {
   for (const warning of tlsWarnings(url)) out.warn(warning);
-  return createDriver(url);
+  const driver = await createDriver(url, { reconnectTimeoutMs: options.reconnectTimeout });
+  watchLink(driver, out, options.reconnectTimeout);
+  return driver;
+}
+
+/** One line when the broker goes away, one when it is back; never keeps the process alive. */
+function watchLink(driver: Driver, out: Output, timeoutMs: number): void {
+  let awaySinceMs: number | undefined;
+  const timer = setInterval(() => {
+    const link = driver.link();
+    if (awaySinceMs === undefined && brokerAway(link)) {
+      awaySinceMs = link.downMs;
+      out.warn(`${driver.url.redacted}: the broker went away; reconnecting for up to ${Math.round(timeoutMs / 1000)} s (--reconnect-timeout)`);
+    } else if (awaySinceMs !== undefined && link.connected) {
+      out.warn(`${driver.url.redacted}: the broker is back (reconnect ${link.reconnects}, ${(link.downMs / 1000).toFixed(1)} s without it in all)`);
+      awaySinceMs = undefined;
+    }
+  }, LINK_WATCH_MS);
+  timer.unref();
+  // Watching ends with the driver: a close is not an outage.
+  const close = driver.close.bind(driver);
+  driver.close = () => {
+    clearInterval(timer);
+    return close();
+  };
 }

@@ -287,6 +287,11 @@ export const METRICS_OPTIONS = {
   metricsLinger: durationOrZero,
 };
 
+/** `--reconnect-timeout` (its default: describe.ts CONNECTION_FLAGS). */
+export const CONNECTION_OPTIONS = {
+  reconnectTimeout: durationSchema,
+};
+
 /**
  * Runs one command: loads its schema and run, resolves its options from the flags typed (only
  * those), PAYQ_*, the config file (`--config` or PAYQ_CONFIG) and its flags' defaults, and hands

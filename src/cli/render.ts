@@ -174,6 +174,9 @@ function summaryRows(r: BenchReport, color: ChalkInstance): [string, string][] {
     ...(e.not_drained > 0 ? [['not drained', color.yellow(`${formatCount(e.not_drained)} acknowledged events still on the broker when the drain timed out (the backlog; not lost)`)] as [string, string]] : []),
     ['duplicates / out of order', `${e.duplicates === 0 ? '0' : color.yellow(formatCount(e.duplicates))} · ${e.out_of_order === 0 ? '0' : color.yellow(formatCount(e.out_of_order))}`],
     ['availability', `${r.availability === 1 ? color.green(formatPct(1)) : color.red(formatPct(r.availability))} of ${formatCount(r.windows.total)} one-second windows`],
+    ...(r.connection && (r.connection.reconnects > 0 || r.connection.unavailable_s > 0)
+      ? ([['broker away', `${r.connection.unavailable_s.toFixed(1)} s, ${countOf(r.connection.reconnects, 'reconnect')}`]] as [string, string][])
+      : []),
     ['payments', `${formatCount(r.payments.produced)} produced · ${formatCount(r.payments.finished)} finished (${classesText(r)})${r.payments.in_flight > 0 ? color.yellow(` · ${formatCount(r.payments.in_flight)} unfinished`) : ''}${r.payments.stuck > 0 ? color.red(` · ${formatCount(r.payments.stuck)} stuck`) : ''}`],
     ['dead-lettered', r.dlq.total === 0 ? '0' : `${formatCount(r.dlq.total)} (${r.dlq.per_s}/s: ${dlq})`],
   ];

@@ -3,6 +3,7 @@
  * the producers' results, the worker's, the tracer's, the sink's counts and what the metered
  * driver counted. Nothing is derived here; the report builder does that.
  */
+import type { LinkStatus } from '../drivers/types.js';
 import type { AvailabilityWindows } from '../metrics/availability.js';
 import { createLatencyHistogram } from '../metrics/histogram.js';
 import { mergeHistograms } from '../metrics/merge.js';
@@ -29,6 +30,8 @@ export interface BenchParts {
   run: RunCounts;
   windows: AvailabilityWindows;
   timeseries: TimeSeries | undefined;
+  /** The driver's link at the end of the run (Driver.link). */
+  link: LinkStatus;
 }
 
 function stagesOf(worked: WorkerResult | undefined): Record<string, StageData> {
@@ -89,5 +92,6 @@ export function benchRunData(p: BenchParts): RunData {
     },
     errors,
     ...(p.timeseries ? { timeseries: p.timeseries } : {}),
+    connection: { reconnects: p.link.reconnects, down_ms: Math.round(p.link.downMs) },
   };
 }

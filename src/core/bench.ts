@@ -414,6 +414,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     sink: { destination: scenario.sink, ...sink },
     run: driver.run,
     windows: driver.windows(measureEndUs),
+    link: driver.link(),
     timeseries: series.finish((second) => driver.availability.availableAt(second * 1e6 + 500_000)),
   });
   return {

@@ -2,8 +2,8 @@
  * `produce`: events from a source to one destination, in batches, with at most a few batches in
  * flight, paced open-loop when a rate is set. Returns a ProduceResult; never prints.
  */
-import type { Driver, OutgoingMessage } from '../drivers/types.js';
-import { isPayqError, messageOf } from '../errors.js';
+import type { Driver, LinkStatus, OutgoingMessage } from '../drivers/types.js';
+import { BrokerUnavailableError, isPayqError, messageOf } from '../errors.js';
 import { toMessage, type EncodeContext, type EventTiming } from '../events/codec.js';
 import type { GeneratedEvent } from '../events/generator.js';
 import { createLatencyHistogram, recordUs, summarize, type LatencyHistogram, type LatencySummary } from '../metrics/histogram.js';
@@ -68,6 +68,11 @@ export interface ProduceResult {
   interrupted: boolean;
   /** Stopped early because the broker failed (sends after the failure were not attempted). */
   stopped_early: boolean;
+  /** Stopped because the broker stayed away longer than the reconnect timeout (exit 3). */
+  broker_gone: boolean;
+  /** Connections re-established after a loss, and the seconds spent without one (Driver.link). */
+  reconnects: number;
+  unavailable_s: number;
   histograms: { publish: LatencyHistogram; publishDelay: LatencyHistogram; intended: LatencyHistogram };
 }
 
@@ -92,6 +97,7 @@ export async function produce(options: ProduceOptions, deps: ProduceDeps): Promi
   let unconfirmed = 0;
   let bytesAcked = 0;
   let stoppedEarly = false;
+  let brokerGone = false;
   let fatal: unknown;
   let lastProgressUs = startUs;
   let exhausted = false;
@@ -101,7 +107,10 @@ export async function produce(options: ProduceOptions, deps: ProduceDeps): Promi
     if (isPayqError(err) && err.unconfirmed) unconfirmed += count;
     if (errors.size < 5) errors.add(messageOf(err));
     // A broker that is gone or refuses us: stop rather than fail every remaining batch slowly.
-    if (!isPayqError(err) || !err.retriable) stoppedEarly = true;
+    if (!isPayqError(err) || !err.retriable) {
+      stoppedEarly = true;
+      if (err instanceof BrokerUnavailableError) brokerGone = true;
+    }
   };
 
   const sendBatch = (events: GeneratedEvent[], intendedUs: number[] | undefined) => {
@@ -191,6 +200,8 @@ export async function produce(options: ProduceOptions, deps: ProduceDeps): Promi
     errors: [...errors],
     interrupted: signal?.aborted ?? false,
     stoppedEarly,
+    brokerGone,
+    link: driver.link(),
     histograms: { publish, publishDelay, intended },
   });
 }
@@ -209,6 +220,8 @@ export function produceResult(r: {
   errors: string[];
   interrupted: boolean;
   stoppedEarly: boolean;
+  brokerGone: boolean;
+  link: Pick<LinkStatus, 'reconnects' | 'downMs'>;
   histograms: ProduceResult['histograms'];
 }): ProduceResult {
   const { publish, publishDelay, intended } = r.histograms;
@@ -229,6 +242,9 @@ export function produceResult(r: {
     errors: r.errors,
     interrupted: r.interrupted,
     stopped_early: r.stoppedEarly,
+    broker_gone: r.brokerGone,
+    reconnects: r.link.reconnects,
+    unavailable_s: Math.round(r.link.downMs) / 1000,
     histograms: r.histograms,
   };
 }

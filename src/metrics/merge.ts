@@ -42,6 +42,7 @@ function copyData(d: RunData): RunData {
     payments: { ...d.payments, by_class: { ...d.payments.by_class } },
     dlq_by_reason: { ...d.dlq_by_reason },
     windows: { ...d.windows },
+    ...(d.connection ? { connection: { ...d.connection } } : {}),
     latency: {
       publish: copyHistogram(d.latency.publish),
       publish_delay: d.latency.publish_delay && copyHistogram(d.latency.publish_delay),
@@ -94,6 +95,11 @@ function addData(out: RunData, p: RunData): void {
   out.payments = { ...intoPaymentCounts, by_class: intoByClass };
   addCounts(out.dlq_by_reason, p.dlq_by_reason);
   addCounts(out.windows, p.windows);
+  if (p.connection) {
+    // Each part has its own link: reconnects add up, the longest outage is the run's.
+    const into = out.connection ?? { reconnects: 0, down_ms: 0 };
+    out.connection = { reconnects: into.reconnects + p.connection.reconnects, down_ms: Math.max(into.down_ms, p.connection.down_ms) };
+  }
   out.latency.publish.add(p.latency.publish);
   out.latency.publish_delay = addOptional(out.latency.publish_delay, p.latency.publish_delay);
   out.latency.publish_from_intended = addOptional(out.latency.publish_from_intended, p.latency.publish_from_intended);

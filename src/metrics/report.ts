@@ -108,6 +108,14 @@ export interface RunData {
   errors: string[];
   /** Per second of the measured run (absent in reports of older payq versions). */
   timeseries?: TimeSeries;
+  /** The broker link over the run (Driver.link); absent in reports of older payq versions. */
+  connection?: ConnectionData;
+}
+
+/** Reconnects after a loss, and milliseconds without a connection (README "Failure drills"). */
+export interface ConnectionData {
+  reconnects: number;
+  down_ms: number;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -226,6 +234,11 @@ export const reportSchema = z.strictObject({
   /** windows.available / windows.total (1 when there were no windows). */
   availability: fraction,
   windows: z.strictObject({ total: count, available: count }),
+  /**
+   * The broker link over the run (README "Failure drills"): connections re-established after a
+   * loss, and the seconds spent without one. Absent from older reports.
+   */
+  connection: z.strictObject({ reconnects: count, unavailable_s: nonNegative }).optional(),
   producers: z.strictObject({ sent: count, acked: count, failed: count, bytes: count }),
   sink: z.strictObject({ destination: z.string(), consumed: count, bytes: count }),
   payments: z.strictObject({ produced: count, finished: count, in_flight: count, stuck: count, by_class: z.record(z.string(), count) }),
@@ -423,6 +436,7 @@ export function buildReport(data: RunData, meta: ReportMeta): Report {
     events: { ...data.events, lost, in_flight: inFlight, not_drained: notDrained },
     availability: w.total === 0 ? 1 : round(w.available / w.total, 4),
     windows: { ...w },
+    ...(data.connection ? { connection: { reconnects: data.connection.reconnects, unavailable_s: round(data.connection.down_ms / 1000, 3) } } : {}),
     producers: { ...data.producers },
     sink: { destination: data.sink.destination, consumed: data.sink.consumed, bytes: data.sink.bytes },
     payments: { produced: data.producers.acked, ...data.payments, by_class: { ...data.payments.by_class } },
@@ -489,6 +503,7 @@ export function reportData(report: Report): RunData {
     },
     errors: [...report.errors],
     ...(report.timeseries ? { timeseries: report.timeseries } : {}),
+    ...(report.connection ? { connection: { reconnects: report.connection.reconnects, down_ms: Math.round(report.connection.unavailable_s * 1000) } } : {}),
   };
 }
 

@@ -1,6 +1,6 @@
 import { BENCH_DEFAULTS, WORKER_DEFAULTS } from '../../core/defaults.js';
 import { UsageError } from '../../errors.js';
-import { DEFAULT_SCENARIO, durationText, METRICS_FLAGS, type CommandDescription } from './describe.js';
+import { CONNECTION_FLAGS, DEFAULT_SCENARIO, durationText, METRICS_FLAGS, type CommandDescription } from './describe.js';
 
 export const benchCommand: CommandDescription = {
   name: 'bench',
@@ -51,6 +51,7 @@ export const benchCommand: CommandDescription = {
     { flags: '--precision <pct>', help: 'with --find-max: stop when the passing and failing rates are this close', default: '5%' },
     { flags: '--max-duration <time>', help: "with --find-max: the whole search's time budget", default: '10m' },
     { flags: '--size <bytes>', help: 'pad each produced body to at least this many bytes', default: 0, hidden: true },
+    ...CONNECTION_FLAGS,
   ],
   configure(cmd) {
     cmd.allowExcessArguments(true).hook('preAction', (command) => {

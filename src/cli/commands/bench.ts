@@ -10,7 +10,7 @@ import { loadScenario } from '../../events/scenario.js';
 import { DEAD_LETTER_REASONS } from '../../core/worker.js';
 import { benchReportKeys, checkAssertionKeys, evaluateAssertions, parseAssertion, type AssertionOutcome } from '../../metrics/assert.js';
 import { buildReport, type Report } from '../../metrics/report.js';
-import { METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, listSchema, nonNegativeSchema, onOffSchema, rateSchema, shardSchema, wholeNumber } from '../options.js';
+import { CONNECTION_OPTIONS, METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, listSchema, nonNegativeSchema, onOffSchema, rateSchema, shardSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -32,6 +32,7 @@ const percentFraction = z.union([z.number(), z.string()]).transform((v, ctx) => 
 const fileName = z.string().min(1);
 
 export const schema = z.strictObject({
+  ...CONNECTION_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
   /** `--json FILE`: the positional after --json (see the command's preAction hook). */
@@ -133,7 +134,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   if (!o.broker) out.info('no --broker and no PAYQ_BROKER: running on memory:// (the in-process broker)');
 
   try {
-    const driver = await openDriver(broker, ctx.out);
+    const driver = await openDriver(broker, ctx.out, o);
     const progress = await startProgress(out, `connecting to ${broker.redacted}`);
     let announced = false;
     /** One bench run on the connected driver, and its report. */

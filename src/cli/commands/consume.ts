@@ -8,7 +8,7 @@ import { InterruptedError, UsageError } from '../../errors.js';
 import { CURRENCY_EXPONENT } from '../../events/currencies.js';
 import { checkCorrelateDestinations, decodeOptionsOf, getPath } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
-import { brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, wholeNumber } from '../options.js';
+import { CONNECTION_OPTIONS, brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, wholeNumber } from '../options.js';
 import type { Output } from '../output.js';
 import type { CommandContext } from '../context.js';
 import { formatCount, keyValueTable } from '../render.js';
@@ -24,6 +24,7 @@ function listOf(item: z.ZodString) {
 }
 
 export const schema = z.strictObject({
+  ...CONNECTION_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
   topic: listOf(destinationSchema).optional(),
@@ -64,7 +65,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   const decode = decodeOptionsOf(o);
   const ndjson = o.json || process.stdout.isTTY !== true;
 
-  const driver = await openDriver(o.broker, ctx.out);
+  const driver = await openDriver(o.broker, ctx.out, o);
   const mode: ReadMode = readMode(o, driver);
   if (mode.kind === 'exchange' && o.topic !== undefined) throw new UsageError('--exchange taps an exchange, not --topic queues: give one of them');
   if (mode.kind === 'stream' && o.fromBeginning) throw new UsageError('--stream-offset says where to start: --from-beginning is --stream-offset first');

@@ -8,6 +8,7 @@
 import type { Command } from 'commander';
 import type { z } from 'zod';
 import type { CommandContext } from '../context.js';
+import { DEFAULT_RECONNECT_TIMEOUT_MS } from '../../drivers/types.js';
 
 /** A flag's value as typed on a command line. */
 export type FlagValue = string | number;
@@ -87,6 +88,15 @@ export const METRICS_FLAGS: readonly FlagSpec[] = [
   { flags: '--metrics-port <n>', help: 'serve live OpenMetrics on http://127.0.0.1:N/metrics while running (0: any free port)' },
   { flags: '--metrics-host <addr>', help: 'with --metrics-port: the address to listen on', default: '127.0.0.1' },
   { flags: '--metrics-linger <time>', help: 'with --metrics-port: keep serving the final figures this long after the end', default: '0s' },
+];
+
+/** `--reconnect-timeout` (README "Failure drills"): on every command that talks to a broker. */
+export const CONNECTION_FLAGS: readonly FlagSpec[] = [
+  {
+    flags: '--reconnect-timeout <time>',
+    help: 'how long to keep reconnecting to a broker that went away (sends wait meanwhile) before giving up with exit 3',
+    default: durationText(DEFAULT_RECONNECT_TIMEOUT_MS),
+  },
 ];
 
 /** How consume and trace read besides a group or a tap (README "How payq reads a destination it did not build"). */

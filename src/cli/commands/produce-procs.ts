@@ -12,6 +12,7 @@ import { Worker } from 'node:worker_threads';
 import { produceResult, type ProduceOptions, type ProduceResult } from '../../core/produce.js';
 import type { GeneratorOptions } from '../../events/generator.js';
 import type { BrokerUrl } from '../../drivers/url.js';
+import type { DriverOptions } from '../../drivers/types.js';
 import {
   AuthError,
   BrokerUnavailableError,
@@ -26,6 +27,7 @@ import { createLatencyHistogram, decodeHistogram } from '../../metrics/histogram
 
 export interface ProduceThreadData {
   broker: BrokerUrl;
+  driverOptions: DriverOptions;
   scenarioText: string;
   scenarioOrigin: string;
   generator: Omit<GeneratorOptions, 'scenario'>;
@@ -141,6 +143,9 @@ export async function produceInThreads(
     errors: [...new Set(parts.flatMap((p) => p.result.errors))].slice(0, 5),
     interrupted: parts.some((p) => p.result.interrupted),
     stoppedEarly: parts.some((p) => p.result.stopped_early),
+    brokerGone: parts.some((p) => p.result.broker_gone),
+    // Each thread has its own connection: reconnects add up, the longest outage is the run's.
+    link: { reconnects: sum((r) => r.reconnects), downMs: Math.max(...parts.map((p) => p.result.unavailable_s * 1000)) },
     histograms: { publish, publishDelay, intended },
   });
 }

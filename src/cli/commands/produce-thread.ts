@@ -23,7 +23,7 @@ const post = (m: ProduceThreadMessage) => port.postMessage(m);
 
 try {
   const scenario = parseScenario(data.scenarioText, data.scenarioOrigin);
-  const driver = await createDriver(data.broker);
+  const driver = await createDriver(data.broker, data.driverOptions);
   const source = threadedSource({ ...data.generator, scenario });
   try {
     await driver.connect();

@@ -1,4 +1,4 @@
-import { DEFAULT_SCENARIO, METRICS_FLAGS, type CommandDescription } from './describe.js';
+import { CONNECTION_FLAGS, DEFAULT_SCENARIO, METRICS_FLAGS, type CommandDescription } from './describe.js';
 
 /** Payments produced when neither --count nor --duration is given. */
 export const DEFAULT_COUNT = 1000;
@@ -33,6 +33,7 @@ export const produceCommand: CommandDescription = {
     { flags: '--procs <n|auto>', help: 'producer threads, each with its own client and shard k/n of the stream; auto = one per core (default {default})', default: 1 },
     { flags: '--batch-size <n>', help: 'events per send batch (default: the driver’s)', hidden: true },
     { flags: '--max-in-flight <n>', help: 'batches in flight (default: the driver’s)', hidden: true },
+    ...CONNECTION_FLAGS,
   ],
   load: () => import('./produce.js'),
 };

@@ -6,10 +6,10 @@ import { produce, type ProduceResult } from '../../core/produce.js';
 import { generatedSource, ndjsonInputKind, ndjsonSource, validateNdjsonFile, type EventSource, type NdjsonSource } from '../../core/sources.js';
 import { threadedSource } from '../../core/threaded-source.js';
 import { openDriver } from '../connect.js';
-import { ConfigError, DataError, InterruptedError, UsageError } from '../../errors.js';
+import { BrokerUnavailableError, ConfigError, DataError, InterruptedError, UsageError } from '../../errors.js';
 import { EventGenerator, type GeneratedEvent, type Shard } from '../../events/generator.js';
 import { loadScenario } from '../../events/scenario.js';
-import { METRICS_OPTIONS, brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, shardSchema, wholeNumber } from '../options.js';
+import { CONNECTION_OPTIONS, METRICS_OPTIONS, brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, shardSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -32,6 +32,7 @@ const procsSchema = z.union([z.number(), z.string()]).transform((v, ctx): number
 });
 
 export const schema = z.strictObject({
+  ...CONNECTION_OPTIONS,
   ...METRICS_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
@@ -147,7 +148,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   };
   produceFigures({ sent: 0, acked: 0, failed: 0 });
   const metrics = await serveMetrics(o, out, () => live.snapshot());
-  const driver = await openDriver(brokerUrl, ctx.out);
+  const driver = await openDriver(brokerUrl, ctx.out, o);
   const runId = o.runId ?? randomBytes(6).toString('hex');
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   const encode = { binding: driver.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId };
@@ -175,6 +176,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
         o.procs,
         (k) => ({
           broker: brokerUrl,
+          driverOptions: { reconnectTimeoutMs: o.reconnectTimeout },
           scenarioText: scenario.text,
           scenarioOrigin: scenario.origin,
           generator: { ...plain, shard: { index: k, count: o.procs } },
@@ -226,6 +228,8 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     acked: result.acked,
     failed: result.failed,
     unconfirmed: result.unconfirmed,
+    reconnects: result.reconnects,
+    unavailable_s: result.unavailable_s,
     not_sent:
       Number.isFinite(payments) && o.fromFile === undefined && !o.lifecycle ? Math.max(0, shardPayments(payments, o.shard) - result.sent) : null,
     bytes_acked: result.bytes_acked,
@@ -254,6 +258,9 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     ['acked', result.acked === result.sent ? c.green(formatCount(result.acked)) : c.yellow(formatCount(result.acked))],
     ['failed', result.failed === 0 ? '0' : c.red(formatCount(result.failed))],
     ...(result.unconfirmed > 0 ? ([['unconfirmed', `${formatCount(result.unconfirmed)} of the failed (the broker may have stored them)`]] as [string, string][]) : []),
+    ...(result.reconnects > 0 || result.unavailable_s > 0
+      ? ([['broker away', `${result.unavailable_s.toFixed(1)} s, ${countOf(result.reconnects, 'reconnect')}`]] as [string, string][])
+      : []),
     ['elapsed', `${result.elapsed_s} s`],
     ['throughput', `${formatRate(result.events_per_s)} events/s · ${result.mb_per_s} MB/s`],
     ['publish latency', formatLatency(result.publish_latency)],
@@ -270,6 +277,14 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     throw stoppedAt(fileSource, `${countOf(result.sent, 'event')} before it sent (${formatCount(result.acked)} acknowledged${failed})`);
   }
   if (result.interrupted) throw new InterruptedError(`interrupted: ${formatCount(result.acked)} of ${formatCount(result.sent)} sent events acknowledged`);
+  if (result.broker_gone) {
+    // README "Failure drills": the broker stayed away past --reconnect-timeout.
+    const unconfirmed = result.unconfirmed > 0 ? ` (${formatCount(result.unconfirmed)} unconfirmed: the broker may hold them)` : '';
+    const notSent = summary.not_sent ? `, ${formatCount(summary.not_sent)} not sent` : '';
+    throw new BrokerUnavailableError(
+      `${result.errors[0] ?? 'the broker went away'}: ${formatCount(result.acked)} of ${countOf(result.sent, 'event')} acknowledged, ${formatCount(result.failed)} failed${unconfirmed}${notSent}`,
+    );
+  }
   if (result.failed > 0 || result.stopped_early) {
     throw new DataError(
       `${formatCount(result.failed)} of ${countOf(result.sent, 'event')} ${result.failed === 1 ? 'was' : 'were'} not acknowledged${result.stopped_early ? '; stopped early' : ''}: ${result.errors[0] ?? 'unknown error'}`,

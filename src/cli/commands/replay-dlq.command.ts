@@ -1,6 +1,6 @@
 import { REPLAY_DEFAULTS } from '../../core/defaults.js';
 import { DEFAULT_DECODE } from '../../events/decode.js';
-import { DEFAULT_SCENARIO, durationText, type CommandDescription } from './describe.js';
+import { CONNECTION_FLAGS, DEFAULT_SCENARIO, durationText, type CommandDescription } from './describe.js';
 
 export const replayDlqCommand: CommandDescription = {
   name: 'replay-dlq',
@@ -34,6 +34,7 @@ export const replayDlqCommand: CommandDescription = {
     { flags: '--correlate <path>', help: 'body field with the payment/correlation id, for events payq did not write', default: DEFAULT_DECODE.correlate },
     { flags: '--group <name>', help: 'consumer group reading the DLQs (default {default})', default: REPLAY_DEFAULTS.group, hidden: true },
     { flags: '--window <n>', help: 'messages held unacked at once (default {default})', default: REPLAY_DEFAULTS.window, hidden: true },
+    ...CONNECTION_FLAGS,
   ],
   helpAfter:
     'Origin, first found: payq-original-destination (payq worker); RabbitMQ x-death, x-last-death-queue, x-first-death-queue\n' +

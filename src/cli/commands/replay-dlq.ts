@@ -7,7 +7,7 @@ import { openDriver } from '../connect.js';
 import { DataError, InterruptedError, TopologyError, UsageError } from '../../errors.js';
 import { DEFAULT_DECODE } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
-import { brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, wholeNumber } from '../options.js';
+import { CONNECTION_OPTIONS, brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -23,6 +23,7 @@ const nameList = z.union([z.string(), z.array(z.string())]).transform((v) =>
 );
 
 export const schema = z.strictObject({
+  ...CONNECTION_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
   scenario: z.string(),
@@ -59,7 +60,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   const plainEvents = o.typeField !== DEFAULT_DECODE.typeField || o.correlate !== DEFAULT_DECODE.correlate;
 
   const out = ctx.out;
-  const driver = await openDriver(o.broker, ctx.out);
+  const driver = await openDriver(o.broker, ctx.out, o);
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   let result: ReplayResult;
   let dlqs: string[];

@@ -1,6 +1,6 @@
 import { DEFAULT_START_TIMEOUT_MS } from '../../core/defaults.js';
 import { DEFAULT_DECODE, DEFAULT_TIME_FIELD } from '../../events/decode.js';
-import { DEFAULT_SCENARIO, durationText, METRICS_FLAGS, READ_MODE_FLAGS, type CommandDescription } from './describe.js';
+import { CONNECTION_FLAGS, DEFAULT_SCENARIO, durationText, METRICS_FLAGS, READ_MODE_FLAGS, type CommandDescription } from './describe.js';
 
 /** With --expect and no --idle-timeout, trace ends after this long without events (or --within + 1 s, if longer). */
 export const EXPECT_IDLE_TIMEOUT_MS = 5_000;
@@ -47,6 +47,7 @@ export const traceCommand: CommandDescription = {
       shownDefault: DEFAULT_TIME_FIELD,
     },
     { flags: '--until-finished <n>', help: 'end once this many payments finished', hidden: true },
+    ...CONNECTION_FLAGS,
   ],
   load: () => import('./trace.js'),
 };

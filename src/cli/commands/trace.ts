@@ -6,7 +6,7 @@ import { openDriver } from '../connect.js';
 import { DataError, InterruptedError, UsageError } from '../../errors.js';
 import { checkCorrelateDestinations, decodeOptionsOf } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
-import { METRICS_OPTIONS, brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, shardSchema, wholeNumber } from '../options.js';
+import { CONNECTION_OPTIONS, METRICS_OPTIONS, brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, shardSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, keyValueTable, issuesTable } from '../render.js';
@@ -18,6 +18,7 @@ import { DEFAULT_SCENARIO } from './describe.js';
 import { EXPECT_IDLE_TIMEOUT_MS } from './trace.command.js';
 
 export const schema = z.strictObject({
+  ...CONNECTION_OPTIONS,
   ...METRICS_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
@@ -80,7 +81,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   };
   traceFigures(0, 0, 0);
   const metrics = await serveMetrics(o, out, () => live.snapshot());
-  const driver = await openDriver(o.broker, ctx.out);
+  const driver = await openDriver(o.broker, ctx.out, o);
   const mode = readMode(o, driver);
   if (mode.kind === 'exchange' && o.topic.length > 0) throw new UsageError('--exchange taps an exchange, not --topic queues: give one of them');
   if (mode.kind === 'stream' && o.fromBeginning) throw new UsageError('--stream-offset says where to start: --from-beginning is --stream-offset first');

@@ -6,7 +6,7 @@ import { openDriver } from '../connect.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
 import { encodeHistogram } from '../../metrics/histogram.js';
-import { METRICS_OPTIONS, brokerSchema, durationSchema, flagSchema, nonNegativeSchema, onOffSchema, wholeNumber } from '../options.js';
+import { CONNECTION_OPTIONS, METRICS_OPTIONS, brokerSchema, durationSchema, flagSchema, nonNegativeSchema, onOffSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -26,6 +26,7 @@ const stageListSchema = z.union([z.string(), z.array(z.string())]).transform((v,
 });
 
 export const schema = z.strictObject({
+  ...CONNECTION_OPTIONS,
   ...METRICS_OPTIONS,
   broker: brokerSchema.optional(),
   json: flagSchema.default(false),
@@ -61,7 +62,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   };
   workerFigures({ handled: 0, emitted: 0, deadLettered: 0, inFlight: 0 });
   const metrics = await serveMetrics(o, out, () => live.snapshot());
-  const driver = await openDriver(o.broker, ctx.out);
+  const driver = await openDriver(o.broker, ctx.out, o);
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   let result: WorkerResult;
   try {
