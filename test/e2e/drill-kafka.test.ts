@@ -29,7 +29,7 @@ const BROKER_START_MS = 300_000;
 /** Long enough for a run that spans a restart, the restart included. */
 const DRILL_MS = 420_000;
 /** Readers must not take the outage for the end of the stream. */
-const IDLE = '150s';
+const IDLE = '60s';
 
 interface Stored {
   partition: number;
