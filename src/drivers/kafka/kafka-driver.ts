@@ -316,6 +316,9 @@ class KafkaDriver extends DeclaredDriver implements Driver {
    */
   private async produceGroup(group: QueuedProduce[], bytes: number): Promise<void> {
     let attempts = 0;
+    // A batch larger than a request goes as chunks; those already acknowledged are not sent again.
+    const chunks = bytes > PRODUCE_REQUEST_BYTES ? [...chunksByBytes(group[0]!.messages)] : undefined;
+    let chunksDone = 0;
     const isOutage = (err: unknown) => {
       const mapped = mapKafkaError(err, { operation: 'send', url: this.url });
       return mapped instanceof BrokerUnavailableError && mapped.retriable;
@@ -325,9 +328,9 @@ class KafkaDriver extends DeclaredDriver implements Driver {
         async () => {
           attempts++;
           const producer = await this.getProducer();
-          if (bytes > PRODUCE_REQUEST_BYTES) {
+          if (chunks) {
             // One batch larger than a request may carry: its chunks go one after the other.
-            for (const chunk of chunksByBytes(group[0]!.messages)) await producer.send({ topic: group[0]!.topic, acks: -1, messages: chunk });
+            for (; chunksDone < chunks.length; chunksDone++) await producer.send({ topic: group[0]!.topic, acks: -1, messages: chunks[chunksDone]! });
           } else {
             const byTopic = new Map<string, Message[]>();
             for (const q of group) {
