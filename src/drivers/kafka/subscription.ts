@@ -137,7 +137,7 @@ export function shardAssigner(shard: Shard): PartitionAssigner {
 export function checkShardLayout(partitionCounts: ReadonlyMap<string, number>, shard: Shard): void {
   const counts = [...new Set(partitionCounts.values())];
   if (counts.length > 1) {
-    const listed = [...partitionCounts].map(([topic, n]) => `${topic} ${n}`).join(', ');
+    const listed = [...partitionCounts].sort(([a], [b]) => a.localeCompare(b)).map(([topic, n]) => `${topic} ${n}`).join(', ');
     throw new UsageError(`--shard ${shard.index}/${shard.count} splits by partition, which needs one partition count on every traced topic; these differ (${listed})`);
   }
   const partitions = counts[0] ?? 0;
