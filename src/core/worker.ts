@@ -65,6 +65,8 @@ export interface WorkerDeps {
   onProgress?: ((progress: WorkerProgress) => void) | undefined;
   /** An existing destination that changes how payq behaves (Driver.declare's notices). */
   onNotice?: ((text: string) => void) | undefined;
+  /** Every stage is subscribed: what is sent from now on is handled. */
+  onReady?: ((stages: number) => void) | undefined;
 }
 
 export interface StageStats extends StageCounters {
@@ -220,6 +222,7 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
     await Promise.allSettled(subscriptions.map((s) => s.close()));
     throw failure.reason;
   }
+  deps.onReady?.(subscriptions.length);
 
   const startUs = clock.nowUs();
   const endUs = options.durationMs === undefined ? Infinity : startUs + options.durationMs * 1000;

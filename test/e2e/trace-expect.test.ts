@@ -40,7 +40,9 @@ for (const [name, url] of [
         // (60 s: a fresh Kafka can take many seconds to admit the workers' first group join).
         const tracer = startCli(['trace', '--broker', url, '--scenario', file, '--expect', 'order_placed,order_completed|payment_declined', '--within', '60s', '--json', '-v']);
         await tracer.waitForStderr('trace: watching');
-        const worker = startCli(['worker', '--broker', url, '--scenario', file, '--failures', 'off', '--time-scale', '0.1', '--idle-timeout', '6s']);
+        const worker = startCli(['worker', '--broker', url, '--scenario', file, '--failures', 'off', '--time-scale', '0.1', '--idle-timeout', '6s', '-v']);
+        // Traffic once the workers have joined: a group join slowed by a loaded machine is not the pipeline's latency.
+        await worker.waitForStderr('worker: subscribed');
         expect((await runCli(['produce', '--broker', url, '--scenario', file, '--count', '300', '--seed', '1'])).code).toBe(0);
         expect(await tracer.exited, tracer.stderr()).toBe(0);
         const ok = JSON.parse(tracer.stdout());

@@ -87,6 +87,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
         clock: systemClock,
         signal: ctx.signal,
         onNotice: (text) => ctx.out.warn(text),
+        onReady: (n) => out.verbose(`worker: subscribed (${countOf(n, 'subscription')}), handling`),
         onProgress: (p) => {
           workerFigures(p);
           if (p.elapsedMs - last.ms >= 1000) {
