@@ -28,6 +28,7 @@ import { DrillNats, natsServerAvailable } from '../helpers/drill-nats.js';
 import { declareLayout } from '../helpers/layout.js';
 import { startCli, type Background } from '../helpers/spawn.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { unfinishedPayments } from '../helpers/drill.js';
 
 /** How long the server stays down in each drill. */
 const DOWN_MS = 3_000;
@@ -351,16 +352,9 @@ describe.skipIf(!natsServerAvailable())('NATS failure drills (a server of the te
     expect(duplicates(ids(entered))).toBe(0);
     expect(entered.length).toBeGreaterThanOrEqual(produced.acked);
     expect(entered.length).toBeLessThanOrEqual(PAYMENTS);
-    const finishedBy = new Map<string, Set<string>>();
-    for (const e of ended) (finishedBy.get(e.payment) ?? finishedBy.set(e.payment, new Set()).get(e.payment)!).add(e.event);
-    const unfinished = entered.filter((e) => {
-      const events = finishedBy.get(e.payment);
-      return !events || !(events.has('payment_declined') || events.has('order_completed'));
-    });
-    expect(unfinished.map((e) => e.payment)).toEqual([]);
-    // Refunds requested are completed too.
-    const refundsAsked = new Set(ended.filter((e) => e.event === 'refund_requested').map((e) => e.payment));
-    expect([...refundsAsked].filter((pay) => !finishedBy.get(pay)!.has('refund_completed'))).toEqual([]);
+    const { unfinished, refundsOpen } = unfinishedPayments(entered, ended);
+    expect(unfinished).toEqual([]);
+    expect(refundsOpen).toEqual([]);
 
     const t = JSON.parse(tracer.stdout()) as { payments: { seen: number; finished: number; stuck: number; in_flight: number; by_class: Record<string, number> }; events: { duplicates: number; missing_steps: number } };
     expect(t.payments).toMatchObject({ seen: entered.length, finished: entered.length, stuck: 0, in_flight: 0 });

@@ -6,9 +6,9 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { freePort } from './drill-nats.js';
 
 const SCRIPT = path.resolve('scripts/brokers.sh');
 /** The broker's jars (fetched once by `scripts/brokers.sh up`); without them a drill is skipped. */
@@ -137,17 +137,6 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** A loopback port nobody listens on now. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function distinctFreePorts(n: number): Promise<number[]> {
   const ports = new Set<number>();
