@@ -113,6 +113,19 @@ describe('kafka partition offsets (ack → commit bookkeeping)', () => {
     expect(p.commitPoint()).toBe(4n);
   });
 
+  it('a rebalance after a commit it refused: what was acked is skipped when fetched again, and committed anew', () => {
+    const p = new PartitionOffsets();
+    for (const slot of receiveAll(p, 0, 4)) p.ack(slot);
+    expect(p.commitPoint()).toBe(4n);
+    // The commit of 4 was refused (REBALANCE_IN_PROGRESS): the broker still has nothing for this partition.
+    p.reset();
+    const again = [0, 1, 2, 3, 4, 5].map((o) => p.receive(BigInt(o)));
+    expect(again.map((r) => r.skip)).toEqual([true, true, true, true, false, false]);
+    expect(p.commitPoint()).toBe(4n);
+    for (const r of again.slice(4)) if (!r.skip) p.ack(r.slot);
+    expect(p.commitPoint()).toBe(6n);
+  });
+
   it('never commits past a nack even if the position moves back without a seek of ours', () => {
     const p = new PartitionOffsets();
     const s = receiveAll(p, 0, 4);

@@ -157,14 +157,15 @@ export class PartitionOffsets {
 
   /**
    * After a rebalance kafkajs restarts the partition from the broker's committed offset: forget
-   * the window (late settles of its deliveries still count) and any pending seek.
+   * the window (late settles of its deliveries still count) and any pending seek. What was acked
+   * below the contiguous end stays done: a commit refused by the rebalance leaves the broker's
+   * offset behind it, and those messages are skipped when fetched again (then committed anew).
    */
   reset(): void {
     for (let i = this.head; i < this.window.length; i++) this.detach(this.window[i]!);
     this.window = [];
     this.head = 0;
     this.live.clear();
-    this.contiguousEnd = undefined;
     this.lastCommitted = undefined;
     this.pendingSeek = undefined;
   }
