@@ -95,7 +95,7 @@ describe('payq produce on Kafka', async () => {
     } finally {
       await deleteDestinations(KAFKA_URL, [topic], { groups: [readerGroup] });
     }
-  });
+  }, 300_000);
 });
 
 describe('payq produce on RabbitMQ', async () => {
@@ -133,5 +133,5 @@ describe('payq produce on RabbitMQ', async () => {
     } finally {
       await deleteDestinations(AMQP_URL, [queue]);
     }
-  });
+  }, 300_000);
 });

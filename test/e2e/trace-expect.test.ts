@@ -28,7 +28,7 @@ for (const [name, url] of [
   ['Kafka', KAFKA_URL],
   ['RabbitMQ', AMQP_URL],
 ] as const) {
-  describe(`trace --expect and worker crashes on ${name}`, async () => {
+  describe.concurrent(`trace --expect and worker crashes on ${name}`, async () => {
     const up = await brokerAvailable(url);
 
     it.skipIf(!up)('passes while the workers run, and exits 4 listing stuck payments when a stage is down', async () => {
@@ -64,7 +64,7 @@ for (const [name, url] of [
       } finally {
         await deleteDestinations(url, destinations, { groups: name === 'Kafka' ? groupsOf('x') : [] });
       }
-    });
+    }, 300_000);
 
     it.skipIf(!up)('loses nothing when a worker is killed with SIGKILL mid-run and restarted', async () => {
       const { file, destinations } = scenarioFile(uniqueName('kill'));
@@ -94,6 +94,6 @@ for (const [name, url] of [
       } finally {
         await deleteDestinations(url, destinations, { groups: name === 'Kafka' ? groupsOf('x') : [] });
       }
-    });
+    }, 300_000);
   });
 }

@@ -30,7 +30,7 @@ for (const [brokerName, url] of [
   ['Kafka', KAFKA_URL],
   ['NATS', NATS_URL],
 ] as const) {
-  describe(`trace --from-beginning on ${brokerName}`, async () => {
+  describe.concurrent(`trace --from-beginning on ${brokerName}`, async () => {
     const up = await brokerAvailable(url);
 
     it.skipIf(!up)('reads a pipeline’s history into the verdict a live trace gave', async () => {
@@ -51,8 +51,21 @@ for (const [brokerName, url] of [
         const l = JSON.parse(live.stdout());
         expect(l.payments).toMatchObject({ seen: PAYMENTS, finished: PAYMENTS, in_flight: 0, stuck: 0 });
 
+        // The history is read by several independent runs at once (each ends on its idle timeout).
+        const history = (...args: string[]) => runCli(['trace', '--broker', url, '--scenario', file, '--from-beginning', ...args]);
+        const firstDeclined = async () =>
+          JSON.parse(
+            (await runCli(['consume', '--broker', url, '--topic', destinations.at(-1)!, '--from-beginning', '--type', 'payment_declined', '--limit', '1', '--idle-timeout', '5s', '--json'])).stdout.split('\n')[0]!,
+          ).payment_id as string;
+        const [h1, ended, refunds, one, none] = await Promise.all([
+          history('--idle-timeout', '6s', '--json'),
+          history('--idle-timeout', '6s', '--json', '--expect', 'order_placed,order_completed|payment_declined', '--within', '60s'),
+          history('--idle-timeout', '6s', '--json', '--expect', 'order_placed,refund_completed'),
+          firstDeclined().then((declined) => history('--idle-timeout', '5s', '--json', '--payment', declined)),
+          history('--idle-timeout', '5s', '--payment', 'pay_0000000000000000'),
+        ]);
+
         // 2. The same run read from history.
-        const h1 = await runCli(['trace', '--broker', url, '--scenario', file, '--from-beginning', '--idle-timeout', '6s', '--json']);
         expect(h1.code, h1.stderr).toBe(0);
         const h = JSON.parse(h1.stdout);
         expect(h.payments).toEqual(l.payments);
@@ -66,31 +79,24 @@ for (const [brokerName, url] of [
 
         // 3. --expect on history: a pass where every payment met it, a fail where most cannot.
         const byClass = l.payments.by_class as Record<string, number>;
-        const ended = await runCli(['trace', '--broker', url, '--scenario', file, '--from-beginning', '--idle-timeout', '6s', '--json', '--expect', 'order_placed,order_completed|payment_declined', '--within', '60s']);
         const e = JSON.parse(ended.stdout).expectation;
         expect(e.passed + e.failed).toBe(PAYMENTS);
         expect(e.passed).toBeGreaterThanOrEqual(byClass['completed']! + byClass['refunded']! + byClass['declined']!);
         expect(e.failed).toBeLessThanOrEqual(byClass['dead-lettered']!);
         expect(ended.code, ended.stderr).toBe(e.failed === 0 ? 0 : 4);
-        const refunds = await runCli(['trace', '--broker', url, '--scenario', file, '--from-beginning', '--idle-timeout', '6s', '--json', '--expect', 'order_placed,refund_completed']);
         expect(refunds.code, refunds.stderr).toBe(4);
         expect(JSON.parse(refunds.stdout).expectation).toMatchObject({ passed: byClass['refunded'], failed: PAYMENTS - byClass['refunded']! });
         expect(refunds.stderr).toMatch(new RegExp(`payq: error: ${(PAYMENTS - byClass['refunded']!).toLocaleString('en-US')} of 1,500 payments did not meet --expect order_placed,refund_completed`));
 
         // 4. --payment on history: a declined payment's whole timeline, its order first; an unknown id exits 4.
-        const declined = JSON.parse(
-          (await runCli(['consume', '--broker', url, '--topic', destinations.at(-1)!, '--from-beginning', '--type', 'payment_declined', '--limit', '1', '--idle-timeout', '5s', '--json'])).stdout.split('\n')[0]!,
-        ).payment_id as string;
-        const one = await runCli(['trace', '--broker', url, '--scenario', file, '--from-beginning', '--idle-timeout', '5s', '--json', '--payment', declined]);
         expect(one.code, one.stderr).toBe(0);
         expect(JSON.parse(one.stdout).timeline.map((t: { type: string }) => t.type)).toEqual(['order_placed', 'payment_declined']);
-        const none = await runCli(['trace', '--broker', url, '--scenario', file, '--from-beginning', '--idle-timeout', '5s', '--payment', 'pay_0000000000000000']);
         expect(none.code, none.stderr).toBe(4);
         expect(none.stderr).toMatch(/payq: error: --payment pay_0000000000000000: no event of this payment was seen on /);
       } finally {
         await deleteDestinations(url, destinations, { groups: stages });
       }
-    });
+    }, 300_000);
   });
 }
 

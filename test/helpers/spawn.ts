@@ -28,7 +28,8 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Backgroun
     stdout: () => out,
     stderr: () => err,
     exited,
-    waitForStderr(text, timeoutMs = 30_000) {
+    // A guard against a hang, not a timing check: a loaded machine can take long to start a reader.
+    waitForStderr(text, timeoutMs = 90_000) {
       const found = () => (typeof text === 'string' ? err.includes(text) : text.test(err));
       return new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`timed out waiting for ${String(text)} on stderr: ${err}`)), timeoutMs);
