@@ -126,6 +126,17 @@ export interface Delivery {
   offset: string | undefined;
   /** The broker says it delivered this message before (or the driver knows it did). */
   redelivered: boolean;
+  /**
+   * Whether settling it can still reach the broker, read at the moment of asking. False once the
+   * link it came on is gone and the broker hands the message out again by itself (RabbitMQ: its
+   * channel closed, so it was requeued; Kafka: its subscription closed, or a rebalance gave its
+   * partition to another member; NATS: the connection closed for good; memory: its subscription
+   * closed). Acting on such a delivery (republishing it, emitting for it) would be done again when
+   * it comes back, and its ack or nack does nothing. A delivery can never become settleable again.
+   * Where a lost link is ridden out without losing the settlement (Kafka's late acks on the same
+   * member, NATS' settlements kept through a reconnect), it stays true.
+   */
+  readonly settleable: boolean;
   /** Done with it: it will not be delivered to this group again. */
   ack(): void;
   /** Give it back for redelivery (to this or another consumer of the group). */
