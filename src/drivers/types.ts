@@ -81,10 +81,22 @@ export interface DriverOptions {
    * attempts follows the one policy in src/drivers/retry.ts.
    */
   reconnectTimeoutMs: number;
+  /**
+   * The command's stop (Ctrl-C, SIGTERM: README "Exit codes", 130). Once it aborts, the driver no
+   * longer waits for a broker that does not answer: starting work (connect, declare, exists,
+   * subscribe) rejects at once with InterruptedError, whatever it was waiting for (a cluster away,
+   * a group join tried again); work in flight (a send's current attempt; close's commits, group
+   * leave and deletes) has STOP_GRACE_MS more, and a failed send is not tried again. A broker that
+   * answers is not cut short: what is in flight drains. Kafka honours it (common.ts, DriverStop).
+   */
+  signal?: AbortSignal | undefined;
 }
 
 /** `--reconnect-timeout`'s default. */
 export const DEFAULT_RECONNECT_TIMEOUT_MS = 60_000;
+
+/** After the stop, how long a driver still waits for work in flight (DriverOptions.signal). */
+export const STOP_GRACE_MS = 3_000;
 
 export const DEFAULT_DRIVER_OPTIONS: DriverOptions = { reconnectTimeoutMs: DEFAULT_RECONNECT_TIMEOUT_MS };
 

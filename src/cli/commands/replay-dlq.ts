@@ -60,7 +60,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   const plainEvents = o.typeField !== DEFAULT_DECODE.typeField || o.correlate !== DEFAULT_DECODE.correlate;
 
   const out = ctx.out;
-  const driver = await openDriver(o.broker, ctx.out, o);
+  const driver = await openDriver(o.broker, ctx, o);
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   let result: ReplayResult;
   let dlqs: string[];

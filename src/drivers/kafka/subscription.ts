@@ -83,6 +83,8 @@ export interface KafkaSubscriptionDeps {
   startOffsets(groupId: string, topics: string[]): Promise<TopicPartitionOffset[]>;
   /** The driver's LinkMonitor: told when the consumer loses the broker and when it works again. */
   link: { lost(): void; restored(): void };
+  /** Work in flight, abandoned once the stop's grace is over (types.ts, DriverOptions.signal). */
+  graced<T>(work: Promise<T>, what: string): Promise<T>;
 }
 
 /** A failure that means the broker is away (worth waiting for), not a refusal. */
@@ -520,7 +522,11 @@ export class KafkaSubscription implements Subscription {
     this.commitTimer = undefined;
   }
 
-  /** Stops fetching, waits for the running handler, commits what was acked, leaves the group. */
+  /**
+   * Stops fetching, waits for the running handler, commits what was acked, leaves the group. After
+   * the command's stop, a cluster that does not answer is waited for only the stop's grace: what
+   * was acked and not committed then comes again, and a tap's group stays until Kafka expires it.
+   */
   close(): Promise<void> {
     this.closePromise ??= (async () => {
       this.closing = true;
@@ -528,10 +534,11 @@ export class KafkaSubscription implements Subscription {
       this.failures.stop();
       if (this.handlerRunning) await this.handlerRunning;
       this.released = true;
-      await this.commit();
+      const { graced } = this.deps;
+      await graced(this.commit(), 'committing offsets').catch(noop);
       this.stopListening();
-      await this.consumer?.disconnect().catch(noop);
-      await this.deleteTapGroup();
+      if (this.consumer) await graced(this.consumer.disconnect(), `leaving group ${this.groupId}`).catch(noop);
+      await graced(this.deleteTapGroup(), `deleting group ${this.groupId}`).catch(noop);
     })();
     return this.closePromise;
   }
