@@ -9,14 +9,20 @@ import { createDriver } from '../drivers/registry.js';
 import { tlsWarnings } from '../drivers/tls.js';
 import type { Driver } from '../drivers/types.js';
 import type { BrokerUrl } from '../drivers/url.js';
+import type { CommandContext } from './context.js';
 import type { Output } from './output.js';
 
 /** How often the link is looked at for an outage to report. */
 const LINK_WATCH_MS = 250;
 
-export async function openDriver(url: BrokerUrl, out: Output, options: { reconnectTimeout: number }): Promise<Driver> {
+/**
+ * The command's driver. `ctx.signal` is its stop (Ctrl-C, SIGTERM): after it the driver no longer
+ * waits for a broker that does not answer (types.ts, DriverOptions.signal).
+ */
+export async function openDriver(url: BrokerUrl, ctx: Pick<CommandContext, 'out' | 'signal'>, options: { reconnectTimeout: number }): Promise<Driver> {
+  const { out } = ctx;
   for (const warning of tlsWarnings(url)) out.warn(warning);
-  const driver = await createDriver(url, { reconnectTimeoutMs: options.reconnectTimeout });
+  const driver = await createDriver(url, { reconnectTimeoutMs: options.reconnectTimeout, signal: ctx.signal });
   watchLink(driver, out, options.reconnectTimeout);
   return driver;
 }

@@ -51,6 +51,18 @@ export interface ReplayCounts {
   unresolved: number;
   invalid: number;
   failed: number;
+  /**
+   * Republished (confirmed) while the link its DLQ delivery came on was lost, so its removal from
+   * the DLQ could not reach the broker: the DLQ hands it out again and it is republished once
+   * more, so the origin holds it twice (same event id). Counted once, under `replayed` or `parked`.
+   */
+  duplicates: number;
+  /**
+   * Republishes whose confirm was pending when the connection was lost: the broker may have
+   * stored them (README "Failure drills"); the message stays in the DLQ and is republished again,
+   * so the origin may hold it once more.
+   */
+  unconfirmed: number;
 }
 
 export interface ReplayProgress extends ReplayCounts {
@@ -96,10 +108,24 @@ const MAX_PROBLEM_LINES = 100;
 const MAX_ERRORS = 5;
 
 export class ReplayTally {
-  private readonly counts: ReplayCounts = { seen: 0, replayed: 0, parked: 0, parked_over_max_replays: 0, skipped: 0, unresolved: 0, invalid: 0, failed: 0 };
+  private readonly counts: ReplayCounts = {
+    seen: 0,
+    replayed: 0,
+    parked: 0,
+    parked_over_max_replays: 0,
+    skipped: 0,
+    unresolved: 0,
+    invalid: 0,
+    failed: 0,
+    duplicates: 0,
+    unconfirmed: 0,
+  };
   private readonly rows = new Map<string, ReplayRow>();
-  private readonly problems: string[] = [];
+  /** The first problem lines, each with its record (a retracted count takes its line back). */
+  private readonly problems: Array<{ record: ReplayMessage; line: string }> = [];
   private problemCount = 0;
+  private readonly problemRecords = new WeakSet<ReplayMessage>();
+  private readonly overMax = new WeakSet<ReplayMessage>();
   private readonly errors = new Set<string>();
   private readonly messages: ReplayMessage[] | undefined;
   /** Deliveries left unsettled on purpose: given back when the subscription closes. */
@@ -121,6 +147,11 @@ export class ReplayTally {
     this.held++;
   }
 
+  /** A held delivery the broker took back by itself (its link was lost): no longer held by the run. */
+  unhold(): void {
+    this.held--;
+  }
+
   /** Notes a distinct error (the first few). */
   error(text: string): void {
     if (this.errors.size < MAX_ERRORS) this.errors.add(text);
@@ -134,6 +165,21 @@ export class ReplayTally {
     this.counts.seen++;
   }
 
+  /** A message looked at whose delivery went back to the DLQ by itself: it is looked at again when it comes back. */
+  unlook(): void {
+    this.counts.seen--;
+  }
+
+  /** A republish confirmed after its DLQ delivery could no longer be settled (ReplayCounts.duplicates). */
+  duplicate(): void {
+    this.counts.duplicates++;
+  }
+
+  /** Republishes whose confirm was pending when the connection was lost (ReplayCounts.unconfirmed). */
+  unconfirmed(n: number): void {
+    this.counts.unconfirmed += n;
+  }
+
   snapshot(elapsedMs: number): ReplayProgress {
     return { ...this.counts, elapsedMs };
   }
@@ -141,21 +187,42 @@ export class ReplayTally {
   count(record: ReplayMessage, outcome: ReplayOutcome, overMax = false): void {
     record.outcome = outcome;
     this.counts[outcome]++;
-    if (overMax) this.counts.parked_over_max_replays++;
+    if (overMax) {
+      this.counts.parked_over_max_replays++;
+      this.overMax.add(record);
+    }
     if (outcome === 'unresolved' || outcome === 'invalid') this.problem(record, false);
     else if (outcome === 'parked' && !overMax) this.problem(record, true);
-    const origin = record.origin ?? '(unresolved)';
-    const type = record.type ?? '(none)';
-    const key = `${origin}\0${record.reason}\0${type}\0${outcome}`;
+    const key = rowKey(record);
     const row = this.rows.get(key);
     if (row) row.count++;
-    else this.rows.set(key, { origin, reason: record.reason, type, outcome, count: 1 });
+    else this.rows.set(key, { origin: record.origin ?? '(unresolved)', reason: record.reason, type: record.type ?? '(none)', outcome, count: 1 });
     this.messages?.push(record);
+  }
+
+  /**
+   * Takes back what count() counted for a record whose delivery went back to the DLQ by itself
+   * (its link was lost): it is counted again, once, when it comes back.
+   */
+  retract(record: ReplayMessage): void {
+    this.counts[record.outcome]--;
+    if (this.overMax.delete(record)) this.counts.parked_over_max_replays--;
+    if (this.problemRecords.delete(record)) {
+      this.problemCount--;
+      const at = this.problems.findIndex((p) => p.record === record);
+      if (at !== -1) this.problems.splice(at, 1);
+    }
+    const key = rowKey(record);
+    const row = this.rows.get(key);
+    if (row && --row.count === 0) this.rows.delete(key);
+    const listed = this.messages?.lastIndexOf(record) ?? -1;
+    if (listed !== -1) this.messages!.splice(listed, 1);
   }
 
   /** One line for a message that cannot be replayed (unresolved, invalid, parked for that). */
   private problem(record: ReplayMessage, parked: boolean): void {
     this.problemCount++;
+    this.problemRecords.add(record);
     if (this.problems.length >= MAX_PROBLEM_LINES) return;
     const { dryRun } = this.options;
     // Kafka: partition and offset; elsewhere the message's place in the order read from its DLQ.
@@ -166,7 +233,7 @@ export class ReplayTally {
     const what = record.event_id !== undefined ? `event ${record.event_id}` : record.key !== undefined && record.key !== '' ? `message with key ${record.key}` : 'a message without id or key';
     const would = dryRun ? 'would be ' : '';
     const fate = parked ? `${would}parked in ${record.destination}` : dryRun ? 'would stay in the DLQ' : 'left in the DLQ';
-    this.problems.push(`${where} ${what}: ${record.problem}; ${fate}`);
+    this.problems.push({ record, line: `${where} ${what}: ${record.problem}; ${fate}` });
   }
 
   /**
@@ -184,7 +251,7 @@ export class ReplayTally {
       ...c,
       left,
       rows: [...this.rows.values()].sort((a, b) => a.origin.localeCompare(b.origin) || a.reason.localeCompare(b.reason) || a.type.localeCompare(b.type) || a.outcome.localeCompare(b.outcome)),
-      problems: [...this.problems],
+      problems: this.problems.map((p) => p.line),
       problem_count: this.problemCount,
       errors: [...this.errors],
       messages: this.messages,
@@ -197,4 +264,9 @@ export class ReplayTally {
       run_id: run.runId,
     };
   }
+}
+
+/** A record's row in the table: origin, reason, type and outcome. */
+function rowKey(record: ReplayMessage): string {
+  return `${record.origin ?? '(unresolved)'}\0${record.reason}\0${record.type ?? '(none)'}\0${record.outcome}`;
 }

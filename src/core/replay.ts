@@ -18,6 +18,14 @@
  *           with this run's id, and the original acked; when the run meets its own copies it has
  *           been round that partition once, and holds everything from there for the next run.
  *
+ * A link lost mid-run (README "Failure drills"): a delivery the broker takes back by itself with
+ * the link (RabbitMQ requeues what a lost channel held; Delivery.settleable is false) comes again,
+ * so it is not republished now, and what was counted for it (seen, held, failed) is taken back: it
+ * is counted when it comes again, once. A republish confirmed just after its delivery's link went
+ * cannot be removed from the DLQ, so it is sent once more when the message comes back: counted as
+ * `duplicates`; a republish whose confirm was pending at the loss is `unconfirmed` (maybe stored).
+ * Both are bounded by what was in flight at the loss (batch size × sends in flight).
+ *
  * `dryRun` changes nothing: every message is held unacked and given back when the run ends
  * (RabbitMQ returns them to the queue in order; Kafka commits no offset), nothing is sent.
  * Holding is bounded by `window` (the subscription's prefetch): a dry run looks at most that many
@@ -29,7 +37,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Delivery, Driver, Headers, OutgoingMessage, Subscription } from '../drivers/types.js';
-import { messageOf, TopologyError } from '../errors.js';
+import { isPayqError, messageOf, TopologyError } from '../errors.js';
 import type { DecodeOptions } from '../events/decode.js';
 import type { Clock } from './clock.js';
 import { REPLAY_DEFAULTS } from './defaults.js';
@@ -101,6 +109,17 @@ interface Send {
   overMax: boolean;
 }
 
+/** A delivery left unsettled on purpose, and what the run counted for it. */
+interface Hold {
+  delivery: Delivery;
+  /** Looked at (counted as seen), when it was. */
+  record: ReplayMessage | undefined;
+  /** Its outcome was counted (failed, or what a dry run would do). */
+  counted: boolean;
+  /** Chosen to replay or park: it counted against --limit. */
+  selected: boolean;
+}
+
 /** The message a delivery is sent on as: its body, these headers. */
 function resend(d: Delivery, record: ReplayMessage, headers: Headers, key = d.key ?? record.payment_id ?? record.event_id ?? ''): OutgoingMessage {
   return { key, type: record.type ?? 'unknown', value: d.value, headers };
@@ -122,6 +141,8 @@ class ReplayRun {
   private readonly parkingDeclared = new Map<string, Promise<void>>();
   /** Acting on a message decided to replay or park it (counts against --limit). */
   private selected = 0;
+  /** What is held, to take back what was counted for the deliveries the broker takes back itself. */
+  private holds: Hold[] = [];
   private readonly batchSize: number;
   /** Acks commit offsets (Kafka): leaving a message in place means copying it to the DLQ's end. */
   private readonly offsetCommits: boolean;
@@ -182,17 +203,21 @@ class ReplayRun {
     this.lastActivityUs = this.deps.clock.nowUs();
     this.firstDeliveryUs ??= this.lastActivityUs;
     try {
+      // Something came back: what the broker took back by itself (a lost link) is counted again when it comes.
+      if (deliveries.some((d) => d.redelivered || !d.settleable)) this.reconcile();
       const sends: Send[] = [];
       for (const d of deliveries) {
+        // Its link is gone: the broker hands it out again (types.ts, settleable); acting on it now would be done twice.
+        if (!d.settleable) continue;
         if (this.stopping || this.limitReached) {
-          this.tally.hold();
+          this.hold(d);
           continue;
         }
         if (this.offsetCommits && !this.options.dryRun) {
           const partitionKey = `${d.destination}\0${d.partition ?? ''}`;
           if (d.headers[ReplayHeader.leftBy] === this.runId) this.wrapped.add(partitionKey);
           if (this.wrapped.has(partitionKey)) {
-            this.tally.hold();
+            this.hold(d);
             continue;
           }
         }
@@ -220,18 +245,18 @@ class ReplayRun {
     switch (decision.action) {
       case 'undecided':
         this.tally.error(decision.error);
-        this.tally.hold();
+        this.hold(d, record, { counted: true });
         this.tally.count(record, 'failed');
         return undefined;
       case 'leave':
         return this.leave(d, record, decision.outcome);
       case 'park':
         this.select(record, decision.destination, 'parked');
-        if (this.options.dryRun) return this.simulate(record, decision.overMax);
+        if (this.options.dryRun) return this.simulate(d, record, decision.overMax, true);
         return { delivery: d, record, destination: decision.destination, outcome: 'parked', overMax: decision.overMax, message: resend(d, record, parkedHeaders(d.headers, decision.why)) };
       case 'replay':
         this.select(record, decision.destination, 'replayed');
-        if (this.options.dryRun) return this.simulate(record);
+        if (this.options.dryRun) return this.simulate(d, record, false, true);
         return {
           delivery: d,
           record,
@@ -251,10 +276,43 @@ class ReplayRun {
     record.outcome = outcome;
   }
 
+  /**
+   * A looked-at message whose delivery the broker took back by itself (its link was lost): it
+   * comes again and is looked at, chosen and counted then, once.
+   */
+  private comesBack(selected: boolean): void {
+    this.tally.unlook();
+    if (!selected) return;
+    this.selected--;
+    this.limitReached = this.options.limit !== undefined && this.selected >= this.options.limit;
+  }
+
+  private hold(delivery: Delivery, record?: ReplayMessage, how: { counted?: boolean; selected?: boolean } = {}): void {
+    this.tally.hold();
+    this.holds.push({ delivery, record, counted: how.counted ?? false, selected: how.selected ?? false });
+  }
+
+  /** Forgets the holds whose delivery is no longer settleable (the broker has it back), and what was counted for them. */
+  reconcile(): void {
+    if (this.holds.every((h) => h.delivery.settleable)) return;
+    const kept: Hold[] = [];
+    for (const h of this.holds) {
+      if (h.delivery.settleable) {
+        kept.push(h);
+        continue;
+      }
+      this.tally.unhold();
+      if (h.record === undefined) continue;
+      if (h.counted) this.tally.retract(h.record);
+      this.comesBack(h.selected);
+    }
+    this.holds = kept;
+  }
+
   /** The message stays in the DLQ: held (RabbitMQ, memory, dry runs) or copied to the end (Kafka). */
   private leave(d: Delivery, record: ReplayMessage, outcome: 'skipped' | 'unresolved' | 'invalid'): Send | undefined {
     record.outcome = outcome;
-    if (this.options.dryRun || !this.offsetCommits) return this.simulate(record);
+    if (this.options.dryRun || !this.offsetCommits) return this.simulate(d, record);
     return {
       delivery: d,
       record,
@@ -266,8 +324,8 @@ class ReplayRun {
   }
 
   /** Held and counted as what happens (or, in a dry run, would happen) to it. */
-  private simulate(record: ReplayMessage, overMax = false): undefined {
-    this.tally.hold();
+  private simulate(d: Delivery, record: ReplayMessage, overMax = false, selected = false): undefined {
+    this.hold(d, record, { counted: true, selected });
     this.tally.count(record, record.outcome, overMax);
     return undefined;
   }
@@ -301,25 +359,39 @@ class ReplayRun {
     for (const list of byDestination.values()) for (let i = 0; i < list.length; i += batchSize) chunks.push(list.slice(i, i + batchSize));
 
     // Interrupted: sends already started finish; the rest is not started and stays in the DLQ.
-    const holdFrom = (i: number) => {
-      for (const rest of chunks.slice(i)) for (let k = 0; k < rest.length; k++) this.tally.hold();
+    const holdAll = (rest: Send[][]) => {
+      for (const chunk of rest) for (const s of chunk) this.hold(s.delivery, s.record, { selected: true });
     };
-    for (const [i, chunk] of chunks.entries()) {
+    for (const [i, planned] of chunks.entries()) {
       if (sender.full) await sender.room();
+      // The link may have gone while this waited: what the broker took back is not republished now (nor paced).
+      let chunk = this.stillSettleable(planned);
       if (signal?.aborted) {
-        holdFrom(i);
+        holdAll([chunk, ...chunks.slice(i + 1)]);
         break;
       }
+      if (chunk.length === 0) continue;
       if (sender.paced) {
         await sender.takeAll(chunk.length);
+        chunk = this.stillSettleable(chunk);
         if (signal?.aborted) {
-          holdFrom(i);
+          holdAll([chunk, ...chunks.slice(i + 1)]);
           break;
         }
       }
-      sender.track(this.sendChunk(chunk));
+      if (chunk.length > 0) sender.track(this.sendChunk(chunk));
     }
     await sender.settle();
+  }
+
+  /** The sends whose delivery can still be settled; the others come back (comesBack). */
+  private stillSettleable(sends: Send[]): Send[] {
+    const live: Send[] = [];
+    for (const s of sends) {
+      if (s.delivery.settleable) live.push(s);
+      else this.comesBack(true);
+    }
+    return live;
   }
 
   private async sendChunk(chunk: Send[]): Promise<void> {
@@ -333,14 +405,28 @@ class ReplayRun {
       );
     } catch (err) {
       this.tally.error(`${destination}: ${messageOf(err)}`);
+      // Pending when the connection was lost: maybe stored, and sent again when the message comes round again.
+      if (isPayqError(err) && err.unconfirmed) this.tally.unconfirmed(chunk.length);
       for (const s of chunk) {
-        this.tally.hold();
+        // The broker took it back with its link: it comes again and is sent then; not a failure.
+        if (!s.delivery.settleable) {
+          this.comesBack(true);
+          continue;
+        }
+        this.hold(s.delivery, s.record, { counted: true, selected: true });
         s.record.destination = destination;
         this.tally.count(s.record, 'failed');
       }
       return;
     }
     for (const s of chunk) {
+      // Confirmed, but the ack cannot reach the broker any more: it comes back and is sent once
+      // more (a duplicate, counted), and counted as replayed or parked then.
+      if (!s.delivery.settleable) {
+        this.tally.duplicate();
+        this.comesBack(true);
+        continue;
+      }
       s.delivery.ack();
       this.tally.count(s.record, s.outcome, s.overMax);
     }
@@ -398,6 +484,8 @@ export async function replayDlq(options: ReplayOptions, deps: ReplayDeps): Promi
     }
   } finally {
     run.stop();
+    // What the broker took back by itself (a link lost for good) is not counted as held or failed.
+    run.reconcile();
     // Waits for the handler in flight (its sends finish and are acked); what is held goes back.
     await subscription.close();
   }

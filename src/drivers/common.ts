@@ -1,11 +1,13 @@
 /**
  * The lifecycle helpers every driver shares, written once: what a driver takes from its
- * descriptor, the error for a driver used after close(), work that close() lets settle first, subscriptions tracked from the start so close()
- * closes them, a deadline on a promise, and the refusal to dead-letter what a tap saw.
+ * descriptor, the error for a driver used after close(), work that close() lets settle first,
+ * subscriptions tracked from the start so close() closes them, a deadline on a promise, the
+ * command's stop (DriverStop), and the refusal to dead-letter what a tap saw.
  * Retrying and handler failures are retry.ts.
  */
-import { DeliveryError, UsageError } from '../errors.js';
-import type { DriverCapabilities, DriverDescriptor, DriverTuning, HeaderBinding, LinkStatus } from './types.js';
+import { setMaxListeners } from 'node:events';
+import { DeliveryError, InterruptedError, UsageError } from '../errors.js';
+import { STOP_GRACE_MS, type DriverCapabilities, type DriverDescriptor, type DriverTuning, type HeaderBinding, type LinkStatus } from './types.js';
 
 /** The part of a Driver its folder's descriptor declares: each driver class extends this. */
 export abstract class DeclaredDriver {
@@ -78,6 +80,83 @@ export function withDeadline<T>(work: Promise<T>, ms: number, onTimeout: () => E
     timer = setTimeout(() => reject(onTimeout()), ms);
   });
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
+/** `work`, or `onAbort()`'s error as soon as `signal` aborts (work itself goes on; its failure is then ignored). */
+function unlessAborted<T>(work: Promise<T>, signal: AbortSignal, onAbort: () => Error): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => undefined);
+    return Promise.reject(onAbort());
+  }
+  return new Promise<T>((resolve, reject) => {
+    const abort = () => {
+      work.catch(() => undefined);
+      reject(onAbort());
+    };
+    signal.addEventListener('abort', abort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', abort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', abort);
+        reject(err);
+      },
+    );
+  });
+}
+
+/**
+ * The command's stop as a driver keeps it (DriverOptions.signal): starting work gives up at the
+ * stop, work in flight `graceMs` later. `signal` aborts at the stop with an InterruptedError as
+ * its reason: as retry()'s `signal` for starting work (it then throws that), as its `stop` for
+ * work in flight (no attempt after a failure, the failure itself is thrown).
+ */
+export class DriverStop {
+  private readonly stopped = new AbortController();
+  private readonly graceOver = new AbortController();
+
+  constructor(
+    signal: AbortSignal | undefined,
+    private readonly broker: string,
+    private readonly graceMs = STOP_GRACE_MS,
+  ) {
+    // Every subscribe and send under way listens: many at once is normal here, not a leak.
+    setMaxListeners(0, this.stopped.signal, this.graceOver.signal);
+    if (!signal) return;
+    const stop = () => {
+      this.stopped.abort(new InterruptedError(`interrupted: ${broker} was not waited for`));
+      // Not unref()ed: work that never settles (a client waiting on a socket gone) ends with the grace.
+      setTimeout(() => this.graceOver.abort(), graceMs);
+    };
+    if (signal.aborted) stop();
+    else signal.addEventListener('abort', stop, { once: true });
+  }
+
+  /** Aborts at the stop (reason: an InterruptedError). */
+  get signal(): AbortSignal {
+    return this.stopped.signal;
+  }
+
+  get isStopped(): boolean {
+    return this.stopped.signal.aborted;
+  }
+
+  /** Starting work (`what`: "connecting", "subscribing to …"): InterruptedError at the stop. */
+  starting<T>(work: Promise<T>, what: string): Promise<T> {
+    return unlessAborted(work, this.stopped.signal, () => new InterruptedError(`interrupted while ${what} (${this.broker})`));
+  }
+
+  /** Work in flight: goes on after the stop, for at most the grace; then `onOver()`'s error. */
+  inFlight<T>(work: Promise<T>, onOver: () => Error): Promise<T> {
+    return unlessAborted(work, this.graceOver.signal, onOver);
+  }
+
+  /** The grace after the stop, in seconds, for messages. */
+  get graceS(): number {
+    return this.graceMs / 1000;
+  }
 }
 
 /**

@@ -6,8 +6,8 @@
  *   each spread by ±`jitter` (a fraction) so clients that failed together do not retry together.
  * - `retry(fn, …)` calls `fn` until it resolves, an error is not retryable (`isRetryable`), the
  *   attempts run out, the deadline would pass before the next attempt (`deadlineMs` from the
- *   start, or the clock time `until`), or `signal` aborts; it then throws the last error (or the
- *   abort reason). Connects, group joins, topic-leader waits and reconnects after a lost
+ *   start, or the clock time `until`), `signal` aborts, or `stop` did before the next attempt; it
+ *   then throws the last error (or `signal`'s abort reason). Connects, group joins, topic-leader waits and reconnects after a lost
  *   connection go through it, bounded by their own deadline (reconnects: `--reconnect-timeout`).
  *
  * Handler failures, the same on every driver (types.ts, DeliveryHandler): when a subscription's
@@ -87,6 +87,12 @@ export interface RetryOptions {
   /** Told of each failed attempt that will be retried, and the wait before the next. */
   onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
   signal?: AbortSignal;
+  /**
+   * No new attempt once this aborts (the command's stop, common.ts DriverStop): unlike `signal`,
+   * the attempt under way and a first attempt still run, a wait under way ends at once, and the
+   * last attempt's own error is thrown.
+   */
+  stop?: AbortSignal;
   clock?: RetryClock;
   random?: () => number;
 }
@@ -94,7 +100,8 @@ export interface RetryOptions {
 /** Calls `fn(attempt)` (attempt 1, 2, …) until it resolves or retrying ends (see the header). */
 export async function retry<T>(fn: (attempt: number) => Promise<T>, options: RetryOptions): Promise<T> {
   const clock = options.clock ?? systemRetryClock;
-  const { signal } = options;
+  const { signal, stop } = options;
+  const wake = signal && stop ? AbortSignal.any([signal, stop]) : (signal ?? stop);
   const start = clock.now();
   const deadlines = [options.until, options.deadlineMs === undefined ? undefined : start + options.deadlineMs].filter(
     (d): d is number => d !== undefined,
@@ -108,12 +115,19 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, options: Ret
       return await fn(attempt);
     } catch (err) {
       if (signal?.aborted) throw abortReason(signal);
+      if (stop?.aborted) throw err;
       if (options.attempts !== undefined && attempt >= options.attempts) throw err;
       if (options.isRetryable && !options.isRetryable(err, attempt)) throw err;
       const delay = delays.next().value;
       if (clock.now() + delay > until) throw err;
       options.onRetry?.(err, attempt, delay);
-      await clock.sleep(delay, signal);
+      try {
+        await clock.sleep(delay, wake);
+      } catch (woken) {
+        if (signal?.aborted) throw abortReason(signal);
+        if (stop?.aborted) throw err;
+        throw woken;
+      }
     }
   }
 }

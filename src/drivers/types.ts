@@ -81,10 +81,22 @@ export interface DriverOptions {
    * attempts follows the one policy in src/drivers/retry.ts.
    */
   reconnectTimeoutMs: number;
+  /**
+   * The command's stop (Ctrl-C, SIGTERM: README "Exit codes", 130). Once it aborts, the driver no
+   * longer waits for a broker that does not answer: starting work (connect, declare, exists,
+   * subscribe) rejects at once with InterruptedError, whatever it was waiting for (a cluster away,
+   * a group join tried again); work in flight (a send's current attempt; close's commits, group
+   * leave and deletes) has STOP_GRACE_MS more, and a failed send is not tried again. A broker that
+   * answers is not cut short: what is in flight drains. Kafka honours it (common.ts, DriverStop).
+   */
+  signal?: AbortSignal | undefined;
 }
 
 /** `--reconnect-timeout`'s default. */
 export const DEFAULT_RECONNECT_TIMEOUT_MS = 60_000;
+
+/** After the stop, how long a driver still waits for work in flight (DriverOptions.signal). */
+export const STOP_GRACE_MS = 3_000;
 
 export const DEFAULT_DRIVER_OPTIONS: DriverOptions = { reconnectTimeoutMs: DEFAULT_RECONNECT_TIMEOUT_MS };
 
@@ -126,6 +138,17 @@ export interface Delivery {
   offset: string | undefined;
   /** The broker says it delivered this message before (or the driver knows it did). */
   redelivered: boolean;
+  /**
+   * Whether settling it can still reach the broker, read at the moment of asking. False once the
+   * link it came on is gone and the broker hands the message out again by itself (RabbitMQ: its
+   * channel closed, so it was requeued; Kafka: its subscription closed, or a rebalance gave its
+   * partition to another member; NATS: the connection closed for good; memory: its subscription
+   * closed). Acting on such a delivery (republishing it, emitting for it) would be done again when
+   * it comes back, and its ack or nack does nothing. A delivery can never become settleable again.
+   * Where a lost link is ridden out without losing the settlement (Kafka's late acks on the same
+   * member, NATS' settlements kept through a reconnect), it stays true.
+   */
+  readonly settleable: boolean;
   /** Done with it: it will not be delivered to this group again. */
   ack(): void;
   /** Give it back for redelivery (to this or another consumer of the group). */

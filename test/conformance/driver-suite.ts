@@ -326,12 +326,17 @@ const CASES: ConformanceCase[] = [
 
       const first = new Received();
       const crashing = await open();
+      const held: Delivery[] = [];
       const sub = await subscribe(crashing, dest, group, first, (batch) => {
         for (const d of batch) first.add(d); // never settled: the consumer "crashes"
+        held.push(...batch);
       }, 50);
       await sendAll(producer, dest, messages, batchSize());
       await waitFor(() => first.ids.size === messages.length, 30_000, () => `20 unacked deliveries, got ${first.ids.size}`);
+      expect(held.filter((d) => !d.settleable).map(idOf), 'deliveries of a live subscription not settleable').toEqual([]);
       await sub.close();
+      // Given back with the subscription: settling them now would reach no one (types.ts, settleable).
+      expect(held.filter((d) => d.settleable).map(idOf), 'deliveries still settleable after close').toEqual([]);
 
       const second = new Received();
       await subscribe(await open(), dest, group, second);

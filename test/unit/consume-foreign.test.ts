@@ -10,7 +10,7 @@ const destinations = ['orders', 'payments'];
 
 function line(destination: string, body: unknown, decode?: DecodeOptions, headers: Record<string, string> = {}): string {
   const m = decodeDelivery(
-    { destination, key: undefined, value: Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)), headers, partition: 0, offset: '1', redelivered: false, ack() {}, nack() {}, deadLetter: async () => {} },
+    { destination, key: undefined, value: Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)), headers, partition: 0, offset: '1', redelivered: false, settleable: true, ack() {}, nack() {}, deadLetter: async () => {} },
     decode,
   );
   return prettyLine(m, { ndjson: false, withMeta: false, destinations }, c).replace(/ +/g, ' ').trimEnd();

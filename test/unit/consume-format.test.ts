@@ -14,6 +14,7 @@ function message(value: Buffer | string, extra: Partial<Delivery> = {}): Consume
     partition: 2,
     offset: '41',
     redelivered: false,
+    settleable: true,
     ack() {},
     nack() {},
     deadLetter: async () => {},

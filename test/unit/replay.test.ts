@@ -9,7 +9,8 @@ import { replayDlq, type ReplayOptions, type ReplayResult } from '../../src/core
 import { ReplayHeader } from '../../src/core/replay-origin.js';
 import { parseFilters } from '../../src/core/replay-select.js';
 import { createDriver } from '../../src/drivers/registry.js';
-import type { Delivery, Driver, Headers, OutgoingMessage } from '../../src/drivers/types.js';
+import type { Delivery, DeliveryHandler, Driver, Headers, OutgoingMessage } from '../../src/drivers/types.js';
+import { BrokerUnavailableError } from '../../src/errors.js';
 import { PayqHeader } from '../../src/events/headers.js';
 import { readUntilQuiet } from '../helpers/read.js';
 
@@ -230,3 +231,106 @@ describe('replay-dlq selection and guards (memory)', () => {
     expect(ids.size).toBe(200);
   });
 });
+
+/**
+ * A DLQ behind a link that is lost once, as RabbitMQ loses a channel: at the `lossAt`-th send the
+ * channel closes (after that send was confirmed, or failing it unconfirmed); its deliveries are no
+ * longer settleable (their acks do nothing), and what it held unacked is handed out again,
+ * redelivered, on a new channel once the handler returned. `origin` lists every event id the
+ * broker may have stored in the origin, in order.
+ */
+function lossyDriver(messages: OutgoingMessage[], lossAt: number, how: 'after-confirm' | 'unconfirmed') {
+  const origin: string[] = [];
+  let sends = 0;
+  let channel = { closed: false };
+  const unacked = new Map<string, OutgoingMessage>();
+  const deliveriesOn = (ch: { closed: boolean }, ms: OutgoingMessage[], redelivered: boolean): Delivery[] =>
+    ms.map((m) => ({
+      destination: 'lossy.dlq',
+      key: m.key,
+      value: m.value,
+      headers: { ...m.headers },
+      partition: undefined,
+      offset: undefined,
+      redelivered,
+      get settleable() {
+        return !ch.closed;
+      },
+      ack: () => {
+        if (!ch.closed) unacked.delete(m.headers['ce_id']!);
+      },
+      nack: () => undefined,
+      deadLetter: () => Promise.reject(new Error('not in this test')),
+    }));
+  const driver = {
+    name: 'lossy',
+    url: { redacted: 'lossy://' },
+    capabilities: { partitions: false, storedDestinations: true },
+    tuning: { sendBatchSize: 3, sendMaxInFlight: 1 },
+    link: () => ({ connected: true, reconnects: 0, downMs: 0 }),
+    exists: async (names: string[]) => new Set(names),
+    declare: async () => [],
+    send: async (_destination: string, batch: OutgoingMessage[]) => {
+      const ids = batch.map((m) => m.headers['ce_id']!);
+      if (++sends === lossAt) {
+        channel.closed = true;
+        if (how === 'unconfirmed') {
+          origin.push(...ids);
+          throw new BrokerUnavailableError('the connection was lost with the confirm pending', { retriable: true, unconfirmed: true });
+        }
+      }
+      origin.push(...ids);
+    },
+    subscribe: async (_options: unknown, handler: DeliveryHandler) => {
+      for (const m of messages) unacked.set(m.headers['ce_id']!, m);
+      const running = (async () => {
+        await handler(deliveriesOn(channel, messages, false));
+        if (!channel.closed) return;
+        channel = { closed: false };
+        await handler(deliveriesOn(channel, [...unacked.values()], true));
+      })();
+      return { close: () => running };
+    },
+  } as unknown as Driver;
+  return { driver, origin, unacked };
+}
+
+describe('replay-dlq when the link its deliveries came on is lost (Delivery.settleable)', () => {
+  it('republishes nothing the broker took back, counts each message once and the confirmed-then-lost ones as duplicates', async () => {
+    // Chunks of 3: the second is confirmed just as the channel goes; the two after it are not sent then.
+    const { driver, origin, unacked } = lossyDriver(events(10, 'lossy'), 2, 'after-confirm');
+    const r = await replay(driver, { dlqs: ['lossy.dlq'], idleTimeoutMs: 50 });
+    expect(unacked.size).toBe(0);
+    expect(new Set(origin).size).toBe(10);
+    // evt_3..5 twice (confirmed, then their DLQ ack could not go), nothing else.
+    expect(origin.length).toBe(13);
+    expect(r).toMatchObject({ seen: 10, replayed: 10, failed: 0, left: 0, duplicates: 3, unconfirmed: 0 });
+    expect(r.messages!.map((m) => m.event_id).sort()).toEqual([...new Set(origin)].sort());
+  });
+
+  it('a send cut off with its channel is not a failure: counted unconfirmed, sent again when the message comes back', async () => {
+    const { driver, origin, unacked } = lossyDriver(events(10, 'lossy'), 2, 'unconfirmed');
+    const r = await replay(driver, { dlqs: ['lossy.dlq'], idleTimeoutMs: 50 });
+    expect(unacked.size).toBe(0);
+    expect(new Set(origin).size).toBe(10);
+    expect(origin.length).toBe(13);
+    expect(r).toMatchObject({ seen: 10, replayed: 10, failed: 0, left: 0, duplicates: 0, unconfirmed: 3 });
+    expect(r.rows.filter((row) => row.outcome === 'failed')).toEqual([]);
+  });
+
+  it('a dry run that loses its channel counts each message once', async () => {
+    const { driver, origin } = lossyDriver(events(10, 'lossy'), 1, 'after-confirm');
+    // No send in a dry run: the channel is lost after the first handler call instead.
+    const subscribe = driver.subscribe.bind(driver);
+    driver.subscribe = (options, handler) =>
+      subscribe(options, async (ds) => {
+        await handler(ds);
+        void driver.send('lossy', []).catch(() => undefined);
+      });
+    const r = await replay(driver, { dlqs: ['lossy.dlq'], dryRun: true, idleTimeoutMs: 50 });
+    expect(origin).toEqual([]);
+    expect(r).toMatchObject({ seen: 10, replayed: 10, duplicates: 0 });
+    expect(r.messages).toHaveLength(10);
+  });
+});
+

@@ -107,6 +107,32 @@ describe('trace --expect', () => {
     expect(meeting(events, ['refund_completed'])).toBeLessThan(PAYMENTS / 10);
   });
 
+  it('an interrupted trace judges no payment for being unfinished: they stay in flight (exit 130, not a loss)', async () => {
+    const driver = await createDriver(`memory://verdict-interrupted-${Date.now()}`);
+    await driver.connect();
+    await driver.declare(checkout.destinations.map((name) => ({ name, deadLetter: true })));
+    const placed = [...new EventGenerator({ scenario: checkout, seed: 23, payments: 5, lifecycle: true })].filter((e) => e.type === 'order_placed');
+    const controller = new AbortController();
+    try {
+      const r = await trace(options({ expect: ['order_placed', 'order_completed'], fromBeginning: false, idleTimeoutMs: undefined, durationMs: undefined }), {
+        driver,
+        clock: systemClock,
+        signal: controller.signal,
+        onReady: () => {
+          const now = String(Date.now() * 1000);
+          void Promise.all(placed.map((e) => driver.send(checkout.destinationFor(e.type), [toMessage(e, ENCODE, { publishedUs: now, startUs: now })])));
+        },
+        // Every payment started, none finished: then the stop.
+        onProgress: (p) => p.events >= placed.length && controller.abort(),
+      });
+      expect(r.interrupted).toBe(true);
+      expect(r.payments).toMatchObject({ seen: placed.length, in_flight: placed.length, finished: 0 });
+      expect(r.expectation).toMatchObject({ passed: 0, failed: 0 });
+    } finally {
+      await driver.close();
+    }
+  });
+
   it('measures --within on the payments’ own clock when reading history', async () => {
     // Each event 4 s after the previous one: authorised or declined at 4 s, captured at 8 s.
     const { driver, events } = await history(22, 4_000);

@@ -68,6 +68,7 @@ function deliveries(n: number): Tracked[] {
       partition: undefined,
       offset: undefined,
       redelivered: false,
+      settleable: true,
       ack: () => void (d.settled ??= 'ack'),
       nack: () => void (d.settled ??= 'nack'),
       deadLetter: () => {

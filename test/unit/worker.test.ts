@@ -406,6 +406,9 @@ describe('runWorker on memory://', () => {
                 partition: d.partition,
                 offset: d.offset,
                 redelivered: d.redelivered,
+                get settleable() {
+                  return d.settleable;
+                },
                 ack: () => {
                   acks++;
                   const id = d.headers['ce_id']!;

@@ -134,7 +134,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   if (!o.broker) out.info('no --broker and no PAYQ_BROKER: running on memory:// (the in-process broker)');
 
   try {
-    const driver = await openDriver(broker, ctx.out, o);
+    const driver = await openDriver(broker, ctx, o);
     const progress = await startProgress(out, `connecting to ${broker.redacted}`);
     let announced = false;
     /** One bench run on the connected driver, and its report. */

@@ -65,7 +65,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   const decode = decodeOptionsOf(o);
   const ndjson = o.json || process.stdout.isTTY !== true;
 
-  const driver = await openDriver(o.broker, ctx.out, o);
+  const driver = await openDriver(o.broker, ctx, o);
   const mode: ReadMode = readMode(o, driver);
   if (mode.kind === 'exchange' && o.topic !== undefined) throw new UsageError('--exchange taps an exchange, not --topic queues: give one of them');
   if (mode.kind === 'stream' && o.fromBeginning) throw new UsageError('--stream-offset says where to start: --from-beginning is --stream-offset first');

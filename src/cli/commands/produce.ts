@@ -148,7 +148,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   };
   produceFigures({ sent: 0, acked: 0, failed: 0 });
   const metrics = await serveMetrics(o, out, () => live.snapshot());
-  const driver = await openDriver(brokerUrl, ctx.out, o);
+  const driver = await openDriver(brokerUrl, ctx, o);
   const runId = o.runId ?? randomBytes(6).toString('hex');
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   const encode = { binding: driver.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId };

@@ -60,7 +60,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   const plainEvents = o.typeField !== DEFAULT_DECODE.typeField || o.correlate !== DEFAULT_DECODE.correlate;
 
   const out = ctx.out;
-  const driver = await openDriver(o.broker, ctx.out, o);
+  const driver = await openDriver(o.broker, ctx, o);
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   let result: ReplayResult;
   let dlqs: string[];
@@ -146,7 +146,15 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
         (o.dryRun ? 'there may be more in the DLQ' : 'deal with those (--park-unresolved, --to, a --filter) and run again'),
     );
   }
-  if (result.errors.length > 0) out.warn(`${countOf(result.failed, 'message')} could not be sent and ${result.failed === 1 ? 'stays' : 'stay'} in the DLQ: ${result.errors[0]}`);
+  if (result.duplicates + result.unconfirmed > 0) {
+    out.warn(
+      `the link to the broker was lost mid-run: ${countOf(result.duplicates, 'message')} ${result.duplicates === 1 ? 'was' : 'were'} republished twice (the first republish was confirmed after the DLQ delivery was lost), ` +
+        `${countOf(result.unconfirmed, 'republish', 'republishes')} ${result.unconfirmed === 1 ? 'was' : 'were'} unconfirmed (maybe stored, then sent again); the copies carry the same event id`,
+    );
+  }
+  if (result.errors.length > 0 && result.failed > 0) out.warn(`${countOf(result.failed, 'message')} could not be sent and ${result.failed === 1 ? 'stays' : 'stay'} in the DLQ: ${result.errors[0]}`);
+  // Sends cut off with the link: their messages went back to the DLQ with it and were read again.
+  else if (result.errors.length > 0) out.warn(`a send failed, and its messages stayed in the DLQ to be read again: ${result.errors[0]}`);
 
   if (result.interrupted) {
     throw new InterruptedError(`interrupted: ${formatCount(result.replayed)} replayed and ${formatCount(result.parked)} parked; the rest stay in the DLQ`);

@@ -81,7 +81,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   };
   traceFigures(0, 0, 0);
   const metrics = await serveMetrics(o, out, () => live.snapshot());
-  const driver = await openDriver(o.broker, ctx.out, o);
+  const driver = await openDriver(o.broker, ctx, o);
   const mode = readMode(o, driver);
   if (mode.kind === 'exchange' && o.topic.length > 0) throw new UsageError('--exchange taps an exchange, not --topic queues: give one of them');
   if (mode.kind === 'stream' && o.fromBeginning) throw new UsageError('--stream-offset says where to start: --from-beginning is --stream-offset first');

@@ -62,7 +62,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   };
   workerFigures({ handled: 0, emitted: 0, deadLettered: 0, inFlight: 0 });
   const metrics = await serveMetrics(o, out, () => live.snapshot());
-  const driver = await openDriver(o.broker, ctx.out, o);
+  const driver = await openDriver(o.broker, ctx, o);
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
   let result: WorkerResult;
   try {

@@ -17,7 +17,7 @@ import type {
   Subscription,
 } from '../types.js';
 import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
-import { DeclaredDriver, LinkMonitor, PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
+import { DeclaredDriver, DriverStop, LinkMonitor, PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import { retry, type BackoffOptions } from '../retry.js';
 import { packPayqHeaders } from '../../events/payq-header.js';
 import type { BrokerUrl } from '../url.js';
@@ -99,6 +99,8 @@ class KafkaDriver extends DeclaredDriver implements Driver {
   private brokerCount: number | undefined;
   private closePromise: Promise<void> | undefined;
   private readonly linkMonitor = new LinkMonitor();
+  /** The command's stop (DriverOptions.signal): kafkajs' own waits and retries know nothing of it. */
+  private readonly stop: DriverStop;
 
   constructor(
     readonly url: BrokerUrl,
@@ -106,6 +108,15 @@ class KafkaDriver extends DeclaredDriver implements Driver {
   ) {
     super(KAFKA_DRIVER);
     this.kafka = new Kafka(kafkaConfigFromUrl(url, logLevel.NOTHING));
+    this.stop = new DriverStop(options.signal, `kafka ${url.redacted}`);
+  }
+
+  /** Work in flight after the stop: abandoned once the grace is over (types.ts, DriverOptions.signal). */
+  private graced<T>(work: Promise<T>, what: string): Promise<T> {
+    return this.stop.inFlight(
+      work,
+      () => new BrokerUnavailableError(`kafka ${this.url.redacted}: no answer while ${what} within ${this.stop.graceS} s of the stop; not waiting any longer`, { retriable: true }),
+    );
   }
 
   private fail(err: unknown, operation: KafkaOperation, subject?: string, unconfirmed = false) {
@@ -167,14 +178,17 @@ class KafkaDriver extends DeclaredDriver implements Driver {
       this.brokerCount = cluster.brokers.length;
     })();
     try {
-      await withDeadline(
-        work,
-        KAFKA_TUNING.connectDeadlineMs,
-        () =>
-          new BrokerUnavailableError(
-            `kafka ${this.url.redacted}: no answer from the cluster within ${KAFKA_TUNING.connectDeadlineMs / 1000} s`,
-            { retriable: true, hint: 'is Kafka running? (npm run brokers:up)' },
-          ),
+      await this.stop.starting(
+        withDeadline(
+          work,
+          KAFKA_TUNING.connectDeadlineMs,
+          () =>
+            new BrokerUnavailableError(
+              `kafka ${this.url.redacted}: no answer from the cluster within ${KAFKA_TUNING.connectDeadlineMs / 1000} s`,
+              { retriable: true, hint: 'is Kafka running? (npm run brokers:up)' },
+            ),
+        ),
+        'connecting',
       );
     } catch (err) {
       // Don't leave kafkajs reconnecting in the background after we gave up.
@@ -208,6 +222,10 @@ class KafkaDriver extends DeclaredDriver implements Driver {
     }
     if (wanted.size === 0) return [];
     const subject = [...wanted.keys()].join(', ');
+    return this.stop.starting(this.declareTopics(wanted, subject), `declaring ${subject}`);
+  }
+
+  private async declareTopics(wanted: Map<string, number>, subject: string): Promise<string[]> {
     try {
       const admin = await this.getAdmin();
       // Existing topics are used as they are (types.ts, declare): never re-created or extended.
@@ -257,7 +275,7 @@ class KafkaDriver extends DeclaredDriver implements Driver {
           }
           if (!ready) throw notYet;
         },
-        { backoff: LEADER_POLL, deadlineMs: KAFKA_TUNING.declareTimeoutMs },
+        { backoff: LEADER_POLL, deadlineMs: KAFKA_TUNING.declareTimeoutMs, signal: this.stop.signal },
       );
     } catch {
       throw lastError ?? notYet;
@@ -327,10 +345,12 @@ class KafkaDriver extends DeclaredDriver implements Driver {
       await retry(
         async () => {
           attempts++;
-          const producer = await this.getProducer();
+          const producer = await this.graced(this.getProducer(), 'connecting the producer');
           if (chunks) {
             // One batch larger than a request may carry: its chunks go one after the other.
-            for (; chunksDone < chunks.length; chunksDone++) await producer.send({ topic: group[0]!.topic, acks: -1, messages: chunks[chunksDone]! });
+            for (; chunksDone < chunks.length; chunksDone++) {
+              await this.graced(producer.send({ topic: group[0]!.topic, acks: -1, messages: chunks[chunksDone]! }), `sending to ${group[0]!.topic}`);
+            }
           } else {
             const byTopic = new Map<string, Message[]>();
             for (const q of group) {
@@ -338,7 +358,7 @@ class KafkaDriver extends DeclaredDriver implements Driver {
               if (list) for (const m of q.messages) list.push(m);
               else byTopic.set(q.topic, q.messages.slice());
             }
-            await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) });
+            await this.graced(producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) }), `sending to ${[...byTopic.keys()].join(', ')}`);
           }
         },
         {
@@ -346,12 +366,20 @@ class KafkaDriver extends DeclaredDriver implements Driver {
           deadlineMs: this.options.reconnectTimeoutMs,
           isRetryable: (err) => this.closePromise === undefined && isOutage(err),
           onRetry: () => this.linkMonitor.lost(),
+          // After the stop a failed attempt is not tried again (a send made after it still goes once).
+          stop: this.stop.signal,
         },
       );
     } catch (err) {
       const outage = isOutage(err);
-      const cause =
-        outage && attempts > 1
+      const stopped = this.stop.isStopped && outage;
+      const cause = stopped
+        ? new BrokerUnavailableError(`kafka ${this.url.redacted}: not acknowledged before the stop, and the cluster was not waited for`, {
+            cause: err,
+            retriable: true,
+            unconfirmed: true,
+          })
+        : outage && attempts > 1
           ? new BrokerUnavailableError(
               `kafka ${this.url.redacted}: the cluster did not come back within ${Math.round(this.options.reconnectTimeoutMs / 1000)} s (--reconnect-timeout)`,
               { cause: err, unconfirmed: true, hint: 'is Kafka running? a longer --reconnect-timeout rides out a longer outage' },
@@ -426,6 +454,7 @@ class KafkaDriver extends DeclaredDriver implements Driver {
           deleteGroup: (groupId) => this.deleteGroup(groupId),
           startOffsets: (groupId, topics) => this.startOffsets(groupId, topics),
           link: this.linkMonitor,
+          graced: (work, what) => this.graced(work, what),
         },
         options,
         handler,
@@ -436,19 +465,24 @@ class KafkaDriver extends DeclaredDriver implements Driver {
     let attempts = 0;
     let subscription: KafkaSubscription;
     try {
-      subscription = await retry(
-        () => {
-          attempts++;
-          return startTracked(this.subscriptions, create());
-        },
-        {
-          backoff: RECONNECT_BACKOFF,
-          deadlineMs: this.options.reconnectTimeoutMs,
-          isRetryable: (err) => isPayqError(err) && err.retriable && this.closePromise === undefined,
-          onRetry: (err) => {
-            if (classifyKafkaError(err) === 'unavailable') this.linkMonitor.lost();
+      // A stop ends the attempt under way too (its subscription is closed with the driver).
+      subscription = await this.stop.starting(
+        retry(
+          () => {
+            attempts++;
+            return startTracked(this.subscriptions, create());
           },
-        },
+          {
+            backoff: RECONNECT_BACKOFF,
+            deadlineMs: this.options.reconnectTimeoutMs,
+            isRetryable: (err) => isPayqError(err) && err.retriable && this.closePromise === undefined,
+            onRetry: (err) => {
+              if (classifyKafkaError(err) === 'unavailable') this.linkMonitor.lost();
+            },
+            signal: this.stop.signal,
+          },
+        ),
+        `subscribing to ${options.destinations.join(', ')}`,
       );
     } catch (err) {
       if (attempts > 1 && err instanceof BrokerUnavailableError && err.retriable) {
@@ -470,9 +504,12 @@ class KafkaDriver extends DeclaredDriver implements Driver {
   async exists(destinations: string[]): Promise<Set<string>> {
     this.assertOpen('exists');
     if (destinations.length === 0) return new Set();
-    try {
+    const listing = (async () => {
       const admin = await this.getAdmin();
-      const topics = new Set(await admin.listTopics());
+      return new Set(await admin.listTopics());
+    })();
+    try {
+      const topics = await this.stop.starting(listing, `looking up ${destinations.join(', ')}`);
       return new Set(destinations.filter((name) => topics.has(name)));
     } catch (err) {
       throw this.fail(err, 'connect', destinations.join(', '));
@@ -503,9 +540,10 @@ class KafkaDriver extends DeclaredDriver implements Driver {
       const admin = this.admin;
       this.producer = undefined;
       this.admin = undefined;
+      // A client still connecting to a cluster that is away is not waited for past the stop's grace.
       await Promise.allSettled([
-        producer?.then((p) => p.disconnect()),
-        admin?.then((a) => a.disconnect()),
+        this.graced(Promise.resolve(producer?.then((p) => p.disconnect())), 'disconnecting the producer'),
+        this.graced(Promise.resolve(admin?.then((a) => a.disconnect())), 'disconnecting the admin client'),
       ]);
     })();
     return this.closePromise;

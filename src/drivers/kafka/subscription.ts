@@ -29,11 +29,12 @@
  * error and restarts itself, joining the group again; the join resets the local windows, so each
  * partition resumes at the group's committed offset (a tap's too: its commits and its start are
  * offsets of its own group), and late acks of deliveries from before the outage only mark their
- * offsets done (PartitionOffsets: detached slots). The driver's link status follows (deps.link):
- * lost at an outage crash, restored at the next join or fetch. A start that finds the broker
- * away fails retriable (the driver tries again within reconnectTimeoutMs): startOffsets failing
- * to reach the broker is such a failure, since joining without them would skip what is sent
- * until the broker is back.
+ * offsets done (PartitionOffsets: detached slots): those deliveries stay `settleable`. One whose
+ * partition a rebalance gave to another member is not (that member reads it again). The
+ * driver's link status follows (deps.link): lost at an outage crash, restored at the next join
+ * or fetch. A start that finds the broker away fails retriable (the driver tries again within
+ * reconnectTimeoutMs): startOffsets failing to reach the broker is such a failure, since joining
+ * without them would skip what is sent until the broker is back.
  *
  * A sharded tap (SubscribeOptions.shard, README "Tracer shards") reads only the partitions p with
  * p mod count = index − 1 of every topic. kafkajs has no manual assignment, but the tap's group
@@ -82,6 +83,8 @@ export interface KafkaSubscriptionDeps {
   startOffsets(groupId: string, topics: string[]): Promise<TopicPartitionOffset[]>;
   /** The driver's LinkMonitor: told when the consumer loses the broker and when it works again. */
   link: { lost(): void; restored(): void };
+  /** Work in flight, abandoned once the stop's grace is over (types.ts, DriverOptions.signal). */
+  graced<T>(work: Promise<T>, what: string): Promise<T>;
 }
 
 /** A failure that means the broker is away (worth waiting for), not a refusal. */
@@ -201,6 +204,10 @@ export class KafkaSubscription implements Subscription {
   private joins = 0;
   /** The consumer group: the caller's, or a tap's own. */
   private readonly groupId: string;
+  /** This member's partitions since its latest join. */
+  private assignment: Record<string, number[]> = {};
+  /** close() has taken its last commit point: a later ack reaches no one. */
+  private released = false;
 
   constructor(
     private readonly deps: KafkaSubscriptionDeps,
@@ -248,6 +255,7 @@ export class KafkaSubscription implements Subscription {
         joined = true;
         this.deps.link.restored();
         assigned = event.payload.memberAssignment;
+        this.assignment = assigned;
         // Every join after the first is a rebalance: kafkajs restarts each partition from the
         // broker's committed offset, so the local windows (and pending rewinds) are void.
         if (this.joins++ > 0) {
@@ -441,6 +449,7 @@ export class KafkaSubscription implements Subscription {
   ): Delivery {
     const headers = decodeHeaders(message.headers);
     const value = message.value ?? Buffer.alloc(0);
+    const reachable = () => !this.released && (this.assignment[topic]?.includes(partition) ?? false);
     let settled = false;
     const settle = (how: 'ack' | 'nack'): void => {
       if (settled) return;
@@ -459,6 +468,11 @@ export class KafkaSubscription implements Subscription {
       partition,
       offset: message.offset,
       redelivered,
+      // An outage ridden out on this member keeps late acks (see the header); a partition moved
+      // to another member, or a closed subscription, is read again from the committed offset.
+      get settleable() {
+        return reachable();
+      },
       ack: () => settle('ack'),
       // The rewind happens after the handler returns, or at the next fetch for a late nack.
       nack: () => settle('nack'),
@@ -508,17 +522,23 @@ export class KafkaSubscription implements Subscription {
     this.commitTimer = undefined;
   }
 
-  /** Stops fetching, waits for the running handler, commits what was acked, leaves the group. */
+  /**
+   * Stops fetching, waits for the running handler, commits what was acked, leaves the group. After
+   * the command's stop, a cluster that does not answer is waited for only the stop's grace: what
+   * was acked and not committed then comes again, and a tap's group stays until Kafka expires it.
+   */
   close(): Promise<void> {
     this.closePromise ??= (async () => {
       this.closing = true;
       this.wake?.();
       this.failures.stop();
       if (this.handlerRunning) await this.handlerRunning;
-      await this.commit();
+      this.released = true;
+      const { graced } = this.deps;
+      await graced(this.commit(), 'committing offsets').catch(noop);
       this.stopListening();
-      await this.consumer?.disconnect().catch(noop);
-      await this.deleteTapGroup();
+      if (this.consumer) await graced(this.consumer.disconnect(), `leaving group ${this.groupId}`).catch(noop);
+      await graced(this.deleteTapGroup(), `deleting group ${this.groupId}`).catch(noop);
     })();
     return this.closePromise;
   }

@@ -347,6 +347,11 @@ export class MemoryDelivery implements Delivery {
     this.#batch = batch;
   }
 
+  /** Its subscription closed and gave it back to the group (types.ts). */
+  get settleable(): boolean {
+    return this.#state !== RETURNED;
+  }
+
   /** Acks and nacks after settling, or after the subscription closed, are ignored. */
   ack(): void {
     if (this.#state !== PENDING) return;

@@ -115,6 +115,8 @@ interface Held {
   source: Source;
   receivedAt: number;
   settled: boolean;
+  /** Given back by close() (nacked, or left to ack_wait): it comes again. */
+  returned: boolean;
   delivery: Delivery;
 }
 
@@ -460,7 +462,7 @@ export class NatsSubscription implements Subscription {
     const { headers, key } = fromNatsHeaders(msg.headers);
     const destination = source.destination;
     const tap = this.tap;
-    const held: Held = { msg, source, receivedAt: Date.now(), settled: false, delivery: undefined as unknown as Delivery };
+    const held: Held = { msg, source, receivedAt: Date.now(), settled: false, returned: false, delivery: undefined as unknown as Delivery };
     source.lastSeq = Math.max(source.lastSeq, streamSequence(msg.reply));
     source.unsettled++;
     this.held.add(held);
@@ -474,6 +476,7 @@ export class NatsSubscription implements Subscription {
       return true;
     };
     const value = Buffer.from(msg.data);
+    const { nc } = this.deps;
     held.delivery = {
       destination,
       key,
@@ -482,6 +485,10 @@ export class NatsSubscription implements Subscription {
       partition: undefined,
       offset: undefined,
       redelivered: deliveryCount(msg.reply) > 1,
+      // Settlements wait out a reconnect (see the header); a connection closed for good takes them with it.
+      get settleable() {
+        return !held.returned && !nc.isClosed();
+      },
       ack: () => void settle(ACK),
       nack: () => void settle(NAK),
       deadLetter: async (extra: Headers) => {
@@ -533,6 +540,7 @@ export class NatsSubscription implements Subscription {
     await Promise.allSettled(this.sources.map((s) => s.sub?.drain()));
     for (const held of [...this.held]) {
       held.settled = true;
+      held.returned = true;
       held.source.unsettled--;
       if (!this.tap) {
         try {

@@ -10,8 +10,8 @@
  * - If the channel or connection is lost, the subscription reopens it (backoff up to 5 s, waiting
  *   for the connection's reconnect, connection.ts) and consumes the same queues again, until
  *   closed or the reconnect gives up; unacked messages go back to the queue and are redelivered
- *   with `redelivered` set. ack/nack on a delivery from the lost channel do nothing (RabbitMQ
- *   has requeued it already).
+ *   with `redelivered` set. A delivery from the lost channel is no longer `settleable`, and its
+ *   ack/nack do nothing (RabbitMQ has requeued it already).
  *
  * deadLetter: RabbitMQ dead-letters with the queue's DLX (adding x-death) only when a message
  * is rejected or expires, and a reject can't add headers. payq wants both its provenance headers
@@ -374,6 +374,10 @@ export class RabbitMqSubscription implements Subscription {
       partition: undefined,
       offset: undefined,
       redelivered: msg.fields.redelivered,
+      // Its channel gone, RabbitMQ has requeued it (it comes again, on the new channel).
+      get settleable() {
+        return !state.closed;
+      },
       ack: () => settle(() => state.ch.ack(msg)),
       nack: () => settle(() => state.ch.nack(msg, false, true)),
       deadLetter: async (extra: Headers) => {

@@ -127,6 +127,8 @@ export class ZmqSubscription implements Subscription {
       partition: undefined,
       offset: undefined,
       redelivered,
+      // ZeroMQ keeps nothing to settle with: settling is this subscription's own bookkeeping.
+      settleable: true,
       ack: () => void settle(),
       nack: () => {
         // Nothing to give it back to: it is handed to this subscription again.
