@@ -257,6 +257,42 @@ const HISTORY_QUIET_MS = 3000;
 const RECENT_FINISHED = 100_000;
 const RECENT_GENERATIONS = 4;
 
+/**
+ * Payments finished with missing steps: the ids of the events seen, and of the missing parents
+ * with how many seen events wait for each. A parent that comes later after all (a tap catching up
+ * unevenly after a broker restart reads one partition seconds after another) is a late step, not
+ * a missing one. Kept in generations like RecentIds, and only for such payments.
+ */
+class LateParents {
+  private readonly generations: Map<string, { seen: Set<string>; waiting: Map<string, number> }>[] = [new Map()];
+  add(paymentId: string, seen: Set<string>, waiting: Map<string, number>): void {
+    let newest = this.generations[this.generations.length - 1]!;
+    if (newest.size >= RECENT_FINISHED / RECENT_GENERATIONS) {
+      if (this.generations.length === RECENT_GENERATIONS) this.generations.shift();
+      this.generations.push((newest = new Map()));
+    }
+    newest.set(paymentId, { seen, waiting });
+  }
+  /**
+   * A late event of a finished payment: the change to its missing steps (0 when it is not one of
+   * them: a duplicate). Its own parent, when not seen either, is missing in its place.
+   */
+  arrived(paymentId: string, eventId: string, parentId: string | undefined): number {
+    let entry: { seen: Set<string>; waiting: Map<string, number> } | undefined;
+    for (let i = this.generations.length - 1; i >= 0 && !entry; i--) entry = this.generations[i]!.get(paymentId);
+    const children = entry?.waiting.get(eventId);
+    if (!entry || children === undefined) return 0;
+    entry.waiting.delete(eventId);
+    entry.seen.add(eventId);
+    let change = -children;
+    if (parentId !== undefined && !entry.seen.has(parentId)) {
+      entry.waiting.set(parentId, (entry.waiting.get(parentId) ?? 0) + 1);
+      change++;
+    }
+    return change;
+  }
+}
+
 /** `--expect` items: an event type, or alternatives joined by `|`. */
 export function parseExpectation(items: readonly string[]): string[][] {
   return items.map((item) => item.split('|').map((t) => t.trim()));
@@ -303,6 +339,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   const startedUs = clock.nowUs();
   const inFlight = new Map<string, PaymentState>();
   const recentFinished = new RecentIds();
+  const lateParents = new LateParents();
   const byClass: Record<string, number> = {};
   for (const name of scenario?.classNames ?? []) byClass[name] = 0;
   byClass['dead-lettered'] = 0;
@@ -433,6 +470,12 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     const cls = endedInDlq ? 'dead-lettered' : scenario ? (scenario.classify(typesOf(p)) ?? 'unclassified') : 'ended';
     byClass[cls] = (byClass[cls] ?? 0) + 1;
     counts.missing_steps += p.orphans;
+    if (p.orphans > 0) {
+      const seen = new Set(p.events.map((e) => e.id));
+      const waiting = new Map<string, number>();
+      for (const e of p.events) if (e.parentId !== undefined && !seen.has(e.parentId)) waiting.set(e.parentId, (waiting.get(e.parentId) ?? 0) + 1);
+      if (waiting.size > 0) lateParents.add(p.id, seen, waiting);
+    }
     // On the payment's own clock; a payment without timing headers only when it was watched live.
     if (p.startUs !== undefined && p.endUs !== undefined) recordUs(endToEnd, p.endUs - p.startUs);
     else if (!p.fromHistory) recordUs(endToEnd, p.lastUs - p.firstUs);
@@ -488,7 +531,13 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     let p = inFlight.get(e.paymentId);
     if (!p) {
       if (recentFinished.has(e.paymentId)) {
-        // A late copy of a payment already accounted for.
+        // A step the payment was finished without, come late after all; or else a late copy.
+        const change = isDlq ? 0 : lateParents.arrived(e.paymentId, eventId, e.parentId);
+        if (change !== 0) {
+          counts.missing_steps += change;
+          onTimeline(false);
+          return;
+        }
         counts.duplicates++;
         onTimeline(true);
         return;

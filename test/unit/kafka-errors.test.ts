@@ -1,6 +1,6 @@
 import kafkajs from 'kafkajs';
 import { describe, expect, it } from 'vitest';
-import { classifyKafkaError, mapKafkaError } from '../../src/drivers/kafka/errors.js';
+import { classifyKafkaError, isLeaderless, mapKafkaError } from '../../src/drivers/kafka/errors.js';
 import { kafkaConfigFromUrl, saslFromUrl } from '../../src/drivers/kafka/config.js';
 import { parseBrokerUrl } from '../../src/drivers/url.js';
 import {
@@ -81,6 +81,14 @@ describe('kafka error mapping', () => {
     expect(b.retriable).toBe(false);
     expect(b.message).toContain('(payments)');
     expect(b.message).toContain('MESSAGE_TOO_LARGE');
+  });
+
+  it('a partition without a leader (a broker back from a crash) is told apart, behind kafkajs\' retry wrapper too', () => {
+    // What kafkajs' producer throws once its own retries ran out: the send waits it out (README "Failure drills").
+    expect(isLeaderless(new KafkaJSNumberOfRetriesExceeded(protocolError('NOT_LEADER_FOR_PARTITION', true), { retryCount: 4, retryTime: 2000 }))).toBe(true);
+    expect(isLeaderless(protocolError('LEADER_NOT_AVAILABLE', true))).toBe(true);
+    expect(isLeaderless(new KafkaJSNumberOfRetriesExceeded(protocolError('NOT_ENOUGH_REPLICAS', true), { retryCount: 4, retryTime: 2000 }))).toBe(false);
+    expect(isLeaderless(new KafkaJSNonRetriableError(protocolError('MESSAGE_TOO_LARGE', false)))).toBe(false);
   });
 
   it('topic problems are TopologyError, also inside createTopics aggregates', () => {

@@ -66,8 +66,8 @@ const TIMING = { publishedUs: String(Date.now() * 1000), startUs: String(Date.no
 /** The dead-lettered copy of a message, as the worker sends it to <destination>.dlq. */
 const dead = (m: OutgoingMessage): OutgoingMessage => ({ ...m, headers: { ...m.headers, [PayqHeader.dlqReason]: 'permanent-failure' } });
 
-/** Traces 'orders' on a fresh memory broker while `sends` go out one by one, 20 ms apart. */
-async function traceSends(name: string, idleTimeoutMs: number, sends: ReadonlyArray<readonly [string, OutgoingMessage]>) {
+/** Traces 'orders' on a fresh memory broker while `sends` go out one by one, 20 ms apart (the last after `lastAfterMs`). */
+async function traceSends(name: string, idleTimeoutMs: number, sends: ReadonlyArray<readonly [string, OutgoingMessage]>, lastAfterMs = 20) {
   const driver = await createDriver(`memory://${name}-${Date.now()}`);
   await driver.connect();
   // The pipeline's layout exists before trace starts: trace only reads (it never creates).
@@ -76,7 +76,8 @@ async function traceSends(name: string, idleTimeoutMs: number, sends: ReadonlyAr
   const subscribed = new Promise<void>((r) => (ready = r));
   const tracing = trace(traceOptions(['orders'], { fromBeginning: false, idleTimeoutMs }), { driver, clock: systemClock, onReady: () => ready() });
   await subscribed;
-  for (const [destination, m] of sends) {
+  for (const [i, [destination, m]] of sends.entries()) {
+    if (i === sends.length - 1 && lastAfterMs > 20) await new Promise((r) => setTimeout(r, lastAfterMs));
     await driver.send(destination, [m]);
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -122,5 +123,18 @@ describe('trace and dead letters', () => {
     expect(r.payments).toMatchObject({ seen: 1, finished: 1, in_flight: 0 });
     expect(r.payments.by_class['dead-lettered']).toBe(1);
     expect(r.events.duplicates).toBe(0);
+  });
+});
+
+describe('trace and a destination read late', () => {
+  it('a parent read after its payment was settled without it is a late event, not a missing step', async () => {
+    // After a broker restart a tap catches up on each partition at its own pace: a payment's
+    // later events can come first, and its entry event seconds later.
+    const events = [...new EventGenerator({ scenario: checkout, seed: 6, payments: 1, lifecycle: true })];
+    const [placed, ...rest] = events;
+    const m = (e: (typeof events)[number]) => toMessage(e, ENCODE, TIMING);
+    const r = await traceSends('trace-late-parent', 3_000, [...rest.map((e) => ['orders', m(e)] as const), ['orders', m(placed!)]], 1_500);
+    expect(r.payments).toMatchObject({ seen: 1, finished: 1, in_flight: 0 });
+    expect(r.events).toMatchObject({ missing_steps: 0, duplicates: 0 });
   });
 });

@@ -81,6 +81,13 @@ const TOPOLOGY_TYPES = new Set([
   'TOPIC_DELETION_DISABLED',
 ]);
 
+/**
+ * Broker error codes for a partition that has no usable leader right now: a broker restarting
+ * (its partitions come back one by one after a crash), a leader election under way. The cluster
+ * answers, but cannot take writes for that partition yet.
+ */
+const LEADERLESS_TYPES = new Set(['NOT_LEADER_FOR_PARTITION', 'LEADER_NOT_AVAILABLE']);
+
 /** Errors thrown by JavaScript itself: a bug (ours or kafkajs'), never the broker's doing. */
 const BUG_NAMES = new Set(['TypeError', 'RangeError', 'ReferenceError', 'SyntaxError']);
 
@@ -146,6 +153,11 @@ export function classifyKafkaError(err: unknown): KafkaErrorKind {
   const root = chain[chain.length - 1];
   if (root && BUG_NAMES.has(str(root.name) ?? '')) return 'bug';
   return 'other';
+}
+
+/** The failure was a partition without a leader (LEADERLESS_TYPES), whatever wrappers it arrived in. */
+export function isLeaderless(err: unknown): boolean {
+  return errorChain(err).some((e) => LEADERLESS_TYPES.has(str(e.type) ?? ''));
 }
 
 /** kafkajs marks errors retriable; its retry wrapper is not, but what it wraps may be. */

@@ -24,7 +24,7 @@ import type { BrokerUrl } from '../url.js';
 import { describeApiVersions, probeApiVersions } from './api-versions.js';
 import { isValidTopicName, KAFKA_TUNING, kafkaConfigFromUrl } from './config.js';
 import { KAFKA_DRIVER } from './descriptor.js';
-import { classifyKafkaError, mapKafkaError, type KafkaOperation } from './errors.js';
+import { classifyKafkaError, isLeaderless, mapKafkaError, type KafkaOperation } from './errors.js';
 import { KafkaSubscription, type DeadLetterMessage, type TopicPartitionOffset } from './subscription.js';
 
 /**
@@ -328,12 +328,14 @@ class KafkaDriver extends DeclaredDriver implements Driver {
    * waited for (README "Failure drills"): the IDENTICAL group is sent again on the same
    * idempotent producer, with the reconnect backoff, so the broker writes it once even if an
    * earlier attempt got through before the connection dropped (same producer id and sequence
-   * numbers: kafkajs advances them only on success; a new producer would get a new id). After
-   * `reconnectTimeoutMs` of failures the group fails, flagged unconfirmed: an attempt may have
-   * reached the broker.
+   * numbers: kafkajs advances them only on success; a new producer would get a new id). So is a
+   * group refused because a partition has no leader yet (isLeaderless). After
+   * `reconnectTimeoutMs` of failures the group fails, flagged unconfirmed when an attempt was cut
+   * off by a lost connection: that one may have reached the broker.
    */
   private async produceGroup(group: QueuedProduce[], bytes: number): Promise<void> {
     let attempts = 0;
+    let cutOff = false;
     // A batch larger than a request goes as chunks; those already acknowledged are not sent again.
     const chunks = bytes > PRODUCE_REQUEST_BYTES ? [...chunksByBytes(group[0]!.messages)] : undefined;
     let chunksDone = 0;
@@ -341,6 +343,10 @@ class KafkaDriver extends DeclaredDriver implements Driver {
       const mapped = mapKafkaError(err, { operation: 'send', url: this.url });
       return mapped instanceof BrokerUnavailableError && mapped.retriable;
     };
+    // A broker back from a restart answers before all its partitions have a leader again (it
+    // recovers their logs one by one): that is waited for like the outage itself, past kafkajs'
+    // few seconds of retries, on the same idempotent producer.
+    const waitable = (err: unknown) => isOutage(err) || isLeaderless(err);
     try {
       await retry(
         async () => {
@@ -364,28 +370,38 @@ class KafkaDriver extends DeclaredDriver implements Driver {
         {
           backoff: RECONNECT_BACKOFF,
           deadlineMs: this.options.reconnectTimeoutMs,
-          isRetryable: (err) => this.closePromise === undefined && isOutage(err),
-          onRetry: () => this.linkMonitor.lost(),
+          isRetryable: (err) => this.closePromise === undefined && waitable(err),
+          // A partition without a leader is a broker that answers: the link is not lost.
+          onRetry: (err) => {
+            if (!isOutage(err)) return;
+            cutOff = true;
+            this.linkMonitor.lost();
+          },
           // After the stop a failed attempt is not tried again (a send made after it still goes once).
           stop: this.stop.signal,
         },
       );
     } catch (err) {
       const outage = isOutage(err);
-      const stopped = this.stop.isStopped && outage;
-      const cause = stopped
+      // An attempt cut off by a lost connection may have been stored.
+      const unconfirmed = outage || cutOff;
+      const waited = Math.round(this.options.reconnectTimeoutMs / 1000);
+      const topics = [...new Set(group.map((q) => q.topic))].join(', ');
+      const cause = this.stop.isStopped && waitable(err)
         ? new BrokerUnavailableError(`kafka ${this.url.redacted}: not acknowledged before the stop, and the cluster was not waited for`, {
             cause: err,
             retriable: true,
             unconfirmed: true,
           })
-        : outage && attempts > 1
+        : attempts > 1 && waitable(err)
           ? new BrokerUnavailableError(
-              `kafka ${this.url.redacted}: the cluster did not come back within ${Math.round(this.options.reconnectTimeoutMs / 1000)} s (--reconnect-timeout)`,
-              { cause: err, unconfirmed: true, hint: 'is Kafka running? a longer --reconnect-timeout rides out a longer outage' },
+              outage
+                ? `kafka ${this.url.redacted}: the cluster did not come back within ${waited} s (--reconnect-timeout)`
+                : `kafka ${this.url.redacted}: ${topics}: partitions still without a leader after ${waited} s (--reconnect-timeout)`,
+              { cause: err, unconfirmed, hint: 'is Kafka running? a longer --reconnect-timeout rides out a longer outage' },
             )
           : err;
-      for (const q of group) q.reject(cause, outage);
+      for (const q of group) q.reject(cause, unconfirmed);
       return;
     }
     this.linkMonitor.restored();
