@@ -161,7 +161,9 @@ export class DriverStop {
 
 /**
  * Keeps a driver's LinkStatus: `lost()` when it finds its broker gone, `restored()` when a new
- * connection works. Outages are timed on the monotonic clock.
+ * connection works. Outages are timed on the monotonic clock. One that lasts longer than the
+ * driver's reconnect timeout makes the link `gone`, and it stays so: the driver has given up
+ * reconnecting by then (README "Failure drills"), whatever it does later.
  */
 export class LinkMonitor {
   private connectedNow = false;
@@ -169,13 +171,18 @@ export class LinkMonitor {
   private reconnectCount = 0;
   private downTotalMs = 0;
   private downSince: number | undefined;
+  private goneForGood = false;
 
-  constructor(private readonly now: () => number = () => performance.now()) {}
+  constructor(
+    private readonly reconnectTimeoutMs: number,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
 
   /** A connection works (the first one, or again after a loss). */
   restored(): void {
     if (this.connectedNow) return;
     if (this.downSince !== undefined) {
+      this.outageLasted(this.now() - this.downSince);
       this.downTotalMs += this.now() - this.downSince;
       this.downSince = undefined;
     }
@@ -193,7 +200,12 @@ export class LinkMonitor {
 
   status(): LinkStatus {
     const current = this.downSince === undefined ? 0 : this.now() - this.downSince;
-    return { connected: this.connectedNow, reconnects: this.reconnectCount, downMs: this.downTotalMs + current };
+    this.outageLasted(current);
+    return { connected: this.connectedNow, reconnects: this.reconnectCount, downMs: this.downTotalMs + current, gone: this.goneForGood };
+  }
+
+  private outageLasted(ms: number): void {
+    if (ms > this.reconnectTimeoutMs) this.goneForGood = true;
   }
 }
 

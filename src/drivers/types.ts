@@ -108,6 +108,12 @@ export interface LinkStatus {
   reconnects: number;
   /** Milliseconds spent without a connection since connect(), an outage still going included. */
   downMs: number;
+  /**
+   * An outage lasted longer than the reconnect timeout (DriverOptions.reconnectTimeoutMs): the
+   * driver has given up on the broker, for good. A running subscription then gets nothing more,
+   * and every command that subscribes ends its run, exit 3 (README "Failure drills").
+   */
+  gone: boolean;
 }
 
 export interface OutgoingMessage {

@@ -98,7 +98,7 @@ class KafkaDriver extends DeclaredDriver implements Driver {
   private clusterId: string | undefined;
   private brokerCount: number | undefined;
   private closePromise: Promise<void> | undefined;
-  private readonly linkMonitor = new LinkMonitor();
+  private readonly linkMonitor: LinkMonitor;
   /** The command's stop (DriverOptions.signal): kafkajs' own waits and retries know nothing of it. */
   private readonly stop: DriverStop;
 
@@ -107,6 +107,7 @@ class KafkaDriver extends DeclaredDriver implements Driver {
     readonly options: DriverOptions = DEFAULT_DRIVER_OPTIONS,
   ) {
     super(KAFKA_DRIVER);
+    this.linkMonitor = new LinkMonitor(options.reconnectTimeoutMs);
     this.kafka = new Kafka(kafkaConfigFromUrl(url, logLevel.NOTHING));
     this.stop = new DriverStop(options.signal, `kafka ${url.redacted}`);
   }

@@ -173,7 +173,7 @@ class MemoryDriver extends DeclaredDriver implements Driver {
 
   /** In process: the broker never goes away while the driver is open. */
   link(): LinkStatus {
-    return { connected: this.state === 'open', reconnects: 0, downMs: 0 };
+    return { connected: this.state === 'open', reconnects: 0, downMs: 0, gone: false };
   }
 
   close(): Promise<void> {

@@ -106,7 +106,7 @@ class NatsDriver extends DeclaredDriver implements Driver {
   private readonly subscriptions = new Set<NatsSubscription>();
   private readonly pending = new PendingWork();
   private closing: Promise<void> | undefined;
-  private readonly linkMonitor = new LinkMonitor();
+  private readonly linkMonitor: LinkMonitor;
   /** Set between a disconnect and the reconnect. */
   private outage: Outage | undefined;
   private stretch = newStretch();
@@ -119,6 +119,7 @@ class NatsDriver extends DeclaredDriver implements Driver {
     readonly options: DriverOptions = DEFAULT_DRIVER_OPTIONS,
   ) {
     super(NATS_DRIVER);
+    this.linkMonitor = new LinkMonitor(options.reconnectTimeoutMs);
     this.config = natsConfig(url);
   }
 

@@ -33,7 +33,7 @@ class RabbitMqDriver extends DeclaredDriver implements Driver {
   /** Per queue: its dead-letter setup was checked (or declared) by this driver. */
   private readonly deadLetterChecks = new Map<string, Promise<DeadLetterMode>>();
   private closing: Promise<void> | undefined;
-  private readonly linkMonitor = new LinkMonitor();
+  private readonly linkMonitor: LinkMonitor;
   /** A connection to the broker worked once (connect() or since). */
   private connected = false;
 
@@ -42,6 +42,7 @@ class RabbitMqDriver extends DeclaredDriver implements Driver {
     readonly options: DriverOptions = DEFAULT_DRIVER_OPTIONS,
   ) {
     super(RABBITMQ_DRIVER);
+    this.linkMonitor = new LinkMonitor(options.reconnectTimeoutMs);
     this.config = rabbitMqConfig(url);
     // The link is down while either connection is lost, and up again when both work.
     const events = {

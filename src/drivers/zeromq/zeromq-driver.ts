@@ -24,15 +24,17 @@
 import { Publisher, Subscriber, version as libzmqVersion } from 'zeromq';
 import { randomBytes } from 'node:crypto';
 import { BrokerUnavailableError, ConfigError, DeliveryError } from '../../errors.js';
-import type {
-  DeliveryHandler,
-  DestinationSpec,
-  Driver,
-  Headers,
-  LinkStatus,
-  OutgoingMessage,
-  SubscribeOptions,
-  Subscription,
+import {
+  DEFAULT_DRIVER_OPTIONS,
+  type DeliveryHandler,
+  type DestinationSpec,
+  type Driver,
+  type DriverOptions,
+  type Headers,
+  type LinkStatus,
+  type OutgoingMessage,
+  type SubscribeOptions,
+  type Subscription,
 } from '../types.js';
 import { DeclaredDriver, LinkMonitor, startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
@@ -66,7 +68,7 @@ class ZmqDriver extends DeclaredDriver implements Driver {
   private connecting: Promise<void> | undefined;
   private releaseHub: (() => Promise<void>) | undefined;
   private hostedHere = false;
-  private readonly linkMonitor = new LinkMonitor();
+  private readonly linkMonitor: LinkMonitor;
   private probeAnswered = false;
   private onProbe: (() => void) | undefined;
   /** Sends go through one chain: a zeromq.js socket takes one send at a time. */
@@ -74,8 +76,12 @@ class ZmqDriver extends DeclaredDriver implements Driver {
   private readonly subscriptions = new Set<ZmqSubscription>();
   private closing: Promise<void> | undefined;
 
-  constructor(readonly url: BrokerUrl) {
+  constructor(
+    readonly url: BrokerUrl,
+    options: DriverOptions = DEFAULT_DRIVER_OPTIONS,
+  ) {
     super(ZMQ_DRIVER);
+    this.linkMonitor = new LinkMonitor(options.reconnectTimeoutMs);
     this.config = zmqConfig(url);
   }
 
@@ -293,7 +299,7 @@ class ZmqDriver extends DeclaredDriver implements Driver {
   }
 }
 
-export function createDriver(url: BrokerUrl): Driver {
+export function createDriver(url: BrokerUrl, options: DriverOptions = DEFAULT_DRIVER_OPTIONS): Driver {
   if (url.scheme !== 'zmq') throw new ConfigError(`the ZeroMQ driver cannot use ${url.redacted}`);
-  return new ZmqDriver(url);
+  return new ZmqDriver(url, options);
 }
