@@ -2,9 +2,11 @@
  * The one way commands get a driver: what weakens a connection's security is said first
  * (`?insecure=true`, README "TLS and SASL"), then the driver for the URL's scheme is loaded, and
  * its link is watched: a broker that goes away and comes back is said on stderr as it happens
- * (README "Failure drills").
+ * (README "Failure drills"). A run that subscribes ends with `brokerGone` when it does not come
+ * back within --reconnect-timeout.
  */
 import { brokerAway } from '../drivers/common.js';
+import { BrokerUnavailableError } from '../errors.js';
 import { createDriver } from '../drivers/registry.js';
 import { tlsWarnings } from '../drivers/tls.js';
 import type { Driver } from '../drivers/types.js';
@@ -47,4 +49,12 @@ function watchLink(driver: Driver, out: Output, timeoutMs: number): void {
     clearInterval(timer);
     return close();
   };
+}
+
+/**
+ * The end of a run whose broker stayed away past --reconnect-timeout (its link is `gone`): one
+ * line, exit 3, saying what the run did and what it left where (README "Failure drills").
+ */
+export function brokerGone(driver: Driver, reconnectTimeoutMs: number, outcome: string): BrokerUnavailableError {
+  return new BrokerUnavailableError(`${driver.url.redacted}: the broker stayed away longer than --reconnect-timeout (${reconnectTimeoutMs / 1000} s): ${outcome}`);
 }

@@ -170,12 +170,14 @@ function summaryRows(r: BenchReport, color: ChalkInstance): [string, string][] {
         ? `n/a: the report of one part (${r.role}) of a run; merge the parts' reports (${formatCount(e.acknowledged)} acknowledged · ${formatCount(e.consumed)} consumed here)`
         : `${r.loss === 0 ? color.green('0') : color.red(formatPct(r.loss))} · ${e.lost === 0 ? 'none' : formatCount(e.lost)} of ${formatCount(e.acknowledged - e.in_flight - e.not_drained)} acknowledged events whose fate is known ${e.lost === 0 ? 'lost' : 'never consumed'}`,
     ],
-    ...(e.in_flight > 0 ? [['in flight', color.yellow(`${formatCount(e.in_flight)} acknowledged events not yet consumed when interrupted (fate unknown, not lost)`)] as [string, string]] : []),
+    ...(e.in_flight > 0
+      ? [['in flight', color.yellow(`${formatCount(e.in_flight)} acknowledged events not yet consumed when ${r.connection?.broker_gone ? 'the broker was gone' : 'interrupted'} (fate unknown, not lost)`)] as [string, string]]
+      : []),
     ...(e.not_drained > 0 ? [['not drained', color.yellow(`${formatCount(e.not_drained)} acknowledged events still on the broker when the drain timed out (the backlog; not lost)`)] as [string, string]] : []),
     ['duplicates / out of order', `${e.duplicates === 0 ? '0' : color.yellow(formatCount(e.duplicates))} · ${e.out_of_order === 0 ? '0' : color.yellow(formatCount(e.out_of_order))}`],
     ['availability', `${r.availability === 1 ? color.green(formatPct(1)) : color.red(formatPct(r.availability))} of ${formatCount(r.windows.total)} one-second windows`],
     ...(r.connection && (r.connection.reconnects > 0 || r.connection.unavailable_s > 0)
-      ? ([['broker away', `${r.connection.unavailable_s.toFixed(1)} s, ${countOf(r.connection.reconnects, 'reconnect')}`]] as [string, string][])
+      ? ([['broker away', `${r.connection.unavailable_s.toFixed(1)} s, ${countOf(r.connection.reconnects, 'reconnect')}${r.connection.broker_gone ? color.red(' · gone: it stayed away past --reconnect-timeout') : ''}`]] as [string, string][])
       : []),
     ['payments', `${formatCount(r.payments.produced)} produced · ${formatCount(r.payments.finished)} finished (${classesText(r)})${r.payments.in_flight > 0 ? color.yellow(` · ${formatCount(r.payments.in_flight)} unfinished`) : ''}${r.payments.stuck > 0 ? color.red(` · ${formatCount(r.payments.stuck)} stuck`) : ''}`],
     ['dead-lettered', r.dlq.total === 0 ? '0' : `${formatCount(r.dlq.total)} (${r.dlq.per_s}/s: ${dlq})`],

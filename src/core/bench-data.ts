@@ -73,7 +73,8 @@ export function benchRunData(p: BenchParts): RunData {
       out_of_order: traced?.events.out_of_order ?? 0,
       missing_steps: traced?.events.missing_steps ?? 0,
       undecodable: traced?.events.undecodable ?? 0,
-      in_flight: p.drained === 'interrupted' ? unconsumed : 0,
+      // Cut off by Ctrl-C or a broker gone for good: their fate is unknown, not lost.
+      in_flight: p.drained === 'interrupted' || p.drained === 'broker-gone' ? unconsumed : 0,
       not_drained: p.drained === 'timeout' ? unconsumed : 0,
     },
     payments: {
@@ -92,6 +93,6 @@ export function benchRunData(p: BenchParts): RunData {
     },
     errors,
     ...(p.timeseries ? { timeseries: p.timeseries } : {}),
-    connection: { reconnects: p.link.reconnects, down_ms: Math.round(p.link.downMs) },
+    connection: { reconnects: p.link.reconnects, down_ms: Math.round(p.link.downMs), broker_gone: p.drained === 'broker-gone' },
   };
 }

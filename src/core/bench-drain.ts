@@ -3,6 +3,7 @@
  * produced, as bench.ts describes ("The end"); a worker or tracer part waits for the run's events
  * (produced elsewhere) up to `startTimeoutMs`, then until they stopped coming for `idleTimeoutMs`.
  */
+import { brokerAway } from '../drivers/common.js';
 import type { MeteredDriver } from './bench-driver.js';
 import type { Clock } from './clock.js';
 
@@ -11,9 +12,10 @@ export type BenchPhase = 'starting' | 'waiting' | 'warmup' | 'measure' | 'drain'
 
 /**
  * How the run ended: all measured work seen through (a part: its events stopped coming), the
- * pipeline went quiet with work missing, a timeout, or the signal.
+ * pipeline went quiet with work missing, a timeout, the signal, or the broker staying away past
+ * the reconnect timeout (its link `gone`).
  */
-export type DrainEnd = 'complete' | 'quiet' | 'timeout' | 'interrupted';
+export type DrainEnd = 'complete' | 'quiet' | 'timeout' | 'interrupted' | 'broker-gone';
 
 /** What the parts of a bench run report as it goes, read by the drain and the progress. */
 export interface BenchLive {
@@ -61,6 +63,9 @@ export async function drain(options: DrainOptions, live: BenchLive, deps: { driv
   for (;;) {
     const nowUs = clock.nowUs();
     if (signal?.aborted) return { drained: 'interrupted', measureStartUs, measureEndUs: undefined };
+    // Nothing more comes through a broker gone for good: quiet then would count it all as lost.
+    const link = driver.link();
+    if (link.gone) return { drained: 'broker-gone', measureStartUs, measureEndUs: undefined };
     if (!seenRun) {
       if (driver.run.consumed > 0 || live.traceEvents > 0) {
         seenRun = true;
@@ -76,14 +81,16 @@ export async function drain(options: DrainOptions, live: BenchLive, deps: { driv
       return { drained: 'complete', measureStartUs, measureEndUs: undefined };
     }
     const activity = driver.activity + live.traceEvents;
-    if (activity !== lastActivity || live.workerInFlight > 0) {
+    // A broker away is not quiet: the quiet and idle clocks count from when it is back (README "Failure drills").
+    if (activity !== lastActivity || live.workerInFlight > 0 || brokerAway(link)) {
       lastActivity = activity;
       lastActivityUs = nowUs;
     } else if (seenRun && nowUs - lastActivityUs >= (oneProcess ? options.quietMs : options.idleTimeoutMs) * 1000) {
       // Nothing happened since: the window ends with the last activity, not the idle wait.
       return { drained: oneProcess ? 'quiet' : 'complete', measureStartUs, measureEndUs: Math.max(measureStartUs, lastActivityUs) };
     }
-    if (oneProcess && nowUs - waitStartUs >= options.drainTimeoutMs * 1000) {
+    // Nor is it a backlog: while it is away, the reconnect timeout bounds the wait, not this one.
+    if (oneProcess && !brokerAway(link) && nowUs - waitStartUs >= options.drainTimeoutMs * 1000) {
       return { drained: 'timeout', measureStartUs, measureEndUs: undefined };
     }
     await clock.sleep(POLL_MS, signal);

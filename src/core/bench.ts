@@ -16,6 +16,10 @@
  * is lost), or `drainTimeoutMs`. Acknowledged events not consumed when the drain timed out are
  * `not_drained`, and when the signal interrupted the run `in_flight`: their fate is unknown, so
  * they are never counted as lost (README "Loss probability").
+ *
+ * A broker that stays away past the reconnect timeout (its link `gone`) stops every part at once
+ * (drain `broker-gone`): what was acknowledged and not consumed is `in_flight` too, and the
+ * tracer leaves its payments in flight unjudged (README "Failure drills").
  */
 import type { Driver, Subscription } from '../drivers/types.js';
 import { InterruptedError } from '../errors.js';
@@ -322,6 +326,8 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   const progressTimer = setInterval(() => {
     report();
     sampleSeries();
+    // A producer held back by the backlog would wait for ever: every part stops now.
+    if (driver.link().gone) stopAll();
   }, PROGRESS_MS);
   let brokerVersion: string | undefined;
   try {
@@ -394,6 +400,8 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   }
   measureEndUs ??= clock.nowUs();
   clearInterval(progressTimer);
+  // Whatever part of the run it was in (a producer part has no drain).
+  if (driver.link().gone) drained = 'broker-gone';
   report();
   sampleSeries(true);
 

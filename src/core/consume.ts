@@ -4,9 +4,10 @@
  * at a time. A message is acked only after the caller's `onMessages` resolved (its line was
  * written); what arrives past `--limit` or while stopping is nacked, i.e. given back. Never prints.
  *
- * Ending: by the limit, by an idle timeout, by the abort signal (Ctrl-C), or by `onMessages`
- * failing (stdout gone). A handler may not await its own subscription's close() (close waits for
- * the handler), so the handler only signals, and the loop here closes.
+ * Ending: by the limit, by an idle timeout, by the abort signal (Ctrl-C), by `onMessages`
+ * failing (stdout gone), or by the broker staying away past the reconnect timeout (the link is
+ * `gone`: the subscription gets nothing more). A handler may not await its own subscription's
+ * close() (close waits for the handler), so the handler only signals, and the loop here closes.
  */
 import { isUtf8 } from 'node:buffer';
 import type { Delivery, Driver, Headers } from '../drivers/types.js';
@@ -68,7 +69,7 @@ export interface ConsumeDeps {
   isOutputClosed?: ((err: unknown) => boolean) | undefined;
 }
 
-export type ConsumeEnd = 'limit' | 'idle' | 'interrupted' | 'output-closed' | 'failed';
+export type ConsumeEnd = 'limit' | 'idle' | 'interrupted' | 'output-closed' | 'failed' | 'broker-gone';
 
 export interface TypeCount {
   consumed: number;
@@ -99,6 +100,8 @@ export interface ConsumeResult {
 export const NOT_JSON_TYPE = '(not JSON)';
 export const NO_TYPE = '(no type)';
 const DEFAULT_PREFETCH = 500;
+/** How often the run looks whether its broker is gone (LinkStatus `gone`). */
+const LINK_CHECK_MS = 250;
 export { DEFAULT_START_TIMEOUT_MS };
 /** The group name passed with a tap; drivers ignore it (a tap gets a group or queue of its own). */
 const TAP_GROUP = 'payq-consume-tap';
@@ -252,17 +255,17 @@ export async function consume(options: ConsumeOptions, deps: ConsumeDeps): Promi
         lastActivityUs = clock.nowUs();
         deps.onReady?.();
         while (!stop.signal.aborted) {
-          const idleMs = options.idleTimeoutMs;
-          if (idleMs === undefined) {
-            await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+          if (driver.link().gone) {
+            requestStop('broker-gone');
             break;
           }
+          const idleMs = options.idleTimeoutMs ?? Infinity;
           const quietMs = (clock.nowUs() - lastActivityUs) / 1000;
           if (busy === 0 && quietMs >= idleMs) {
             requestStop('idle');
             break;
           }
-          await clock.sleep(busy > 0 ? idleMs : idleMs - quietMs, stop.signal);
+          await clock.sleep(Math.min(LINK_CHECK_MS, busy > 0 ? idleMs : idleMs - quietMs), stop.signal);
         }
       } finally {
         // --requeue: everything read goes back now, each message once (read-mode.ts).

@@ -81,7 +81,7 @@ export interface ReplayResult extends ReplayCounts {
   /** Distinct send errors (at most five). */
   errors: string[];
   messages: ReplayMessage[] | undefined;
-  stopped_by: 'idle' | 'limit' | 'signal';
+  stopped_by: 'idle' | 'limit' | 'signal' | 'broker-gone';
   /** The run held `window` messages and could not look further. */
   window_full: boolean;
   /** The whole run, the idle timeout at its end included. */
@@ -91,6 +91,8 @@ export interface ReplayResult extends ReplayCounts {
   /** Replayed + parked per second of active_s. */
   messages_per_s: number;
   interrupted: boolean;
+  /** Stopped because the broker stayed away longer than the reconnect timeout. */
+  broker_gone: boolean;
   run_id: string;
 }
 
@@ -261,6 +263,7 @@ export class ReplayTally {
       active_s: Math.round(activeS * 1000) / 1000,
       messages_per_s: Math.round((c.replayed + c.parked) / Math.max(activeS, 0.001)),
       interrupted: run.stoppedBy === 'signal',
+      broker_gone: run.stoppedBy === 'broker-gone',
       run_id: run.runId,
     };
   }

@@ -32,7 +32,9 @@
  * messages, and a run that leaves that many in place stops there; the result says so.
  *
  * The run ends by itself once no message arrived for `idleTimeoutMs` (the DLQs are drained), after
- * `limit` messages were replayed or parked, or on the abort signal (in-flight sends finish first).
+ * `limit` messages were replayed or parked, on the abort signal (in-flight sends finish first), or
+ * when the broker stayed away past the reconnect timeout (the link is `gone`: what was not
+ * republished stays in the DLQ).
  * Returns a ReplayResult; never prints.
  */
 import { randomBytes } from 'node:crypto';
@@ -473,8 +475,13 @@ export async function replayDlq(options: ReplayOptions, deps: ReplayDeps): Promi
         stoppedBy = 'limit';
         break;
       }
+      const link = driver.link();
+      if (link.gone) {
+        stoppedBy = 'broker-gone';
+        break;
+      }
       // A broker away is not a drained DLQ: the idle timeout counts from when it is back.
-      if (brokerAway(driver.link())) run.lastActivityUs = nowUs;
+      if (brokerAway(link)) run.lastActivityUs = nowUs;
       if (run.idle && nowUs - run.lastActivityUs >= idleUs) {
         stoppedBy = 'idle';
         break;

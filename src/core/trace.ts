@@ -156,6 +156,11 @@ export interface TraceResult {
   undecodable_samples: string[];
   elapsed_s: number;
   interrupted: boolean;
+  /**
+   * Stopped because the broker stayed away longer than the reconnect timeout: the payments in
+   * flight were not judged (neither passed, failed nor stuck: their events may still come).
+   */
+  broker_gone: boolean;
   histograms: { transit: LatencyHistogram; endToEnd: LatencyHistogram; hops: Map<string, LatencyHistogram> };
 }
 
@@ -714,6 +719,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
   deps.onReady?.();
   const endUs = options.durationMs === undefined ? Infinity : startedUs + options.durationMs * 1000;
   let interrupted = false;
+  let brokerGone = false;
   try {
     for (;;) {
       if (signal?.aborted) {
@@ -723,9 +729,16 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       const nowUs = clock.nowUs();
       if (nowUs >= endUs) break;
       if (options.untilFinished !== undefined && finished >= options.untilFinished) break;
-      sweep(nowUs, false);
-      // A broker away is not quiet: the idle timeout counts from when it is back (README "Failure drills").
-      if (lastEventUs !== undefined && brokerAway(driver.link())) lastEventUs = nowUs;
+      const link = driver.link();
+      if (link.gone) {
+        brokerGone = true;
+        break;
+      }
+      // A broker away is neither quiet nor a payment stuck: the idle timeout and the sweep wait
+      // for it to be back (README "Failure drills").
+      const away = brokerAway(link);
+      if (!away) sweep(nowUs, false);
+      if (lastEventUs !== undefined && away) lastEventUs = nowUs;
       if (options.idleTimeoutMs !== undefined && lastEventUs === undefined && nowUs - startedUs > (options.startTimeoutMs ?? 60_000) * 1000) break;
       // Quiet for the idle timeout: nothing more is coming; the final sweep judges what is left.
       if (options.idleTimeoutMs !== undefined && lastEventUs !== undefined && nowUs - lastEventUs > options.idleTimeoutMs * 1000) break;
@@ -741,7 +754,9 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     await subscription.close();
   }
   // Interrupted, the run did not end: what is unfinished stays in flight, not judged against --expect.
-  sweep(clock.nowUs(), !interrupted);
+  // Gone for good, what is in flight was cut off, not lost: not even swept (the outage is no
+  // payment's want of progress).
+  if (!brokerGone) sweep(clock.nowUs(), !interrupted);
 
   const hopSummaries: Record<string, LatencySummary> = {};
   for (const [stage, h] of hops) hopSummaries[stage] = summarize(h);
@@ -757,6 +772,7 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     undecodable_samples: undecodableSamples,
     elapsed_s: Math.round((clock.nowUs() - startedUs) / 1000) / 1000,
     interrupted,
+    broker_gone: brokerGone,
     histograms: { transit, endToEnd, hops },
   };
 }

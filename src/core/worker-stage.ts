@@ -13,6 +13,7 @@
  * per destination. drain() switches back to waiting inside the handler call, so closing the
  * subscription (which waits for the running handler) finishes every handling under way.
  */
+import { brokerAway } from '../drivers/common.js';
 import type { Delivery, Driver, Headers, OutgoingMessage } from '../drivers/types.js';
 import { messageOf } from '../errors.js';
 import { toMessage, type EncodeContext } from '../events/codec.js';
@@ -187,6 +188,11 @@ export class StageRunner {
   private uncounted: StageTally | undefined;
   /** Deliveries in the handler right now. */
   inFlight = 0;
+  /**
+   * Deliveries acked or given back while the broker was away: it never heard of it, and delivers
+   * them again (counted for a run that ends with the broker gone, README "Failure drills").
+   */
+  unsettled = 0;
   lastActivityUs: number;
   private sendFailures = 0;
   private readonly encode: Omit<EncodeContext, 'runId'>;
@@ -359,6 +365,7 @@ export class StageRunner {
     this.ctx.errors.add(err);
     tally.counters.nacked++;
     delivery.nack();
+    this.settledNow(1);
     return undefined;
   }
 
@@ -485,7 +492,13 @@ export class StageRunner {
       this.ctx.errors.add(err);
       tally.counters.nacked++;
       delivery.nack();
+      this.settledNow(1);
     }
+  }
+
+  /** `count` deliveries were just acked or given back: unsettled if the broker is away now. */
+  private settledNow(count: number): void {
+    if (brokerAway(this.ctx.driver.link())) this.unsettled += count;
   }
 
   /** Sends the outputs of every success in this handler call, then acks (or nacks) each input. */
@@ -532,6 +545,7 @@ export class StageRunner {
     }
     await Promise.all(sends);
 
+    this.settledNow(successes.length);
     successes.forEach((s, owner) => {
       const t = s.tally;
       if (failed.has(owner)) {

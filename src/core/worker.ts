@@ -2,9 +2,9 @@
  * `worker`: runs a scenario's handler stages against a broker (README "`payq worker`"). Each stage consumes
  * its destination in the group `payq-worker.<scenario>.<stage>`, spends the sampled processing
  * time, fails and retries as configured, emits its next events and dead-letters what it gives up
- * on. Runs until the abort signal (then `interrupted`), a duration, or an idle timeout; then every
- * handling under way finishes (StageRunner.drain) and the subscriptions close. Returns a
- * WorkerResult; never prints.
+ * on. Runs until the abort signal (then `interrupted`), a duration, an idle timeout, or the broker
+ * staying away past the reconnect timeout (the link is `gone`); then every handling under way
+ * finishes (StageRunner.drain) and the subscriptions close. Returns a WorkerResult; never prints.
  */
 import type { DestinationSpec, Driver, Subscription } from '../drivers/types.js';
 import { ConfigError } from '../errors.js';
@@ -99,7 +99,14 @@ export interface WorkerResult {
   error_count: number;
   /** Stopped by the abort signal (Ctrl-C). */
   interrupted: boolean;
-  stopped_by: 'signal' | 'duration' | 'idle';
+  stopped_by: 'signal' | 'duration' | 'idle' | 'broker-gone';
+  /** Stopped because the broker stayed away longer than the reconnect timeout. */
+  broker_gone: boolean;
+  /**
+   * Deliveries acked or given back while the broker was away, so never settled with it: it
+   * delivers them again (to this group), and their handling is done again with the same ids.
+   */
+  unsettled: number;
   /** Wall-time histograms (µs) of the successful attempts by stage name (bench's `wall`). */
   histograms: Record<string, LatencyHistogram>;
   /** Bytes, planned processing times and delivery latency by stage name (bench's report). */
@@ -240,8 +247,13 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
       stoppedBy = 'duration';
       break;
     }
+    const link = driver.link();
+    if (link.gone) {
+      stoppedBy = 'broker-gone';
+      break;
+    }
     // A broker away is not idleness: the idle timeout counts from when it is back (README "Failure drills").
-    if (brokerAway(driver.link())) for (const r of runners) r.lastActivityUs = nowUs;
+    if (brokerAway(link)) for (const r of runners) r.lastActivityUs = nowUs;
     if (idleUs !== undefined && runners.every((r) => r.inFlight === 0 && nowUs - r.lastActivityUs >= idleUs)) {
       stoppedBy = 'idle';
       break;
@@ -271,6 +283,8 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
     error_count: errors.count,
     interrupted: stoppedBy === 'signal',
     stopped_by: stoppedBy,
+    broker_gone: stoppedBy === 'broker-gone',
+    unsettled: runners.reduce((n, r) => n + r.unsettled, 0),
     histograms: Object.fromEntries(runners.map((r) => [r.counters.stage, r.processing])),
     measures: Object.fromEntries(runners.map((r) => [r.counters.stage, r.measures])),
   };

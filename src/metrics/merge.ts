@@ -96,9 +96,14 @@ function addData(out: RunData, p: RunData): void {
   addCounts(out.dlq_by_reason, p.dlq_by_reason);
   addCounts(out.windows, p.windows);
   if (p.connection) {
-    // Each part has its own link: reconnects add up, the longest outage is the run's.
+    // Each part has its own link: reconnects add up, the longest outage is the run's, and one
+    // part whose broker was gone makes the run's.
     const into = out.connection ?? { reconnects: 0, down_ms: 0 };
-    out.connection = { reconnects: into.reconnects + p.connection.reconnects, down_ms: Math.max(into.down_ms, p.connection.down_ms) };
+    out.connection = {
+      reconnects: into.reconnects + p.connection.reconnects,
+      down_ms: Math.max(into.down_ms, p.connection.down_ms),
+      broker_gone: (into.broker_gone ?? false) || (p.connection.broker_gone ?? false),
+    };
   }
   out.latency.publish.add(p.latency.publish);
   out.latency.publish_delay = addOptional(out.latency.publish_delay, p.latency.publish_delay);

@@ -116,6 +116,8 @@ export interface RunData {
 export interface ConnectionData {
   reconnects: number;
   down_ms: number;
+  /** The run stopped because the broker stayed away past the reconnect timeout; absent: false. */
+  broker_gone?: boolean;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -236,9 +238,10 @@ export const reportSchema = z.strictObject({
   windows: z.strictObject({ total: count, available: count }),
   /**
    * The broker link over the run (README "Failure drills"): connections re-established after a
-   * loss, and the seconds spent without one. Absent from older reports.
+   * loss, the seconds spent without one, and whether the run stopped because the broker stayed
+   * away past the reconnect timeout. Absent from older reports.
    */
-  connection: z.strictObject({ reconnects: count, unavailable_s: nonNegative }).optional(),
+  connection: z.strictObject({ reconnects: count, unavailable_s: nonNegative, broker_gone: z.boolean().default(false) }).optional(),
   producers: z.strictObject({ sent: count, acked: count, failed: count, bytes: count }),
   sink: z.strictObject({ destination: z.string(), consumed: count, bytes: count }),
   payments: z.strictObject({ produced: count, finished: count, in_flight: count, stuck: count, by_class: z.record(z.string(), count) }),
@@ -436,7 +439,9 @@ export function buildReport(data: RunData, meta: ReportMeta): Report {
     events: { ...data.events, lost, in_flight: inFlight, not_drained: notDrained },
     availability: w.total === 0 ? 1 : round(w.available / w.total, 4),
     windows: { ...w },
-    ...(data.connection ? { connection: { reconnects: data.connection.reconnects, unavailable_s: round(data.connection.down_ms / 1000, 3) } } : {}),
+    ...(data.connection
+      ? { connection: { reconnects: data.connection.reconnects, unavailable_s: round(data.connection.down_ms / 1000, 3), broker_gone: data.connection.broker_gone ?? false } }
+      : {}),
     producers: { ...data.producers },
     sink: { destination: data.sink.destination, consumed: data.sink.consumed, bytes: data.sink.bytes },
     payments: { produced: data.producers.acked, ...data.payments, by_class: { ...data.payments.by_class } },
@@ -503,7 +508,9 @@ export function reportData(report: Report): RunData {
     },
     errors: [...report.errors],
     ...(report.timeseries ? { timeseries: report.timeseries } : {}),
-    ...(report.connection ? { connection: { reconnects: report.connection.reconnects, down_ms: Math.round(report.connection.unavailable_s * 1000) } } : {}),
+    ...(report.connection
+      ? { connection: { reconnects: report.connection.reconnects, down_ms: Math.round(report.connection.unavailable_s * 1000), broker_gone: report.connection.broker_gone } }
+      : {}),
   };
 }
 

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { TopologyError } from '../../src/errors.js';
 import { consume, decodeDelivery, type ConsumedMessage } from '../../src/core/consume.js';
 import { createDriver } from '../../src/drivers/registry.js';
-import type { Delivery, DeliveryHandler, Driver, OutgoingMessage, SubscribeOptions } from '../../src/drivers/types.js';
+import type { Delivery, DeliveryHandler, Driver, LinkStatus, OutgoingMessage, SubscribeOptions } from '../../src/drivers/types.js';
 import { toMessage } from '../../src/events/codec.js';
 import { EventGenerator } from '../../src/events/generator.js';
 import { loadScenario } from '../../src/events/scenario.js';
@@ -207,6 +207,7 @@ describe('consume core (memory://)', () => {
 /** A driver that records the order of writes and acks, with deliveries the test controls. */
 function scriptedDriver(batches: string[][], present: (name: string) => boolean = () => true, replayFromBeginning = true) {
   const log: string[] = [];
+  const link: LinkStatus = { connected: true, reconnects: 0, downMs: 0, gone: false };
   let options: SubscribeOptions | undefined;
   const deliveries = (values: string[]): Delivery[] =>
     values.map((v) => ({
@@ -237,8 +238,9 @@ function scriptedDriver(batches: string[][], present: (name: string) => boolean 
       })();
       return { close: () => running.then(() => void log.push('closed')) };
     },
+    link: () => ({ ...link }),
   } as unknown as Driver;
-  return { driver, log, options: () => options };
+  return { driver, log, link, options: () => options };
 }
 
 describe('consume core: acks', () => {
@@ -282,6 +284,23 @@ describe('consume core: acks', () => {
     const queue = scriptedDriver([], () => ++checks > 4, false);
     await consume({ destinations: ['d'], fromBeginning: false, idleTimeoutMs: 20, startTimeoutMs: 10_000 }, { driver: queue.driver, onMessages: async () => {} });
     expect(queue.options()).toMatchObject({ fromBeginning: false });
+  });
+
+  it('ends when the broker is gone for good, without an idle timeout to wait for: broker-gone, the messages written acked', async () => {
+    const { driver, log, link } = scriptedDriver([['"a"', '"b"']]);
+    // No idle timeout: without the link's word, this would wait for ever.
+    const result = await consume(
+      { destinations: ['d'], group: 'g', fromBeginning: false },
+      {
+        driver,
+        onMessages: async (ms) => {
+          log.push(`write ${ms.map((m) => m.value.toString()).join(' ')}`);
+          Object.assign(link, { connected: false, downMs: 61_000, gone: true });
+        },
+      },
+    );
+    expect(log).toEqual(['exists d', 'write "a" "b"', 'ack "a"', 'ack "b"', 'closed']);
+    expect(result).toMatchObject({ consumed: 2, printed: 2, returned: 0, ended_by: 'broker-gone' });
   });
 
   it('subscribes as a tap when no group is given', async () => {

@@ -38,6 +38,7 @@ function fakeDriver(sent: OutgoingMessage[]): Driver {
     capabilities: {},
     headerBinding: 'kafka',
     tuning: { sendBatchSize: 100, sendMaxInFlight: 1 },
+    link: () => ({ connected: true, reconnects: 0, downMs: 0, gone: false }),
     send: (_destination: string, messages: OutgoingMessage[]) => {
       sent.push(...messages);
       return Promise.resolve();

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { BENCH_DEFAULTS, BENCH_ROLES, defaultMaxBacklog, runBench, type BenchProgress, type BenchResult } from '../../core/bench.js';
 import { findCapacity, judgeStep, KEEP_UP_TOLERANCE, type CapacityResult } from '../../core/capacity.js';
 import { systemClock } from '../../core/clock.js';
-import { openDriver } from '../connect.js';
+import { brokerGone, openDriver } from '../connect.js';
 import { sharedAcrossProcesses, parseBrokerUrl } from '../../drivers/url.js';
 import { DataError, InterruptedError, ThresholdError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
@@ -137,6 +137,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     const driver = await openDriver(broker, ctx, o);
     const progress = await startProgress(out, `connecting to ${broker.redacted}`);
     let announced = false;
+    let lastPhase: BenchProgress['phase'] | undefined;
     /** One bench run on the connected driver, and its report. */
     const benchOnce = async (rate: number | undefined, stepRunId: string, label: string | undefined): Promise<{ result: BenchResult; report: Report }> => {
       const result = await runBench(
@@ -170,6 +171,10 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
             if (p.phase === 'waiting' && !announced) {
               announced = true;
               out.info(`${o.role}: subscribed, waiting for the events of run ${stepRunId}`);
+            }
+            if (p.phase !== lastPhase) {
+              lastPhase = p.phase;
+              out.verbose(`bench: ${p.phase}${label ? ` (${label})` : ''}`);
             }
             progress.update(label ? `${label} · ${progressText(p)}` : progressText(p));
             live.progress = p;
@@ -218,6 +223,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
           async (rate, phase) => {
             const index = runs.length + 1;
             const run = await benchOnce(rate, `${runId}.${index}`, `step ${index} · ${formatCount(rate)} payments/s · ${phase}`);
+            if (run.result.drained === 'broker-gone') throw brokerGone(driver, o.reconnectTimeout, `the capacity search stopped in step ${index} (${formatCount(rate)} payments/s), without a verdict`);
             runs.push(run);
             const r = run.report;
             const breaches = evaluateAssertions(r, assertions).filter((x) => !x.passed).map((x) => x.assertion.text);
@@ -303,6 +309,11 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     if (result.interrupted) {
       const inFlight = e.in_flight > 0 ? `; ${countOf(e.in_flight, 'acknowledged event')} ${e.in_flight === 1 ? 'was' : 'were'} in flight (not counted as lost)` : '';
       throw new InterruptedError(`interrupted: the report covers the first ${report.elapsed_s} s${inFlight}`);
+    }
+    if (result.drained === 'broker-gone') {
+      // The partial report was written as asked, marked connection.broker_gone (README "Failure drills").
+      const inFlight = `${countOf(e.in_flight, 'acknowledged event')} and ${countOf(report.payments.in_flight, 'payment')} in flight (not counted as lost)`;
+      throw brokerGone(driver, o.reconnectTimeout, `bench stopped: the report covers the first ${report.elapsed_s} s, ${inFlight}`);
     }
     const breaches = outcomes.filter((x) => !x.passed);
     const breachText = breaches.length > 0 ? `; also ${breaches.length} --assert breached` : '';

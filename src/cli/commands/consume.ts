@@ -2,7 +2,7 @@ import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
 import { consume, type ConsumedMessage, type ConsumeResult } from '../../core/consume.js';
 import { describeReadMode, modeLine, readMode, type ReadMode } from '../../core/read-mode.js';
-import { openDriver } from '../connect.js';
+import { brokerGone, openDriver } from '../connect.js';
 import type { Driver } from '../../drivers/types.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { CURRENCY_EXPONENT } from '../../events/currencies.js';
@@ -121,6 +121,10 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   const summary = `consumed ${formatCount(result.consumed)}, printed ${formatCount(result.printed)}`;
   if (result.ended_by === 'interrupted') {
     throw new InterruptedError(`interrupted: ${summary}${result.returned > 0 ? `, returned ${formatCount(result.returned)} unprinted` : ''}`);
+  }
+  if (result.ended_by === 'broker-gone') {
+    const left = tap ? 'a tap takes nothing away' : 'what was not acked before it went away is delivered again';
+    throw brokerGone(driver, o.reconnectTimeout, `consume stopped: ${summary} so far (${left})`);
   }
   out.block(summaryTable(result, { broker: o.broker.redacted, destinations, mode, driver, typed: o.type !== undefined }, out.color));
 }

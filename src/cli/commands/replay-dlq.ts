@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
 import { existingDestinations, replayDlq, type ReplayResult } from '../../core/replay.js';
 import { parseFilters } from '../../core/replay-select.js';
-import { openDriver } from '../connect.js';
+import { brokerGone, openDriver } from '../connect.js';
 import { DataError, InterruptedError, TopologyError, UsageError } from '../../errors.js';
 import { DEFAULT_DECODE } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
@@ -99,7 +99,10 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
         driver,
         clock: systemClock,
         signal: ctx.signal,
-        onReady: () => progress.update(`reading ${dlqs.length === 1 ? dlqs[0] : `${dlqs.length} DLQs`}${o.dryRun ? ' (dry run)' : ''}`),
+        onReady: () => {
+          progress.update(`reading ${dlqs.length === 1 ? dlqs[0] : `${dlqs.length} DLQs`}${o.dryRun ? ' (dry run)' : ''}`);
+          out.verbose(`replay-dlq: subscribed to ${dlqs.join(', ')}`);
+        },
         onProgress: (p) => {
           const done = p.replayed + p.parked;
           if (p.elapsedMs - last.ms >= 1000) {
@@ -158,6 +161,16 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
 
   if (result.interrupted) {
     throw new InterruptedError(`interrupted: ${formatCount(result.replayed)} replayed and ${formatCount(result.parked)} parked; the rest stay in the DLQ`);
+  }
+  if (result.broker_gone) {
+    // A message leaves the DLQ only once its republish is confirmed (README "Failure drills").
+    throw brokerGone(
+      driver,
+      o.reconnectTimeout,
+      o.dryRun
+        ? `replay-dlq --dry-run stopped: ${countOf(result.seen, 'message')} looked at, nothing changed`
+        : `replay-dlq stopped: ${formatCount(result.replayed)} replayed and ${formatCount(result.parked)} parked; every other message is still in the DLQ (nothing left it that was not republished)`,
+    );
   }
   if (!o.dryRun && result.left > 0) {
     const parts = [

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
 import { modeLine, readMode } from '../../core/read-mode.js';
 import { parseExpectation, producibleTypes, trace, unproducibleExpected, type PaymentIssue, type TraceResult } from '../../core/trace.js';
-import { openDriver } from '../connect.js';
+import { brokerGone, openDriver } from '../connect.js';
 import { DataError, InterruptedError, UsageError } from '../../errors.js';
 import { checkCorrelateDestinations, decodeOptionsOf } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
@@ -149,6 +149,15 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     out.warn(`${countOf(result.events.undecodable, 'message')} could not be read as events (left where they are): ${result.undecodable_samples[0]}`);
   }
   if (result.interrupted) throw new InterruptedError(`interrupted after ${countOf(result.events.seen, 'event')}`);
+  if (result.broker_gone) {
+    // Cut off is not lost: no verdict either way (README "Failure drills").
+    const p = result.payments;
+    throw brokerGone(
+      driver,
+      o.reconnectTimeout,
+      `trace stopped without a verdict: ${countOf(p.finished, 'payment')} finished, ${formatCount(p.in_flight)} in flight when it went away (not judged: their events may yet come)`,
+    );
+  }
   if (result.expectation?.no_events) throw new DataError(`--expect: no events were seen on ${destinations.join(', ')}`);
   if (o.payment !== undefined && (result.timeline ?? []).length === 0) {
     throw new DataError(`--payment ${o.payment}: no event of this payment was seen on ${destinations.join(', ')}`);
@@ -180,7 +189,8 @@ function render(r: TraceResult, ctx: CommandContext, payment: string | undefined
   for (const [stage, s] of Object.entries(r.latency.hops)) rows.push([`hop ${stage}`, formatLatency(s)]);
   if (r.expectation) {
     const e = r.expectation;
-    rows.push(['expectation', e.failed === 0 ? c.green(`${formatCount(e.passed)} passed`) : c.red(`${formatCount(e.failed)} failed · ${formatCount(e.passed)} passed`)]);
+    if (r.broker_gone) rows.push(['expectation', c.yellow(`no verdict (the broker went away): ${formatCount(e.failed)} failed · ${formatCount(e.passed)} passed so far`)]);
+    else rows.push(['expectation', e.failed === 0 ? c.green(`${formatCount(e.passed)} passed`) : c.red(`${formatCount(e.failed)} failed · ${formatCount(e.passed)} passed`)]);
   }
   ctx.out.block(keyValueTable(rows, c));
   const failures: PaymentIssue[] = r.expectation?.failures ?? [];

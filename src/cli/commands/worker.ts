@@ -2,7 +2,7 @@ import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
 import { runWorker, selectStages, type StageStats, type WorkerResult } from '../../core/worker.js';
-import { openDriver } from '../connect.js';
+import { brokerGone, openDriver } from '../connect.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
 import { encodeHistogram } from '../../metrics/histogram.js';
@@ -130,6 +130,8 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
       elapsed_s: result.elapsed_s,
       stopped_by: result.stopped_by,
       interrupted: result.interrupted,
+      broker_gone: result.broker_gone,
+      unsettled: result.unsettled,
       errors: result.errors,
       error_count: result.error_count,
       payq_version: payqVersion,
@@ -149,6 +151,18 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   }
   if (result.interrupted) {
     throw new InterruptedError(`interrupted: ${countOf(result.totals.handled, 'event')} handled; in-flight work drained`);
+  }
+  if (result.broker_gone) {
+    // Nothing is lost: the broker delivers again what it did not see acked (README "Failure drills").
+    const redelivered =
+      result.unsettled > 0
+        ? `${countOf(result.unsettled, 'delivery', 'deliveries')} acked or given back while it was away never reached it and will be redelivered, with every other one not acked`
+        : 'what was not acked will be redelivered';
+    throw brokerGone(
+      driver,
+      o.reconnectTimeout,
+      `worker stopped: ${countOf(result.totals.handled, 'event')} handled; ${redelivered} (handled again with the same event ids: nothing is lost)`,
+    );
   }
 }
 
