@@ -536,8 +536,24 @@ export class NatsSubscription implements Subscription {
       ),
     ]);
     for (const source of this.sources) clearTimeout(source.lostTimer);
-    // UNSUB and a round trip: anything still under way arrives (and is held) first.
-    await Promise.allSettled(this.sources.map((s) => s.sub?.drain()));
+    // Offline (the server away, maybe for good) nothing reaches the server, and waiting for its
+    // answer could be for ever: the subscriptions end here, the server redelivers what was not
+    // settled after ack_wait, and a tap's consumers expire by themselves (inactive_threshold).
+    // Online, what waits for the server ends too should the connection close meanwhile.
+    const offline = this.offline || nc.isClosed();
+    const orClosed = (work: Promise<unknown> | undefined) => Promise.race([work, nc.closed()]);
+    if (offline) {
+      for (const source of this.sources) {
+        try {
+          source.sub?.unsubscribe();
+        } catch {
+          // closed with the connection already
+        }
+      }
+    } else {
+      // UNSUB and a round trip: anything still under way arrives (and is held) first.
+      await Promise.allSettled(this.sources.map((s) => orClosed(s.sub?.drain())));
+    }
     for (const held of [...this.held]) {
       held.settled = true;
       held.returned = true;
@@ -551,9 +567,11 @@ export class NatsSubscription implements Subscription {
       }
     }
     this.held.clear();
-    await this.deleteTapConsumers();
-    // The acks and naks reach the server before close() resolves.
-    if (!nc.isClosed()) await nc.flush().catch(() => undefined);
+    if (!offline) {
+      await orClosed(this.deleteTapConsumers());
+      // The acks and naks reach the server before close() resolves.
+      if (!nc.isClosed()) await orClosed(nc.flush()).catch(() => undefined);
+    }
     this.deps.forget(this);
   }
 }
