@@ -386,7 +386,9 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
       const gen = new EventGenerator({ scenario, seed: options.seed, payments: options.count ?? Infinity, lifecycle: false, size: options.size, shard: options.shard });
       produced = await runPhase(runId, generatedSource(gen), durationMs, true);
     }
-    if (role === 'producer') {
+    if (role === 'producer' || produced.some((r) => r.broker_gone)) {
+      // A producer part ends with its producers; so does a run whose producers' driver gave up
+      // on the broker (nothing more comes through it: there is nothing to drain).
       measureEndUs = clock.nowUs();
     } else {
       // role all: drain what was produced; a worker or tracer part: wait for the run, then its end.
@@ -401,7 +403,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   measureEndUs ??= clock.nowUs();
   clearInterval(progressTimer);
   // Whatever part of the run it was in (a producer part has no drain).
-  if (driver.link().gone) drained = 'broker-gone';
+  if (driver.link().gone || produced.some((r) => r.broker_gone)) drained = 'broker-gone';
   report();
   sampleSeries(true);
 

@@ -212,6 +212,10 @@ export interface SubscribeOptions {
  */
 export type DeliveryHandler = (deliveries: Delivery[]) => Promise<void> | void;
 
+/**
+ * A running subscription. It has no error channel: a broker that went away for good is told by
+ * Driver.link() (`gone`), which every command that subscribes watches to end its run.
+ */
 export interface Subscription {
   /** Stop fetching, wait for the running handler, leave unacked messages for redelivery. */
   close(): Promise<void>;
