@@ -22,7 +22,13 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Backgroun
     err += d;
     for (const w of waiters.splice(0)) w();
   });
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('close', (code) => {
+      resolve(code);
+      // A process that ended without printing what is awaited fails the wait now, not at its timeout.
+      for (const w of waiters.splice(0)) w();
+    }),
+  );
   return {
     child,
     stdout: () => out,
