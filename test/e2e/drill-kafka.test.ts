@@ -30,6 +30,7 @@ import { declareLayout } from '../helpers/layout.js';
 import { startCli, type Background } from '../helpers/spawn.js';
 import { waitFor, withTimeout } from '../helpers/wait.js';
 import { acrossOneRestart, unfinishedPayments, type OutageHooks } from '../helpers/drill.js';
+import { rideOutBrokerGone } from '../helpers/broker-gone.js';
 
 /** A broker start or restart under load (the script itself gives up after 240 s). */
 const BROKER_START_MS = 300_000;
@@ -540,6 +541,22 @@ describe.skipIf(!available)('Kafka failure drills (a broker of the file’s own,
 
   it('payq bench across a restart: loss 0, availability drops for the seconds the broker was away, the report counts the reconnect', async () => {
     console.log(await outcomes.bench);
+  }, DRILL_MS);
+
+  // Last: the broker is stopped for good; every drill is done with it first.
+  it('payq consume, worker, trace, replay-dlq and bench end once the broker is gone for good: exit 3, one line, nothing counted as lost', async () => {
+    await Promise.allSettled(Object.values(outcomes));
+    for (const b of background) stop(b);
+    await closeDrivers(...drivers);
+    await rideOutBrokerGone(
+      {
+        url: broker!.url,
+        held: async (topics) => (await Promise.all(topics.map((t) => storedCount(t)))).reduce((a, b) => a + b, 0),
+        stopForGood: () => broker!.stop(),
+      },
+      'kafka',
+      { readyMs: 180_000 },
+    );
   }, DRILL_MS);
 });
 
