@@ -142,7 +142,7 @@ async function whileRunning(find: () => Promise<string[]>): Promise<string[]> {
 }
 
 for (const broker of BROKERS) {
-  describe.skipIf(!broker.available)(`leave no trace on ${broker.name}`, { concurrent: true }, () => {
+  describe.skipIf(!broker.available)(`leave no trace on ${broker.name}`, () => {
     for (const command of ['consume', 'trace'] as const) {
       for (const ending of ['itself', 'SIGINT'] as const) {
         it(`${command} ended by ${ending} removes its own ${broker.name === 'RabbitMQ' ? 'tap queue' : broker.name === 'Kafka' ? 'tap group' : 'ephemeral consumers'}`, async () => {

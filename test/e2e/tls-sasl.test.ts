@@ -85,7 +85,7 @@ afterAll(async () => {
   for (const c of created) if (!c.url.startsWith('nats://')) await deleteDestinations(c.url, c.names, { groups: c.groups });
 });
 
-describe.concurrent.each(ENDPOINTS)('$name', (endpoint) => {
+describe.each(ENDPOINTS)('$name', (endpoint) => {
   it('produce, consume and bench work over it, and no secret reaches the output', async () => {
     await brokerAvailable(endpoint.good);
     const topic = uniqueName('tls');
@@ -118,7 +118,7 @@ describe.concurrent.each(ENDPOINTS)('$name', (endpoint) => {
 const untrusted = ENDPOINTS.filter((e) => e.untrusted !== undefined);
 const plaintextOnTls = ENDPOINTS.filter((e) => e.plaintextOnTls !== undefined);
 
-describe.concurrent.each(untrusted)('$name without ?ca=', (endpoint) => {
+describe.each(untrusted)('$name without ?ca=', (endpoint) => {
   it('an untrusted certificate exits 3 with one line naming the certificate', async () => {
     const r = await runCli(['produce', '--broker', endpoint.untrusted!, '--count', '1'], { timeoutMs: 60_000 });
     expect(r.code, r.stderr).toBe(3);
@@ -127,7 +127,7 @@ describe.concurrent.each(untrusted)('$name without ?ca=', (endpoint) => {
   });
 });
 
-describe.concurrent.each(untrusted)('$name with ?insecure=true', (endpoint) => {
+describe.each(untrusted)('$name with ?insecure=true', (endpoint) => {
   it('connects without checking the certificate, after a warning line that says so', async () => {
     const url = `${endpoint.untrusted!}${endpoint.untrusted!.includes('?') ? '&' : '?'}insecure=true`;
     const r = await runCli(['produce', '--broker', url, '--topic', uniqueName('insecure'), '--count', '3', '--json'], { timeoutMs: 60_000 });
@@ -138,7 +138,7 @@ describe.concurrent.each(untrusted)('$name with ?insecure=true', (endpoint) => {
   });
 });
 
-describe.concurrent.each(plaintextOnTls)('$name with a plaintext client', (endpoint) => {
+describe.each(plaintextOnTls)('$name with a plaintext client', (endpoint) => {
   it('a plaintext client on the TLS port exits 3 with one line naming the protocol', async () => {
     const r = await runCli(['produce', '--broker', endpoint.plaintextOnTls!, '--count', '1'], { timeoutMs: 60_000 });
     expect(r.code, r.stderr).toBe(3);

@@ -28,7 +28,7 @@ for (const [name, url] of [
   ['Kafka', KAFKA_URL],
   ['RabbitMQ', AMQP_URL],
 ] as const) {
-  describe.concurrent(`trace --expect and worker crashes on ${name}`, async () => {
+  describe(`trace --expect and worker crashes on ${name}`, async () => {
     const up = await brokerAvailable(url);
 
     it.skipIf(!up)('passes while the workers run, and exits 4 listing stuck payments when a stage is down', async () => {
