@@ -4,21 +4,37 @@
  * consuming subscription (the stages and bench's sink consumer; taps such as trace only observe)
  * passes here, so this is where loss (acknowledged vs consumed), availability (per-second send
  * outcomes) and the flat-out backlog bound are measured, without touching produce or worker.
+ *
+ * The books count events, by their CloudEvents id: an event acknowledged or consumed again is
+ * counted once. A broker back from an outage hands out again what it did not know was acked
+ * (after a SIGKILL, nats-server may even do so without the redelivered flag), workers handle
+ * those again and emit the same event ids, and a delivery lost in transit at the loss comes back
+ * flagged redelivered although it was never consumed: counting deliveries would take the first
+ * for events consumed twice, the last for a loss (README "Loss probability").
  */
 import type { Delivery, DeliveryHandler, DestinationSpec, Driver, LinkStatus, OutgoingMessage, SubscribeOptions, Subscription } from '../drivers/types.js';
+import { ceId } from '../events/codec.js';
 import { PayqHeader } from '../events/headers.js';
 import { AvailabilityTracker, type AvailabilityWindows } from '../metrics/availability.js';
 import type { Clock } from './clock.js';
+import { RecentIdHashes } from './recent-ids.js';
+
+/**
+ * Event ids remembered each way to count an event once (4 MB each): more than an outage hands out
+ * again at the rates a broker takes (what was unsettled or acked just before the loss, and the
+ * children emitted again for it).
+ */
+const COUNTED_ONCE = 250_000;
 
 /** Events of the measured run, counted once each way. */
 export interface RunCounts {
   /** Sends of the run handed to the broker (events), acknowledged or not yet. */
   sent: number;
-  /** Sends of the run the broker acknowledged (events). */
+  /** Events of the run the broker acknowledged, each once. */
   acknowledged: number;
   /** Of the run's sends, those the broker refused or failed (events). */
   unacknowledged: number;
-  /** First deliveries of the run's events to a consuming subscription (redeliveries excluded). */
+  /** Events of the run delivered to a consuming subscription, each once however often it came. */
   consumed: number;
   /** Deliveries the broker flagged as redelivered. */
   redelivered: number;
@@ -39,6 +55,9 @@ export class MeteredDriver implements Driver {
   private readonly pending = new Map<number, number>();
   private nextSend = 0;
   private waiters: { below: number; resolve: () => void }[] = [];
+  /** The run's event ids acknowledged and consumed lately: each counted once (see the top). */
+  private readonly ackedIds = new RecentIdHashes(COUNTED_ONCE);
+  private readonly consumedIds = new RecentIdHashes(COUNTED_ONCE);
 
   constructor(
     private readonly inner: Driver,
@@ -111,7 +130,7 @@ export class MeteredDriver implements Driver {
     return this.inner.send(destination, messages).then(
       () => {
         this.pending.delete(id);
-        this.run.acknowledged += ours;
+        if (ours > 0) this.acknowledge(messages);
         this.availability.settled(sentUs, this.clock.nowUs(), true);
       },
       (err: unknown) => {
@@ -123,6 +142,16 @@ export class MeteredDriver implements Driver {
         throw err;
       },
     );
+  }
+
+  /** The run's events of an acknowledged send, each counted once. */
+  private acknowledge(messages: OutgoingMessage[]): void {
+    for (let i = 0; i < messages.length; i++) {
+      const headers = messages[i]!.headers;
+      if (headers[PayqHeader.runId] !== this.runId) continue;
+      const eventId = ceId(headers);
+      if (eventId === undefined || this.ackedIds.addNew(eventId)) this.run.acknowledged++;
+    }
   }
 
   subscribe(options: SubscribeOptions, handler: DeliveryHandler): Promise<Subscription> {
@@ -137,12 +166,13 @@ export class MeteredDriver implements Driver {
       this.activity++;
       for (let i = 0; i < deliveries.length; i++) {
         const d = deliveries[i]!;
-        if (d.redelivered) {
-          if (d.headers[PayqHeader.runId] === this.runId) this.run.redelivered++;
-          continue;
+        const ours = d.headers[PayqHeader.runId] === this.runId;
+        if (ours) {
+          if (d.redelivered) this.run.redelivered++;
+          const eventId = ceId(d.headers);
+          if (eventId === undefined ? !d.redelivered : this.consumedIds.addNew(eventId)) this.run.consumed++;
         }
-        this.outstanding--;
-        if (d.headers[PayqHeader.runId] === this.runId) this.run.consumed++;
+        if (!d.redelivered) this.outstanding--;
       }
       this.release();
       return handler(deliveries);

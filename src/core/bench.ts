@@ -13,9 +13,11 @@
  * measured payment finish and every acknowledged event of the run was consumed, or until the
  * pipeline has been quiet for `quietMs` (every consumer subscribed and idle, nothing sent,
  * delivered or in a handler: what the readers did not get by then the broker no longer holds, and
- * is lost), or `drainTimeoutMs`. Acknowledged events not consumed when the drain timed out are
- * `not_drained`, and when the signal interrupted the run `in_flight`: their fate is unknown, so
- * they are never counted as lost (README "Loss probability").
+ * is lost; after an outage only once the tracer follows no payment any more, since the broker may
+ * hand out again later what it had handed out at the loss), or `drainTimeoutMs`. Acknowledged
+ * events not consumed when the drain timed out are `not_drained`, and when the signal interrupted
+ * the run `in_flight`: their fate is unknown, so they are never counted as lost (README "Loss
+ * probability").
  *
  * A broker that stays away past the reconnect timeout (its link `gone`) stops every part at once
  * (drain `broker-gone`): what was acknowledged and not consumed is `in_flight` too, and the
@@ -190,7 +192,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   };
   deps.signal?.addEventListener('abort', stopAll, { once: true });
 
-  const live: BenchLive = { phase: 'starting', traceFinished: 0, traceEvents: 0, workerInFlight: 0, measuredAcked: 0 };
+  const live: BenchLive = { phase: 'starting', traceFinished: 0, traceEvents: 0, traceInFlight: 0, workerInFlight: 0, measuredAcked: 0 };
   const series = new TimeSeriesRecorder();
   let liveEndToEnd: LatencyHistogram | undefined;
   const startUs = clock.nowUs();
@@ -245,6 +247,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
         onProgress: (p) => {
           live.traceFinished = p.finished;
           live.traceEvents = p.events;
+          live.traceInFlight = p.inFlight;
         },
       },
     );

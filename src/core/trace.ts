@@ -15,6 +15,7 @@ import { awaitDestinations } from './destinations.js';
 import { UsageError } from '../errors.js';
 import { REQUEUE_DEFAULT_PREFETCH, subscribeMode, type ReadMode } from './read-mode.js';
 import { brokerAway } from '../drivers/common.js';
+import { RECENT_GENERATIONS, RecentIds } from './recent-ids.js';
 
 export const DLQ_SUFFIX = '.dlq';
 
@@ -260,13 +261,12 @@ const SETTLE_MS = 1000;
 const HISTORY_QUIET_MS = 3000;
 /** Finished payment ids remembered to recognise late duplicates: at most this many, at least 3/4 of it. */
 const RECENT_FINISHED = 100_000;
-const RECENT_GENERATIONS = 4;
 
 /**
  * Payments finished with missing steps: the ids of the events seen, and of the missing parents
  * with how many seen events wait for each. A parent that comes later after all (a tap catching up
  * unevenly after a broker restart reads one partition seconds after another) is a late step, not
- * a missing one. Kept in generations like RecentIds, and only for such payments.
+ * a missing one. Kept in generations like RecentIds (core/recent-ids.ts), and only for such payments.
  */
 class LateParents {
   private readonly generations: Map<string, { seen: Set<string>; waiting: Map<string, number> }>[] = [new Map()];
@@ -316,34 +316,12 @@ export function unproducibleExpected(scenario: Scenario, expect: readonly string
   return [...new Set(parseExpectation(expect).flat())].filter((t) => !producible.has(t));
 }
 
-/**
- * The ids of recently finished payments, in generations: when the newest is full, the oldest is
- * dropped whole. (Deleting a Set's oldest entry one by one leaves holes that every later
- * `values().next()` walks over again.) Four generations keep the count between 75% and 100% of
- * the bound, so trace's memory stays low however long it runs.
- */
-class RecentIds {
-  private readonly generations: Set<string>[] = [new Set()];
-  add(id: string): void {
-    let newest = this.generations[this.generations.length - 1]!;
-    if (newest.size >= RECENT_FINISHED / RECENT_GENERATIONS) {
-      if (this.generations.length === RECENT_GENERATIONS) this.generations.shift();
-      this.generations.push((newest = new Set()));
-    }
-    newest.add(id);
-  }
-  has(id: string): boolean {
-    for (let i = this.generations.length - 1; i >= 0; i--) if (this.generations[i]!.has(id)) return true;
-    return false;
-  }
-}
-
 export async function trace(options: TraceOptions, deps: TraceDeps): Promise<TraceResult> {
   const { driver, clock, signal } = deps;
   const scenario = options.scenario;
   const startedUs = clock.nowUs();
   const inFlight = new Map<string, PaymentState>();
-  const recentFinished = new RecentIds();
+  const recentFinished = new RecentIds(RECENT_FINISHED);
   const lateParents = new LateParents();
   const byClass: Record<string, number> = {};
   for (const name of scenario?.classNames ?? []) byClass[name] = 0;

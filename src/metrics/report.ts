@@ -78,9 +78,9 @@ export interface RunData {
   stages: Record<string, StageData>;
   sink: { destination: string; consumed: number; bytes: number; delivery: LatencyHistogram };
   events: {
-    /** Sends of the run the broker acknowledged (producers and workers). */
+    /** Events of the run the broker acknowledged (producers and workers), each once. */
     acknowledged: number;
-    /** First deliveries of the run's events to the pipeline's consumers (stages and sink). */
+    /** Events of the run delivered to the pipeline's consumers (stages and sink), each once. */
     consumed: number;
     unacknowledged: number;
     redelivered: number;
