@@ -4,12 +4,14 @@
  * at a time. A message is acked only after the caller's `onMessages` resolved (its line was
  * written); what arrives past `--limit` or while stopping is nacked, i.e. given back. Never prints.
  *
- * Ending: by the limit, by an idle timeout, by the abort signal (Ctrl-C), by `onMessages`
- * failing (stdout gone), or by the broker staying away past the reconnect timeout (the link is
- * `gone`: the subscription gets nothing more). A handler may not await its own subscription's
- * close() (close waits for the handler), so the handler only signals, and the loop here closes.
+ * Ending: by the limit, by an idle timeout (which does not count while the broker is away), by
+ * the abort signal (Ctrl-C), by `onMessages` failing (stdout gone), or by the broker staying away
+ * past the reconnect timeout (the link is `gone`: the subscription gets nothing more). A handler
+ * may not await its own subscription's close() (close waits for the handler), so the handler only
+ * signals, and the loop here closes.
  */
 import { isUtf8 } from 'node:buffer';
+import { brokerAway } from '../drivers/common.js';
 import type { Delivery, Driver, Headers } from '../drivers/types.js';
 import { decodeEvent, DEFAULT_DECODE, type DecodeOptions, type ReceivedEvent } from '../events/decode.js';
 import { systemClock, type Clock } from './clock.js';
@@ -255,10 +257,13 @@ export async function consume(options: ConsumeOptions, deps: ConsumeDeps): Promi
         lastActivityUs = clock.nowUs();
         deps.onReady?.();
         while (!stop.signal.aborted) {
-          if (driver.link().gone) {
+          const link = driver.link();
+          if (link.gone) {
             requestStop('broker-gone');
             break;
           }
+          // A broker away is not idleness: the idle clock counts from when it is back (README "Failure drills").
+          if (brokerAway(link)) lastActivityUs = clock.nowUs();
           const idleMs = options.idleTimeoutMs ?? Infinity;
           const quietMs = (clock.nowUs() - lastActivityUs) / 1000;
           if (busy === 0 && quietMs >= idleMs) {

@@ -303,6 +303,36 @@ describe('consume core: acks', () => {
     expect(result).toMatchObject({ consumed: 2, printed: 2, returned: 0, ended_by: 'broker-gone' });
   });
 
+  it('a broker away is not idleness: the idle timeout counts from when it is back', async () => {
+    const { driver, log, link } = scriptedDriver([['"a"']]);
+    let asked = 0;
+    const linkOf = driver.link.bind(driver);
+    driver.link = () => {
+      asked++;
+      return linkOf();
+    };
+    let ended = false;
+    const consuming = consume(
+      { destinations: ['d'], group: 'g', fromBeginning: false, idleTimeoutMs: 20 },
+      {
+        driver,
+        onMessages: async (ms) => {
+          log.push(`write ${ms.map((m) => m.value.toString()).join(' ')}`);
+          // The broker goes away right after the first batch.
+          Object.assign(link, { connected: false, downMs: 1 });
+        },
+      },
+    ).finally(() => (ended = true));
+    // The loop looked at the link a good many idle timeouts' worth while the broker was away.
+    const from = asked;
+    while (asked < from + 10 && !ended) await new Promise((r) => setTimeout(r, 5));
+    expect(ended).toBe(false);
+    Object.assign(link, { connected: true, reconnects: 1 });
+    const result = await consuming;
+    expect(result).toMatchObject({ consumed: 1, printed: 1, ended_by: 'idle' });
+    expect(log).toEqual(['exists d', 'write "a"', 'ack "a"', 'closed']);
+  });
+
   it('subscribes as a tap when no group is given', async () => {
     const { driver, options } = scriptedDriver([]);
     const result = await consume({ destinations: ['d'], fromBeginning: true, idleTimeoutMs: 20 }, { driver, onMessages: async () => {} });
