@@ -15,21 +15,30 @@
  * reader, and the outage: kill → broker answering again).
  */
 import { Kafka, logLevel, type Admin } from 'kafkajs';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDriver } from '../../src/drivers/registry.js';
-import type { Delivery, Driver, OutgoingMessage, Subscription } from '../../src/drivers/types.js';
-import { parseScenario } from '../../src/events/scenario.js';
-import { reportSchema } from '../../src/metrics/report.js';
+import { describe, expect, it } from 'vitest';
+import type { Delivery, OutgoingMessage, Subscription } from '../../src/drivers/types.js';
 import { brokersRequired, uniqueName } from '../helpers/brokers.js';
 import { runCli } from '../helpers/cli.js';
 import { DrillKafka, drillKafkaAvailable } from '../helpers/drill-kafka.js';
 import { declareLayout } from '../helpers/layout.js';
-import { startCli, type Background } from '../helpers/spawn.js';
-import { waitFor, withTimeout } from '../helpers/wait.js';
-import { acrossOneRestart, unfinishedPayments, type OutageHooks } from '../helpers/drill.js';
+import type { Background } from '../helpers/spawn.js';
+import { waitFor } from '../helpers/wait.js';
+import {
+  benchDrill as benchAcross,
+  drillTests,
+  DrillRuns,
+  duplicates,
+  ENDLESS,
+  endPipeline,
+  filledDlq,
+  interruptOnceResumed,
+  NO_FAILURES,
+  scenarioFile,
+  seconds,
+  unfinishedPayments,
+  type OutageHooks,
+  type ProduceSummary,
+} from '../helpers/drill.js';
 import { rideOutBrokerGone } from '../helpers/broker-gone.js';
 
 /** A broker start or restart under load (the script itself gives up after 240 s). */
@@ -71,13 +80,16 @@ async function withAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T> {
   }
 }
 
-/** Records on the topic now (0 while it does not exist or the broker is away). */
-async function storedCount(topic: string): Promise<number> {
+/** Records on the topic now; throws while it does not exist or the broker is away. */
+async function offsetsCount(topic: string): Promise<number> {
   return withAdmin(async (admin) => {
     const offsets = await admin.fetchTopicOffsets(topic);
     return offsets.reduce((n, p) => n + Number(p.high) - Number(p.low), 0);
-  }).catch(() => 0);
+  });
 }
+
+/** The same, 0 while it does not exist or the broker is away. */
+const storedCount = (topic: string) => offsetsCount(topic).catch(() => 0);
 
 /** Every record of the topic, read from the beginning by a plain kafkajs consumer: the independent reader. */
 async function readAll(topic: string): Promise<Stored[]> {
@@ -118,51 +130,15 @@ async function committed(group: string, topic: string): Promise<Map<number, bigi
   });
 }
 
-/** A copy of checkout with destinations and a name of its own, written where the CLI can read it. */
-function scenarioFile(prefix: string, failures: Record<string, { transient: number; permanent: number }>): { file: string; destinations: string[] } {
-  let text = readFileSync('fixtures/scenarios/checkout.yaml', 'utf8').replaceAll('checkout.', `${prefix}.`);
-  text = text.replace(/^name: checkout$/m, `name: drill-${prefix.slice(-6)}`);
-  for (const [stage, f] of Object.entries(failures)) {
-    text = text.replace(new RegExp(`(- name: ${stage}\\n(?:.*\\n)*?\\s+failures: )\\{[^}]*\\}`), `$1{ transient: ${f.transient}, permanent: ${f.permanent} }`);
-  }
-  const file = path.join(mkdtempSync(path.join(tmpdir(), 'payq-drill-')), 'checkout.yaml');
-  writeFileSync(file, text);
-  return { file, destinations: parseScenario(text, file).destinations };
-}
-
 const ids = (rows: Stored[]) => rows.map((r) => r.id);
-const duplicates = (values: string[]) => values.length - new Set(values).size;
-const seconds = (ms: number) => (ms / 1000).toFixed(1);
 
 /** Every process and driver a drill starts; each drill ends its own, afterAll whatever is left. */
-const background = new Set<Background>();
-const drivers = new Set<Driver>();
-
-function start(args: string[]): Background {
-  const b = startCli(args);
-  background.add(b);
-  void b.exited.then(() => background.delete(b));
-  return b;
-}
-
-function stop(...runs: Background[]): void {
-  for (const b of runs) if (b.child.exitCode === null && b.child.signalCode === null) b.child.kill('SIGKILL');
-}
+const runs = new DrillRuns();
+const start = (args: string[]) => runs.start(args);
+const stop = (...list: Background[]) => runs.stop(...list);
 
 /** A payq driver on the drill broker that waits out a restart (which takes up to a minute or more here). */
-async function drillDriver(): Promise<Driver> {
-  const driver = await createDriver(broker!.url, { reconnectTimeoutMs: BROKER_START_MS });
-  drivers.add(driver);
-  await driver.connect();
-  return driver;
-}
-
-async function closeDrivers(...list: Driver[]): Promise<void> {
-  for (const d of list) {
-    drivers.delete(d);
-    await d.close().catch(() => undefined);
-  }
-}
+const drillDriver = () => runs.driver(broker!.url, { reconnectTimeoutMs: BROKER_START_MS });
 
 function messages(from: number, n: number): OutgoingMessage[] {
   return Array.from({ length: n }, (_, i) => ({ key: `k${(from + i) % 97}`, type: 'order_placed', value: Buffer.from(JSON.stringify({ id: `e${from + i}` })), headers: {} }));
@@ -172,53 +148,16 @@ const idOf = (d: Delivery) => (JSON.parse(d.value.toString('utf8')) as { id: str
 
 /** Records on the topic now, asked until the broker answers (storedCount says 0 when it does not). */
 async function storedNow(topic: string): Promise<number> {
-  let n = 0;
-  await waitFor(
-    async () => {
-      try {
-        n = await withAdmin(async (admin) => (await admin.fetchTopicOffsets(topic)).reduce((sum, p) => sum + Number(p.high) - Number(p.low), 0));
-        return true;
-      } catch {
-        return false;
-      }
-    },
-    120_000,
-    `the offsets of ${topic}`,
-  );
-  return n;
-}
-
-/**
- * Once the broker is back, a run goes on until `more` further records reached `topic` (it
- * resumed, and the outage is behind it), then Ctrl-C ends it: its summary still comes, exit 130.
- */
-async function interruptOnceResumed(run: Background, topic: string, more: number): Promise<number | null> {
-  const back = await storedNow(topic);
-  await waitFor(async () => (await storedCount(topic)) >= back + more || run.child.exitCode !== null, 180_000, `${more} more records on ${topic} after the restart`);
-  run.child.kill('SIGINT');
-  return withTimeout(run.exited, 120_000, `${run.child.spawnargs.slice(2, 3).join(' ')} after Ctrl-C`);
+  let n: number | undefined;
+  await waitFor(async () => (n = await offsetsCount(topic).catch(() => undefined)) !== undefined, 120_000, `the offsets of ${topic}`);
+  return n!;
 }
 
 /** Common flags of every payq run here: its broker, waited for through the slowest restart. */
 const on = () => ['--broker', broker!.url, '--reconnect-timeout', `${BROKER_START_MS / 1000}s`];
 
-interface ProduceSummary {
-  sent: number;
-  acked: number;
-  failed: number;
-  unconfirmed: number;
-  reconnects: number;
-  unavailable_s: number;
-  not_sent: number | null;
-  errors: string[];
-  interrupted: boolean;
-}
-
 const available = drillKafkaAvailable();
 if (!available && brokersRequired) throw new Error('the Kafka drills need the Kafka jars: run scripts/brokers.sh up first');
-
-/** A payment count no run here reaches: runs end on Ctrl-C. */
-const ENDLESS = 10_000_000;
 
 /** Driver level: a tap and a group across the restart, a send and a subscribe during it. */
 async function subscriptionsDrill(outage: OutageHooks): Promise<string> {
@@ -297,7 +236,7 @@ async function subscriptionsDrill(outage: OutageHooks): Promise<string> {
     expect(ends.map((p) => [p.partition, at.get(p.partition)?.toString()])).toEqual(ends.map((p) => [p.partition, p.high]));
     return `drill figures: kafka driver subscriptions: sent 1500 (500 of them while the broker was away), tap saw ${tapSeen.length} (${duplicates(tapSeen)} duplicates), group saw ${groupSeen.length} (${duplicates(groupSeen)} duplicates), late tap saw ${lateSeen.length}; link down ${seconds(link.downMs)} s, reconnects ${link.reconnects}; outage ${seconds(outageMs)} s`;
   } finally {
-    await closeDrivers(driver, late);
+    await runs.close(driver, late);
   }
 }
 
@@ -308,7 +247,7 @@ async function produceDrill(outage: OutageHooks): Promise<string> {
   try {
     await waitFor(async () => (await storedCount(topic)) >= 500, 120_000, 'the first 500 events stored');
     const outageMs = await outage.midFlight();
-    const code = await interruptOnceResumed(producing, topic, 500);
+    const code = await interruptOnceResumed(producing, () => offsetsCount(topic), 500);
 
     // Ctrl-C (README "Exit codes"): what was sent is settled, the summary printed, exit 130.
     expect(code, `${producing.stderr()}\n${producing.stdout()}`).toBe(130);
@@ -343,28 +282,20 @@ async function produceDrill(outage: OutageHooks): Promise<string> {
 
 /** payq worker + payq trace across the restart, fed by a paced produce that Ctrl-C ends. */
 async function pipelineDrill(outage: OutageHooks): Promise<string> {
-  const prefix = uniqueName('drill-pipe');
-  const none = { transient: 0, permanent: 0 };
-  const { file, destinations } = scenarioFile(prefix, { 'payment-service': none, 'capture-service': none, 'fulfilment-service': none, 'refund-service': none });
+  const { file, destinations } = scenarioFile(uniqueName('drill-pipe'), NO_FAILURES);
   await declareLayout(broker!.url, destinations);
   const tracer = start(['trace', ...on(), '--scenario', file, '--idle-timeout', PIPELINE_IDLE, '--stuck-after', '300s', '--json', '-v']);
-  const runs = [tracer];
+  const started = [tracer];
   try {
     await tracer.waitForStderr('trace: watching', BROKER_START_MS);
     const worker = start(['worker', ...on(), '--scenario', file, '--time-scale', '0', '--idle-timeout', PIPELINE_IDLE, '--json']);
     const producing = start(['produce', ...on(), '--scenario', file, '--count', String(ENDLESS), '--rate', '30', '--seed', '16', '--json']);
-    runs.push(worker, producing);
+    started.push(worker, producing);
     const sink = destinations.find((d) => d.endsWith('.events'))!;
     await waitFor(async () => (await storedCount(sink)) >= 200, 120_000, 'the first 200 events at the end of the pipeline');
     const outageMs = await outage.midFlight();
     // Produced until the pipeline's end has 200 more events: every stage works again.
-    const code = await interruptOnceResumed(producing, sink, 200);
-    expect(code, `${producing.stderr()}\n${producing.stdout()}`).toBe(130);
-    const produced = JSON.parse(producing.stdout()) as ProduceSummary;
-    expect(produced.acked + produced.failed).toBe(produced.sent);
-    expect(produced.reconnects).toBeGreaterThanOrEqual(1);
-    expect(await withTimeout(worker.exited, DRILL_MS, 'worker'), worker.stderr()).toBe(0);
-    expect(await withTimeout(tracer.exited, DRILL_MS, 'trace'), tracer.stderr()).toBe(0);
+    const produced = await endPipeline({ producing, worker, tracer }, () => offsetsCount(sink), 200, DRILL_MS);
 
     // The independent reader: the payments that entered, and how each ended.
     const entry = destinations.find((d) => d.endsWith('.orders'))!;
@@ -383,32 +314,18 @@ async function pipelineDrill(outage: OutageHooks): Promise<string> {
     expect(t.events.missing_steps).toBe(0);
     return `drill figures: kafka payq worker + trace: produced sent ${produced.sent}, acknowledged ${produced.acked}, failed ${produced.failed}, unconfirmed (entered beyond acknowledged) ${entered.length - produced.acked}; payments entered (reader) ${entered.length}, finished (trace) ${t.payments.finished}, finished (reader) ${entered.length - unfinished.length}; duplicates seen by trace ${t.events.duplicates}, duplicate ends stored ${duplicates(ids(ended))}; outage ${seconds(outageMs)} s`;
   } finally {
-    stop(...runs);
+    stop(...started);
   }
 }
 
 /** payq replay-dlq across the restart (Ctrl-C once it went on past it), then a second run resumes. */
 async function replayDrill(outage: OutageHooks): Promise<string> {
-  const prefix = uniqueName('drill-replay');
-  const none = { transient: 0, permanent: 0 };
-  const { file, destinations } = scenarioFile(prefix, {
-    'payment-service': none,
-    'capture-service': { transient: 0, permanent: 1 },
-    'fulfilment-service': none,
-    'refund-service': none,
-  });
-  const capture = destinations.find((d) => d.endsWith('.authorizations'))!;
-  const dlq = `${capture}.dlq`;
   // replay-dlq's group (core/replay.ts REPLAY_DEFAULTS): this broker is the file's own.
   const group = 'payq-replay';
-  const runs: Background[] = [];
+  const started: Background[] = [];
   try {
     // 1. Fill the DLQ: every authorised payment fails permanently at capture-service.
-    const filled = await runCli(['produce', ...on(), '--scenario', file, '--count', '600', '--seed', '17', '--json']);
-    expect(filled.code, filled.stderr).toBe(0);
-    const worker = start(['worker', ...on(), '--scenario', file, '--stage', 'payment-service,capture-service', '--time-scale', '0', '--idle-timeout', '5s']);
-    runs.push(worker);
-    expect(await withTimeout(worker.exited, DRILL_MS, 'worker'), worker.stderr()).toBe(0);
+    const { origin: capture, dlq } = await filledDlq(on(), { prefix: uniqueName('drill-replay'), payments: 600, seed: 17, idle: '5s', timeoutMs: DRILL_MS });
     const dead = await readAll(dlq);
     expect(dead.length).toBeGreaterThan(400);
     expect(duplicates(ids(dead))).toBe(0);
@@ -417,10 +334,10 @@ async function replayDrill(outage: OutageHooks): Promise<string> {
     // 2. Replay, paced so the run is still replaying when the broker comes back (5/s: 80 s and more).
     const replayArgs = ['replay-dlq', ...on(), '--dlq', dlq, '--json'];
     const replaying = start([...replayArgs, '--rate', '5', '--idle-timeout', IDLE]);
-    runs.push(replaying);
+    started.push(replaying);
     await waitFor(async () => (await storedCount(capture)) >= before + 25, 120_000, 'the first 25 replayed');
     const outageMs = await outage.midFlight();
-    const code = await interruptOnceResumed(replaying, capture, 20);
+    const code = await interruptOnceResumed(replaying, () => offsetsCount(capture), 20);
     expect(code, `${replaying.stderr()}\n${replaying.stdout()}`).toBe(130);
     expect(replaying.stderr()).toMatch(/interrupted: [\d,]+ replayed and [\d,]+ parked; the rest stay in the DLQ/);
     const r1 = JSON.parse(replaying.stdout()) as { seen: number; replayed: number; failed: number; left: number };
@@ -447,7 +364,7 @@ async function replayDrill(outage: OutageHooks): Promise<string> {
     expect(r1.replayed + r2.replayed).toBeGreaterThanOrEqual(dead.length);
     return `drill figures: kafka payq replay-dlq: dead letters ${dead.length}; first run (exit ${code}, Ctrl-C after the restart) seen ${r1.seen}, replayed ${r1.replayed}, failed ${r1.failed}, left ${r1.left}; second run replayed ${r2.replayed}; found back at the origin ${dead.length - dead.filter((d) => (times.get(d.id) ?? 0) < 2).length} of ${dead.length} (${replays - dead.length} republished twice); outage ${seconds(outageMs)} s`;
   } finally {
-    stop(...runs);
+    stop(...started);
   }
 }
 
@@ -460,94 +377,45 @@ async function replayDrill(outage: OutageHooks): Promise<string> {
 const BENCH_DURATION_S = 90;
 
 /** payq bench across the restart: loss 0 (acks=all), and the report says the broker was away. */
-async function benchDrill(outage: OutageHooks): Promise<string> {
-  // Its --duration is bounded: it starts last, just before the kill.
-  await outage.othersMidFlight();
-  const prefix = uniqueName('drill-bench');
-  const { file, destinations } = scenarioFile(prefix, {});
-  const reportFile = path.join(mkdtempSync(path.join(tmpdir(), 'payq-drill-bench-')), 'report.json');
-  const benching = start(['bench', ...on(), '--scenario', file, '--rate', '20', '--duration', `${BENCH_DURATION_S}s`, '--warmup', '0s', '--time-scale', '0', '--seed', '18', '--drain-timeout', '120s', '--json', reportFile]);
-  try {
-    const sink = destinations.find((d) => d.endsWith('.events'))!;
-    await waitFor(async () => (await storedCount(sink)) >= 20 || benching.child.exitCode !== null, 120_000, 'the first 20 events at the end of the bench pipeline');
-    expect(benching.child.exitCode, benching.stderr()).toBeNull();
-    const outageMs = await outage.midFlight();
-    const code = await withTimeout(benching.exited, DRILL_MS, 'bench');
-    expect(code, `${benching.stderr()}\n${existsSync(reportFile) ? readFileSync(reportFile, 'utf8').slice(0, 3000) : '(no report)'}`).toBe(0);
-    const report = reportSchema.parse(JSON.parse(readFileSync(reportFile, 'utf8')));
+const benchDrill = (outage: OutageHooks) =>
+  benchAcross(outage, runs, {
+    on: on(),
+    durationS: BENCH_DURATION_S,
+    timeoutMs: DRILL_MS,
+    broker: 'kafka',
+    unconfirmed: false,
+    reachedEnd: (sink, bench) => waitFor(async () => (await storedCount(sink)) >= 20 || bench.child.exitCode !== null, 120_000, 'the first 20 events at the end of the bench pipeline'),
+  });
 
-    // Nothing acknowledged was lost, and the drain saw every event through.
-    expect(report.loss).toBe(0);
-    expect(report.events).toMatchObject({ lost: 0, in_flight: 0, not_drained: 0, unacknowledged: 0 });
-    expect(report.events.consumed).toBe(report.events.acknowledged);
-    expect(report.payments.in_flight).toBe(0);
-    // The broker link: lost and found again, down for about the outage.
-    const connection = report.connection!;
-    expect(connection.reconnects).toBeGreaterThanOrEqual(1);
-    expect(connection.unavailable_s).toBeGreaterThan(0);
-    expect(connection.unavailable_s).toBeLessThanOrEqual(outageMs / 1000 + OUTAGE_MARGIN_S);
-    // Availability (README "Metrics"): the run's one-second windows in which the broker took sends.
-    const { total, available: up } = report.windows;
-    // One window per second of the measured run (elapsed_s is rounded to the millisecond).
-    expect(total).toBeGreaterThanOrEqual(report.elapsed_s - 0.001);
-    expect(total).toBeLessThan(report.elapsed_s + 1.001);
-    expect(report.availability).toBe(Math.round((up / total) * 10_000) / 10_000);
-    expect(report.availability).toBeLessThan(1);
-    // Sends waited on the broker through every whole second the link was down: none of them is available.
-    const down = total - up;
-    expect(down).toBeGreaterThanOrEqual(Math.floor(connection.unavailable_s) - 1);
-    expect(down).toBeLessThanOrEqual(Math.ceil(outageMs / 1000) + OUTAGE_MARGIN_S);
-    return `drill figures: kafka payq bench: payments ${report.payments.produced} (finished ${report.payments.finished}), events acknowledged ${report.events.acknowledged}, loss ${report.loss}, availability ${report.availability} (${up} of ${total} s), unavailable_s ${connection.unavailable_s}, reconnects ${connection.reconnects}; outage ${seconds(outageMs)} s`;
-  } finally {
-    stop(benching);
-  }
-}
-
-/** How far the link's time down (and the seconds without sends taken) may exceed the outage: reconnect backoff, rejoins. */
-const OUTAGE_MARGIN_S = 15;
-
-const drills = { subscriptions: subscriptionsDrill, produce: produceDrill, pipeline: pipelineDrill, replay: replayDrill, bench: benchDrill };
-let outcomes: Record<keyof typeof drills, Promise<string>>;
+const drills = {
+  subscriptions: { title: 'driver: a tap and a group ride out the restart from their committed positions, acks held across it count, a subscribe during the outage waits for the broker; link() tells it', drill: subscriptionsDrill },
+  produce: { title: 'payq produce --rate across a restart: every event acknowledged or failed; the topic holds exactly the acknowledged plus at most the failed', drill: produceDrill },
+  pipeline: { title: 'payq worker + payq trace across a restart: every payment completes; redeliveries are duplicates, not losses', drill: pipelineDrill },
+  replay: { title: 'payq replay-dlq across a restart: resumes, nothing lost, a dead letter leaves the DLQ only once its republish is stored', drill: replayDrill },
+  bench: { title: 'payq bench across a restart: loss 0, availability drops for the seconds the broker was away, the report counts the reconnect', drill: benchDrill },
+};
 
 describe.skipIf(!available)('Kafka failure drills (a broker of the file’s own, SIGKILLed once and restarted on the same data, every drill in flight)', () => {
-  beforeAll(async () => {
-    broker = await DrillKafka.start();
-    kafka = client();
-    const plan = acrossOneRestart(drills, (onKilled) => broker!.restart(2, onKilled));
-    outcomes = plan.outcomes;
-    await plan.restarted;
-  }, BROKER_START_MS * 2);
-  afterAll(async () => {
-    for (const b of background) stop(b);
-    await closeDrivers(...drivers);
-    await broker?.stop();
-  }, 60_000);
-
-  it('driver: a tap and a group ride out the restart from their committed positions, acks held across it count, a subscribe during the outage waits for the broker; link() tells it', async () => {
-    console.log(await outcomes.subscriptions);
-  }, DRILL_MS);
-
-  it('payq produce --rate across a restart: every event acknowledged or failed; the topic holds exactly the acknowledged plus at most the failed', async () => {
-    console.log(await outcomes.produce);
-  }, DRILL_MS);
-
-  it('payq worker + payq trace across a restart: every payment completes; redeliveries are duplicates, not losses', async () => {
-    console.log(await outcomes.pipeline);
-  }, DRILL_MS);
-
-  it('payq replay-dlq across a restart: resumes, nothing lost, a dead letter leaves the DLQ only once its republish is stored', async () => {
-    console.log(await outcomes.replay);
-  }, DRILL_MS);
-
-  it('payq bench across a restart: loss 0, availability drops for the seconds the broker was away, the report counts the reconnect', async () => {
-    console.log(await outcomes.bench);
-  }, DRILL_MS);
+  const outcomes = drillTests(
+    runs,
+    {
+      start: async () => {
+        broker = await DrillKafka.start();
+        kafka = client();
+      },
+      restart: (onKilled) => broker!.restart(2, onKilled),
+      stop: async () => {
+        await broker?.stop();
+      },
+    },
+    drills,
+    { startMs: BROKER_START_MS * 2, drillMs: DRILL_MS },
+  );
 
   // Last: the broker is stopped for good; every drill is done with it first.
   it('payq consume, worker, trace, replay-dlq and bench end once the broker is gone for good: exit 3, one line, nothing counted as lost', async () => {
-    await Promise.allSettled(Object.values(outcomes));
-    for (const b of background) stop(b);
-    await closeDrivers(...drivers);
+    await Promise.allSettled(Object.values(outcomes()));
+    await runs.stopAll();
     await rideOutBrokerGone(
       {
         url: broker!.url,

@@ -110,11 +110,17 @@ export class DrillNats {
     this.child = undefined;
   }
 
-  /** Down, `downMs` away, up again on the same store and port. */
-  async restart(downMs: number, signal: 'SIGTERM' | 'SIGKILL' = 'SIGKILL'): Promise<void> {
+  /**
+   * Down, `downMs` away, up again on the same store and port; `onKilled` is called once the
+   * process is gone. Resolves with the outage in ms: the signal → the server accepting connections.
+   */
+  async restart(downMs: number, signal: 'SIGTERM' | 'SIGKILL' = 'SIGKILL', onKilled?: () => void): Promise<number> {
+    const started = performance.now();
     await this.down(signal);
+    onKilled?.();
     await sleep(downMs);
     await this.up();
+    return performance.now() - started;
   }
 
   /** Stops it and removes its store. */

@@ -28,6 +28,12 @@ export interface DrillRabbit {
   stopApp(): Promise<void>;
   /** `rabbitmqctl start_app`, then waits until the AMQP port answers. */
   startApp(): Promise<void>;
+  /**
+   * stop_app, `pauseMs` away, start_app; `onStopped` is called once stop_app returned (the broker
+   * is away). Resolves with the outage in ms: the AMQP port refusing connections (watched while
+   * stop_app runs: the command itself takes seconds to start) → the port answering again.
+   */
+  restart(pauseMs: number, onStopped?: () => void): Promise<number>;
   /** Stops the node and removes its folder. */
   stop(): Promise<void>;
 }
@@ -119,15 +125,38 @@ export async function startDrillRabbit(): Promise<DrillRabbit> {
     await stop();
     throw err;
   }
+  const stopApp = async () => {
+    await ctl('stop_app');
+  };
+  const startApp = async () => {
+    await ctl('start_app');
+    await waitForPort(port, 60_000, `start_app on ${node}`);
+  };
   return {
     url: `amqp://guest:guest@127.0.0.1:${port}`,
     node,
-    stopApp: async () => {
-      await ctl('stop_app');
-    },
-    startApp: async () => {
-      await ctl('start_app');
-      await waitForPort(port, 60_000, `start_app on ${node}`);
+    stopApp,
+    startApp,
+    restart: async (pauseMs, onStopped) => {
+      let downAt: number | undefined;
+      let stopping = true;
+      const watching = (async () => {
+        while (stopping && downAt === undefined) {
+          if (!(await answers(port))) downAt = performance.now();
+          else await new Promise((res) => setTimeout(res, 50));
+        }
+      })();
+      try {
+        await stopApp();
+      } finally {
+        stopping = false;
+        await watching;
+      }
+      const started = downAt ?? performance.now();
+      onStopped?.();
+      await new Promise((res) => setTimeout(res, pauseMs));
+      await startApp();
+      return performance.now() - started;
     },
     stop,
   };

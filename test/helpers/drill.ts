@@ -1,4 +1,16 @@
-/** What the failure drills check the same way on every broker. */
+/** What the failure drills check the same way on every broker, and the parts they share. */
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createDriver } from '../../src/drivers/registry.js';
+import type { Driver, DriverOptions } from '../../src/drivers/types.js';
+import { parseScenario } from '../../src/events/scenario.js';
+import { reportSchema } from '../../src/metrics/report.js';
+import { uniqueName } from './brokers.js';
+import { runCli } from './cli.js';
+import { startCli, type Background } from './spawn.js';
+import { waitFor, withTimeout } from './wait.js';
 
 /**
  * The payments that entered and did not end: an independent reader's verdict, from the entry
@@ -142,3 +154,278 @@ export function acrossOneRestart<K extends string, T>(
 }
 
 function noop(): void {}
+
+/** A stage's failure rates in a drill's scenario. */
+export interface StageFailures {
+  transient: number;
+  permanent: number;
+}
+
+/** No stage ever fails: a pipeline drill's payments all complete. */
+export const NO_FAILURES: Record<string, StageFailures> = Object.fromEntries(
+  ['payment-service', 'capture-service', 'fulfilment-service', 'refund-service'].map((stage) => [stage, { transient: 0, permanent: 0 }]),
+);
+
+/**
+ * A copy of checkout with destinations (`<prefix>.orders`, …) and a name of its own, written where
+ * the CLI can read it; `failures` replaces the named stages' failure rates.
+ */
+export function scenarioFile(prefix: string, failures: Record<string, StageFailures> = {}): { file: string; destinations: string[]; text: string } {
+  let text = readFileSync('fixtures/scenarios/checkout.yaml', 'utf8').replaceAll('checkout.', `${prefix}.`);
+  text = text.replace(/^name: checkout$/m, `name: drill-${prefix.slice(-6).replace(/[^a-z0-9]/g, '')}`);
+  for (const [stage, f] of Object.entries(failures)) {
+    text = text.replace(new RegExp(`(- name: ${stage}\\n(?:.*\\n)*?\\s+failures: )\\{[^}]*\\}`), `$1{ transient: ${f.transient}, permanent: ${f.permanent} }`);
+  }
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'payq-drill-')), 'checkout.yaml');
+  writeFileSync(file, text);
+  return { file, destinations: parseScenario(text, file).destinations, text };
+}
+
+/** The destination of a drill scenario's with this suffix (`.orders`, `.authorizations`, `.events`). */
+export function destinationEnding(destinations: readonly string[], suffix: string): string {
+  const found = destinations.find((d) => d.endsWith(suffix));
+  if (found === undefined) throw new Error(`no destination ending in ${suffix} in ${destinations.join(', ')}`);
+  return found;
+}
+
+/**
+ * The replay drills' start: a scenario whose capture-service dead-letters every event it gets,
+ * `payments` produced into it, and a worker on its first two stages until it is idle, so every
+ * authorised payment waits in capture's DLQ. `on`: the flags that name the broker.
+ */
+export async function filledDlq(
+  on: string[],
+  options: { prefix: string; payments: number; seed: number; idle: string; timeoutMs: number },
+): Promise<{ file: string; destinations: string[]; origin: string; dlq: string }> {
+  const { file, destinations } = scenarioFile(options.prefix, { ...NO_FAILURES, 'capture-service': { transient: 0, permanent: 1 } });
+  const origin = destinationEnding(destinations, '.authorizations');
+  const filled = await runCli(['produce', ...on, '--scenario', file, '--count', String(options.payments), '--seed', String(options.seed), '--json'], { timeoutMs: options.timeoutMs });
+  expect(filled.code, filled.stderr).toBe(0);
+  const worker = await runCli(['worker', ...on, '--scenario', file, '--stage', 'payment-service,capture-service', '--time-scale', '0', '--idle-timeout', options.idle], {
+    timeoutMs: options.timeoutMs,
+  });
+  expect(worker.code, worker.stderr).toBe(0);
+  return { file, destinations, origin, dlq: `${origin}.dlq` };
+}
+
+/** A payment count no drill run reaches: such runs end on Ctrl-C. */
+export const ENDLESS = 10_000_000;
+
+/** `payq produce --json`'s summary, as the drills read it. */
+export interface ProduceSummary {
+  sent: number;
+  acked: number;
+  failed: number;
+  unconfirmed: number;
+  reconnects: number;
+  unavailable_s: number;
+  not_sent: number | null;
+  errors: string[];
+  interrupted: boolean;
+  elapsed_s: number;
+}
+
+/**
+ * The payq processes and drivers a drill file starts: each drill stops and closes its own,
+ * afterAll whatever is left.
+ */
+export class DrillRuns {
+  private readonly live = new Set<Background>();
+  private readonly drivers = new Set<Driver>();
+
+  start(args: string[]): Background {
+    const run = startCli(args);
+    this.live.add(run);
+    void run.exited.then(() => this.live.delete(run));
+    return run;
+  }
+
+  /** SIGKILL to those still running. */
+  stop(...runs: Background[]): void {
+    for (const run of runs) if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill('SIGKILL');
+  }
+
+  /** A payq driver on `url`, connected. */
+  async driver(url: string, options?: DriverOptions): Promise<Driver> {
+    const driver = await createDriver(url, options);
+    this.drivers.add(driver);
+    await driver.connect();
+    return driver;
+  }
+
+  async close(...drivers: Driver[]): Promise<void> {
+    for (const d of drivers) {
+      this.drivers.delete(d);
+      await d.close().catch(() => undefined);
+    }
+  }
+
+  /** Every process stopped, every driver closed. */
+  async stopAll(): Promise<void> {
+    this.stop(...this.live);
+    await this.close(...this.drivers);
+  }
+}
+
+/** A drill file's broker: started by beforeAll, restarted once for every drill, stopped by afterAll. */
+export interface DrillBroker {
+  start(): Promise<void>;
+  /** The restart; `onKilled` once the broker is gone; resolves with the outage in ms. */
+  restart(onKilled: () => void): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The tests of a drill file, inside its describe: beforeAll starts the broker and every drill,
+ * and restarts the broker once every drill is mid-flight (acrossOneRestart); each drill's test
+ * awaits its outcome and prints its `drill figures:` line; afterAll stops what is left. Returns
+ * the outcomes, for a test that comes after them all.
+ */
+export function drillTests<K extends string>(
+  runs: DrillRuns,
+  broker: DrillBroker,
+  drills: Record<K, { title: string; drill: OutageDrill<string> }>,
+  timeouts: { startMs: number; drillMs: number },
+): () => Record<K, Promise<string>> {
+  let outcomes: Record<K, Promise<string>> | undefined;
+  beforeAll(async () => {
+    await broker.start();
+    const plan = acrossOneRestart(
+      Object.fromEntries(Object.entries<{ drill: OutageDrill<string> }>(drills).map(([name, d]) => [name, d.drill])) as Record<K, OutageDrill<string>>,
+      (onKilled) => broker.restart(onKilled),
+    );
+    outcomes = plan.outcomes;
+    await plan.restarted;
+  }, timeouts.startMs);
+  afterAll(async () => {
+    await runs.stopAll();
+    await broker.stop();
+  }, 60_000);
+  for (const [name, { title }] of Object.entries<{ title: string }>(drills)) {
+    it(title, async () => {
+      console.log(await outcomes![name as K]);
+    }, timeouts.drillMs);
+  }
+  return () => outcomes!;
+}
+
+/**
+ * Once the broker is back, a run goes on until `more` further messages reached what `count`
+ * counts (it resumed, and the outage is behind it), then Ctrl-C ends it: its summary still comes,
+ * exit 130. `count` throws (or says undefined) while the broker does not answer.
+ */
+export async function interruptOnceResumed(run: Background, count: () => Promise<number | undefined>, more: number): Promise<number | null> {
+  const now = () => count().catch(() => undefined);
+  let back: number | undefined;
+  await waitFor(async () => (back = await now()) !== undefined, 120_000, 'the broker answering a plain client after the restart');
+  await waitFor(async () => ((await now()) ?? 0) >= back! + more || run.child.exitCode !== null, 180_000, `${more} more messages after the restart`);
+  run.child.kill('SIGINT');
+  return withTimeout(run.exited, 120_000, `${run.child.spawnargs.slice(2, 3).join(' ')} after Ctrl-C`);
+}
+
+/**
+ * A pipeline drill's end: the produce feeding it goes on until `more` further messages reached
+ * what `count` counts (the pipeline's end) after the restart, then Ctrl-C ends it (exit 130, every
+ * send acknowledged or failed, the broker lost and found again); worker and trace then end on
+ * their idle timeouts, exit 0. Returns produce's summary.
+ */
+export async function endPipeline(
+  runs: { producing: Background; worker: Background; tracer: Background },
+  count: () => Promise<number | undefined>,
+  more: number,
+  timeoutMs: number,
+): Promise<ProduceSummary> {
+  const { producing, worker, tracer } = runs;
+  const code = await interruptOnceResumed(producing, count, more);
+  expect(code, `${producing.stderr()}\n${producing.stdout()}`).toBe(130);
+  const produced = JSON.parse(producing.stdout()) as ProduceSummary;
+  expect(produced.acked + produced.failed).toBe(produced.sent);
+  expect(produced.reconnects).toBeGreaterThanOrEqual(1);
+  expect(await withTimeout(worker.exited, timeoutMs, 'worker'), worker.stderr()).toBe(0);
+  expect(await withTimeout(tracer.exited, timeoutMs, 'trace'), tracer.stderr()).toBe(0);
+  return produced;
+}
+
+export const duplicates = (values: readonly string[]) => values.length - new Set(values).size;
+export const seconds = (ms: number) => (ms / 1000).toFixed(1);
+
+/** How far the link's time down (and the seconds without sends taken) may exceed the outage: reconnect backoff, rejoins. */
+export const OUTAGE_MARGIN_S = 15;
+
+/**
+ * The bench drill: `payq bench` at 20 payments/s for `durationS` (default 30 s: a restart of a
+ * few seconds, and a while after it), started just before the kill (once every other drill is
+ * mid-flight: its --duration is bounded), with the kill once `reachedEnd(sink)` saw its first
+ * events at the pipeline's end; then its report is checked (expectBenchRodeOut). `on`: the flags
+ * that name the broker.
+ */
+export async function benchDrill(
+  outage: OutageHooks,
+  runs: DrillRuns,
+  options: { on: string[]; durationS?: number; timeoutMs: number; broker: string; unconfirmed: boolean; reachedEnd: (sink: string, bench: Background) => Promise<void> },
+): Promise<string> {
+  await outage.othersMidFlight();
+  const { file, destinations } = scenarioFile(uniqueName('drill-bench'));
+  const reportFile = path.join(mkdtempSync(path.join(tmpdir(), 'payq-drill-bench-')), 'report.json');
+  const args = ['--scenario', file, '--rate', '20', '--duration', `${options.durationS ?? 30}s`, '--warmup', '0s', '--time-scale', '0', '--seed', '18', '--drain-timeout', '120s', '--json', reportFile];
+  const benching = runs.start(['bench', ...options.on, ...args]);
+  try {
+    await options.reachedEnd(destinationEnding(destinations, '.events'), benching);
+    expect(benching.child.exitCode, benching.stderr()).toBeNull();
+    const outageMs = await outage.midFlight();
+    const code = await withTimeout(benching.exited, options.timeoutMs, 'bench');
+    return expectBenchRodeOut({ code, stderr: benching.stderr(), reportFile }, outageMs, options.broker, { unconfirmed: options.unconfirmed });
+  } finally {
+    runs.stop(benching);
+  }
+}
+
+/**
+ * `payq bench` after a run across the restart (README "Failure drills"): nothing acknowledged was
+ * lost and the drain saw every event through; the link was lost and found again, down for about
+ * the outage; availability drops by the seconds sends waited on the broker. `unconfirmed`: on
+ * this broker a send whose confirm was pending at the loss fails, unconfirmed (RabbitMQ's
+ * publisher confirms, JetStream's PubAcks; Kafka's idempotent producer waits for its acks across
+ * the outage): such sends are counted apart (exit 4 when there are any), and may have been stored,
+ * so consumed besides the acknowledged. Returns the figures line; `broker` names it there.
+ */
+export function expectBenchRodeOut(
+  run: { code: number | null; stderr: string; reportFile: string },
+  outageMs: number,
+  broker: string,
+  options: { unconfirmed: boolean },
+): string {
+  const text = existsSync(run.reportFile) ? readFileSync(run.reportFile, 'utf8') : '(no report)';
+  const report = reportSchema.parse(JSON.parse(text));
+  const { acknowledged, consumed, unacknowledged } = report.events;
+  expect(run.code, `${run.stderr}\n${text.slice(0, 3000)}`).toBe(unacknowledged > 0 ? 4 : 0);
+  // Nothing acknowledged was lost, and the drain saw every event through.
+  expect(report.loss).toBe(0);
+  expect(report.events).toMatchObject({ lost: 0, in_flight: 0, not_drained: 0 });
+  expect(report.payments.in_flight).toBe(0);
+  if (options.unconfirmed) {
+    expect(report.errors.filter((e) => !/may have stored them/.test(e))).toEqual([]);
+    expect(consumed).toBeGreaterThanOrEqual(acknowledged);
+    expect(consumed).toBeLessThanOrEqual(acknowledged + unacknowledged);
+  } else {
+    expect(unacknowledged).toBe(0);
+    expect(consumed).toBe(acknowledged);
+  }
+  // The broker link: lost and found again, down for about the outage.
+  const connection = report.connection!;
+  expect(connection.reconnects).toBeGreaterThanOrEqual(1);
+  expect(connection.unavailable_s).toBeGreaterThan(0);
+  expect(connection.unavailable_s).toBeLessThanOrEqual(outageMs / 1000 + OUTAGE_MARGIN_S);
+  // Availability (README "Metrics"): the run's one-second windows in which the broker took sends.
+  const { total, available: up } = report.windows;
+  // One window per second of the measured run (elapsed_s is rounded to the millisecond).
+  expect(total).toBeGreaterThanOrEqual(report.elapsed_s - 0.001);
+  expect(total).toBeLessThan(report.elapsed_s + 1.001);
+  expect(report.availability).toBe(Math.round((up / total) * 10_000) / 10_000);
+  expect(report.availability).toBeLessThan(1);
+  // Sends waited on the broker through every whole second the link was down: none of them is available.
+  const down = total - up;
+  expect(down).toBeGreaterThanOrEqual(Math.floor(connection.unavailable_s) - 1);
+  expect(down).toBeLessThanOrEqual(Math.ceil(outageMs / 1000) + OUTAGE_MARGIN_S);
+  return `drill figures: ${broker} payq bench: payments ${report.payments.produced} (finished ${report.payments.finished}), events acknowledged ${acknowledged} (consumed ${consumed}, unacknowledged ${unacknowledged}), loss ${report.loss}, availability ${report.availability} (${up} of ${total} s), unavailable_s ${connection.unavailable_s}, reconnects ${connection.reconnects}; outage ${seconds(outageMs)} s`;
+}
