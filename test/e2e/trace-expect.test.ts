@@ -3,34 +3,13 @@
  * workers run and fails (exit 4, the stuck payments listed) when one stage is not running; a
  * worker killed with SIGKILL mid-run loses nothing once restarted.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { workerGroup } from '../../src/core/worker.js';
-import { parseScenario } from '../../src/events/scenario.js';
 import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
 import { runCli } from '../helpers/cli.js';
 import { startCli } from '../helpers/spawn.js';
 import { declareLayout } from '../helpers/layout.js';
-
-/**
- * A copy of checkout with destinations and a name of its own (the workers' Kafka groups are
- * named after the scenario), written to a file the CLI can read: the cases run side by side.
- */
-function scenarioFile(prefix: string): { file: string; destinations: string[]; groups: string[] } {
-  const name = `t-${randomBytes(4).toString('hex')}`;
-  const text = readFileSync('fixtures/scenarios/checkout.yaml', 'utf8')
-    .replaceAll('checkout.', `${prefix}.`)
-    .replace(/^name: checkout$/m, `name: ${name}`);
-  const file = path.join(mkdtempSync(path.join(tmpdir(), 'payq-scn-')), 'checkout.yaml');
-  writeFileSync(file, text);
-  const scenario = parseScenario(text, file);
-  expect(scenario.name).toBe(name);
-  return { file, destinations: scenario.destinations, groups: scenario.stages.map((s) => workerGroup(scenario, s)) };
-}
+import { scenarioCopy } from '../helpers/scenario-file.js';
 
 // Every case at once: each has a scenario (destinations, groups) of its own, and they mostly wait.
 describe.concurrent('trace --expect and worker crashes', () => {
@@ -42,7 +21,7 @@ for (const [name, url] of [
     const up = await brokerAvailable(url);
 
     it.skipIf(!up)('passes while the workers run, and exits 4 listing stuck payments when a stage is down', async () => {
-      const { file, destinations, groups } = scenarioFile(uniqueName('expect'));
+      const { file, destinations, groups } = scenarioCopy(uniqueName('expect'));
       // The pipeline's layout first, as its workers create it: trace only reads, waiting for what is missing.
       await declareLayout(url, destinations);
       try {
@@ -77,7 +56,7 @@ for (const [name, url] of [
     }, 300_000);
 
     it.skipIf(!up)('loses nothing when a worker is killed with SIGKILL mid-run and restarted', async () => {
-      const { file, destinations, groups } = scenarioFile(uniqueName('kill'));
+      const { file, destinations, groups } = scenarioCopy(uniqueName('kill'));
       await declareLayout(url, destinations);
       try {
         // Kafka hands the dead worker's partitions over only after its session times out (10 s):
