@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { benchSinkGroup } from '../../src/core/bench.js';
 import { workerGroup } from '../../src/core/worker.js';
 import { parseScenario, type Scenario } from '../../src/events/scenario.js';
 
@@ -15,7 +16,7 @@ export interface ScenarioCopy {
   text: string;
   scenario: Scenario;
   destinations: string[];
-  /** The workers' consumer groups, one per stage (Kafka: delete them with the topics). */
+  /** The consumer groups runs on it use: a worker's, one per stage, and bench's sink reader (Kafka: delete them with the topics). */
   groups: string[];
 }
 
@@ -24,13 +25,15 @@ export interface ScenarioCopyOptions {
   from?: string;
   /** Stage failure rates to set, by stage name. */
   failures?: Record<string, { transient: number; permanent: number }>;
+  /** Any other change to the fixture's text, made first. */
+  edit?: (text: string) => string;
 }
 
 /** `from` (checkout) with every destination under `prefix` and a random scenario name. */
 export function scenarioCopy(prefix: string, options: ScenarioCopyOptions = {}): ScenarioCopy {
   const from = options.from ?? 'checkout';
   const name = `t-${randomBytes(5).toString('hex')}`;
-  let text = readFileSync(`fixtures/scenarios/${from}.yaml`, 'utf8')
+  let text = (options.edit ?? ((t: string) => t))(readFileSync(`fixtures/scenarios/${from}.yaml`, 'utf8'))
     .replaceAll(`${from}.`, `${prefix}.`)
     .replace(new RegExp(`^name: ${from}$`, 'm'), `name: ${name}`);
   for (const [stage, f] of Object.entries(options.failures ?? {})) {
@@ -42,5 +45,5 @@ export function scenarioCopy(prefix: string, options: ScenarioCopyOptions = {}):
   writeFileSync(file, text);
   const scenario = parseScenario(text, file);
   if (scenario.name !== name) throw new Error(`scenarioCopy: ${from}'s name was not replaced`);
-  return { file, text, scenario, destinations: scenario.destinations, groups: scenario.stages.map((s) => workerGroup(scenario, s)) };
+  return { file, text, scenario, destinations: scenario.destinations, groups: [...scenario.stages.map((s) => workerGroup(scenario, s)), benchSinkGroup(scenario)] };
 }
