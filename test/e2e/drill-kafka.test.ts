@@ -33,12 +33,12 @@ import {
   filledDlq,
   interruptOnceResumed,
   NO_FAILURES,
-  scenarioFile,
   seconds,
   unfinishedPayments,
   type OutageHooks,
   type ProduceSummary,
 } from '../helpers/drill.js';
+import { scenarioCopy } from '../helpers/scenario-file.js';
 import { rideOutBrokerGone } from '../helpers/broker-gone.js';
 
 /** A broker start or restart under load (the script itself gives up after 240 s). */
@@ -282,7 +282,7 @@ async function produceDrill(outage: OutageHooks): Promise<string> {
 
 /** payq worker + payq trace across the restart, fed by a paced produce that Ctrl-C ends. */
 async function pipelineDrill(outage: OutageHooks): Promise<string> {
-  const { file, destinations } = scenarioFile(uniqueName('drill-pipe'), NO_FAILURES);
+  const { file, destinations } = scenarioCopy(uniqueName('drill-pipe'), { failures: NO_FAILURES });
   await declareLayout(broker!.url, destinations);
   const tracer = start(['trace', ...on(), '--scenario', file, '--idle-timeout', PIPELINE_IDLE, '--stuck-after', '300s', '--json', '-v']);
   const started = [tracer];

@@ -35,12 +35,12 @@ import {
   filledDlq,
   interruptOnceResumed,
   NO_FAILURES,
-  scenarioFile,
   seconds,
   unfinishedPayments,
   type OutageHooks,
   type ProduceSummary,
 } from '../helpers/drill.js';
+import { scenarioCopy } from '../helpers/scenario-file.js';
 import { DrillNats, natsServerAvailable } from '../helpers/drill-nats.js';
 import { declareLayout } from '../helpers/layout.js';
 import { sleep, waitFor, withTimeout } from '../helpers/wait.js';
@@ -282,7 +282,7 @@ async function consumeDrill(outage: OutageHooks): Promise<string> {
 
 /** payq worker + payq trace across the restart, fed by a paced produce that Ctrl-C ends. */
 async function pipelineDrill(outage: OutageHooks): Promise<string> {
-  const { file, destinations } = scenarioFile(uniqueName('drill-pipe'), NO_FAILURES);
+  const { file, destinations } = scenarioCopy(uniqueName('drill-pipe'), { failures: NO_FAILURES });
   await declareLayout(server!.url, destinations);
   const tracer = runs.start(['trace', ...on(), '--scenario', file, '--idle-timeout', '15s', '--stuck-after', '60s', '--json', '-v']);
   const started = [tracer];

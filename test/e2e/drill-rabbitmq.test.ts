@@ -36,11 +36,11 @@ import {
   filledDlq,
   interruptOnceResumed,
   NO_FAILURES,
-  scenarioFile,
   seconds,
   type OutageHooks,
   type ProduceSummary,
 } from '../helpers/drill.js';
+import { scenarioCopy } from '../helpers/scenario-file.js';
 import { drillRabbitPossible, startDrillRabbit, type DrillRabbit } from '../helpers/drill-rabbitmq.js';
 import { sleep, waitFor, withTimeout } from '../helpers/wait.js';
 
@@ -214,7 +214,7 @@ async function produceDrill(outage: OutageHooks): Promise<string> {
 
 /** payq worker + payq trace across the restart, fed by a paced produce that Ctrl-C ends. */
 async function pipelineDrill(outage: OutageHooks): Promise<string> {
-  const { file, destinations } = scenarioFile(uniqueName('drillw'), NO_FAILURES);
+  const { file, destinations } = scenarioCopy(uniqueName('drillw'), { failures: NO_FAILURES });
   const sink = destinationEnding(destinations, '.events');
   const tracer = runs.start(['trace', ...on(), '--scenario', file, '--idle-timeout', '10s', '--stuck-after', '60s', '--json']);
   // trace waits for the layout, which the worker creates.

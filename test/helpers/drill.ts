@@ -1,14 +1,14 @@
 /** What the failure drills check the same way on every broker, and the parts they share. */
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createDriver } from '../../src/drivers/registry.js';
 import type { Driver, DriverOptions } from '../../src/drivers/types.js';
-import { parseScenario } from '../../src/events/scenario.js';
 import { reportSchema } from '../../src/metrics/report.js';
 import { uniqueName } from './brokers.js';
 import { runCli } from './cli.js';
+import { scenarioCopy } from './scenario-file.js';
 import { startCli, type Background } from './spawn.js';
 import { waitFor, withTimeout } from './wait.js';
 
@@ -155,33 +155,12 @@ export function acrossOneRestart<K extends string, T>(
 
 function noop(): void {}
 
-/** A stage's failure rates in a drill's scenario. */
-export interface StageFailures {
-  transient: number;
-  permanent: number;
-}
-
 /** No stage ever fails: a pipeline drill's payments all complete. */
-export const NO_FAILURES: Record<string, StageFailures> = Object.fromEntries(
+export const NO_FAILURES: Record<string, { transient: number; permanent: number }> = Object.fromEntries(
   ['payment-service', 'capture-service', 'fulfilment-service', 'refund-service'].map((stage) => [stage, { transient: 0, permanent: 0 }]),
 );
 
-/**
- * A copy of checkout with destinations (`<prefix>.orders`, …) and a name of its own, written where
- * the CLI can read it; `failures` replaces the named stages' failure rates.
- */
-export function scenarioFile(prefix: string, failures: Record<string, StageFailures> = {}): { file: string; destinations: string[]; text: string } {
-  let text = readFileSync('fixtures/scenarios/checkout.yaml', 'utf8').replaceAll('checkout.', `${prefix}.`);
-  text = text.replace(/^name: checkout$/m, `name: drill-${prefix.slice(-6).replace(/[^a-z0-9]/g, '')}`);
-  for (const [stage, f] of Object.entries(failures)) {
-    text = text.replace(new RegExp(`(- name: ${stage}\\n(?:.*\\n)*?\\s+failures: )\\{[^}]*\\}`), `$1{ transient: ${f.transient}, permanent: ${f.permanent} }`);
-  }
-  const file = path.join(mkdtempSync(path.join(tmpdir(), 'payq-drill-')), 'checkout.yaml');
-  writeFileSync(file, text);
-  return { file, destinations: parseScenario(text, file).destinations, text };
-}
-
-/** The destination of a drill scenario's with this suffix (`.orders`, `.authorizations`, `.events`). */
+/** The destination of a drill's scenario with this suffix (`.orders`, `.authorizations`, `.events`). */
 export function destinationEnding(destinations: readonly string[], suffix: string): string {
   const found = destinations.find((d) => d.endsWith(suffix));
   if (found === undefined) throw new Error(`no destination ending in ${suffix} in ${destinations.join(', ')}`);
@@ -197,7 +176,7 @@ export async function filledDlq(
   on: string[],
   options: { prefix: string; payments: number; seed: number; idle: string; timeoutMs: number },
 ): Promise<{ file: string; destinations: string[]; origin: string; dlq: string }> {
-  const { file, destinations } = scenarioFile(options.prefix, { ...NO_FAILURES, 'capture-service': { transient: 0, permanent: 1 } });
+  const { file, destinations } = scenarioCopy(options.prefix, { failures: { ...NO_FAILURES, 'capture-service': { transient: 0, permanent: 1 } } });
   const origin = destinationEnding(destinations, '.authorizations');
   const filled = await runCli(['produce', ...on, '--scenario', file, '--count', String(options.payments), '--seed', String(options.seed), '--json'], { timeoutMs: options.timeoutMs });
   expect(filled.code, filled.stderr).toBe(0);
@@ -365,7 +344,7 @@ export async function benchDrill(
   options: { on: string[]; durationS?: number; timeoutMs: number; broker: string; unconfirmed: boolean; reachedEnd: (sink: string, bench: Background) => Promise<void> },
 ): Promise<string> {
   await outage.othersMidFlight();
-  const { file, destinations } = scenarioFile(uniqueName('drill-bench'));
+  const { file, destinations } = scenarioCopy(uniqueName('drill-bench'));
   const reportFile = path.join(mkdtempSync(path.join(tmpdir(), 'payq-drill-bench-')), 'report.json');
   const args = ['--scenario', file, '--rate', '20', '--duration', `${options.durationS ?? 30}s`, '--warmup', '0s', '--time-scale', '0', '--seed', '18', '--drain-timeout', '120s', '--json', reportFile];
   const benching = runs.start(['bench', ...options.on, ...args]);
