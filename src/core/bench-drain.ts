@@ -1,6 +1,7 @@
 /**
  * How a bench run ends once its producers are done: one process (role `all`) drains what it
- * produced, as bench.ts describes ("The end"); a worker or tracer part waits for the run's events
+ * produced, as bench.ts describes ("The end"), on the whole run's counts (with --procs, its
+ * threads' too: MeteredDriver.whole); a worker or tracer part waits for the run's events
  * (produced elsewhere) up to `startTimeoutMs`, then until they stopped coming for `idleTimeoutMs`.
  */
 import { brokerAway } from '../drivers/common.js';
@@ -66,8 +67,9 @@ export async function drain(options: DrainOptions, live: BenchLive, deps: { driv
     // Nothing more comes through a broker gone for good: quiet then would count it all as lost.
     const link = driver.link();
     if (link.gone) return { drained: 'broker-gone', measureStartUs, measureEndUs: undefined };
+    const whole = driver.whole;
     if (!seenRun) {
-      if (driver.run.consumed > 0 || live.traceEvents > 0) {
+      if (whole.consumed > 0 || live.traceEvents > 0) {
         seenRun = true;
         live.phase = 'measure';
         measureStartUs = nowUs;
@@ -77,10 +79,10 @@ export async function drain(options: DrainOptions, live: BenchLive, deps: { driv
         return { drained: 'timeout', measureStartUs: nowUs, measureEndUs: undefined };
       }
     }
-    if (oneProcess && live.traceFinished >= live.measuredAcked && driver.run.consumed >= driver.run.acknowledged) {
+    if (oneProcess && live.traceFinished >= live.measuredAcked && whole.consumed >= whole.acknowledged) {
       return { drained: 'complete', measureStartUs, measureEndUs: undefined };
     }
-    const activity = driver.activity + live.traceEvents;
+    const activity = whole.activity + live.traceEvents;
     // A broker away is not quiet: the quiet and idle clocks count from when it is back (README "Failure drills").
     if (activity !== lastActivity || live.workerInFlight > 0 || brokerAway(link)) {
       lastActivity = activity;

@@ -4,6 +4,10 @@
  * consuming subscription (the stages and bench's sink consumer; taps such as trace only observe)
  * passes here, so this is where loss (acknowledged vs consumed), availability (per-second send
  * outcomes) and the flat-out backlog bound are measured, without touching produce or worker.
+ *
+ * With bench --procs N the run's parts are in threads, each with a metered driver of its own:
+ * each keeps its own counts (its part of the run data, merged at the end), and adds them as it
+ * goes into a LiveTally all of them share, which is what the drain and the backlog bound read.
  */
 import type { Delivery, DeliveryHandler, DestinationSpec, Driver, LinkStatus, OutgoingMessage, SubscribeOptions, Subscription } from '../drivers/types.js';
 import { PayqHeader } from '../events/headers.js';
@@ -24,6 +28,33 @@ export interface RunCounts {
   redelivered: number;
 }
 
+const SLOTS = { acknowledged: 0, consumed: 1, outstanding: 2, activity: 3 } as const;
+type Slot = keyof typeof SLOTS;
+
+/**
+ * The whole run's live counts, in memory that a bench run's threads share (a SharedArrayBuffer,
+ * added to atomically): the run's acknowledged and consumed events, the events waiting in the
+ * broker and the activity, over every thread's driver at once, as one process sees its own.
+ */
+export class LiveTally {
+  private readonly slots: BigInt64Array;
+
+  constructor(readonly buffer: SharedArrayBuffer = new SharedArrayBuffer(Object.keys(SLOTS).length * 8)) {
+    this.slots = new BigInt64Array(buffer);
+  }
+
+  add(slot: Slot, n: number): void {
+    if (n !== 0) Atomics.add(this.slots, SLOTS[slot], BigInt(n));
+  }
+
+  get(slot: Slot): number {
+    return Number(Atomics.load(this.slots, SLOTS[slot]));
+  }
+}
+
+/** How often a producer held back by the backlog looks again when other threads consume. */
+const SHARED_BACKLOG_POLL_MS = 5;
+
 export class MeteredDriver implements Driver {
   readonly name: string;
   readonly capabilities: Driver['capabilities'];
@@ -39,13 +70,21 @@ export class MeteredDriver implements Driver {
   private readonly pending = new Map<number, number>();
   private nextSend = 0;
   private waiters: { below: number; resolve: () => void }[] = [];
+  private readonly tally: LiveTally;
+  /** The tally is other threads' too: their deliveries lower the backlog without this driver seeing them. */
+  private readonly shared: boolean;
+  private poll: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly inner: Driver,
     private readonly clock: Clock,
     /** The measured run's id: only its events count in `run`. */
     private readonly runId: string,
+    /** Shared with the other threads of one run (bench --procs); default: this driver's alone. */
+    tally?: LiveTally,
   ) {
+    this.tally = tally ?? new LiveTally();
+    this.shared = tally !== undefined;
     this.name = inner.name;
     this.capabilities = inner.capabilities;
     this.tuning = inner.tuning;
@@ -53,14 +92,24 @@ export class MeteredDriver implements Driver {
     this.url = inner.url;
   }
 
-  /** Events sent (or being sent) and not yet handed to a consumer, over every run. */
+  /** Events sent (or being sent) and not yet handed to a consumer, over every run and every thread. */
   get backlog(): number {
+    return this.tally.get('outstanding');
+  }
+
+  /** This driver's part of the backlog (its sends minus its deliveries): what its part's series shows. */
+  get ownBacklog(): number {
     return this.outstanding;
+  }
+
+  /** The run's counts over every thread (this driver's own when it shares its tally with none). */
+  get whole(): { acknowledged: number; consumed: number; activity: number } {
+    return { acknowledged: this.tally.get('acknowledged'), consumed: this.tally.get('consumed'), activity: this.tally.get('activity') };
   }
 
   /** Resolves once the backlog is below `below` (at once if it is), or when `signal` aborts. */
   backlogBelow(below: number, signal?: AbortSignal): Promise<void> {
-    if (this.outstanding < below || signal?.aborted) return Promise.resolve();
+    if (this.backlog < below || signal?.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         signal?.removeEventListener('abort', done);
@@ -68,17 +117,23 @@ export class MeteredDriver implements Driver {
       };
       this.waiters.push({ below, resolve: done });
       signal?.addEventListener('abort', done, { once: true });
+      if (this.shared) this.poll ??= setInterval(() => this.release(), SHARED_BACKLOG_POLL_MS).unref();
     });
   }
 
   private release(): void {
     if (this.waiters.length === 0) return;
+    const backlog = this.backlog;
     const still: typeof this.waiters = [];
     for (const w of this.waiters) {
-      if (this.outstanding < w.below) w.resolve();
+      if (backlog < w.below) w.resolve();
       else still.push(w);
     }
     this.waiters = still;
+    if (still.length === 0 && this.poll) {
+      clearInterval(this.poll);
+      this.poll = undefined;
+    }
   }
 
   /** Start times of the sends still waiting on the broker. */
@@ -108,15 +163,19 @@ export class MeteredDriver implements Driver {
     this.run.sent += ours;
     this.outstanding += n;
     this.activity++;
+    this.tally.add('outstanding', n);
+    this.tally.add('activity', 1);
     return this.inner.send(destination, messages).then(
       () => {
         this.pending.delete(id);
         this.run.acknowledged += ours;
+        this.tally.add('acknowledged', ours);
         this.availability.settled(sentUs, this.clock.nowUs(), true);
       },
       (err: unknown) => {
         this.pending.delete(id);
         this.outstanding -= n;
+        this.tally.add('outstanding', -n);
         this.run.unacknowledged += ours;
         this.availability.settled(sentUs, this.clock.nowUs(), false);
         this.release();
@@ -130,20 +189,28 @@ export class MeteredDriver implements Driver {
       // A tap only observes: it counts as activity (events still flow) and nothing else.
       return this.inner.subscribe(options, (deliveries: Delivery[]) => {
         this.activity++;
+        this.tally.add('activity', 1);
         return handler(deliveries);
       });
     }
     return this.inner.subscribe(options, (deliveries: Delivery[]) => {
       this.activity++;
+      let first = 0;
+      let ours = 0;
       for (let i = 0; i < deliveries.length; i++) {
         const d = deliveries[i]!;
         if (d.redelivered) {
           if (d.headers[PayqHeader.runId] === this.runId) this.run.redelivered++;
           continue;
         }
-        this.outstanding--;
-        if (d.headers[PayqHeader.runId] === this.runId) this.run.consumed++;
+        first++;
+        if (d.headers[PayqHeader.runId] === this.runId) ours++;
       }
+      this.outstanding -= first;
+      this.run.consumed += ours;
+      this.tally.add('outstanding', -first);
+      this.tally.add('consumed', ours);
+      this.tally.add('activity', 1);
       this.release();
       return handler(deliveries);
     });
@@ -159,6 +226,7 @@ export class MeteredDriver implements Driver {
 
   /** Closes the real driver: bench owns it only when it created it, so the caller decides. */
   close(): Promise<void> {
+    clearInterval(this.poll);
     return this.inner.close();
   }
 
