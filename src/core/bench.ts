@@ -167,7 +167,7 @@ export interface BenchParent {
   ready(): Promise<void>;
   onPhase(phase: 'warmup' | 'measure', atUs: number): void;
   produced(r: { acked: number; brokerGone: boolean }): void;
-  /** How the run ended (or the signal's end, should the parent be gone). */
+  /** How the run ended, as the parent tells it (also when it stops the threads after a failure). */
   end: Promise<BenchEnd>;
 }
 
