@@ -101,6 +101,11 @@ export { BENCH_DEFAULTS };
  * Flat out, the producers hold back while this many events wait in the pipeline: enough to keep
  * every stage's consumers busy, few enough that queueing does not dominate the latency.
  */
+/** The consumer group of bench's reader at the end of the pipeline (its sink). */
+export function benchSinkGroup(scenario: Scenario): string {
+  return `payq-bench.${scenario.name}.sink`;
+}
+
 export function defaultMaxBacklog(consumers: number, stages: number): number {
   return Math.max(1000, 2 * consumers * stages);
 }
@@ -312,7 +317,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     started.push(traceRun);
     ready.push(traceReady.promise);
     sinkSubscription = driver.subscribe(
-      { destinations: [scenario.sink], group: `payq-bench.${scenario.name}.sink`, fromBeginning: false, prefetch: 1000 },
+      { destinations: [scenario.sink], group: benchSinkGroup(scenario), fromBeginning: false, prefetch: 1000 },
       (deliveries) => {
         const nowUs = clock.nowUs();
         for (const d of deliveries) {

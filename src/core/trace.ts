@@ -38,6 +38,11 @@ export interface TraceOptions {
   fromBeginning: boolean;
   /** Stop after this long without any event (and nothing left in flight, or all of it stuck). */
   idleTimeoutMs: number | undefined;
+  /**
+   * With --expect: stop sooner, after this long without any event, once every payment in flight
+   * has been judged (passed or failed): none is still waiting for an event that could change it.
+   */
+  judgedIdleTimeoutMs?: number | undefined;
   /** With an idle timeout: how long to wait for the first event before giving up. */
   startTimeoutMs?: number | undefined;
   durationMs: number | undefined;
@@ -645,6 +650,13 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
     return false;
   };
 
+  /** With --expect: no payment in flight still waits for its verdict. */
+  const everyPaymentJudged = (): boolean => {
+    if (!expected) return false;
+    for (const p of inFlight.values()) if (!p.judged) return false;
+    return true;
+  };
+
   /** Payments past --within, and payments without progress for --stuck-after. */
   const sweep = (nowUs: number, final: boolean) => {
     if (!final && readingHistory(nowUs)) return;
@@ -742,6 +754,17 @@ export async function trace(options: TraceOptions, deps: TraceDeps): Promise<Tra
       if (options.idleTimeoutMs !== undefined && lastEventUs === undefined && nowUs - startedUs > (options.startTimeoutMs ?? 60_000) * 1000) break;
       // Quiet for the idle timeout: nothing more is coming; the final sweep judges what is left.
       if (options.idleTimeoutMs !== undefined && lastEventUs !== undefined && nowUs - lastEventUs > options.idleTimeoutMs * 1000) break;
+      // Quiet, and no payment is waiting for an event that could still change its verdict.
+      if (
+        options.judgedIdleTimeoutMs !== undefined &&
+        lastEventUs !== undefined &&
+        nowUs - lastEventUs > options.judgedIdleTimeoutMs * 1000 &&
+        !away &&
+        !readingHistory(nowUs) &&
+        everyPaymentJudged()
+      ) {
+        break;
+      }
       deps.onProgress?.({ events: counts.seen, inFlight: inFlight.size, finished, elapsedMs: (nowUs - startedUs) / 1000 });
       await new Promise<void>((resolve) => {
         wake = resolve;

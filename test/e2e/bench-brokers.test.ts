@@ -3,7 +3,7 @@
  * loss seen when a RabbitMQ queue is purged or a Kafka topic's records are deleted mid-run (the
  * CLI exits 4), and a clean Kafka run with CI assertions (exit 0, loss 0). Every run uses destinations and group names of its own.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -13,7 +13,6 @@ import { describe, expect, it } from 'vitest';
 import { runBench } from '../../src/core/bench.js';
 import { systemClock } from '../../src/core/clock.js';
 import { createDriver } from '../../src/drivers/registry.js';
-import { parseScenario, type Scenario } from '../../src/events/scenario.js';
 import { buildReport, reportSchema, type Report } from '../../src/metrics/report.js';
 import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
@@ -21,22 +20,12 @@ import { runCli } from '../helpers/cli.js';
 import { startCli } from '../helpers/spawn.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 import { testReportSettings } from '../helpers/report.js';
+import { scenarioCopy } from '../helpers/scenario-file.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'payq-bench-e2e-'));
 
 /** A fixture scenario with destinations and a name (hence consumer groups) no other run uses. */
-function unique(fixture: string, edit: (text: string) => string = (t) => t): { scenario: Scenario; file: string; groups: string[] } {
-  const name = `bench-e2e-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
-  const prefix = uniqueName('bench');
-  const text = edit(readFileSync(`fixtures/scenarios/${fixture}.yaml`, 'utf8'))
-    .replaceAll(`${fixture}.`, `${prefix}.`)
-    .replace(/^name: .*$/m, `name: ${name}`);
-  const file = path.join(dir, `${name}.yaml`);
-  writeFileSync(file, text);
-  const scenario = parseScenario(text, file);
-  const groups = [...scenario.stages.map((s) => `payq-worker.${name}.${s.name}`), `payq-bench.${name}.sink`];
-  return { scenario, file, groups };
-}
+const unique = (fixture: string, edit?: (text: string) => string) => scenarioCopy(uniqueName('bench'), { from: fixture, ...(edit ? { edit } : {}) });
 
 const settings = testReportSettings(AMQP_URL.replace(/:[^:@/]*@/, ':***@'));
 

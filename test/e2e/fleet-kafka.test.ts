@@ -12,6 +12,8 @@ import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { parse, stringify } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
+import { benchSinkGroup } from '../../src/core/bench.js';
+import { workerGroup } from '../../src/core/worker.js';
 import { parseScenario, type Scenario } from '../../src/events/scenario.js';
 import { parseReport, type Report } from '../../src/metrics/report.js';
 import { KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
@@ -46,7 +48,7 @@ function scenarioCopy(prefix: string): { file: string; scenario: Scenario } {
 function cleanupScenario(scenario: Scenario): void {
   cleanups.push(() =>
     deleteDestinations(KAFKA_URL, [...scenario.destinations, scenario.sink], {
-      groups: [...scenario.stages.map((s) => `payq-worker.${scenario.name}.${s.name}`), `payq-bench.${scenario.name}.sink`],
+      groups: [...scenario.stages.map((s) => workerGroup(scenario, s)), benchSinkGroup(scenario)],
     }),
   );
 }

@@ -141,26 +141,43 @@ async function whileRunning(find: () => Promise<string[]>): Promise<string[]> {
   }
 }
 
-for (const broker of BROKERS) {
-  describe.skipIf(!broker.available)(`leave no trace on ${broker.name}`, () => {
-    for (const command of ['consume', 'trace'] as const) {
-      for (const ending of ['itself', 'SIGINT'] as const) {
-        it(`${command} ended by ${ending} removes its own ${broker.name === 'RabbitMQ' ? 'tap queue' : broker.name === 'Kafka' ? 'tap group' : 'ephemeral consumers'}`, async () => {
-          const destination = uniqueName('no-trace');
-          created.set(broker.url, [...(created.get(broker.url) ?? []), destination]);
-          await declareLayout(broker.url, [destination]);
-          // Ending by itself: consume when idle, trace after its duration (with no events it would wait for the first).
-          const end = ending === 'SIGINT' ? [] : command === 'consume' ? ['--idle-timeout', '8s'] : ['--duration', '8s'];
-          const child = startCli([command, '--broker', broker.url, '--topic', destination, ...end]);
-          await child.waitForStderr(command === 'consume' ? 'consuming ' : 'trace: watching ');
-          const ours = await whileRunning(() => broker.lister.ours(child, destination));
-          expect(ours.length, `payq's own reader objects while it runs: ${child.stderr()}`).toBeGreaterThan(0);
-          if (ending === 'SIGINT') child.child.kill('SIGINT');
-          const code = await child.exited;
-          expect(code, child.stderr()).toBe(ending === 'SIGINT' ? 130 : 0);
-          expect(await broker.left(ours)).toEqual([]);
-        });
+/**
+ * Runs `work` after the work queued before it in the same lane: the brokers side by side, each
+ * broker's cases one after another (a case ending by itself has 8 s for the listing to find payq's
+ * reader, and rabbitmqctl is slow when several run at once).
+ */
+const lanes = new Map<string, Promise<unknown>>();
+async function inLane<T>(lane: string, work: () => Promise<T>): Promise<T> {
+  const before = lanes.get(lane) ?? Promise.resolve();
+  const mine = before.then(work, work);
+  lanes.set(lane, mine.catch(() => undefined));
+  return mine;
+}
+
+// Declared broker by broker in turn, so that the first cases to start are one on each broker.
+describe.concurrent('leave no trace', () => {
+  for (const command of ['consume', 'trace'] as const) {
+    for (const ending of ['itself', 'SIGINT'] as const) {
+      for (const broker of BROKERS) {
+        const what = broker.name === 'RabbitMQ' ? 'tap queue' : broker.name === 'Kafka' ? 'tap group' : 'ephemeral consumers';
+        it.skipIf(!broker.available)(`${broker.name}: ${command} ended by ${ending} removes its own ${what}`, () =>
+          inLane(broker.name, async () => {
+            const destination = uniqueName('no-trace');
+            created.set(broker.url, [...(created.get(broker.url) ?? []), destination]);
+            await declareLayout(broker.url, [destination]);
+            // Ending by itself: consume when idle, trace after its duration (with no events it would wait for the first).
+            const end = ending === 'SIGINT' ? [] : command === 'consume' ? ['--idle-timeout', '8s'] : ['--duration', '8s'];
+            const child = startCli([command, '--broker', broker.url, '--topic', destination, ...end]);
+            await child.waitForStderr(command === 'consume' ? 'consuming ' : 'trace: watching ');
+            const ours = await whileRunning(() => broker.lister.ours(child, destination));
+            expect(ours.length, `payq's own reader objects while it runs: ${child.stderr()}`).toBeGreaterThan(0);
+            if (ending === 'SIGINT') child.child.kill('SIGINT');
+            const code = await child.exited;
+            expect(code, child.stderr()).toBe(ending === 'SIGINT' ? 130 : 0);
+            expect(await broker.left(ours)).toEqual([]);
+          }),
+        );
       }
     }
-  });
-}
+  }
+});

@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
 import { expectOneErrorLine, runCli } from '../helpers/cli.js';
+import { scenarioCopy } from '../helpers/scenario-file.js';
 
 const USER = 'payq';
 const PASSWORD = 'payq-secret';
@@ -85,19 +86,23 @@ afterAll(async () => {
   for (const c of created) if (!c.url.startsWith('nats://')) await deleteDestinations(c.url, c.names, { groups: c.groups });
 });
 
+// Every case at once: each writes topics and groups of its own (the two Kafka endpoints are one
+// cluster; each bench has a scenario copy of its own), and they mostly wait on the network.
+describe.concurrent('TLS and SASL', () => {
 describe.each(ENDPOINTS)('$name', (endpoint) => {
   it('produce, consume and bench work over it, and no secret reaches the output', async () => {
     await brokerAvailable(endpoint.good);
     const topic = uniqueName('tls');
     const group = `${topic}.reader`;
-    created.push({ url: endpoint.plain, names: [topic], groups: [group] });
+    const pipeline = scenarioCopy(uniqueName('tls-bench'));
+    created.push({ url: endpoint.plain, names: [topic, ...pipeline.destinations], groups: [group, ...pipeline.groups] });
     const produced = await runCli(['produce', '--broker', endpoint.good, '--topic', topic, '--count', '200', '--seed', '5', '--json']);
     expect(produced.code, produced.stderr).toBe(0);
     expect(JSON.parse(produced.stdout)).toMatchObject({ acked: 200, failed: 0 });
     const consumed = await runCli(['consume', '--broker', endpoint.good, '--topic', topic, '--group', group, '--from-beginning', '--idle-timeout', '3s', '--json']);
     expect(consumed.code, consumed.stderr).toBe(0);
     expect(consumed.stdout.trim().split('\n')).toHaveLength(200);
-    const bench = await runCli(['bench', '--broker', endpoint.good, '--duration', '3s', '--warmup', '1s', '--rate', '100', '--json', '-v']);
+    const bench = await runCli(['bench', '--broker', endpoint.good, '--scenario', pipeline.file, '--duration', '3s', '--warmup', '1s', '--rate', '100', '--json', '-v']);
     expect(bench.code, bench.stderr).toBe(0);
     const report = JSON.parse(bench.stdout);
     expect(report.loss).toBe(0);
@@ -163,4 +168,5 @@ describe('TLS URL parameters', () => {
       expectNoSecrets(r.stdout + r.stderr);
     }
   });
+});
 });

@@ -3,27 +3,16 @@
  * workers run and fails (exit 4, the stuck payments listed) when one stage is not running; a
  * worker killed with SIGKILL mid-run loses nothing once restarted.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseScenario } from '../../src/events/scenario.js';
 import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
 import { runCli } from '../helpers/cli.js';
 import { startCli } from '../helpers/spawn.js';
 import { declareLayout } from '../helpers/layout.js';
+import { scenarioCopy } from '../helpers/scenario-file.js';
 
-/** A copy of checkout with destinations of its own, written to a file the CLI can read. */
-function scenarioFile(prefix: string): { file: string; destinations: string[] } {
-  const text = readFileSync('fixtures/scenarios/checkout.yaml', 'utf8').replaceAll('checkout.', `${prefix}.`);
-  const file = path.join(mkdtempSync(path.join(tmpdir(), 'payq-scn-')), 'checkout.yaml');
-  writeFileSync(file, text);
-  return { file, destinations: parseScenario(text, file).destinations };
-}
-
-const groupsOf = (prefix: string) => ['payment-service', 'capture-service', 'fulfilment-service', 'refund-service'].map((s) => `payq-worker.checkout.${s}`).concat(prefix);
-
+// Every case at once: each has a scenario (destinations, groups) of its own, and they mostly wait.
+describe.concurrent('trace --expect and worker crashes', () => {
 for (const [name, url] of [
   ['Kafka', KAFKA_URL],
   ['RabbitMQ', AMQP_URL],
@@ -32,7 +21,7 @@ for (const [name, url] of [
     const up = await brokerAvailable(url);
 
     it.skipIf(!up)('passes while the workers run, and exits 4 listing stuck payments when a stage is down', async () => {
-      const { file, destinations } = scenarioFile(uniqueName('expect'));
+      const { file, destinations, groups } = scenarioCopy(uniqueName('expect'));
       // The pipeline's layout first, as its workers create it: trace only reads, waiting for what is missing.
       await declareLayout(url, destinations);
       try {
@@ -62,12 +51,12 @@ for (const [name, url] of [
         expect(tracer2.stderr()).toMatch(/payq: error: \d+ of 200 payments did not meet --expect order_placed,order_completed\|payment_declined within 6s/);
         expect(await partial.exited).toBe(0);
       } finally {
-        await deleteDestinations(url, destinations, { groups: name === 'Kafka' ? groupsOf('x') : [] });
+        await deleteDestinations(url, destinations, { groups: name === 'Kafka' ? groups : [] });
       }
     }, 300_000);
 
     it.skipIf(!up)('loses nothing when a worker is killed with SIGKILL mid-run and restarted', async () => {
-      const { file, destinations } = scenarioFile(uniqueName('kill'));
+      const { file, destinations, groups } = scenarioCopy(uniqueName('kill'));
       await declareLayout(url, destinations);
       try {
         // Kafka hands the dead worker's partitions over only after its session times out (10 s):
@@ -92,8 +81,9 @@ for (const [name, url] of [
         expect(r.events.duplicates).toBeGreaterThanOrEqual(0);
         expect(r.events.missing_steps).toBe(0);
       } finally {
-        await deleteDestinations(url, destinations, { groups: name === 'Kafka' ? groupsOf('x') : [] });
+        await deleteDestinations(url, destinations, { groups: name === 'Kafka' ? groups : [] });
       }
     }, 300_000);
   });
 }
+});

@@ -133,6 +133,36 @@ describe('trace --expect', () => {
     }
   });
 
+  it('with --expect, ends once quiet with every payment judged; a payment still open keeps it waiting (--within)', async () => {
+    const driver = await createDriver(`memory://verdict-ends-${Date.now()}`);
+    await driver.connect();
+    await driver.declare(checkout.destinations.map((name) => ({ name, deadLetter: true })));
+    const placed = [...new EventGenerator({ scenario: checkout, seed: 24, payments: 5, lifecycle: true })].filter((e) => e.type === 'order_placed');
+    const live = (expectItems: string[]) =>
+      trace(options({ expect: expectItems, withinMs: 60_000, fromBeginning: false, idleTimeoutMs: 3_000, judgedIdleTimeoutMs: 200, durationMs: 30_000 }), {
+        driver,
+        clock: systemClock,
+        onReady: () => {
+          const now = String(Date.now() * 1000);
+          void Promise.all(placed.map((e) => driver.send(checkout.destinationFor(e.type), [toMessage(e, ENCODE, { publishedUs: now, startUs: now })])));
+        },
+      });
+    try {
+      // Every payment passed at its first event: nothing can change a verdict, the quiet ends it.
+      const judged = await live(['order_placed']);
+      expect(judged.expectation).toMatchObject({ passed: placed.length, failed: 0 });
+      expect(judged.elapsed_s).toBeLessThan(3);
+      // Each still waits for order_completed, within 60 s: only the (longer) idle timeout ends it.
+      const open = await live(['order_placed', 'order_completed']);
+      expect(open.elapsed_s).toBeGreaterThanOrEqual(3);
+      expect(open.elapsed_s).toBeLessThan(30);
+      expect(open.expectation).toMatchObject({ passed: 0, failed: placed.length });
+      for (const f of open.expectation!.failures) expect(f.reason).toMatch(/unfinished when trace ended/);
+    } finally {
+      await driver.close();
+    }
+  });
+
   it('measures --within on the payments’ own clock when reading history', async () => {
     // Each event 4 s after the previous one: authorised or declined at 4 s, captured at 8 s.
     const { driver, events } = await history(22, 4_000);

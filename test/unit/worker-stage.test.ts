@@ -96,8 +96,15 @@ function runner(clock: Clock, sent: OutgoingMessage[], prefetch: number | undefi
   });
 }
 
-/** Lets promise callbacks and the emit's setImmediate run. */
-const settle = () => new Promise<void>((resolve) => setTimeout(resolve, 5));
+/**
+ * Lets promise callbacks and the emit's setImmediate run: a few turns of the event loop after a
+ * short wait. A timer alone is not enough: on a loaded machine it can be due before the check phase
+ * that runs the emit's setImmediate, and the test would look before the handling ended.
+ */
+async function settle(): Promise<void> {
+  await new Promise<void>((resolve) => setTimeout(resolve, 5));
+  for (let turn = 0; turn < 10; turn++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
 
 describe('StageRunner', () => {
   it('returns from a handler call while its delivery is still working, and a later delivery finishes first', async () => {

@@ -2,7 +2,10 @@ import { DEFAULT_START_TIMEOUT_MS } from '../../core/defaults.js';
 import { DEFAULT_DECODE, DEFAULT_TIME_FIELD } from '../../events/decode.js';
 import { CONNECTION_FLAGS, DEFAULT_SCENARIO, durationText, METRICS_FLAGS, READ_MODE_FLAGS, type CommandDescription } from './describe.js';
 
-/** With --expect and no --idle-timeout, trace ends after this long without events (or --within + 1 s, if longer). */
+/**
+ * With --expect and no --idle-timeout, trace ends after this long without events once every payment
+ * it saw is judged; while one is still open, after --within + 1 s without events (if longer).
+ */
 export const EXPECT_IDLE_TIMEOUT_MS = 5_000;
 
 export const traceCommand: CommandDescription = {

@@ -68,8 +68,11 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     );
   }
   const destinations = o.exchange !== undefined ? [o.exchange] : o.topic.length > 0 ? o.topic : scenario!.destinations;
-  // With --expect and no end condition, end once the pipeline has been quiet for a while.
-  const idleTimeoutMs = o.idleTimeout ?? (o.expect && o.duration === undefined ? Math.max(EXPECT_IDLE_TIMEOUT_MS, (o.within ?? 0) + 1_000) : undefined);
+  // With --expect and no end condition, end once the pipeline has been quiet for a while: 5 s once
+  // every payment seen is judged, else once a payment still open has had --within (+ 1 s) to end.
+  const expectEnds = o.expect !== undefined && o.idleTimeout === undefined && o.duration === undefined;
+  const idleTimeoutMs = o.idleTimeout ?? (expectEnds ? Math.max(EXPECT_IDLE_TIMEOUT_MS, (o.within ?? 0) + 1_000) : undefined);
+  const judgedIdleTimeoutMs = expectEnds ? EXPECT_IDLE_TIMEOUT_MS : undefined;
   if (o.correlate) checkCorrelateDestinations(o.correlate, destinations);
 
   const out = ctx.out;
@@ -102,6 +105,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
         runId: o.runId,
         fromBeginning: o.fromBeginning,
         idleTimeoutMs,
+        judgedIdleTimeoutMs,
         startTimeoutMs: o.startTimeout,
         durationMs: o.duration,
         untilFinished: o.untilFinished,
