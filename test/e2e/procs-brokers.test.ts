@@ -4,16 +4,17 @@
  * handles every payment with the same counts as one process with the same seed; bench --procs 2
  * loses nothing and reports the payments of a --procs 1 run with the same seed and count.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parseScenario, type Scenario } from '../../src/events/scenario.js';
+import type { Scenario } from '../../src/events/scenario.js';
 import { AMQP_URL, KAFKA_URL, brokerAvailable, uniqueName } from '../helpers/brokers.js';
 import { runCli } from '../helpers/cli.js';
 import { deleteDestinations } from '../helpers/cleanup.js';
 import { createTopicsAndWait } from '../helpers/kafka.js';
+import { scenarioCopy } from '../helpers/scenario-file.js';
 import { startCli } from '../helpers/spawn.js';
 
 const kafkaUp = await brokerAvailable(KAFKA_URL);
@@ -27,19 +28,11 @@ afterAll(async () => {
 
 const lines = (text: string) => text.split('\n').filter((l) => l !== '');
 
-/** checkout with destinations, groups and a name of its own, in a file for --scenario; cleaned up after. */
-function scenarioCopy(url: string, prefix: string): { file: string; scenario: Scenario } {
-  const name = prefix.replace(/[^a-z0-9]/gi, '').slice(-24);
-  const text = readFileSync('fixtures/scenarios/checkout.yaml', 'utf8').replaceAll('checkout.', `${prefix}.`).replace(/^name: checkout$/m, `name: ${name}`);
-  const file = path.join(work, `${name}.yaml`);
-  writeFileSync(file, text);
-  const scenario = parseScenario(text, file);
-  cleanups.push(() =>
-    deleteDestinations(url, [...scenario.destinations, scenario.sink], {
-      groups: [...scenario.stages.map((s) => `payq-worker.${scenario.name}.${s.name}`), `payq-bench.${scenario.name}.sink`],
-    }),
-  );
-  return { file, scenario };
+/** checkout with destinations, groups and a name of its own (test/helpers/scenario-file.ts), deleted after. */
+function scenarioFor(url: string, prefix: string): { file: string; scenario: Scenario } {
+  const copy = scenarioCopy(prefix);
+  cleanups.push(() => deleteDestinations(url, [...copy.destinations, copy.scenario.sink], { groups: copy.groups }));
+  return copy;
 }
 
 describe.skipIf(!kafkaUp)('consume --procs 2 on Kafka', () => {
@@ -84,7 +77,7 @@ interface WorkerJson {
 
 /** Starts `payq worker --procs N`, waits until every thread is subscribed, produces `count` payments, and returns its --json. */
 async function workerRun(url: string, procs: number, count: number): Promise<{ json: WorkerJson; scenario: Scenario }> {
-  const { file, scenario } = scenarioCopy(url, uniqueName(`procs-w${procs}`));
+  const { file, scenario } = scenarioFor(url, uniqueName(`procs-w${procs}`));
   const worker = startCli(['worker', '--broker', url, '--scenario', file, '--procs', String(procs), '--time-scale', '0', '--seed', '5', '--idle-timeout', '3s', '--json', '-v']);
   await worker.waitForStderr(/worker: subscribed/);
   const produced = await runCli(['produce', '--broker', url, '--scenario', file, '--count', String(count), '--seed', '21', '--json']);
@@ -130,7 +123,7 @@ interface ReportJson {
 describe.skipIf(!kafkaUp)('bench --procs 2 on Kafka', () => {
   it('loses nothing and reports the payments of a --procs 1 run with the same seed and count', async () => {
     const bench = async (procs: number): Promise<ReportJson> => {
-      const { file } = scenarioCopy(KAFKA_URL, uniqueName(`procs-b${procs}`));
+      const { file } = scenarioFor(KAFKA_URL, uniqueName(`procs-b${procs}`));
       const json = path.join(work, `bench-${procs}.json`);
       const r = await runCli(['bench', '--broker', KAFKA_URL, '--scenario', file, '--procs', String(procs), '--count', '400', '--rate', '200', '--seed', '13', '--warmup', '0', '--json', json]);
       expect(r.code, r.stderr).toBe(0);
