@@ -38,11 +38,11 @@ const ctx: ThreadContext = {
   progress: (counts) => post({ progress: counts }),
   warn: (text) => post({ warn: text }),
   tell: (event) => post({ event }),
-  ask: (request) =>
+  ask: (request, transfer) =>
     new Promise((resolve, reject) => {
       const id = nextAsk++;
       asked.set(id, { resolve, reject });
-      post({ ask: { id, request } });
+      port.postMessage({ ask: { id, request } } satisfies FromThread, transfer);
     }),
   onEvent: (listener) => listeners.push(listener),
 };

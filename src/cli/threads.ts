@@ -65,8 +65,8 @@ export interface ThreadContext {
   warn(text: string): void;
   /** Something for the parent's command (its onEvent). */
   tell(event: unknown): void;
-  /** A request to the parent's command (its onAsk), answered by its reply. */
-  ask(request: unknown): Promise<unknown>;
+  /** A request to the parent's command (its onAsk), answered by its reply; `transfer` moves buffers instead of copying them. */
+  ask(request: unknown, transfer?: ArrayBuffer[]): Promise<unknown>;
   /** Events from the parent's command (Threads.tell). */
   onEvent(listener: (event: unknown) => void): void;
 }

@@ -19,12 +19,15 @@ export interface ConsumeThreadData extends ThreadBroker {
   colorLevel: 0 | 1 | 2 | 3;
 }
 
-/** A thread's batch of lines, for the parent to write. */
+/** A thread's batch of lines, for the parent to write: UTF-8, moved (not copied) across. */
 interface LinesRequest {
-  text: string;
+  bytes: Uint8Array;
   count: number;
   problems: string[];
 }
+
+const NEWLINE = 0x0a;
+const utf8 = new TextEncoder();
 
 type ThreadEvent = { ready: true };
 /** Why the parent stopped every thread (ThreadContext.onEvent). */
@@ -47,7 +50,8 @@ export async function threadBody(data: ConsumeThreadData, thread: ThreadContext)
         onReady: () => thread.tell({ ready: true } satisfies ThreadEvent),
         onMessages: (messages) => {
           const { text, problems } = formatLines(messages, data.lines, color);
-          return thread.ask({ text, count: messages.length, problems } satisfies LinesRequest) as Promise<number>;
+          const bytes = utf8.encode(text);
+          return thread.ask({ bytes, count: messages.length, problems } satisfies LinesRequest, [bytes.buffer as ArrayBuffer]) as Promise<number>;
         },
         isOutputClosed: (err) => (err as NodeJS.ErrnoException | undefined)?.code === 'EPIPE',
       },
@@ -57,11 +61,11 @@ export async function threadBody(data: ConsumeThreadData, thread: ThreadContext)
   }
 }
 
-/** The first `n` lines of `text`. */
-function firstLines(text: string, n: number): string {
+/** The first `n` lines of `bytes` (a newline byte is only ever a newline in UTF-8). */
+function firstLines(bytes: Uint8Array, n: number): Uint8Array {
   let at = 0;
-  for (let i = 0; i < n; i++) at = text.indexOf('\n', at) + 1;
-  return text.slice(0, at);
+  for (let i = 0; i < n; i++) at = bytes.indexOf(NEWLINE, at) + 1;
+  return bytes.subarray(0, at);
 }
 
 export async function consumeInThreads(
@@ -71,24 +75,28 @@ export async function consumeInThreads(
 ): Promise<ConsumeResult> {
   const limit = data.consume.limit ?? Infinity;
   let printed = 0;
-  let ready = 0;
+  let announced = false;
+  // The first line comes before any output: with the first thread subscribed, or its first batch.
+  const announce = () => {
+    if (!announced) deps.onReady();
+    announced = true;
+  };
   let stoppedBy: ConsumeEnd | undefined;
   let writing = Promise.resolve();
   const run = startThreads('consume', threads, () => data, {
     signal: deps.signal,
-    onEvent: () => {
-      if (++ready === threads) deps.onReady();
-    },
+    onEvent: announce,
     onAsk: (_, request) => {
-      const { text, count, problems } = request as LinesRequest;
+      const { bytes, count, problems } = request as LinesRequest;
       // One batch at a time, in the order they came: a batch's lines stay together.
       const written = writing.then(async () => {
         if (stoppedBy !== undefined) return 0;
+        announce();
         deps.warnings.say(problems);
         const n = Math.min(count, limit - printed);
         if (n > 0) {
           try {
-            await deps.out.dataAsync(n === count ? text : firstLines(text, n));
+            await deps.out.dataAsync(n === count ? bytes : firstLines(bytes, n));
           } catch (err) {
             stop((err as NodeJS.ErrnoException).code === 'EPIPE' ? 'output-closed' : 'failed');
             throw err;
