@@ -156,6 +156,8 @@ export function startThreads(command: ThreadCommand, count: number, dataFor: (k:
     for (const w of workers) post(w, { abort: true });
   };
   hooks.signal?.addEventListener('abort', abort, { once: true });
+  /** The first failure in time: the others may only be the stop it caused. */
+  let failure: { error: unknown } | undefined;
   const runs = Array.from({ length: count }, (_, i) => {
     const worker = new Worker(new URL('./thread-entry.js', import.meta.url), { workerData: { command, data: dataFor(i + 1) } });
     workers.push(worker);
@@ -163,6 +165,7 @@ export function startThreads(command: ThreadCommand, count: number, dataFor: (k:
       let settled = false;
       const reject = (err: unknown) => {
         settled = true;
+        failure ??= { error: err };
         abort();
         fail(err);
       };
@@ -202,8 +205,7 @@ export function startThreads(command: ThreadCommand, count: number, dataFor: (k:
   const results = (async () => {
     try {
       const settled = await Promise.allSettled(runs);
-      const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-      if (failure) throw failure.reason;
+      if (failure) throw failure.error;
       return settled.map((s) => (s as PromiseFulfilledResult<unknown>).value);
     } finally {
       hooks.signal?.removeEventListener('abort', abort);
