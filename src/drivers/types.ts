@@ -87,7 +87,8 @@ export interface DriverOptions {
    * subscribe) rejects at once with InterruptedError, whatever it was waiting for (a cluster away,
    * a group join tried again); work in flight (a send's current attempt; close's commits, group
    * leave and deletes) has STOP_GRACE_MS more, and a failed send is not tried again. A broker that
-   * answers is not cut short: what is in flight drains. Kafka honours it (common.ts, DriverStop).
+   * answers is not cut short: what is in flight drains. Kafka, RabbitMQ and NATS honour it (common.ts,
+   * DriverStop): their connects, and their waits for a broker to come back (at most the grace).
    */
   signal?: AbortSignal | undefined;
 }

@@ -67,7 +67,8 @@ async function scrapeWhileRunning(cli: Background, name: string): Promise<Return
   return m;
 }
 
-describe('--metrics-port on produce, trace and worker', () => {
+// Side by side: each case has its port (0: any free one), topic or queue of its own.
+describe.concurrent('--metrics-port on produce, trace and worker', () => {
   it('produce: the counters reach the summary\'s figures', async () => {
     const cli = startCli(['produce', '--broker', 'memory://', '--count', '3000', '--rate', '1500', '--json', '--metrics-port', '0', '--metrics-linger', '5s']);
     try {

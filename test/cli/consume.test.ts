@@ -56,7 +56,8 @@ describe('payq consume: usage', () => {
   });
 });
 
-describe('payq consume on Kafka', async () => {
+// Each broker's cases side by side: each has topics, queues and groups of its own.
+describe.concurrent('payq consume on Kafka', async () => {
   const up = await brokerAvailable(KAFKA_URL);
   const topics: string[] = [];
   const groups: string[] = [];
@@ -166,7 +167,7 @@ describe('payq consume on Kafka', async () => {
   });
 });
 
-describe('payq consume on RabbitMQ', async () => {
+describe.concurrent('payq consume on RabbitMQ', async () => {
   const up = await brokerAvailable(AMQP_URL);
   const queues: string[] = [];
 

@@ -21,7 +21,7 @@ function file(name: string, content: string | Buffer): string {
 const event = (n: number) => `{"event":"order_placed","id":"e${n}","data":{"order_id":${n},"user_id":1}}`;
 const good = (n: number) => Array.from({ length: n }, (_, i) => event(i + 1));
 
-describe('produce --from-file: input problems are exit 2, one line, before anything is sent', () => {
+describe.concurrent('produce --from-file: input problems are exit 2, one line, before anything is sent', () => {
   it.each([
     ['a bad line 2 of 3', [event(1), '{"event":', event(3)].join('\n'), /bad-2\.ndjson:2: not JSON .*; nothing was sent$/],
     ['an array line', [event(1), '[1,2]'].join('\n'), /:2: not a JSON object \(got an array\); nothing was sent$/],
@@ -66,7 +66,7 @@ describe('produce --from-file: input problems are exit 2, one line, before anyth
   });
 });
 
-describe('produce --from-file: what is read', () => {
+describe.concurrent('produce --from-file: what is read', () => {
   it('--count N sends the first N events of a file or of stdin, blank lines aside', async () => {
     const p = file('five.ndjson', ['', ...good(5)].join('\n'));
     for (const [count, last] of [

@@ -12,6 +12,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AMQP_URL, brokerAvailable, NATS_URL, uniqueName } from '../helpers/brokers.js';
 import { expectOneErrorLine, runCli, type CliResult } from '../helpers/cli.js';
+import { scenarioCopy } from '../helpers/scenario-file.js';
+import { deleteDestinations } from '../helpers/cleanup.js';
 
 /** user:password pairs made of words that occur in payq's own events, headers and reports. */
 const WORDY = [
@@ -35,7 +37,8 @@ function expectNever(r: CliResult, secrets: string[]): void {
 const amqpUp = await brokerAvailable(AMQP_URL);
 const natsUp = await brokerAvailable(NATS_URL);
 
-describe('credentials made of common words never rewrite data', () => {
+// Each describe's cases run side by side: each bench has a scenario copy (topics, groups) of its own.
+describe.concurrent('credentials made of common words never rewrite data', () => {
   it.each(WORDY)('produce --dry-run with %s:%s prints the same bytes as without credentials', async (user, pass) => {
     const args = ['produce', '--dry-run', '--lifecycle', '--count', '40', '--seed', '11'];
     for (const base of ['nats://127.0.0.1:4222', 'kafka://127.0.0.1:9092', 'amqp://127.0.0.1:5672']) {
@@ -77,10 +80,11 @@ describe('credentials made of common words never rewrite data', () => {
 
   it.skipIf(!natsUp)('bench --json with password latency writes a report payq report can read, unchanged', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'payq-secrets-'));
+    const pipeline = scenarioCopy(uniqueName('secrets'));
     try {
       const file = path.join(dir, 'r.json');
       const broker = withCredentials(NATS_URL, 'guest', 'latency');
-      const r = await runCli(['bench', '--broker', broker, '--duration', '2s', '--rate', '50', '--json', file], { timeoutMs: 110_000 });
+      const r = await runCli(['bench', '--broker', broker, '--scenario', pipeline.file, '--duration', '2s', '--rate', '50', '--json', file], { timeoutMs: 110_000 });
       expect([0, 4], r.stderr).toContain(r.code);
       const text = readFileSync(file, 'utf8');
       const report = JSON.parse(text) as { settings: { broker: string } };
@@ -92,11 +96,12 @@ describe('credentials made of common words never rewrite data', () => {
       expect(shown.stdout).toContain('latency');
     } finally {
       rmSync(dir, { recursive: true, force: true });
+      await deleteDestinations(NATS_URL, pipeline.destinations);
     }
   }, 120_000);
 });
 
-describe('a password never reaches any output', () => {
+describe.concurrent('a password never reaches any output', () => {
   it.skipIf(!amqpUp)('RabbitMQ refusing a wrong password: one line, exit 3, no password with or without --debug', async () => {
     const secret = 'wrongpass-order';
     const broker = `amqp://guest:${secret}@127.0.0.1:5672`;
@@ -119,8 +124,9 @@ describe('a password never reaches any output', () => {
     const secret = 'pw-order-latency-x9';
     const broker = withCredentials(NATS_URL, 'guest', secret);
     const dir = mkdtempSync(path.join(tmpdir(), 'payq-secrets-'));
+    const pipeline = scenarioCopy(uniqueName('secrets'));
+    const topic = uniqueName('secrets.ok');
     try {
-      const topic = uniqueName('secrets.ok');
       const produced = await runCli(['produce', '--broker', broker, '--topic', topic, '--count', '3', '-v', '--debug', '--json']);
       expect(produced.code, produced.stderr).toBe(0);
       expect(produced.stdout + produced.stderr).toContain('nats://guest:***@127.0.0.1:4222');
@@ -130,12 +136,13 @@ describe('a password never reaches any output', () => {
       expectNever(consumed, [secret]);
       const file = path.join(dir, 'b.json');
       const md = path.join(dir, 'b.md');
-      const bench = await runCli(['bench', '--broker', broker, '--duration', '1s', '--rate', '20', '-v', '--json', file, '--markdown', md], { timeoutMs: 110_000 });
+      const bench = await runCli(['bench', '--broker', broker, '--scenario', pipeline.file, '--duration', '1s', '--rate', '20', '-v', '--json', file, '--markdown', md], { timeoutMs: 110_000 });
       expect([0, 4], bench.stderr).toContain(bench.code);
       expectNever(bench, [secret]);
       for (const f of [file, md]) expect(readFileSync(f, 'utf8')).not.toContain(secret);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+      await deleteDestinations(NATS_URL, [topic, ...pipeline.destinations]);
     }
   }, 180_000);
 
@@ -206,7 +213,7 @@ describe('a password never reaches any output', () => {
   });
 });
 
-describe('URL parameters, paths and IPv6 literals', () => {
+describe.concurrent('URL parameters, paths and IPv6 literals', () => {
   it.each([
     ['kafka://127.0.0.1:9092?tls=ture', /tls='ture' must be true or false/],
     ['kafka://127.0.0.1:9092/extra/path', /kafka:\/\/ URLs take no path/],

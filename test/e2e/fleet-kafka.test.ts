@@ -61,7 +61,8 @@ interface Pod {
   exit: Promise<number | null>;
 }
 
-describe.skipIf(!available)('the Kubernetes fleet, run as local processes on Kafka', () => {
+// Side by side: each case has topics, groups and a scenario of its own.
+describe.skipIf(!available)('the Kubernetes fleet, run as local processes on Kafka', { concurrent: true }, () => {
   it('producer shards, workers and tracer shards merge into the report of one process with the same seed', async () => {
     const manifests = loadManifests();
     const fleet = scenarioCopy(uniqueName('fleet'));

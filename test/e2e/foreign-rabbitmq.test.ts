@@ -91,7 +91,8 @@ afterAll(async () => {
   if (up) await deleteDestinations(AMQP_URL, created);
 });
 
-describe.skipIf(!up)('a RabbitMQ queue payq did not declare, filled through the default exchange', () => {
+// Side by side: each case fills a queue of its own.
+describe.skipIf(!up)('a RabbitMQ queue payq did not declare, filled through the default exchange', { concurrent: true }, () => {
   for (const { kind, options } of KINDS) {
     describe(kind, () => {
       it('a tap refuses it (exit 2, naming the modes that can read it) instead of showing nothing; the queue is untouched', async () => {

@@ -26,11 +26,13 @@ function scenarioFile(prefix: string, name: string): { file: string; destination
   return { file, destinations: parseScenario(text, file).destinations };
 }
 
+// The brokers side by side (sibling describes run one after the other).
+describe.concurrent('trace --from-beginning', () => {
 for (const [brokerName, url] of [
   ['Kafka', KAFKA_URL],
   ['NATS', NATS_URL],
 ] as const) {
-  describe.concurrent(`trace --from-beginning on ${brokerName}`, async () => {
+  describe(`trace --from-beginning on ${brokerName}`, async () => {
     const up = await brokerAvailable(url);
 
     it.skipIf(!up)('reads a pipeline’s history into the verdict a live trace gave', async () => {
@@ -99,6 +101,7 @@ for (const [brokerName, url] of [
     }, 300_000);
   });
 }
+});
 
 describe('trace --expect with a scenario', () => {
   it('refuses, before connecting, an expected type the scenario never produces', async () => {

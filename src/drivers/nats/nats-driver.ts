@@ -43,7 +43,7 @@ import type {
   Subscription,
 } from '../types.js';
 import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
-import { DeclaredDriver, LinkMonitor, PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
+import { DeclaredDriver, DriverStop, LinkMonitor, PendingWork, startTracked, usedAfterClose, withDeadline } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { natsConfig, type NatsConfig } from './config.js';
 import { NATS_DRIVER } from './descriptor.js';
@@ -101,6 +101,10 @@ interface Connected {
 class NatsDriver extends DeclaredDriver implements Driver {
   private readonly config: NatsConfig;
   private connection: Promise<Connected> | undefined;
+  /** The connection once it worked (close() does not wait for one that never answered). */
+  private opened: Connected | undefined;
+  /** The command's stop: a first connect ends at it, a wait for the server to come back at its grace. */
+  private readonly stop: DriverStop;
   /** destination → the stream holding it (found by subject), once known. */
   private readonly streams = new Map<string, string>();
   private readonly subscriptions = new Set<NatsSubscription>();
@@ -121,6 +125,7 @@ class NatsDriver extends DeclaredDriver implements Driver {
     super(NATS_DRIVER);
     this.linkMonitor = new LinkMonitor(options.reconnectTimeoutMs);
     this.config = natsConfig(url);
+    this.stop = new DriverStop(options.signal, `nats ${url.redacted}`);
   }
 
   private fail(err: unknown, operation: NatsOperation, subject?: string) {
@@ -140,11 +145,22 @@ class NatsDriver extends DeclaredDriver implements Driver {
 
   /** The connection, opened on first use; a failed attempt is retried by the next call. */
   private conn(): Promise<Connected> {
-    this.connection ??= this.open().catch((err: unknown) => {
-      this.connection = undefined;
-      throw err;
-    });
-    return this.connection;
+    if (this.opened) return Promise.resolve(this.opened);
+    this.connection ??= this.open().then(
+      (conn) => {
+        if (this.closing) {
+          void conn.nc.close().catch(noop);
+          throw usedAfterClose('NATS', this.url.redacted, 'connect');
+        }
+        this.opened = conn;
+        return conn;
+      },
+      (err: unknown) => {
+        this.connection = undefined;
+        throw err;
+      },
+    );
+    return this.stop.starting(this.connection, 'connecting');
   }
 
   private async open(): Promise<Connected> {
@@ -270,7 +286,13 @@ class NatsDriver extends DeclaredDriver implements Driver {
   private async usable(): Promise<Connected> {
     const conn = await this.conn();
     if (this.gaveUp) throw this.gaveUp;
-    if (this.outage) await this.outage.restored;
+    if (this.outage) {
+      // After the command's stop, work in flight waits for the server at most the stop's grace.
+      await this.stop.inFlight(
+        this.outage.restored,
+        () => new BrokerUnavailableError(`NATS ${this.url.redacted}: the server was not back within ${this.stop.graceS} s of the stop; not waiting any longer`, { retriable: true }),
+      );
+    }
     if (this.gaveUp) throw this.gaveUp;
     return conn;
   }
@@ -510,9 +532,11 @@ class NatsDriver extends DeclaredDriver implements Driver {
       await this.pending.settled();
       await Promise.allSettled([...this.subscriptions].map((s) => s.close()));
       await this.pending.settled();
-      const connection = this.connection;
+      // A connect still under way is not waited for (a silent server answers never); it is closed
+      // when it opens (conn()).
+      const conn = this.opened;
+      this.opened = undefined;
       this.connection = undefined;
-      const conn = await connection?.catch(() => undefined);
       if (conn && !conn.nc.isClosed()) await conn.nc.close().catch(noop);
     })();
     return this.closing;

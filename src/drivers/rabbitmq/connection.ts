@@ -17,6 +17,7 @@
 import amqp from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel } from 'amqplib';
 import { BrokerUnavailableError, PayqError, messageOf } from '../../errors.js';
+import type { DriverStop } from '../common.js';
 import { retry, type BackoffOptions } from '../retry.js';
 import type { BrokerUrl } from '../url.js';
 import type { RabbitMqConfig } from './config.js';
@@ -80,6 +81,8 @@ export class AmqpConnection {
     private readonly role: 'publish' | 'consume',
     private readonly reconnectTimeoutMs: number,
     private readonly events: ConnectionEvents,
+    /** The command's stop: a first connect ends at it, a wait for the broker to come back at its grace. */
+    private readonly stop: DriverStop,
     /** Whether a first open should be retried like a reconnect (the driver's other connection worked). */
     private readonly patientFirstOpen: () => boolean = () => false,
   ) {}
@@ -113,10 +116,20 @@ export class AmqpConnection {
     if (this.closing) throw new BrokerUnavailableError(`the connection to ${this.url.redacted} was closed by payq`);
     if (this.model) return this.model;
     if (this.gaveUp) throw this.gaveUp;
-    this.opening ??= (this.everOpened || this.patientFirstOpen() ? this.reconnect() : this.open()).finally(() => {
+    const recovering = this.everOpened || this.patientFirstOpen();
+    const opening = (this.opening ??= (recovering ? this.reconnect() : this.open()).finally(() => {
       this.opening = undefined;
-    });
-    return this.opening;
+    }));
+    // After the command's stop: no new wait for a first connection; a wait for the broker to come
+    // back (work in flight) lasts at most the stop's grace.
+    if (!recovering) return this.stop.starting(opening, 'connecting');
+    return this.stop.inFlight(
+      opening,
+      () =>
+        new BrokerUnavailableError(`RabbitMQ at ${this.url.redacted} was not back within ${this.stop.graceS} s of the stop; not waiting any longer`, {
+          retriable: true,
+        }),
+    );
   }
 
   /** Opens again with backoff, for at most reconnectTimeoutMs since the loss (or since now). */
@@ -175,25 +188,36 @@ export class AmqpConnection {
       ...tlsOptionsFromUrl(url),
     };
     let timer: NodeJS.Timeout | undefined;
-    let timedOut = false;
+    let abandoned = false;
     // amqplib 2 leaves the TLS server name unset for an IP address (no DEP0123 warning).
     const attempt = amqp.connect(options, socketOptions);
-    // The socket timeout only sees idleness; this bounds the whole handshake too.
+    // The socket timeout only sees idleness; this bounds the whole handshake too. close() does not
+    // wait for a handshake a silent broker never finishes.
+    const closed = this.closeSignal.signal;
+    let onClose: (() => void) | undefined;
     const deadline = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => {
-        timedOut = true;
+        abandoned = true;
         const err = Object.assign(new Error('connect ETIMEDOUT'), { code: 'ETIMEDOUT' });
         reject(err);
       }, config.connectionTimeoutMs + 500);
+      onClose = () => {
+        abandoned = true;
+        reject(new BrokerUnavailableError(`the connection to ${this.url.redacted} was closed by payq`));
+      };
+      if (closed.aborted) onClose();
+      else closed.addEventListener('abort', onClose, { once: true });
     });
     let model: ChannelModel;
     try {
       model = await Promise.race([attempt, deadline]);
     } catch (err) {
-      if (timedOut) attempt.then((late) => late.close().catch(() => undefined), () => undefined);
+      if (abandoned) attempt.then((late) => late.close().catch(() => undefined), () => undefined);
+      if (err instanceof PayqError) throw err;
       throw connectError(err, url, config.vhost);
     } finally {
       clearTimeout(timer);
+      if (onClose) closed.removeEventListener('abort', onClose);
     }
 
     let lastError: unknown;

@@ -5,7 +5,7 @@
 import { TopologyError } from '../../errors.js';
 import type { DeliveryHandler, DestinationSpec, Driver, DriverOptions, LinkStatus, OutgoingMessage, SubscribeOptions, Subscription } from '../types.js';
 import { DEFAULT_DRIVER_OPTIONS } from '../types.js';
-import { DeclaredDriver, LinkMonitor, startTracked, usedAfterClose } from '../common.js';
+import { DeclaredDriver, DriverStop, LinkMonitor, startTracked, usedAfterClose } from '../common.js';
 import type { BrokerUrl } from '../url.js';
 import { rabbitMqConfig, type RabbitMqConfig } from './config.js';
 import { AmqpConnection, closeQuietly } from './connection.js';
@@ -54,8 +54,9 @@ class RabbitMqDriver extends DeclaredDriver implements Driver {
     };
     // Once the driver has connected, a connection opened first during an outage waits for the broker too.
     const patient = () => this.connected;
-    this.pub = new AmqpConnection(url, this.config, 'publish', options.reconnectTimeoutMs, events, patient);
-    this.sub = new AmqpConnection(url, this.config, 'consume', options.reconnectTimeoutMs, events, patient);
+    const stop = new DriverStop(options.signal, `rabbitmq ${url.redacted}`);
+    this.pub = new AmqpConnection(url, this.config, 'publish', options.reconnectTimeoutMs, events, stop, patient);
+    this.sub = new AmqpConnection(url, this.config, 'consume', options.reconnectTimeoutMs, events, stop, patient);
     this.publisher = new Publisher(this.pub, url, this.config, { highWaterMark: WRITE_HIGH_WATER_MARK });
   }
 
