@@ -12,7 +12,6 @@ import { tlsWarnings } from '../drivers/tls.js';
 import type { Driver } from '../drivers/types.js';
 import type { BrokerUrl } from '../drivers/url.js';
 import type { CommandContext } from './context.js';
-import type { Output } from './output.js';
 
 /** How often the link is looked at for an outage to report. */
 const LINK_WATCH_MS = 250;
@@ -25,20 +24,20 @@ export async function openDriver(url: BrokerUrl, ctx: Pick<CommandContext, 'out'
   const { out } = ctx;
   for (const warning of tlsWarnings(url)) out.warn(warning);
   const driver = await createDriver(url, { reconnectTimeoutMs: options.reconnectTimeout, signal: ctx.signal });
-  watchLink(driver, out, options.reconnectTimeout);
+  watchLink(driver, (text) => out.warn(text), options.reconnectTimeout);
   return driver;
 }
 
 /** One line when the broker goes away, one when it is back; never keeps the process alive. */
-function watchLink(driver: Driver, out: Output, timeoutMs: number): void {
+export function watchLink(driver: Driver, warn: (text: string) => void, timeoutMs: number): void {
   let awaySinceMs: number | undefined;
   const timer = setInterval(() => {
     const link = driver.link();
     if (awaySinceMs === undefined && brokerAway(link)) {
       awaySinceMs = link.downMs;
-      out.warn(`${driver.url.redacted}: the broker went away; reconnecting for up to ${Math.round(timeoutMs / 1000)} s (--reconnect-timeout)`);
+      warn(`${driver.url.redacted}: the broker went away; reconnecting for up to ${Math.round(timeoutMs / 1000)} s (--reconnect-timeout)`);
     } else if (awaySinceMs !== undefined && link.connected) {
-      out.warn(`${driver.url.redacted}: the broker is back (reconnect ${link.reconnects}, ${(link.downMs / 1000).toFixed(1)} s without it in all)`);
+      warn(`${driver.url.redacted}: the broker is back (reconnect ${link.reconnects}, ${(link.downMs / 1000).toFixed(1)} s without it in all)`);
       awaySinceMs = undefined;
     }
   }, LINK_WATCH_MS);

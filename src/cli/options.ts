@@ -4,6 +4,7 @@
  * message names where the bad value came from (`--count`, `PAYQ_RATE`, `payq.yaml: produce.rate`).
  */
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError, UsageError } from '../errors.js';
@@ -56,6 +57,17 @@ export const shardSchema = z.union([z.number(), z.string()]).transform((v, ctx):
     return z.NEVER;
   }
   return { index, count };
+});
+
+/**
+ * `--procs N` (README "Every core: --procs"): a number of threads, or `auto`, one per core
+ * (os.availableParallelism()).
+ */
+export const procsSchema = z.union([z.number(), z.string()]).transform((v, ctx): number => {
+  if (String(v).trim() === 'auto') return availableParallelism();
+  const n = typeof v === 'number' ? v : /^\s*\d{1,4}\s*$/.test(v) ? Number(v) : NaN;
+  if (!(Number.isSafeInteger(n) && n >= 1 && n <= 1024)) return addIssue(ctx, `must be a whole number from 1 to 1024, or auto (got '${v}')`);
+  return n;
 });
 
 export const MAX_DURATION_MS = 2 ** 31 - 1;

@@ -39,8 +39,8 @@ export class Output {
     this.streams.stdout.write(text);
   }
 
-  /** Writes data and resolves once the stream took it (large NDJSON outputs). */
-  dataAsync(text: string): Promise<void> {
+  /** Writes data (text, or its UTF-8 bytes) and resolves once the stream took it (large NDJSON outputs). */
+  dataAsync(text: string | Uint8Array): Promise<void> {
     return new Promise((resolve, reject) => {
       this.streams.stdout.write(text, (err) => (err ? reject(err) : resolve()));
     });

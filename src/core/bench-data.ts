@@ -28,6 +28,11 @@ export interface BenchParts {
   sink: RunData['sink'];
   /** The metered driver's counts of the measured run. */
   run: RunCounts;
+  /**
+   * Acknowledged events of the run not consumed at its end: known to a process that ran the
+   * whole pipeline (with --procs, over its threads), 0 in a part's books (merge decides).
+   */
+  unconsumed: number;
   windows: AvailabilityWindows;
   timeseries: TimeSeries | undefined;
   /** The driver's link at the end of the run (Driver.link). */
@@ -50,9 +55,7 @@ function stagesOf(worked: WorkerResult | undefined): Record<string, StageData> {
 }
 
 export function benchRunData(p: BenchParts): RunData {
-  const { produced, worked, traced, run } = p;
-  // A part's books are one side only (merge decides); one process knows what it did not drain.
-  const unconsumed = p.role === 'all' ? Math.max(0, run.acknowledged - run.consumed) : 0;
+  const { produced, worked, traced, run, unconsumed } = p;
   const errors = [...new Set([...produced.flatMap((r) => r.errors), ...(worked?.errors ?? [])])].slice(0, 10);
   return {
     elapsed_s: Math.max(0.001, (p.measureEndUs - p.measureStartUs) / 1e6),

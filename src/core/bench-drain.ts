@@ -1,6 +1,7 @@
 /**
  * How a bench run ends once its producers are done: one process (role `all`) drains what it
- * produced, as bench.ts describes ("The end"); a worker or tracer part waits for the run's events
+ * produced, as bench.ts describes ("The end"), on the whole run's counts (with --procs, its
+ * threads' too: MeteredDriver.whole); a worker or tracer part waits for the run's events
  * (produced elsewhere) up to `startTimeoutMs`, then until they stopped coming for `idleTimeoutMs`.
  */
 import { brokerAway } from '../drivers/common.js';
@@ -68,8 +69,9 @@ export async function drain(options: DrainOptions, live: BenchLive, deps: { driv
     // Nothing more comes through a broker gone for good: quiet then would count it all as lost.
     const link = driver.link();
     if (link.gone) return { drained: 'broker-gone', measureStartUs, measureEndUs: undefined };
+    const whole = driver.whole;
     if (!seenRun) {
-      if (driver.run.consumed > 0 || live.traceEvents > 0) {
+      if (whole.consumed > 0 || live.traceEvents > 0) {
         seenRun = true;
         live.phase = 'measure';
         measureStartUs = nowUs;
@@ -79,10 +81,10 @@ export async function drain(options: DrainOptions, live: BenchLive, deps: { driv
         return { drained: 'timeout', measureStartUs: nowUs, measureEndUs: undefined };
       }
     }
-    if (oneProcess && live.traceFinished >= live.measuredAcked && driver.run.consumed >= driver.run.acknowledged) {
+    if (oneProcess && live.traceFinished >= live.measuredAcked && whole.consumed >= whole.acknowledged) {
       return { drained: 'complete', measureStartUs, measureEndUs: undefined };
     }
-    const activity = driver.activity + live.traceEvents;
+    const activity = whole.activity + live.traceEvents;
     // After an outage the broker may still hold what it had handed out at the loss, and hand it
     // out again later (JetStream once its ack wait is over): quiet proves nothing lost while the
     // tracer still follows a payment; the drain timeout bounds that wait (README "Failure drills").

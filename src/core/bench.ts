@@ -22,6 +22,13 @@
  * A broker that stays away past the reconnect timeout (its link `gone`) stops every part at once
  * (drain `broker-gone`): what was acknowledged and not consumed is `in_flight` too, and the
  * tracer leaves its payments in flight unjudged (README "Failure drills").
+ *
+ * With --procs N (README "payq bench") the producers and the workers run in N threads
+ * (BenchThreads), thread k with shard k/N of the stream and every stage in the stages' groups,
+ * while this process runs the tracer and the sink and drains as one process does, on the whole
+ * run's counts (the threads' metered drivers share a LiveTally); then it tells the threads how
+ * the run ended (BenchParent) and merges their data into its own, as `payq report --merge` merges
+ * the parts of one run.
  */
 import type { Driver, Subscription } from '../drivers/types.js';
 import { InterruptedError } from '../errors.js';
@@ -32,7 +39,8 @@ import type { Scenario } from '../events/scenario.js';
 import { createLatencyHistogram, recordUs, type LatencyHistogram } from '../metrics/histogram.js';
 import type { BenchRole, RunData } from '../metrics/report.js';
 import { benchRunData } from './bench-data.js';
-import { MeteredDriver } from './bench-driver.js';
+import { MeteredDriver, type LiveTally } from './bench-driver.js';
+import { mergeData } from '../metrics/merge.js';
 import { drain, type BenchLive, type BenchPhase, type DrainEnd } from './bench-drain.js';
 import type { Clock } from './clock.js';
 import { BENCH_DEFAULTS } from './defaults.js';
@@ -113,6 +121,8 @@ export interface BenchProgress {
   consumed: number;
   finished: number;
   backlog: number;
+  /** Deliveries the workers are handling now. */
+  inFlight: number;
 }
 
 export interface BenchDeps {
@@ -122,6 +132,50 @@ export interface BenchDeps {
   onProgress?: ((p: BenchProgress) => void) | undefined;
   /** The tracer's live histograms, for --metrics-port. */
   onHistograms?: TraceDeps['onHistograms'];
+  /** bench --procs N, in the process that decides the end: its producers and workers are these threads. */
+  threads?: BenchThreads | undefined;
+  /** bench --procs N, in one of those threads: its producers and workers, the end decided elsewhere. */
+  parent?: BenchParent | undefined;
+}
+
+/** How the process that decides a run's end ended it (with --procs, told to its threads). */
+export interface BenchEnd {
+  drained: DrainEnd;
+  measureEndUs: number;
+}
+
+/** bench --procs N, the side of the process that runs the tracer and decides the end. */
+export interface BenchThreads {
+  /** What the threads' metered drivers add their counts into. */
+  tally: LiveTally;
+  /** Starts the threads: each subscribes its workers, then waits for `produce`. */
+  start(): BenchThreadsRun;
+}
+
+export interface BenchThreadsRun {
+  /** Every thread's workers are subscribed. */
+  ready: Promise<void>;
+  /** Settles when the threads end; rejects with the first failure. */
+  done: Promise<unknown>;
+  /** Their producers run (warm-up, then measured); resolves when every thread's are done. */
+  produce(onPhase: (phase: 'warmup' | 'measure', atUs: number) => void): Promise<{ acked: number; brokerGone: boolean }>;
+  /** Their latest progress added up: measured payments acknowledged, deliveries being handled. */
+  live(): { produced: number; inFlight: number };
+  /** Ends their run as this process ended it, and gives each thread's run data. */
+  finish(end: BenchEnd): Promise<RunData[]>;
+  /** Stops them as Ctrl-C would (a failure here), and waits for them. */
+  abort(): Promise<void>;
+}
+
+/** bench --procs N, the side of a thread: how it hears from the process that decides the end. */
+export interface BenchParent {
+  tally: LiveTally;
+  /** This thread's workers are subscribed; resolves when its producers may start. */
+  ready(): Promise<void>;
+  onPhase(phase: 'warmup' | 'measure', atUs: number): void;
+  produced(r: { acked: number; brokerGone: boolean }): void;
+  /** How the run ended, as the parent tells it (also when it stops the threads after a failure). */
+  end: Promise<BenchEnd>;
 }
 
 export interface BenchResult {
@@ -164,13 +218,15 @@ function boundedSource(source: EventSource, driver: MeteredDriver, maxBacklog: n
 
 export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<BenchResult> {
   const { scenario, runId } = options;
-  const { clock } = deps;
+  const { clock, threads, parent } = deps;
   const role = options.role ?? 'all';
   const has = {
-    producers: role === 'all' || role === 'producer',
-    workers: role === 'all' || role === 'worker',
-    tracer: role === 'all' || role === 'tracer',
+    producers: !threads && (role === 'all' || role === 'producer'),
+    workers: !threads && (role === 'all' || role === 'worker'),
+    tracer: !parent && (role === 'all' || role === 'tracer'),
   };
+  /** Drains what was produced: one process, or the process that decides the end of threads'. */
+  const drainsAll = role === 'all' && !parent;
   const producers = options.producers ?? BENCH_DEFAULTS.producers;
   const consumers = options.consumers ?? BENCH_DEFAULTS.consumers;
   const warmupMs = options.warmupMs ?? 0;
@@ -181,7 +237,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   const startTimeoutMs = options.startTimeoutMs ?? BENCH_DEFAULTS.startTimeoutMs;
   const durationMs = options.count === undefined ? (options.durationMs ?? BENCH_DEFAULTS.durationMs) : undefined;
   const startedAt = new Date(clock.nowUs() / 1000).toISOString();
-  const driver = new MeteredDriver(deps.driver, clock, runId);
+  const driver = new MeteredDriver(deps.driver, clock, runId, threads?.tally ?? parent?.tally);
   const entry = scenario.destinationFor(scenario.entry);
   const partitions = options.partitions ?? WORKER_DEFAULTS.partitions;
   const encode = (id: string) => ({ binding: driver.headerBinding, sourcePrefix: `/payq/${scenario.name}`, runId: id });
@@ -198,20 +254,25 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   deps.signal?.addEventListener('abort', stopAll, { once: true });
 
   const live: BenchLive = { phase: 'starting', traceFinished: 0, traceEvents: 0, traceInFlight: 0, workerInFlight: 0, measuredAcked: 0 };
+  let threadRun: BenchThreadsRun | undefined;
   const series = new TimeSeriesRecorder();
   let liveEndToEnd: LatencyHistogram | undefined;
   const startUs = clock.nowUs();
   /** Live counts of the measured producers, for progress. */
   const liveAcked: number[] = [];
-  const report = () =>
+  const report = () => {
+    // The threads' workers, for the drain's quiet clock (refreshed with the progress).
+    if (threadRun) live.workerInFlight = threadRun.live().inFlight;
     deps.onProgress?.({
       phase: live.phase,
       elapsedMs: (clock.nowUs() - startUs) / 1000,
-      produced: live.phase === 'drain' ? live.measuredAcked : liveAcked.reduce((a, b) => a + b, 0),
-      consumed: driver.run.consumed,
+      produced: live.phase === 'drain' ? live.measuredAcked : threadRun ? threadRun.live().produced : liveAcked.reduce((a, b) => a + b, 0),
+      consumed: driver.whole.consumed,
       finished: live.traceFinished,
       backlog: driver.backlog,
+      inFlight: live.workerInFlight,
     });
+  };
 
   // The sink: events no stage consumes end there; bench (its tracer part) is their consumer.
   const sink = { consumed: 0, bytes: 0, delivery: createLatencyHistogram() };
@@ -302,10 +363,16 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     ready.push(workerReady.promise);
   }
   if (has.producers && !has.workers) await driver.declare([{ name: entry, partitions, deadLetter: true }]);
+  if (threads) {
+    // The tracer's tap is up or coming: the threads' workers subscribe meanwhile.
+    threadRun = threads.start();
+    started.push(threadRun.done);
+    ready.push(threadRun.ready);
+  }
 
   const cleanup = async () => {
     stopAll();
-    await Promise.allSettled([...started, sinkSubscription?.then((s) => s.close())]);
+    await Promise.allSettled([...started, sinkSubscription?.then((s) => s.close()), threadRun?.abort()]);
   };
   try {
     // A failure to start (broker down, topology refused) must surface, not hang on "ready".
@@ -315,6 +382,8 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     );
     const early = await Promise.race([Promise.all(ready).then(() => undefined), started.length > 0 ? failedEarly : new Promise<never>(() => {})]);
     if (early !== undefined) throw early;
+    // A thread: its workers are up; its producers start when every thread's are (and the tracer).
+    await parent?.ready();
   } catch (err) {
     await cleanup();
     if (deps.signal?.aborted) throw new InterruptedError('interrupted before the run started: nothing was measured');
@@ -328,7 +397,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     // Four samples a second are plenty for per-second points (each copies a histogram).
     if (!force && clock.nowUs() - sampledUs < 250_000) return;
     sampledUs = clock.nowUs();
-    const counts = { sent: driver.run.sent, acknowledged: driver.run.acknowledged, consumed: driver.run.consumed, completed: live.traceFinished, backlog: driver.backlog };
+    const counts = { sent: driver.run.sent, acknowledged: driver.run.acknowledged, consumed: driver.run.consumed, completed: live.traceFinished, backlog: driver.ownBacklog };
     series.sample(clock.nowUs(), counts, liveEndToEnd);
   };
   const progressTimer = setInterval(() => {
@@ -348,6 +417,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     // Flat out, a one-process run holds the producers back to a bounded backlog; a producer
     // part cannot see the consumers of other machines, so it is not bounded.
     const shared = options.rate === undefined && role === 'all' ? boundedSource(source, driver, maxBacklog, producing.signal) : source;
+    parent?.onPhase(measured ? 'measure' : 'warmup', clock.nowUs());
     return Promise.all(
       Array.from({ length: producers }, (_, i) =>
         produce(
@@ -381,8 +451,19 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   let measureStartUs = clock.nowUs();
   let measureEndUs: number | undefined;
   let drained: DrainEnd = 'complete';
+  let producersGone = false;
   try {
-    if (has.producers) {
+    if (threadRun) {
+      // The measured window starts with the first thread's measured sends.
+      let measureFrom: number | undefined;
+      const done = await threadRun.produce((phase, atUs) => {
+        if (phase === 'measure') measureFrom = Math.min(measureFrom ?? atUs, atUs);
+        if (live.phase !== 'measure') live.phase = phase;
+      });
+      measureStartUs = measureFrom ?? clock.nowUs();
+      live.measuredAcked = done.acked;
+      producersGone = done.brokerGone;
+    } else if (has.producers) {
       if (warmupMs > 0) {
         live.phase = 'warmup';
         const warm = new EventGenerator({ scenario, seed: (options.seed + 0x5eed) % 2 ** 31, payments: Infinity, lifecycle: false, size: options.size, shard: options.shard });
@@ -393,8 +474,14 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
       driver.availability.start(measureStartUs);
       const gen = new EventGenerator({ scenario, seed: options.seed, payments: options.count ?? Infinity, lifecycle: false, size: options.size, shard: options.shard });
       produced = await runPhase(runId, generatedSource(gen), durationMs, true);
+      producersGone = produced.some((r) => r.broker_gone);
     }
-    if (role === 'producer' || produced.some((r) => r.broker_gone)) {
+    if (parent) {
+      // A thread's producers are done: its workers go on until the parent has drained the run.
+      parent.produced({ acked: live.measuredAcked, brokerGone: producersGone });
+      live.phase = 'drain';
+      ({ drained, measureEndUs } = await parent.end);
+    } else if (role === 'producer' || producersGone) {
       // A producer part ends with its producers; so does a run whose producers' driver gave up
       // on the broker (nothing more comes through it: there is nothing to drain).
       measureEndUs = clock.nowUs();
@@ -411,7 +498,7 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   measureEndUs ??= clock.nowUs();
   clearInterval(progressTimer);
   // Whatever part of the run it was in (a producer part has no drain).
-  if (driver.link().gone || produced.some((r) => r.broker_gone)) drained = 'broker-gone';
+  if (driver.link().gone || producersGone) drained = 'broker-gone';
   report();
   sampleSeries(true);
 
@@ -419,6 +506,9 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
   const [traced, worked] = await Promise.all([traceRun, workerRun]);
   if (sinkSubscription) await (await sinkSubscription).close();
   deps.signal?.removeEventListener('abort', stopAll);
+  const threadData = threadRun ? await threadRun.finish({ drained, measureEndUs }) : [];
+  if (threadData.some((d) => d.connection?.broker_gone)) drained = 'broker-gone';
+  const whole = driver.whole;
 
   const data: RunData = benchRunData({
     role,
@@ -431,12 +521,13 @@ export async function runBench(options: BenchOptions, deps: BenchDeps): Promise<
     traced,
     sink: { destination: scenario.sink, ...sink },
     run: driver.run,
+    unconsumed: drainsAll ? Math.max(0, whole.acknowledged - whole.consumed) : 0,
     windows: driver.windows(measureEndUs),
     link: driver.link(),
     timeseries: series.finish((second) => driver.availability.availableAt(second * 1e6 + 500_000)),
   });
   return {
-    data,
+    data: threadData.length > 0 ? mergeData([data, ...threadData]) : data,
     role,
     brokerVersion,
     interrupted: deps.signal?.aborted ?? false,

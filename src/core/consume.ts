@@ -58,8 +58,12 @@ export interface ConsumedMessage {
 
 export interface ConsumeDeps {
   driver: Driver;
-  /** Writes the messages of one delivery batch; they are acked once it resolves. */
-  onMessages(messages: ConsumedMessage[]): Promise<void>;
+  /**
+   * Writes the messages of one delivery batch; they are acked once it resolves. Resolving with a
+   * number n says that only the first n were written, a limit the writer keeps (shared with other
+   * consumers: consume --procs) being reached: the rest are given back and consume ends ('limit').
+   */
+  onMessages(messages: ConsumedMessage[]): Promise<void | number>;
   signal?: AbortSignal | undefined;
   clock?: Clock | undefined;
   /** Subscribed: from now on nothing published is missed (a tap sees what is published after this). */
@@ -142,6 +146,38 @@ export function typeOf(m: ConsumedMessage): string {
   return m.event.type ?? NO_TYPE;
 }
 
+/** Counts per type, the most consumed first. */
+function sortedByType(byType: Map<string, TypeCount>): Record<string, TypeCount> {
+  return Object.fromEntries([...byType.entries()].sort((a, b) => b[1].consumed - a[1].consumed || a[0].localeCompare(b[0])));
+}
+
+/**
+ * The runs of several members of one group (consume --procs) as one: counts added, the longest
+ * elapsed time, ended as `endedBy` says (the caller knows why it stopped them all).
+ */
+export function mergeConsumeResults(parts: ConsumeResult[], endedBy: ConsumeEnd): ConsumeResult {
+  const sum = (f: (r: ConsumeResult) => number) => parts.reduce((n, r) => n + f(r), 0);
+  const byType = new Map<string, TypeCount>();
+  for (const p of parts) {
+    for (const [type, n] of Object.entries(p.by_type)) {
+      const into = byType.get(type) ?? { consumed: 0, printed: 0 };
+      byType.set(type, { consumed: into.consumed + n.consumed, printed: into.printed + n.printed });
+    }
+  }
+  return {
+    consumed: sum((r) => r.consumed),
+    printed: sum((r) => r.printed),
+    filtered: sum((r) => r.filtered),
+    returned: sum((r) => r.returned),
+    requeued: sum((r) => r.requeued),
+    not_json: sum((r) => r.not_json),
+    by_type: sortedByType(byType),
+    elapsed_s: Math.max(...parts.map((r) => r.elapsed_s)),
+    ended_by: endedBy,
+    tap: parts.every((r) => r.tap),
+  };
+}
+
 export async function consume(options: ConsumeOptions, deps: ConsumeDeps): Promise<ConsumeResult> {
   const { driver, signal } = deps;
   const clock = deps.clock ?? systemClock;
@@ -189,9 +225,9 @@ export async function consume(options: ConsumeOptions, deps: ConsumeDeps): Promi
     try {
       if (stop.signal.aborted) return giveBack(deliveries);
       const room = limit === undefined ? Infinity : limit - printed;
-      const show: ConsumedMessage[] = [];
-      const taken: Delivery[] = [];
-      const seen: ConsumedMessage[] = [];
+      let show: ConsumedMessage[] = [];
+      let taken: Delivery[] = [];
+      let seen: ConsumedMessage[] = [];
       let i = 0;
       for (; i < deliveries.length && show.length < room; i++) {
         const d = deliveries[i]!;
@@ -200,13 +236,23 @@ export async function consume(options: ConsumeOptions, deps: ConsumeDeps): Promi
         seen.push(m);
         if (types === undefined || (m.problem === undefined && m.event.type !== undefined && types.has(m.event.type))) show.push(m);
       }
-      const beyond = deliveries.slice(i);
+      let beyond = deliveries.slice(i);
+      let written: number | void = undefined;
       try {
-        if (show.length > 0) await deps.onMessages(show);
+        if (show.length > 0) written = await deps.onMessages(show);
       } catch (err) {
         giveBack(deliveries);
         requestStop(deps.isOutputClosed?.(err) ? 'output-closed' : 'failed', err);
         return;
+      }
+      if (typeof written === 'number' && written < show.length) {
+        // The writer's limit: what follows the last line written goes back.
+        const cut = seen.indexOf(show[written]!);
+        beyond = [...taken.slice(cut), ...beyond];
+        taken = taken.slice(0, cut);
+        seen = seen.slice(0, cut);
+        show = show.slice(0, written);
+        requestStop('limit');
       }
       // Counted only now: what could not be written was not consumed.
       if (requeue) held.push(...taken);
@@ -291,7 +337,7 @@ export async function consume(options: ConsumeOptions, deps: ConsumeDeps): Promi
     returned,
     requeued: requeue ? consumed : 0,
     not_json: notJson,
-    by_type: Object.fromEntries([...byType.entries()].sort((a, b) => b[1].consumed - a[1].consumed || a[0].localeCompare(b[0]))),
+    by_type: sortedByType(byType),
     elapsed_s: Math.round(elapsedS * 1000) / 1000,
     ended_by: endedBy ?? 'interrupted',
     tap,

@@ -40,24 +40,42 @@ export class RecentIds {
  * payq's event ids are UUIDs of random digits: the words are a UUID's first and last eight hex
  * digits as they are; any other id is hashed (two FNV-1a variants). Two different ids taken for
  * one: about once in 10¹⁸ pairs.
+ *
+ * The tables can live in a SharedArrayBuffer that a run's threads share (bench --procs): an id is
+ * then counted once over all of them, each addNew() under a lock of the buffer's own (Atomics).
  */
 export class RecentIdHashes {
+  /** [lock, newest generation, the generations' sizes…]. */
+  private readonly header: Int32Array;
   private readonly tables: Int32Array[] = [];
-  private readonly sizes: number[] = [];
   private readonly perGeneration: number;
   private readonly mask: number;
-  private newest = 0;
+  private readonly shared: boolean;
 
-  constructor(bound: number) {
-    this.perGeneration = Math.max(1, Math.ceil(bound / RECENT_GENERATIONS));
+  /** Bytes of the buffer `bound` ids need. */
+  static bytesFor(bound: number): number {
+    const { slots } = RecentIdHashes.shape(bound);
+    return HEADER_WORDS * 4 + RECENT_GENERATIONS * slots * 2 * 4;
+  }
+
+  private static shape(bound: number): { perGeneration: number; slots: number } {
+    const perGeneration = Math.max(1, Math.ceil(bound / RECENT_GENERATIONS));
     // At most half full: short probes.
     let slots = 2;
-    while (slots < this.perGeneration * 2) slots *= 2;
+    while (slots < perGeneration * 2) slots *= 2;
+    return { perGeneration, slots };
+  }
+
+  /** `at`: a region of bytesFor(bound) bytes of a buffer the tables live in (shared with other threads). */
+  constructor(bound: number, at?: { buffer: SharedArrayBuffer; byteOffset: number }) {
+    const { perGeneration, slots } = RecentIdHashes.shape(bound);
+    this.perGeneration = perGeneration;
     this.mask = slots - 1;
-    for (let g = 0; g < RECENT_GENERATIONS; g++) {
-      this.tables.push(new Int32Array(slots * 2));
-      this.sizes.push(0);
-    }
+    this.shared = at !== undefined;
+    const buffer = at?.buffer ?? new ArrayBuffer(RecentIdHashes.bytesFor(bound));
+    const offset = at?.byteOffset ?? 0;
+    this.header = new Int32Array(buffer, offset, HEADER_WORDS);
+    for (let g = 0; g < RECENT_GENERATIONS; g++) this.tables.push(new Int32Array(buffer, offset + HEADER_WORDS * 4 + g * slots * 8, slots * 2));
   }
 
   /** Adds `id`; true when it was not there yet. */
@@ -76,20 +94,36 @@ export class RecentIdHashes {
     }
     // A slot whose second word is 0 is empty: a 0 is kept as 1 (one more pair taken for one).
     if (h2 === 0) h2 = 1;
+    if (!this.shared) return this.insert(h1, h2);
+    // The lock is held for a few probes: spin a little, then nap in 50 µs steps (no notify needed).
+    const { header } = this;
+    for (let spins = 0; Atomics.compareExchange(header, LOCK, 0, 1) !== 0; spins++) if (spins > 64) Atomics.wait(header, LOCK, 1, 0.05);
+    try {
+      return this.insert(h1, h2);
+    } finally {
+      Atomics.store(header, LOCK, 0);
+    }
+  }
+
+  private insert(h1: number, h2: number): boolean {
+    const { header } = this;
+    const newest = header[NEWEST]!;
     for (let k = 0; k < RECENT_GENERATIONS; k++) {
-      const g = (this.newest - k + RECENT_GENERATIONS) % RECENT_GENERATIONS;
-      if (this.sizes[g] !== 0 && this.find(this.tables[g]!, h1, h2) < 0) return false;
+      const g = (newest - k + RECENT_GENERATIONS) % RECENT_GENERATIONS;
+      if (header[SIZES + g] !== 0 && this.find(this.tables[g]!, h1, h2) < 0) return false;
     }
-    if (this.sizes[this.newest]! >= this.perGeneration) {
-      this.newest = (this.newest + 1) % RECENT_GENERATIONS;
-      this.tables[this.newest]!.fill(0);
-      this.sizes[this.newest] = 0;
+    let g = newest;
+    if (header[SIZES + g]! >= this.perGeneration) {
+      g = (g + 1) % RECENT_GENERATIONS;
+      header[NEWEST] = g;
+      this.tables[g]!.fill(0);
+      header[SIZES + g] = 0;
     }
-    const table = this.tables[this.newest]!;
+    const table = this.tables[g]!;
     const slot = this.find(table, h1, h2);
     table[slot] = h1;
     table[slot + 1] = h2;
-    this.sizes[this.newest]!++;
+    header[SIZES + g]!++;
     return true;
   }
 
@@ -103,6 +137,11 @@ export class RecentIdHashes {
     }
   }
 }
+
+const LOCK = 0;
+const NEWEST = 1;
+const SIZES = 2;
+const HEADER_WORDS = SIZES + RECENT_GENERATIONS;
 
 /** Eight hex digits of `id` from `at` as a 32-bit word; -1 when they are not all hex digits (or are ffffffff: such an id is hashed). */
 function hexWord(id: string, at: number): number {

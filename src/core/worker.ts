@@ -136,7 +136,7 @@ export function selectStages(scenario: Scenario, names: string[] | undefined): S
 }
 
 /** Each stage's input and every destination it may emit to, all with a DLQ. */
-function topologyOf(scenario: Scenario, stages: Stage[], partitions: number): DestinationSpec[] {
+export function topologyOf(scenario: Scenario, stages: Stage[], partitions: number): DestinationSpec[] {
   const names = new Set<string>();
   for (const stage of stages) {
     names.add(stage.destination);
@@ -160,35 +160,118 @@ function snapshot(runners: StageRunner[], elapsedMs: number): WorkerProgress {
   return { elapsedMs, handled, emitted, deadLettered, inFlight, stages };
 }
 
-function totalsOf(runners: StageRunner[], elapsedS: number): WorkerTotals {
+/**
+ * What one stage did, as a result is built from it: a StageRunner's own, or the runners of the
+ * same stage in several threads added up (worker --procs, mergeWorkerResults).
+ */
+export interface StageOutcome {
+  counters: StageCounters;
+  processing: LatencyHistogram;
+  measures: StageMeasures;
+}
+
+function totalsOf(stages: StageOutcome[], elapsedS: number): WorkerTotals {
   const merged = createLatencyHistogram();
   const mergedWall = createLatencyHistogram();
   const t = zeroCounts();
-  const dead = t.dead_lettered;
-  for (const { counters: c, processing, measures } of runners) {
+  for (const { counters: c, processing, measures } of stages) {
     merged.add(measures.planned);
     mergedWall.add(processing);
-    t.received += c.received;
-    t.redelivered += c.redelivered;
-    t.handled += c.handled;
-    t.attempts += c.attempts;
-    t.transient_failures += c.transient_failures;
-    t.retries += c.retries;
-    for (const r of DEAD_LETTER_REASONS) dead[r] += c.dead_lettered[r];
-    t.dead_lettered_total += c.dead_lettered_total;
-    t.emitted += c.emitted;
-    for (const [type, n] of Object.entries(c.emitted_by_type)) t.emitted_by_type[type] = (t.emitted_by_type[type] ?? 0) + n;
-    t.undecodable += c.undecodable;
-    t.nacked += c.nacked;
+    addCounts(t, c);
   }
   return {
     ...t,
     processing_time: summarize(merged),
     wall_time: summarize(mergedWall),
-    apt_ms: aptMs(runners.map((r) => r.measures.planned)),
-    apt_wall_ms: aptMs(runners.map((r) => r.processing)),
+    apt_ms: aptMs(stages.map((r) => r.measures.planned)),
+    apt_wall_ms: aptMs(stages.map((r) => r.processing)),
     handled_per_s: Math.round(t.handled / Math.max(elapsedS, 0.001)),
   };
+}
+
+/** Adds a stage's counters into `t`. */
+function addCounts(t: ReturnType<typeof zeroCounts>, c: ReturnType<typeof zeroCounts>): void {
+  t.received += c.received;
+  t.redelivered += c.redelivered;
+  t.handled += c.handled;
+  t.attempts += c.attempts;
+  t.transient_failures += c.transient_failures;
+  t.retries += c.retries;
+  for (const r of DEAD_LETTER_REASONS) t.dead_lettered[r] += c.dead_lettered[r];
+  t.dead_lettered_total += c.dead_lettered_total;
+  t.emitted += c.emitted;
+  for (const [type, n] of Object.entries(c.emitted_by_type)) t.emitted_by_type[type] = (t.emitted_by_type[type] ?? 0) + n;
+  t.undecodable += c.undecodable;
+  t.nacked += c.nacked;
+}
+
+interface WorkerEnd {
+  scenario: string;
+  stages: StageOutcome[];
+  elapsedS: number;
+  errors: string[];
+  errorCount: number;
+  stoppedBy: WorkerResult['stopped_by'];
+  unsettled: number;
+}
+
+/** The result of a run from what its stages did (every figure derived here). */
+function workerResult(e: WorkerEnd): WorkerResult {
+  return {
+    scenario: e.scenario,
+    stages: e.stages.map((r) => ({
+      ...r.counters,
+      t_ms: handlerTMs(r.measures.planned),
+      processing_time: summarize(r.measures.planned),
+      wall_time: summarize(r.processing),
+    })),
+    totals: totalsOf(e.stages, e.elapsedS),
+    elapsed_s: Math.round(e.elapsedS * 1000) / 1000,
+    errors: e.errors,
+    error_count: e.errorCount,
+    interrupted: e.stoppedBy === 'signal',
+    stopped_by: e.stoppedBy,
+    broker_gone: e.stoppedBy === 'broker-gone',
+    unsettled: e.unsettled,
+    histograms: Object.fromEntries(e.stages.map((r) => [r.counters.stage, r.processing])),
+    measures: Object.fromEntries(e.stages.map((r) => [r.counters.stage, r.measures])),
+  };
+}
+
+/**
+ * Several runs of the same stages (worker --procs: one per thread, in the same groups) as one:
+ * counts added, histograms merged exactly, the longest elapsed time; stopped as the first that
+ * lost its broker or was interrupted, else as the first.
+ */
+export function mergeWorkerResults(parts: WorkerResult[]): WorkerResult {
+  const first = parts[0]!;
+  const stages: StageOutcome[] = first.stages.map((s) => {
+    const counters: StageCounters = { stage: s.stage, destination: s.destination, group: s.group, ...zeroCounts() };
+    const processing = createLatencyHistogram();
+    const measures: StageMeasures = { bytes_received: 0, bytes_handled: 0, bytes_emitted: 0, planned: createLatencyHistogram(), delivery: createLatencyHistogram() };
+    for (const p of parts) {
+      const theirs = p.stages.find((x) => x.stage === s.stage)!;
+      addCounts(counters, theirs);
+      processing.add(p.histograms[s.stage]!);
+      const m = p.measures[s.stage]!;
+      measures.bytes_received += m.bytes_received;
+      measures.bytes_handled += m.bytes_handled;
+      measures.bytes_emitted += m.bytes_emitted;
+      measures.planned.add(m.planned);
+      measures.delivery.add(m.delivery);
+    }
+    return { counters, processing, measures };
+  });
+  const ended = parts.find((p) => p.broker_gone) ?? parts.find((p) => p.interrupted) ?? first;
+  return workerResult({
+    scenario: first.scenario,
+    stages,
+    elapsedS: Math.max(...parts.map((p) => p.elapsed_s)),
+    errors: [...new Set(parts.flatMap((p) => p.errors))].slice(0, 5),
+    errorCount: parts.reduce((n, p) => n + p.error_count, 0),
+    stoppedBy: ended.stopped_by,
+    unsettled: parts.reduce((n, p) => n + p.unsettled, 0),
+  });
 }
 
 export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promise<WorkerResult> {
@@ -267,27 +350,15 @@ export async function runWorker(options: WorkerOptions, deps: WorkerDeps): Promi
   await closeAll(subscriptions);
   const elapsedUs = Math.max(1, clock.nowUs() - startUs);
   deps.onProgress?.(snapshot(runners, elapsedUs / 1000));
-  const elapsedS = elapsedUs / 1e6;
-  const totals = totalsOf(runners, elapsedS);
-  return {
+  return workerResult({
     scenario: scenario.name,
-    stages: runners.map((r) => ({
-      ...r.counters,
-      t_ms: handlerTMs(r.measures.planned),
-      processing_time: summarize(r.measures.planned),
-      wall_time: summarize(r.processing),
-    })),
-    totals,
-    elapsed_s: Math.round(elapsedS * 1000) / 1000,
+    stages: runners,
+    elapsedS: elapsedUs / 1e6,
     errors: [...errors.texts],
-    error_count: errors.count,
-    interrupted: stoppedBy === 'signal',
-    stopped_by: stoppedBy,
-    broker_gone: stoppedBy === 'broker-gone',
+    errorCount: errors.count,
+    stoppedBy,
     unsettled: runners.reduce((n, r) => n + r.unsettled, 0),
-    histograms: Object.fromEntries(runners.map((r) => [r.counters.stage, r.processing])),
-    measures: Object.fromEntries(runners.map((r) => [r.counters.stage, r.measures])),
-  };
+  });
 }
 
 /** Stops fetching on every stage and waits for the handlers in flight (they finish their work). */

@@ -86,3 +86,41 @@ export function cumulativeCounts(h: LatencyHistogram, boundsUs: number[]): numbe
   }
   return counts;
 }
+
+/** A histogram as `packHistograms` leaves it: its compressed base64 encoding. */
+interface PackedHistogram {
+  $hdr: string;
+}
+
+/** Plain data: what a worker thread can post to its parent (structured clone keeps no classes). */
+export type Packed<T> = T extends LatencyHistogram
+  ? PackedHistogram
+  : T extends (infer U)[]
+    ? Packed<U>[]
+    : T extends object
+      ? { [K in keyof T]: Packed<T[K]> }
+      : T;
+
+/**
+ * `value` with every histogram in it encoded (encodeHistogram), so that a thread's result crosses
+ * to its parent whole and its histograms merge there exactly (`--procs N`, README "payq produce").
+ */
+export function packHistograms<T>(value: T): Packed<T> {
+  if (value instanceof hdr.JsHistogram) return { $hdr: encodeHistogram(value) } as Packed<T>;
+  if (Array.isArray(value)) return value.map(packHistograms) as Packed<T>;
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, packHistograms(v)])) as Packed<T>;
+  }
+  return value as Packed<T>;
+}
+
+/** The inverse of packHistograms: each encoded histogram decoded again. */
+export function unpackHistograms<T>(value: Packed<T>): T {
+  if (Array.isArray(value)) return value.map((v) => unpackHistograms(v as Packed<unknown>)) as T;
+  if (value !== null && typeof value === 'object') {
+    const o = value as Record<string, unknown>;
+    if (typeof o['$hdr'] === 'string' && Object.keys(o).length === 1) return decodeHistogram(o['$hdr']) as T;
+    return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, unpackHistograms(v as Packed<unknown>)])) as T;
+  }
+  return value as T;
+}

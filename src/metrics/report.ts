@@ -182,6 +182,8 @@ export const reportSchema = z.strictObject({
     warmup_s: nonNegative,
     producers: count,
     consumers: count,
+    /** bench --procs: threads running the producers and workers (absent from older reports). */
+    procs: z.number().int().min(1).optional(),
     max_backlog: count.nullable(),
     time_scale: nonNegative,
     failures: z.boolean(),

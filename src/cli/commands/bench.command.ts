@@ -1,6 +1,6 @@
 import { BENCH_DEFAULTS, WORKER_DEFAULTS } from '../../core/defaults.js';
 import { UsageError } from '../../errors.js';
-import { CONNECTION_FLAGS, DEFAULT_SCENARIO, durationText, METRICS_FLAGS, type CommandDescription } from './describe.js';
+import { CONNECTION_FLAGS, DEFAULT_SCENARIO, durationText, METRICS_FLAGS, procsFlag, type CommandDescription } from './describe.js';
 
 export const benchCommand: CommandDescription = {
   name: 'bench',
@@ -23,6 +23,7 @@ export const benchCommand: CommandDescription = {
     { flags: '--rate <n>', help: 'payments per second over all producers, open loop (latency from intended send times); default flat out' },
     { flags: '--producers <n>', help: 'producer loops sharing the stream (each at rate/n)', default: BENCH_DEFAULTS.producers },
     { flags: '--consumers <n>', help: "deliveries each stage works on at once (the stage's prefetch)", default: BENCH_DEFAULTS.consumers },
+    procsFlag('running shard k/n of the producers and every stage; the tracer stays in this thread'),
     { flags: '--seed <n>', help: 'generator and worker decisions seed (default random, in the report)' },
     { flags: '--time-scale <x>', help: "multiply the scenario's processing times; 0 never waits", default: WORKER_DEFAULTS.timeScale },
     { flags: '--failures <on|off>', help: 'off: no stage fails', default: WORKER_DEFAULTS.failures ? 'on' : 'off' },

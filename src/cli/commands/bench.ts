@@ -10,7 +10,9 @@ import { loadScenario } from '../../events/scenario.js';
 import { DEAD_LETTER_REASONS } from '../../core/worker.js';
 import { benchReportKeys, checkAssertionKeys, evaluateAssertions, parseAssertion, type AssertionOutcome } from '../../metrics/assert.js';
 import { buildReport, type Report } from '../../metrics/report.js';
-import { CONNECTION_OPTIONS, METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, listSchema, nonNegativeSchema, onOffSchema, rateSchema, shardSchema, wholeNumber } from '../options.js';
+import { CONNECTION_OPTIONS, METRICS_OPTIONS, brokerSchema, durationOrZero, durationSchema, flagSchema, listSchema, nonNegativeSchema, onOffSchema, procsSchema, rateSchema, shardSchema, wholeNumber } from '../options.js';
+import { refuseProcsOnMemory, scenarioOut } from '../threads.js';
+import { benchThreads } from './bench-procs.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -64,6 +66,7 @@ export const schema = z.strictObject({
   maxRate: rateSchema.optional(),
   precision: percentFraction,
   maxDuration: durationSchema,
+  procs: procsSchema,
   ...METRICS_OPTIONS,
 });
 
@@ -100,6 +103,12 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
       hint: o.role === 'worker' ? "workers of one scenario already share its consumer groups: start as many as you like" : undefined,
     });
   }
+  if (o.procs > 1 && o.role !== 'all') {
+    throw new UsageError(`--procs runs a whole run's producers and workers in threads; --role ${o.role} is one part of a run`, {
+      hint: `start more --role ${o.role} processes instead: the parts of one run merge with payq report --merge`,
+    });
+  }
+  refuseProcsOnMemory(o.procs, o.broker ?? parseBrokerUrl('memory://'));
   const assertions = o.assert.map(parseAssertion);
   const scenario = loadScenario(o.scenario);
   if (o.findMax) {
@@ -140,28 +149,26 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     let lastPhase: BenchProgress['phase'] | undefined;
     /** One bench run on the connected driver, and its report. */
     const benchOnce = async (rate: number | undefined, stepRunId: string, label: string | undefined): Promise<{ result: BenchResult; report: Report }> => {
+      const options = {
+        rate,
+        durationMs,
+        count: o.count,
+        warmupMs: o.warmup,
+        producers: o.producers,
+        consumers: o.consumers,
+        seed,
+        timeScale: o.timeScale,
+        failures: o.failures,
+        maxBacklog: rate === undefined ? maxBacklog : undefined,
+        drainTimeoutMs: o.drainTimeout,
+        partitions: o.partitions,
+        runId: stepRunId,
+        size: o.size,
+        idleTimeoutMs: o.idleTimeout,
+        startTimeoutMs: o.startTimeout,
+      };
       const result = await runBench(
-        {
-          scenario,
-          rate,
-          durationMs,
-          count: o.count,
-          warmupMs: o.warmup,
-          producers: o.producers,
-          consumers: o.consumers,
-          seed,
-          timeScale: o.timeScale,
-          failures: o.failures,
-          maxBacklog: rate === undefined ? maxBacklog : undefined,
-          drainTimeoutMs: o.drainTimeout,
-          partitions: o.partitions,
-          runId: stepRunId,
-          size: o.size,
-          role: o.role,
-          shard: o.shard,
-          idleTimeoutMs: o.idleTimeout,
-          startTimeoutMs: o.startTimeout,
-        },
+        { ...options, scenario, role: o.role, shard: o.shard },
         {
           driver,
           clock: systemClock,
@@ -180,6 +187,21 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
             live.progress = p;
           },
           onHistograms: (h) => (live.histograms = h),
+          threads:
+            o.procs > 1
+              ? benchThreads(
+                  o.procs,
+                  (shard, tally) => ({
+                    broker,
+                    reconnectTimeout: o.reconnectTimeout,
+                    scenario: scenarioOut(scenario),
+                    bench: options,
+                    shard,
+                    tally,
+                  }),
+                  { signal: ctx.signal, onWarn: (text) => out.warn(text) },
+                )
+              : undefined,
         },
       );
       const report: Report = buildReport(result.data, {
@@ -196,6 +218,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
           warmup_s: o.warmup / 1000,
           producers: o.producers,
           consumers: o.consumers,
+          procs: o.procs,
           max_backlog: rate === undefined ? (maxBacklog ?? null) : null,
           time_scale: o.timeScale,
           failures: o.failures,

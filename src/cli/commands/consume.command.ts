@@ -1,6 +1,6 @@
 import { DEFAULT_START_TIMEOUT_MS } from '../../core/defaults.js';
 import { DEFAULT_DECODE, DEFAULT_TIME_FIELD } from '../../events/decode.js';
-import { CONNECTION_FLAGS, DEFAULT_SCENARIO, durationText, READ_MODE_FLAGS, type CommandDescription } from './describe.js';
+import { CONNECTION_FLAGS, DEFAULT_SCENARIO, durationText, procsFlag, READ_MODE_FLAGS, type CommandDescription } from './describe.js';
 
 export const consumeCommand: CommandDescription = {
   name: 'consume',
@@ -46,6 +46,7 @@ export const consumeCommand: CommandDescription = {
     },
     { flags: '--time-field <path>', help: 'body field with the event\'s business time (ISO 8601, epoch s or ms), for events payq did not write', shownDefault: DEFAULT_TIME_FIELD },
     { flags: '--prefetch <n>', help: 'unacked messages held at once (default 500, at most --limit)', hidden: true },
+    procsFlag('each a member of the --group (they share its messages; --limit is the whole run’s)'),
     ...CONNECTION_FLAGS,
   ],
   helpAfter:

@@ -8,7 +8,8 @@ import { InterruptedError, UsageError } from '../../errors.js';
 import { CURRENCY_EXPONENT } from '../../events/currencies.js';
 import { checkCorrelateDestinations, decodeOptionsOf, getPath } from '../../events/decode.js';
 import { loadScenario } from '../../events/scenario.js';
-import { CONNECTION_OPTIONS, brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, wholeNumber } from '../options.js';
+import { CONNECTION_OPTIONS, brokerSchema, correlateSchema, destinationSchema, durationSchema, fieldPathSchema, flagSchema, procsSchema, wholeNumber } from '../options.js';
+import { consumeInThreads } from './consume-procs.js';
 import type { Output } from '../output.js';
 import type { CommandContext } from '../context.js';
 import { formatCount, keyValueTable } from '../render.js';
@@ -44,6 +45,7 @@ export const schema = z.strictObject({
   binding: z.string().max(255).optional(),
   streamOffset: z.string().min(1).optional(),
   startTimeout: durationSchema,
+  procs: procsSchema,
 });
 
 /** Warnings about bodies that are not JSON, one per message up to this many. */
@@ -59,6 +61,10 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   }
   // Read-only: the destinations (the scenario's, or anyone's named with --topic) are never created
   // or re-declared; missing ones are waited for up to --start-timeout (core/destinations.ts).
+  if (o.procs > 1 && o.group === undefined) {
+    // Before connecting: N taps would print every message N times.
+    throw new UsageError(`--procs ${o.procs} reads as ${o.procs} members of one consumer group: give --group NAME (a tap, or --exchange or --stream-offset, takes nothing and would print each message ${o.procs} times)`);
+  }
   const scenario = o.topic === undefined && o.exchange === undefined ? loadScenario(o.scenario) : undefined;
   const destinations = o.exchange !== undefined ? [o.exchange] : (o.topic ?? scenario!.destinations);
   if (o.correlate) checkCorrelateDestinations(o.correlate, destinations);
@@ -77,42 +83,60 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     );
   }
 
-  const writer = new LineWriter(out, { ndjson, withMeta: o.withMeta, destinations });
+  const lines: LineOptions = { ndjson, withMeta: o.withMeta, destinations };
+  const warnings = new ProblemWarnings(out);
   // `payq consume | head`: the reader leaving is an ordinary end. The failed write rejects
   // (stopping consume, its batch given back); without a listener the stream's 'error' event
   // would also crash the process with a stack trace.
   const ignoreStdoutError = () => undefined;
   process.stdout.on('error', ignoreStdoutError);
+  const consumeOptions = {
+    destinations,
+    group: o.group,
+    mode,
+    startTimeoutMs: o.startTimeout,
+    fromBeginning: o.fromBeginning,
+    limit: o.limit,
+    idleTimeoutMs: o.idleTimeout,
+    prefetch: o.prefetch,
+    decode,
+  };
+  // The first line says how payq reads (README "How payq reads a destination it did not build").
+  const text = `consuming ${destinations.join(', ')} on ${o.broker.redacted} ${modeLine(mode, driver)}${o.procs > 1 ? ` · ${o.procs} threads` : ''}`;
+  const onReady = () => out.info(out.interactive ? `${text}; Ctrl-C to stop` : text);
+  if (!tap && o.fromBeginning && !driver.capabilities.replayFromBeginning) {
+    out.verbose('--from-beginning: a queue holds what no consumer has acked yet, and --group reads all of it already');
+  }
   let result: ConsumeResult;
   try {
-    await driver.connect();
-    if (!tap && o.fromBeginning && !driver.capabilities.replayFromBeginning) {
-      out.verbose('--from-beginning: a queue holds what no consumer has acked yet, and --group reads all of it already');
+    if (o.procs > 1) {
+      // Each thread connects a client of its own; this one only told how payq reads.
+      await driver.close();
+      const data = {
+        broker: o.broker,
+        reconnectTimeout: o.reconnectTimeout,
+        consume: { ...consumeOptions, types: o.type },
+        lines,
+        colorLevel: out.color.level,
+      };
+      result = await consumeInThreads(o.procs, data, { out, warnings, signal: ctx.signal, onReady });
+    } else {
+      await driver.connect();
+      result = await consume(
+        { ...consumeOptions, types: o.type ? new Set(o.type) : undefined },
+        {
+          driver,
+          signal: ctx.signal,
+          onReady,
+          onMessages: (messages) => {
+            const { text, problems } = formatLines(messages, lines, out.color);
+            warnings.say(problems);
+            return out.dataAsync(text);
+          },
+          isOutputClosed: (err) => (err as NodeJS.ErrnoException | undefined)?.code === 'EPIPE',
+        },
+      );
     }
-    // The first line says how payq reads (README "How payq reads a destination it did not build").
-    const text = `consuming ${destinations.join(', ')} on ${o.broker.redacted} ${modeLine(mode, driver)}`;
-    const onReady = () => out.info(out.interactive ? `${text}; Ctrl-C to stop` : text);
-    result = await consume(
-      {
-        destinations,
-        group: o.group,
-        mode,
-        startTimeoutMs: o.startTimeout,
-        fromBeginning: o.fromBeginning,
-        types: o.type ? new Set(o.type) : undefined,
-        limit: o.limit,
-        idleTimeoutMs: o.idleTimeout,
-        prefetch: o.prefetch,
-        decode,
-      },
-      {
-        driver,
-        signal: ctx.signal,
-        onReady,
-        onMessages: (messages) => writer.write(messages),
-        isOutputClosed: (err) => (err as NodeJS.ErrnoException | undefined)?.code === 'EPIPE',
-      },
-    );
   } finally {
     process.stdout.off('error', ignoreStdoutError);
     await driver.close();
@@ -126,7 +150,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     const left = tap ? 'a tap takes nothing away' : 'what was not acked before it went away is delivered again';
     throw brokerGone(driver, o.reconnectTimeout, `consume stopped: ${summary} so far (${left})`);
   }
-  out.block(summaryTable(result, { broker: o.broker.redacted, destinations, mode, driver, typed: o.type !== undefined }, out.color));
+  out.block(summaryTable(result, { broker: o.broker.redacted, destinations, mode, driver, typed: o.type !== undefined, procs: o.procs }, out.color));
 }
 
 interface SummaryContext {
@@ -135,6 +159,7 @@ interface SummaryContext {
   mode: ReadMode;
   driver: Driver;
   typed: boolean;
+  procs: number;
 }
 
 function summaryTable(r: ConsumeResult, s: SummaryContext, c: ChalkInstance): string {
@@ -142,6 +167,7 @@ function summaryTable(r: ConsumeResult, s: SummaryContext, c: ChalkInstance): st
     ['broker', s.broker],
     ['destinations', s.destinations.join(', ')],
     ['mode', describeReadMode(s.mode, s.driver)],
+    ...(s.procs > 1 ? ([['threads', `${s.procs} members of the group, each with its own client`]] as [string, string][]) : []),
     ['consumed', formatCount(r.consumed)],
     ['printed', formatCount(r.printed)],
   ];
@@ -249,29 +275,32 @@ export function prettyLine(m: ConsumedMessage, o: LineOptions, c: ChalkInstance)
   return parts.join('  ');
 }
 
-/** Writes each delivery batch as one chunk, and warns (a few times) about bodies that are not JSON. */
-class LineWriter {
-  private problems = 0;
-
-  constructor(
-    private readonly out: Output,
-    private readonly options: LineOptions,
-  ) {}
-
-  async write(messages: ConsumedMessage[]): Promise<void> {
-    let text = '';
-    for (const m of messages) {
-      if (m.problem !== undefined) this.warn(m);
-      text += this.options.ndjson ? `${ndjsonLine(m, this.options.withMeta)}\n` : `${prettyLine(m, this.options, this.out.color)}\n`;
+/** A delivery batch as text, one line a message, and what to warn about its bodies that are not JSON (a few). */
+export function formatLines(messages: ConsumedMessage[], options: LineOptions, color: ChalkInstance): { text: string; problems: string[] } {
+  let text = '';
+  const problems: string[] = [];
+  for (const m of messages) {
+    if (m.problem !== undefined && problems.length < MAX_PROBLEM_WARNINGS) {
+      const where = m.partition !== undefined ? `${m.destination}[${m.partition}]@${m.offset}` : m.destination;
+      problems.push(`${where}: ${m.problem} (${countOf(m.value.length, 'byte')}); printed as a problem line, not dropped`);
     }
-    await this.out.dataAsync(text);
+    text += options.ndjson ? `${ndjsonLine(m, options.withMeta)}\n` : `${prettyLine(m, options, color)}\n`;
   }
+  return { text, problems };
+}
 
-  private warn(m: ConsumedMessage): void {
-    this.problems++;
-    if (this.problems > MAX_PROBLEM_WARNINGS) return;
-    const where = m.partition !== undefined ? `${m.destination}[${m.partition}]@${m.offset}` : m.destination;
-    this.out.warn(`${where}: ${m.problem} (${countOf(m.value.length, 'byte')}); printed as a problem line, not dropped`);
-    if (this.problems === MAX_PROBLEM_WARNINGS) this.out.warn('further messages that are not JSON are counted in the summary, not warned about');
+/** Warns about bodies that are not JSON, MAX_PROBLEM_WARNINGS times in a run at most. */
+export class ProblemWarnings {
+  private said = 0;
+
+  constructor(private readonly out: Output) {}
+
+  say(problems: string[]): void {
+    for (const text of problems) {
+      this.said++;
+      if (this.said > MAX_PROBLEM_WARNINGS) return;
+      this.out.warn(text);
+      if (this.said === MAX_PROBLEM_WARNINGS) this.out.warn('further messages that are not JSON are counted in the summary, not warned about');
+    }
   }
 }

@@ -90,6 +90,11 @@ export const METRICS_FLAGS: readonly FlagSpec[] = [
   { flags: '--metrics-linger <time>', help: 'with --metrics-port: keep serving the final figures this long after the end', default: '0s' },
 ];
 
+/** `--procs` (README "Every core: --procs"): what each of the N threads runs, then the flag's own text. */
+export function procsFlag(each: string): FlagSpec {
+  return { flags: '--procs <n|auto>', help: `threads, each with its own client, ${each}; auto = one per core (default {default})`, default: 1 };
+}
+
 /** `--reconnect-timeout` (README "Failure drills"): on every command that talks to a broker. */
 export const CONNECTION_FLAGS: readonly FlagSpec[] = [
   {

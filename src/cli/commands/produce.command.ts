@@ -1,4 +1,4 @@
-import { CONNECTION_FLAGS, DEFAULT_SCENARIO, METRICS_FLAGS, type CommandDescription } from './describe.js';
+import { CONNECTION_FLAGS, DEFAULT_SCENARIO, METRICS_FLAGS, procsFlag, type CommandDescription } from './describe.js';
 
 /** Payments produced when neither --count nor --duration is given. */
 export const DEFAULT_COUNT = 1000;
@@ -30,7 +30,7 @@ export const produceCommand: CommandDescription = {
     { flags: '--dry-run', help: 'print the events as NDJSON on stdout and send nothing' },
     { flags: '--run-id <id>', help: 'run id stamped on every event (default: random)' },
     { flags: '--shard <i/N>', help: "send shard i of N of the seeded stream: the payments at positions ≡ i-1 mod N (--count and --rate are the whole stream's)" },
-    { flags: '--procs <n|auto>', help: 'producer threads, each with its own client and shard k/n of the stream; auto = one per core (default {default})', default: 1 },
+    procsFlag('sending shard k/n of the stream'),
     { flags: '--batch-size <n>', help: 'events per send batch (default: the driver’s)', hidden: true },
     { flags: '--max-in-flight <n>', help: 'batches in flight (default: the driver’s)', hidden: true },
     ...CONNECTION_FLAGS,

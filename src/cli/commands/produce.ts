@@ -1,5 +1,4 @@
 import { randomBytes, randomInt } from 'node:crypto';
-import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
 import { produce, type ProduceResult } from '../../core/produce.js';
@@ -9,27 +8,17 @@ import { openDriver } from '../connect.js';
 import { BrokerUnavailableError, ConfigError, DataError, InterruptedError, UsageError } from '../../errors.js';
 import { EventGenerator, type GeneratedEvent, type Shard } from '../../events/generator.js';
 import { loadScenario } from '../../events/scenario.js';
-import { CONNECTION_OPTIONS, METRICS_OPTIONS, brokerSchema, destinationSchema, durationSchema, flagSchema, rateSchema, shardSchema, wholeNumber } from '../options.js';
+import { CONNECTION_OPTIONS, METRICS_OPTIONS, brokerSchema, destinationSchema, durationSchema, flagSchema, procsSchema, rateSchema, shardSchema, wholeNumber } from '../options.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
 import { formatCount, formatLatency, formatRate, keyValueTable } from '../render.js';
 import { countOf } from '../../text.js';
 import { produceInThreads } from './produce-procs.js';
+import { refuseProcsOnMemory, scenarioOut } from '../threads.js';
 import { DEFAULT_COUNT } from './produce.command.js';
 import { CommandMetrics, serveMetrics } from '../live-metrics.js';
 import { sharedAcrossProcesses } from '../../drivers/url.js';
-
-/** A number of threads, or `auto`: one per core (os.availableParallelism()). */
-const procsSchema = z.union([z.number(), z.string()]).transform((v, ctx): number => {
-  if (String(v).trim() === 'auto') return availableParallelism();
-  const n = typeof v === 'number' ? v : /^\s*\d{1,4}\s*$/.test(v) ? Number(v) : NaN;
-  if (!(Number.isSafeInteger(n) && n >= 1 && n <= 1024)) {
-    ctx.addIssue({ code: 'custom', message: `must be a whole number from 1 to 1024, or auto (got '${v}')` });
-    return z.NEVER;
-  }
-  return n;
-});
 
 export const schema = z.strictObject({
   ...CONNECTION_OPTIONS,
@@ -76,8 +65,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     throw new UsageError('--shard and --procs split the seeded stream; they do not apply to --from-file');
   }
   if (o.shard !== undefined && o.procs > 1) throw new UsageError('--shard and --procs exclude each other (--procs N runs shards 1/N..N/N itself)');
-  // memory:// lives in one thread: a second thread would produce into a broker of its own.
-  if (o.procs > 1 && !o.dryRun && (o.broker !== undefined && !sharedAcrossProcesses(o.broker))) throw new UsageError('--procs above 1 needs a networked broker (memory:// lives in one thread)');
+  if (!o.dryRun && o.broker !== undefined) refuseProcsOnMemory(o.procs, o.broker);
   // --rate is the whole stream's: each of N shards sends rate/N.
   const shards = o.shard?.count ?? o.procs;
   const shardRate = o.rate === undefined ? undefined : o.rate / shards;
@@ -176,9 +164,8 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
         o.procs,
         (k) => ({
           broker: brokerUrl,
-          driverOptions: { reconnectTimeoutMs: o.reconnectTimeout },
-          scenarioText: scenario.text,
-          scenarioOrigin: scenario.origin,
+          reconnectTimeout: o.reconnectTimeout,
+          scenario: scenarioOut(scenario),
           generator: { ...plain, shard: { index: k, count: o.procs } },
           produce: produceOptions,
         }),

@@ -1,5 +1,5 @@
 import { WORKER_DEFAULTS } from '../../core/defaults.js';
-import { CONNECTION_FLAGS, DEFAULT_SCENARIO, METRICS_FLAGS, type CommandDescription } from './describe.js';
+import { CONNECTION_FLAGS, DEFAULT_SCENARIO, METRICS_FLAGS, procsFlag, type CommandDescription } from './describe.js';
 
 export const workerCommand: CommandDescription = {
   name: 'worker',
@@ -25,6 +25,7 @@ export const workerCommand: CommandDescription = {
     { flags: '--duration <time>', help: 'stop after this long (exit 0), e.g. 10m' },
     { flags: '--idle-timeout <time>', help: 'stop once no message arrived for this long (exit 0), e.g. 5s: lets CI finish' },
     { flags: '--partitions <n>', help: 'partitions of the topics the worker creates (Kafka; default {default})', default: WORKER_DEFAULTS.partitions },
+    procsFlag('running the stages in their groups (they share the messages)'),
     ...CONNECTION_FLAGS,
   ],
   helpAfter:

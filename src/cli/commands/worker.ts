@@ -1,12 +1,14 @@
 import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
 import { systemClock } from '../../core/clock.js';
-import { runWorker, selectStages, type StageStats, type WorkerResult } from '../../core/worker.js';
+import { runWorker, selectStages, topologyOf, type StageStats, type WorkerResult } from '../../core/worker.js';
 import { brokerGone, openDriver } from '../connect.js';
 import { InterruptedError, UsageError } from '../../errors.js';
 import { loadScenario } from '../../events/scenario.js';
 import { encodeHistogram } from '../../metrics/histogram.js';
-import { CONNECTION_OPTIONS, METRICS_OPTIONS, brokerSchema, durationSchema, flagSchema, nonNegativeSchema, onOffSchema, wholeNumber } from '../options.js';
+import { CONNECTION_OPTIONS, METRICS_OPTIONS, brokerSchema, durationSchema, flagSchema, nonNegativeSchema, onOffSchema, procsSchema, wholeNumber } from '../options.js';
+import { workerInThreads, type WorkerCounts } from './worker-procs.js';
+import { scenarioOut } from '../threads.js';
 import type { CommandContext } from '../context.js';
 import { payqVersion } from '../context.js';
 import { startProgress } from '../progress.js';
@@ -39,6 +41,7 @@ export const schema = z.strictObject({
   duration: durationSchema.optional(),
   idleTimeout: durationSchema.optional(),
   partitions: wholeNumber(1, 10_000),
+  procs: procsSchema,
 });
 
 export async function run(o: z.output<typeof schema>, ctx: CommandContext): Promise<void> {
@@ -64,42 +67,54 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
   const metrics = await serveMetrics(o, out, () => live.snapshot());
   const driver = await openDriver(o.broker, ctx, o);
   const progress = await startProgress(out, `connecting to ${o.broker.redacted}`);
+  let last = { handled: 0, ms: 0 };
+  let rate = 0;
+  const onProgress = (p: WorkerCounts & { elapsedMs: number }) => {
+    workerFigures(p);
+    if (p.elapsedMs - last.ms >= 1000) {
+      rate = ((p.handled - last.handled) * 1000) / (p.elapsedMs - last.ms);
+      last = { handled: p.handled, ms: p.elapsedMs };
+    }
+    progress.update(`${formatCount(p.handled)} handled · ${formatCount(p.emitted)} emitted · ${formatCount(p.deadLettered)} dead-lettered · ${formatRate(rate)} events/s`);
+  };
+  const options = {
+    stages: o.stage,
+    prefetch: o.prefetch,
+    seed: o.seed,
+    failures: o.failures,
+    timeScale: o.timeScale,
+    partitions: o.partitions,
+    durationMs: o.duration,
+    idleTimeoutMs: o.idleTimeout,
+  };
   let result: WorkerResult;
   try {
     await driver.connect();
-    progress.update(`subscribing on ${o.broker.redacted}`);
-    let last = { handled: 0, ms: 0 };
-    let rate = 0;
-    result = await runWorker(
-      {
-        scenario,
-        stages: o.stage,
-        prefetch: o.prefetch,
-        seed: o.seed,
-        failures: o.failures,
-        timeScale: o.timeScale,
-        partitions: o.partitions,
-        durationMs: o.duration,
-        idleTimeoutMs: o.idleTimeout,
-      },
-      {
-        driver,
-        clock: systemClock,
-        signal: ctx.signal,
-        onNotice: (text) => ctx.out.warn(text),
-        onReady: (n) => out.verbose(`worker: subscribed (${countOf(n, 'subscription')}), handling`),
-        onProgress: (p) => {
-          workerFigures(p);
-          if (p.elapsedMs - last.ms >= 1000) {
-            rate = ((p.handled - last.handled) * 1000) / (p.elapsedMs - last.ms);
-            last = { handled: p.handled, ms: p.elapsedMs };
-          }
-          progress.update(
-            `${formatCount(p.handled)} handled · ${formatCount(p.emitted)} emitted · ${formatCount(p.deadLettered)} dead-lettered · ${formatRate(rate)} events/s`,
-          );
+    if (o.procs > 1) {
+      // The topology is declared once, here; then each thread connects a client of its own.
+      for (const notice of await driver.declare(topologyOf(scenario, selectStages(scenario, o.stage), o.partitions))) out.warn(notice);
+      await driver.close();
+      progress.update(`starting ${o.procs} threads on ${o.broker.redacted}`);
+      const data = { broker: o.broker, reconnectTimeout: o.reconnectTimeout, scenario: scenarioOut(scenario), worker: options };
+      result = await workerInThreads(o.procs, data, ctx.signal, {
+        onWarn: (text) => out.warn(text),
+        onProgress,
+        onReady: (n) => out.verbose(`worker: subscribed in ${o.procs} threads (${countOf(n, 'subscription')} each), handling`),
+      });
+    } else {
+      progress.update(`subscribing on ${o.broker.redacted}`);
+      result = await runWorker(
+        { ...options, scenario },
+        {
+          driver,
+          clock: systemClock,
+          signal: ctx.signal,
+          onNotice: (text) => ctx.out.warn(text),
+          onReady: (n) => out.verbose(`worker: subscribed (${countOf(n, 'subscription')}), handling`),
+          onProgress,
         },
-      },
-    );
+      );
+    }
   } finally {
     progress.stop();
     await driver.close();
@@ -121,6 +136,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
       failures: o.failures,
       time_scale: o.timeScale,
       prefetch: o.prefetch,
+      procs: o.procs,
       stages: result.stages.map((s) => ({
         ...s,
         processing_histogram: encodeHistogram(result.measures[s.stage]!.planned),
@@ -143,7 +159,7 @@ export async function run(o: z.output<typeof schema>, ctx: CommandContext): Prom
     const reasons = Object.entries(result.totals.dead_lettered).filter(([, n]) => n > 0);
     if (reasons.length > 0) out.info(`dead-lettered by reason: ${reasons.map(([r, n]) => `${r} ${formatCount(n)}`).join(', ')}`);
     out.info(
-      `APT ${result.totals.apt_ms} ms (wall ${result.totals.apt_wall_ms} ms) over ${formatCount(result.totals.handled)} handled events in ${result.elapsed_s} s`,
+      `APT ${result.totals.apt_ms} ms (wall ${result.totals.apt_wall_ms} ms) over ${formatCount(result.totals.handled)} handled events in ${result.elapsed_s} s${o.procs > 1 ? ` by ${o.procs} threads` : ''}`,
     );
   }
   if (result.error_count > 0) {
