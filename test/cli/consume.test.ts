@@ -106,6 +106,20 @@ describe.concurrent('payq consume on Kafka', async () => {
     expect(again.stdout).toBe('');
   });
 
+  it.skipIf(!up)('a group stopped by --limit keeps its place on every partition: its next run, without --from-beginning, prints exactly the rest', async () => {
+    const topic = await topicWith(['--count', '600', '--seed', '4']);
+    const expected = await dryRun(['--count', '600', '--seed', '4']);
+    const g = group();
+    // 40 of 600 over 6 partitions: the first run stops before it reached most of them.
+    const first = await runCli(['consume', '--broker', KAFKA_URL, '--topic', topic, '--group', g, '--from-beginning', '--limit', '40']);
+    expect(first.code, first.stderr).toBe(0);
+    expect(lines(first.stdout)).toHaveLength(40);
+    const rest = await runCli(['consume', '--broker', KAFKA_URL, '--topic', topic, '--group', g, ...IDLE]);
+    expect(rest.code, rest.stderr).toBe(0);
+    expect(lines(rest.stdout)).toHaveLength(560);
+    expect([...lines(first.stdout), ...lines(rest.stdout)].sort()).toEqual([...expected].sort());
+  });
+
   it.skipIf(!up)('--limit, --type and --with-meta on a lifecycle stream', async () => {
     const args = ['--count', '30', '--seed', '5', '--lifecycle'];
     const topic = await topicWith(args);

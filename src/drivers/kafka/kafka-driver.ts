@@ -431,7 +431,7 @@ class KafkaDriver extends DeclaredDriver implements Driver {
   }
 
   /** See KafkaSubscriptionDeps.startOffsets. */
-  private async startOffsets(groupId: string, topics: string[]): Promise<TopicPartitionOffset[]> {
+  private async startOffsets(groupId: string, topics: string[], from: 'earliest' | 'latest'): Promise<TopicPartitionOffset[]> {
     const admin = await this.getAdmin();
     const committed = await admin.fetchOffsets({ groupId, topics });
     const perTopic = await Promise.all(
@@ -439,7 +439,7 @@ class KafkaDriver extends DeclaredDriver implements Driver {
         const unset = new Set(partitions.filter((p) => Number(p.offset) < 0).map((p) => p.partition));
         if (unset.size === 0) return [];
         const ends = await admin.fetchTopicOffsets(topic);
-        return ends.filter((p) => unset.has(p.partition)).map((p) => ({ topic, partition: p.partition, offset: p.high }));
+        return ends.filter((p) => unset.has(p.partition)).map((p) => ({ topic, partition: p.partition, offset: from === 'earliest' ? p.low : p.high }));
       }),
     );
     return perTopic.flat();
@@ -469,7 +469,7 @@ class KafkaDriver extends DeclaredDriver implements Driver {
           url: this.url.redacted,
           produceDeadLetter: (topic, message) => this.produceDeadLetter(topic, message),
           deleteGroup: (groupId) => this.deleteGroup(groupId),
-          startOffsets: (groupId, topics) => this.startOffsets(groupId, topics),
+          startOffsets: (groupId, topics, from) => this.startOffsets(groupId, topics, from),
           link: this.linkMonitor,
           graced: (work, what) => this.graced(work, what),
         },

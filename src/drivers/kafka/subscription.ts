@@ -19,11 +19,13 @@
  * nothing behind. A process that dies without closing leaves its tap group until Kafka's
  * offsets.retention.minutes expires it (7 days by default); it holds no partitions meanwhile.
  *
- * A group that starts at the end (not fromBeginning) commits that end, read before it joined, for
- * its partitions that have no offset yet (deps.startOffsets): otherwise a partition not yet acked
- * on when the broker restarts would be reset to the end again, and what was sent meanwhile never
- * seen (README "Failure drills"). Through the member's own commit, not admin.setOffsets, which
- * joins the group itself.
+ * A group commits where it starts, read before it joined, on its partitions that have no offset
+ * yet (deps.startOffsets): the end, or the beginning with fromBeginning. Otherwise a partition not
+ * acked on yet keeps no position: after a broker restart one that started at the end would be
+ * reset to the end again, and what was sent meanwhile never seen (README "Failure drills"); and
+ * the group's next run, without fromBeginning, would start a partition that the first run
+ * (consume --from-beginning --limit N) never reached at its end, skipping all it holds. Through
+ * the member's own commit, not admin.setOffsets, which joins the group itself.
  *
  * A broker that goes away (README "Failure drills"): kafkajs' consumer crashes with a retriable
  * error and restarts itself, joining the group again; the join resets the local windows, so each
@@ -75,12 +77,11 @@ export interface KafkaSubscriptionDeps {
   /** Deletes a tap's consumer group once its consumer has left (best effort: may reject). */
   deleteGroup(groupId: string): Promise<void>;
   /**
-   * The end of each partition of `topics` for which `groupId` has no committed offset (best
-   * effort: may reject). The subscription commits these for its own partitions once it has
-   * joined, so a group that starts at the end resumes from there after a crash or a broker
-   * restart instead of skipping to the end again.
+   * Where the group starts (`from`: the beginning or the end) on each partition of `topics` for
+   * which `groupId` has no committed offset (best effort: may reject). The subscription commits
+   * these for its own partitions once it has joined (see the top).
    */
-  startOffsets(groupId: string, topics: string[]): Promise<TopicPartitionOffset[]>;
+  startOffsets(groupId: string, topics: string[], from: 'earliest' | 'latest'): Promise<TopicPartitionOffset[]>;
   /** The driver's LinkMonitor: told when the consumer loses the broker and when it works again. */
   link: { lost(): void; restored(): void };
   /** Work in flight, abandoned once the stop's grace is over (types.ts, DriverOptions.signal). */
@@ -287,9 +288,9 @@ export class KafkaSubscription implements Subscription {
 
     // Before the join's clock starts: its admin round trips are not the group's settling. Best
     // effort, except when the broker is away: then this start fails and is tried again.
-    const unset = fromBeginning
-      ? []
-      : await this.deps.startOffsets(group, destinations).catch((err: unknown): TopicPartitionOffset[] => {
+    const unset = await this.deps
+      .startOffsets(group, destinations, fromBeginning ? 'earliest' : 'latest')
+      .catch((err: unknown): TopicPartitionOffset[] => {
           if (!isOutage(err, url)) return [];
           this.stopListening();
           throw mapKafkaError(err, { operation: 'subscribe', url, subject });
