@@ -78,7 +78,7 @@ interface WorkerJson {
 /** Starts `payq worker --procs N`, waits until every thread is subscribed, produces `count` payments, and returns its --json. */
 async function workerRun(url: string, procs: number, count: number): Promise<{ json: WorkerJson; scenario: Scenario }> {
   const { file, scenario } = scenarioFor(url, uniqueName(`procs-w${procs}`));
-  const worker = startCli(['worker', '--broker', url, '--scenario', file, '--procs', String(procs), '--time-scale', '0', '--seed', '5', '--idle-timeout', '3s', '--json', '-v']);
+  const worker = startCli(['worker', '--broker', url, '--scenario', file, '--procs', String(procs), '--time-scale', '0', '--seed', '5', '--idle-timeout', '10s', '--json', '-v']);
   await worker.waitForStderr(/worker: subscribed/);
   const produced = await runCli(['produce', '--broker', url, '--scenario', file, '--count', String(count), '--seed', '21', '--json']);
   expect(produced.code, produced.stderr).toBe(0);
